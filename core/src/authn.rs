@@ -1,0 +1,204 @@
+//! Authenticators: who may open an SSO session.
+
+use crate::error::AuthnError;
+use crate::principal::{Attributes, Principal};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use subtle::ConstantTimeEq;
+
+/// What a user typed on the login form.
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError>;
+}
+
+#[derive(Clone)]
+pub enum UserSecret {
+    /// An argon2 PHC string (`$argon2id$v=19$...`).
+    Hash(String),
+    /// A plain password from the configuration (accepted, warned about).
+    Plain(String),
+}
+
+#[derive(Clone)]
+pub struct StaticUser {
+    pub username: String,
+    pub secret: UserSecret,
+    pub attributes: Attributes,
+}
+
+/// The built-in user store from the configuration file.
+pub struct StaticUserAuthenticator {
+    users: HashMap<String, (UserSecret, Arc<Principal>)>,
+    /// A hash verified when the user is unknown or has a plain password, so
+    /// that every attempt costs one argon2 verification: unknown user and
+    /// wrong password take the same time.
+    decoy: Arc<OnceLock<String>>,
+}
+
+impl StaticUserAuthenticator {
+    /// Fails on a password hash that is not a valid PHC string.
+    pub fn new(users: Vec<StaticUser>) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for user in users {
+            if let UserSecret::Hash(h) = &user.secret {
+                PasswordHash::new(h)
+                    .map_err(|e| format!("user {}: bad password_hash: {e}", user.username))?;
+            }
+            let principal = Arc::new(Principal {
+                id: user.username.clone(),
+                attributes: user.attributes,
+            });
+            map.insert(user.username, (user.secret, principal));
+        }
+        Ok(Self {
+            users: map,
+            decoy: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Usernames whose password is stored in plain text.
+    pub fn plain_password_users(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .users
+            .iter()
+            .filter(|(_, (s, _))| matches!(s, UserSecret::Plain(_)))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+/// An argon2id PHC string for `password`, with the crate's default parameters.
+pub fn hash_password(password: &str) -> Result<String, AuthnError> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthnError::Backend(e.to_string()))
+}
+
+fn verify_hash(phc: &str, password: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+#[async_trait]
+impl Authenticator for StaticUserAuthenticator {
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+        let user = self.users.get(&credentials.username).cloned();
+        let password = credentials.password.clone();
+        let decoy = self.decoy.clone();
+        // argon2 is deliberately slow: keep it off the async workers.
+        let accepted = tokio::task::spawn_blocking(move || {
+            let decoy_hash = || {
+                decoy
+                    .get_or_init(|| hash_password("castellan-decoy").unwrap_or_default())
+                    .clone()
+            };
+            match &user {
+                Some((UserSecret::Hash(h), _)) => verify_hash(h, &password),
+                Some((UserSecret::Plain(p), _)) => {
+                    let _ = verify_hash(&decoy_hash(), &password);
+                    bool::from(p.as_bytes().ct_eq(password.as_bytes()))
+                }
+                None => {
+                    let _ = verify_hash(&decoy_hash(), &password);
+                    false
+                }
+            }
+        })
+        .await
+        .map_err(|e| AuthnError::Backend(e.to_string()))?;
+        match (accepted, self.users.get(&credentials.username)) {
+            (true, Some((_, principal))) => Ok(principal.clone()),
+            _ => Err(AuthnError::InvalidCredentials),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> StaticUserAuthenticator {
+        StaticUserAuthenticator::new(vec![
+            StaticUser {
+                username: "hashed".into(),
+                secret: UserSecret::Hash(hash_password("s3cret").unwrap()),
+                attributes: Attributes::new(),
+            },
+            StaticUser {
+                username: "plain".into(),
+                secret: UserSecret::Plain("open".into()),
+                attributes: Attributes::new(),
+            },
+        ])
+        .unwrap()
+    }
+
+    fn creds(u: &str, p: &str) -> Credentials {
+        Credentials {
+            username: u.into(),
+            password: p.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn accepts_right_and_refuses_wrong_passwords() {
+        let s = store();
+        assert_eq!(
+            s.authenticate(&creds("hashed", "s3cret")).await.unwrap().id,
+            "hashed"
+        );
+        assert_eq!(
+            s.authenticate(&creds("plain", "open")).await.unwrap().id,
+            "plain"
+        );
+        for (u, p) in [
+            ("hashed", "S3cret"),
+            ("plain", "ope"),
+            ("nobody", "open"),
+            ("hashed", ""),
+        ] {
+            assert_eq!(
+                s.authenticate(&creds(u, p)).await.unwrap_err(),
+                AuthnError::InvalidCredentials
+            );
+        }
+        assert_eq!(s.plain_password_users(), vec!["plain"]);
+    }
+
+    #[test]
+    fn rejects_malformed_hashes_at_start() {
+        let err = StaticUserAuthenticator::new(vec![StaticUser {
+            username: "x".into(),
+            secret: UserSecret::Hash("not-a-phc".into()),
+            attributes: Attributes::new(),
+        }]);
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,403 @@
+//! The engine API that every protocol module calls in-process.
+//!
+//! The CAS endpoints, the OIDC provider, the SAML IdP and delegation all go
+//! through these few calls: open a session, grant a service ticket, validate
+//! it into an [`Assertion`], grant a proxy ticket, log a session out.
+
+use crate::authn::{Authenticator, Credentials};
+use crate::clock::{Clock, Millis};
+use crate::error::{AuthnError, EngineError};
+use crate::ids::{is_well_formed, new_ticket_id, redact};
+use crate::principal::{Attributes, Principal};
+use crate::service::{LogoutMode, RegisteredService, ServiceRegistry};
+use crate::store::TicketStore;
+use crate::throttle::{Throttle, ThrottlePolicy};
+use crate::ticket::{
+    ProxyGrantingTicket, ProxyTicket, ServiceRecord, ServiceTicket, Ticket, TicketGrantingTicket,
+    TicketKind,
+};
+use async_trait::async_trait;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct TicketPolicy {
+    pub service_ticket_ttl: Duration,
+    pub proxy_ticket_ttl: Duration,
+    /// Hard limit of an SSO session.
+    pub session_ttl: Duration,
+    /// Idle limit of an SSO session.
+    pub session_idle_ttl: Duration,
+    /// How long a rendered login form stays usable.
+    pub login_flow_ttl: Duration,
+}
+
+impl Default for TicketPolicy {
+    fn default() -> Self {
+        Self {
+            service_ticket_ttl: Duration::from_secs(10),
+            proxy_ticket_ttl: Duration::from_secs(10),
+            session_ttl: Duration::from_secs(8 * 3600),
+            session_idle_ttl: Duration::from_secs(2 * 3600),
+            login_flow_ttl: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Delivers a PGT to a proxy callback URL (CAS 3.0 §2.5.4). The engine knows
+/// no HTTP: the CAS protocol module provides the real implementation.
+#[async_trait]
+pub trait ProxyCallback: Send + Sync + 'static {
+    /// True only when the callback answered 200 to
+    /// `GET pgt_url?pgtIou=…&pgtId=…` over verified TLS.
+    async fn deliver(&self, pgt_url: &str, pgt_iou: &str, pgt_id: &str) -> bool;
+}
+
+/// What a validation request asks (the parameters of `/p3/serviceValidate`).
+#[derive(Debug, Clone, Copy)]
+pub struct ValidationRequest<'a> {
+    pub ticket: &'a str,
+    pub service: &'a str,
+    pub renew: bool,
+    pub pgt_url: Option<&'a str>,
+    /// `/proxyValidate` accepts proxy tickets, `/serviceValidate` does not.
+    pub allow_proxy_tickets: bool,
+}
+
+/// A successful validation: who, for which service, and how they logged in.
+#[derive(Debug, Clone)]
+pub struct Assertion {
+    pub principal: Arc<Principal>,
+    /// Only the attributes the service's registration releases.
+    pub attributes: Attributes,
+    pub service: String,
+    pub service_name: String,
+    pub authenticated_at: Millis,
+    pub from_new_login: bool,
+    pub long_term: bool,
+    /// Proxies traversed, most recent first; empty for a service ticket.
+    pub proxies: Vec<String>,
+    /// The PGTIOU when a PGT was delivered to the pgtUrl.
+    pub pgt_iou: Option<String>,
+}
+
+/// A service to tell that a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutNotification {
+    pub service: String,
+    pub ticket_id: String,
+    pub principal_id: String,
+    pub mode: LogoutMode,
+}
+
+pub struct Engine {
+    store: Arc<dyn TicketStore>,
+    registry: Arc<ServiceRegistry>,
+    authenticator: Arc<dyn Authenticator>,
+    throttle: Throttle,
+    policy: TicketPolicy,
+    clock: Arc<dyn Clock>,
+    proxy_callback: Arc<dyn ProxyCallback>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn TicketStore>,
+        registry: Arc<ServiceRegistry>,
+        authenticator: Arc<dyn Authenticator>,
+        throttle: ThrottlePolicy,
+        policy: TicketPolicy,
+        clock: Arc<dyn Clock>,
+        proxy_callback: Arc<dyn ProxyCallback>,
+    ) -> Self {
+        Self {
+            store,
+            registry,
+            authenticator,
+            throttle: Throttle::new(throttle),
+            policy,
+            clock,
+            proxy_callback,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn TicketStore> {
+        &self.store
+    }
+
+    pub fn registry(&self) -> &ServiceRegistry {
+        &self.registry
+    }
+
+    pub fn policy(&self) -> &TicketPolicy {
+        &self.policy
+    }
+
+    /// The registration of a service URL, if any.
+    pub fn service(&self, service_url: &str) -> Option<&RegisteredService> {
+        self.registry.find(service_url)
+    }
+
+    /// Checks credentials, with throttling per username and client address.
+    pub async fn authenticate(
+        &self,
+        credentials: &Credentials,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Arc<Principal>, EngineError> {
+        let store = self.store.as_ref();
+        self.throttle
+            .check(store, &credentials.username, client_ip)
+            .await?;
+        match self.authenticator.authenticate(credentials).await {
+            Ok(principal) => {
+                self.throttle
+                    .record_success(store, &credentials.username)
+                    .await?;
+                Ok(principal)
+            }
+            Err(AuthnError::InvalidCredentials) => {
+                self.throttle
+                    .record_failure(store, &credentials.username, client_ip)
+                    .await?;
+                Err(AuthnError::InvalidCredentials.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens an SSO session for an authenticated principal.
+    pub async fn open_session(
+        &self,
+        principal: Arc<Principal>,
+        long_term: bool,
+    ) -> Result<TicketGrantingTicket, EngineError> {
+        let now = self.clock.now();
+        let session = TicketGrantingTicket {
+            id: new_ticket_id(TicketKind::TicketGranting.prefix()),
+            principal,
+            authenticated_at: now,
+            expires_at: now.saturating_add(self.policy.session_ttl.as_millis() as u64),
+            long_term,
+            services: Vec::new(),
+        };
+        self.store
+            .create_session(&session, self.policy.session_idle_ttl)
+            .await?;
+        tracing::info!(user = %session.principal.id, session = %redact(&session.id), "SSO session opened");
+        Ok(session)
+    }
+
+    /// A live session by the id in the `CASTGC` cookie; using it keeps it alive.
+    pub async fn session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, EngineError> {
+        if !is_well_formed(id, TicketKind::TicketGranting.prefix()) {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .touch_session(id, self.policy.session_idle_ttl)
+            .await?)
+    }
+
+    /// Grants a one-time ticket for `service` from a session.
+    pub async fn grant_service_ticket(
+        &self,
+        session_id: &str,
+        service: &str,
+        from_new_login: bool,
+    ) -> Result<ServiceTicket, EngineError> {
+        let registered = self
+            .registry
+            .find(service)
+            .ok_or(EngineError::UnauthorizedService)?;
+        let ticket = ServiceTicket {
+            id: new_ticket_id(TicketKind::Service.prefix()),
+            session_id: session_id.to_owned(),
+            service: service.to_owned(),
+            from_new_login,
+        };
+        self.store
+            .add_ticket(
+                Ticket::Service(ticket.clone()),
+                self.policy.service_ticket_ttl,
+            )
+            .await?;
+        let record = ServiceRecord {
+            ticket_id: ticket.id.clone(),
+            service: service.to_owned(),
+            logout: registered.logout,
+        };
+        if !self.store.record_service(session_id, record).await? {
+            // The session ended between lookup and grant: the ticket must not outlive it.
+            self.store.consume_ticket(&ticket.id).await?;
+            return Err(EngineError::SessionNotFound);
+        }
+        Ok(ticket)
+    }
+
+    /// Validates a service or proxy ticket (CAS 3.0 §2.5, §2.6). The ticket
+    /// is consumed by the attempt whatever its outcome (§2.5.4: one try).
+    pub async fn validate(&self, request: ValidationRequest<'_>) -> Result<Assertion, EngineError> {
+        let is_service_ticket = is_well_formed(request.ticket, TicketKind::Service.prefix());
+        let is_proxy_ticket = is_well_formed(request.ticket, TicketKind::Proxy.prefix());
+        if !is_service_ticket && !is_proxy_ticket {
+            return Err(EngineError::MalformedTicket);
+        }
+        let consumed = self.store.consume_ticket(request.ticket).await?;
+        let (session_id, service, from_new_login, proxies) = match consumed {
+            Some(Ticket::Service(st)) => (st.session_id, st.service, st.from_new_login, vec![]),
+            Some(Ticket::Proxy(pt)) => {
+                if !request.allow_proxy_tickets {
+                    return Err(EngineError::ProxyTicketNotAccepted);
+                }
+                (pt.session_id, pt.service, false, pt.proxies)
+            }
+            _ => return Err(EngineError::TicketNotFound),
+        };
+        if service != request.service {
+            return Err(EngineError::ServiceMismatch);
+        }
+        if request.renew && !from_new_login {
+            return Err(EngineError::RenewRequired);
+        }
+        // A ticket is only as good as the session that granted it.
+        let session = self
+            .store
+            .session(&session_id)
+            .await?
+            .ok_or(EngineError::TicketNotFound)?;
+        let registered = self
+            .registry
+            .find(&service)
+            .ok_or(EngineError::UnauthorizedService)?;
+
+        let pgt_iou = match request.pgt_url {
+            Some(pgt_url) => {
+                self.grant_proxy_granting_ticket(registered, &session, pgt_url, &proxies)
+                    .await?
+            }
+            None => None,
+        };
+
+        Ok(Assertion {
+            attributes: session.principal.released(&registered.release),
+            principal: session.principal,
+            service,
+            service_name: registered.name.clone(),
+            authenticated_at: session.authenticated_at,
+            from_new_login,
+            long_term: session.long_term,
+            proxies,
+            pgt_iou,
+        })
+    }
+
+    /// CAS 3.0 §2.5.4: the callback must be https and allowed for the
+    /// service; a callback that does not answer 200 gets no PGT, but the
+    /// validation itself still succeeds.
+    async fn grant_proxy_granting_ticket(
+        &self,
+        registered: &RegisteredService,
+        session: &TicketGrantingTicket,
+        pgt_url: &str,
+        earlier_proxies: &[String],
+    ) -> Result<Option<String>, EngineError> {
+        if !pgt_url.starts_with("https://") {
+            return Err(EngineError::InvalidProxyCallback("pgtUrl is not https"));
+        }
+        if !registered.allows_proxy_callback(pgt_url) {
+            return Err(EngineError::InvalidProxyCallback(
+                "pgtUrl is not an allowed proxy callback of the service",
+            ));
+        }
+        let pgt_id = new_ticket_id(TicketKind::ProxyGranting.prefix());
+        let pgt_iou = new_ticket_id(TicketKind::ProxyGrantingIou.prefix());
+        if !self
+            .proxy_callback
+            .deliver(pgt_url, &pgt_iou, &pgt_id)
+            .await
+        {
+            tracing::warn!(service = %registered.name, "proxy callback failed: no PGT granted");
+            return Ok(None);
+        }
+        let mut proxies = Vec::with_capacity(earlier_proxies.len() + 1);
+        proxies.push(pgt_url.to_owned());
+        proxies.extend_from_slice(earlier_proxies);
+        let remaining = session.expires_at.saturating_sub(self.clock.now());
+        self.store
+            .add_ticket(
+                Ticket::ProxyGranting(ProxyGrantingTicket {
+                    id: pgt_id,
+                    session_id: session.id.clone(),
+                    proxies,
+                }),
+                Duration::from_millis(remaining),
+            )
+            .await?;
+        Ok(Some(pgt_iou))
+    }
+
+    /// Grants a proxy ticket for `target_service` from a PGT (CAS 3.0 §2.7).
+    pub async fn grant_proxy_ticket(
+        &self,
+        pgt_id: &str,
+        target_service: &str,
+    ) -> Result<ProxyTicket, EngineError> {
+        if !is_well_formed(pgt_id, TicketKind::ProxyGranting.prefix()) {
+            return Err(EngineError::MalformedTicket);
+        }
+        let Some(Ticket::ProxyGranting(pgt)) = self.store.ticket(pgt_id).await? else {
+            return Err(EngineError::TicketNotFound);
+        };
+        if self.store.session(&pgt.session_id).await?.is_none() {
+            return Err(EngineError::TicketNotFound);
+        }
+        let registered = self
+            .registry
+            .find(target_service)
+            .ok_or(EngineError::UnauthorizedProxy)?;
+        let ticket = ProxyTicket {
+            id: new_ticket_id(TicketKind::Proxy.prefix()),
+            session_id: pgt.session_id.clone(),
+            service: target_service.to_owned(),
+            proxies: pgt.proxies,
+        };
+        self.store
+            .add_ticket(Ticket::Proxy(ticket.clone()), self.policy.proxy_ticket_ttl)
+            .await?;
+        let record = ServiceRecord {
+            ticket_id: ticket.id.clone(),
+            service: target_service.to_owned(),
+            logout: registered.logout,
+        };
+        if !self.store.record_service(&pgt.session_id, record).await? {
+            self.store.consume_ticket(&ticket.id).await?;
+            return Err(EngineError::TicketNotFound);
+        }
+        Ok(ticket)
+    }
+
+    /// Ends a session; returns every service it issued tickets for, once.
+    pub async fn logout(&self, session_id: &str) -> Result<Vec<LogoutNotification>, EngineError> {
+        if !is_well_formed(session_id, TicketKind::TicketGranting.prefix()) {
+            return Ok(vec![]);
+        }
+        let Some(session) = self.store.remove_session(session_id).await? else {
+            return Ok(vec![]);
+        };
+        tracing::info!(user = %session.principal.id, session = %redact(&session.id), "SSO session ended");
+        Ok(session
+            .services
+            .into_iter()
+            .map(|r| LogoutNotification {
+                service: r.service,
+                ticket_id: r.ticket_id,
+                principal_id: session.principal.id.clone(),
+                mode: r.logout,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

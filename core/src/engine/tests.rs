@@ -1,0 +1,416 @@
+use super::*;
+use crate::authn::{StaticUser, StaticUserAuthenticator, UserSecret};
+use crate::clock::ManualClock;
+use crate::store::memory::MemoryStore;
+use parking_lot::Mutex;
+
+/// Records deliveries; answers as told.
+#[derive(Default)]
+struct RecordingCallback {
+    accept: bool,
+    delivered: Mutex<Vec<(String, String, String)>>,
+}
+
+#[async_trait]
+impl ProxyCallback for RecordingCallback {
+    async fn deliver(&self, pgt_url: &str, pgt_iou: &str, pgt_id: &str) -> bool {
+        self.delivered
+            .lock()
+            .push((pgt_url.into(), pgt_iou.into(), pgt_id.into()));
+        self.accept
+    }
+}
+
+struct Fixture {
+    engine: Engine,
+    clock: Arc<ManualClock>,
+    callback: Arc<RecordingCallback>,
+}
+
+const APP: &str = "https://app.example.org/";
+const PROXY: &str = "https://proxy.example.org/";
+const BACKEND: &str = "https://backend.example.org/api";
+const PGT_URL: &str = "https://proxy.example.org/pgt";
+
+fn fixture(accept_callbacks: bool) -> Fixture {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Arc::new(MemoryStore::new(clock.clone()));
+    let registry = ServiceRegistry::new(vec![
+        RegisteredService::new(
+            "app",
+            r"https://app\.example\.org/.*",
+            vec!["mail".into()],
+            None,
+            LogoutMode::BackChannel,
+        )
+        .unwrap(),
+        RegisteredService::new(
+            "proxy",
+            r"https://proxy\.example\.org/.*",
+            vec![],
+            Some(r"https://proxy\.example\.org/pgt"),
+            LogoutMode::None,
+        )
+        .unwrap(),
+        RegisteredService::new(
+            "backend",
+            r"https://backend\.example\.org/.*",
+            vec!["cn".into()],
+            Some(r"https://backend\.example\.org/pgt"),
+            LogoutMode::BackChannel,
+        )
+        .unwrap(),
+    ]);
+    let users = StaticUserAuthenticator::new(vec![StaticUser {
+        username: "alice".into(),
+        secret: UserSecret::Plain("wonderland".into()),
+        attributes: [
+            ("mail".to_owned(), vec!["alice@example.org".to_owned()]),
+            ("cn".to_owned(), vec!["Alice".to_owned()]),
+        ]
+        .into_iter()
+        .collect(),
+    }])
+    .unwrap();
+    let callback = Arc::new(RecordingCallback {
+        accept: accept_callbacks,
+        ..Default::default()
+    });
+    let engine = Engine::new(
+        store,
+        Arc::new(registry),
+        Arc::new(users),
+        ThrottlePolicy::default(),
+        TicketPolicy::default(),
+        clock.clone(),
+        callback.clone(),
+    );
+    Fixture {
+        engine,
+        clock,
+        callback,
+    }
+}
+
+fn validation<'a>(ticket: &'a str, service: &'a str) -> ValidationRequest<'a> {
+    ValidationRequest {
+        ticket,
+        service,
+        renew: false,
+        pgt_url: None,
+        allow_proxy_tickets: false,
+    }
+}
+
+async fn login(f: &Fixture) -> TicketGrantingTicket {
+    let principal = f
+        .engine
+        .authenticate(
+            &Credentials {
+                username: "alice".into(),
+                password: "wonderland".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    f.engine.open_session(principal, false).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_service_ticket_validates_once_for_its_service() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    let st = f
+        .engine
+        .grant_service_ticket(&tgt.id, APP, true)
+        .await
+        .unwrap();
+    let a = f.engine.validate(validation(&st.id, APP)).await.unwrap();
+    assert_eq!(a.principal.id, "alice");
+    assert_eq!(
+        a.attributes.keys().collect::<Vec<_>>(),
+        vec!["mail"],
+        "only released ones"
+    );
+    assert!(a.from_new_login);
+    assert!(a.proxies.is_empty());
+    assert!(matches!(
+        f.engine.validate(validation(&st.id, APP)).await,
+        Err(EngineError::TicketNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn wrong_service_fails_and_burns_the_ticket() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    let st = f
+        .engine
+        .grant_service_ticket(&tgt.id, APP, true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.engine
+            .validate(validation(&st.id, "https://app.example.org/other"))
+            .await,
+        Err(EngineError::ServiceMismatch)
+    ));
+    assert!(matches!(
+        f.engine.validate(validation(&st.id, APP)).await,
+        Err(EngineError::TicketNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn tickets_expire_after_their_ttl() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    let st = f
+        .engine
+        .grant_service_ticket(&tgt.id, APP, true)
+        .await
+        .unwrap();
+    f.clock.advance(Duration::from_secs(11));
+    assert!(matches!(
+        f.engine.validate(validation(&st.id, APP)).await,
+        Err(EngineError::TicketNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn renew_requires_a_ticket_from_a_new_login() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    let sso = f
+        .engine
+        .grant_service_ticket(&tgt.id, APP, false)
+        .await
+        .unwrap();
+    let mut req = validation(&sso.id, APP);
+    req.renew = true;
+    assert!(matches!(
+        f.engine.validate(req).await,
+        Err(EngineError::RenewRequired)
+    ));
+    let fresh = f
+        .engine
+        .grant_service_ticket(&tgt.id, APP, true)
+        .await
+        .unwrap();
+    let mut req = validation(&fresh.id, APP);
+    req.renew = true;
+    assert!(f.engine.validate(req).await.is_ok());
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_tickets_are_told_apart() {
+    let f = fixture(true);
+    for bad in [
+        "",
+        "garbage",
+        "ST-",
+        "TGT-1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "ST-1-<>",
+    ] {
+        assert!(matches!(
+            f.engine.validate(validation(bad, APP)).await,
+            Err(EngineError::MalformedTicket)
+        ));
+    }
+    let unknown = new_ticket_id("ST");
+    assert!(matches!(
+        f.engine.validate(validation(&unknown, APP)).await,
+        Err(EngineError::TicketNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn unregistered_services_get_no_ticket() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    assert!(matches!(
+        f.engine
+            .grant_service_ticket(&tgt.id, "https://evil.example/", false)
+            .await,
+        Err(EngineError::UnauthorizedService)
+    ));
+}
+
+#[tokio::test]
+async fn a_ticket_dies_with_its_session() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    let st = f
+        .engine
+        .grant_service_ticket(&tgt.id, APP, true)
+        .await
+        .unwrap();
+    f.engine.logout(&tgt.id).await.unwrap();
+    assert!(f.engine.validate(validation(&st.id, APP)).await.is_err());
+    assert!(matches!(
+        f.engine.grant_service_ticket(&tgt.id, APP, false).await,
+        Err(EngineError::SessionNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn sessions_end_at_their_idle_and_hard_limits() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    f.clock.advance(Duration::from_secs(3600));
+    assert!(
+        f.engine.session(&tgt.id).await.unwrap().is_some(),
+        "used within idle limit"
+    );
+    f.clock.advance(Duration::from_secs(2 * 3600 + 1));
+    assert!(
+        f.engine.session(&tgt.id).await.unwrap().is_none(),
+        "idle too long"
+    );
+
+    let tgt = login(&f).await;
+    for _ in 0..9 {
+        f.clock.advance(Duration::from_secs(3600));
+        let _ = f.engine.session(&tgt.id).await.unwrap();
+    }
+    assert!(
+        f.engine.session(&tgt.id).await.unwrap().is_none(),
+        "hard limit of 8h"
+    );
+}
+
+#[tokio::test]
+async fn proxy_chain_is_listed_most_recent_first() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    let st = f
+        .engine
+        .grant_service_ticket(&tgt.id, PROXY, true)
+        .await
+        .unwrap();
+    let mut req = validation(&st.id, PROXY);
+    req.pgt_url = Some(PGT_URL);
+    let a = f.engine.validate(req).await.unwrap();
+    let iou = a.pgt_iou.expect("a PGTIOU");
+    let (url, delivered_iou, pgt) = f.callback.delivered.lock()[0].clone();
+    assert_eq!(
+        (url.as_str(), delivered_iou.as_str()),
+        (PGT_URL, iou.as_str())
+    );
+
+    let pt = f.engine.grant_proxy_ticket(&pgt, BACKEND).await.unwrap();
+    assert!(matches!(
+        f.engine.validate(validation(&pt.id, BACKEND)).await,
+        Err(EngineError::ProxyTicketNotAccepted)
+    ));
+    let pt = f.engine.grant_proxy_ticket(&pgt, BACKEND).await.unwrap();
+    let mut req = validation(&pt.id, BACKEND);
+    req.allow_proxy_tickets = true;
+    req.pgt_url = Some("https://backend.example.org/pgt");
+    let a = f.engine.validate(req).await.unwrap();
+    assert_eq!(a.proxies, vec![PGT_URL.to_owned()]);
+    assert_eq!(a.attributes.keys().collect::<Vec<_>>(), vec!["cn"]);
+    let (_, _, pgt2) = f.callback.delivered.lock()[1].clone();
+
+    let pt2 = f.engine.grant_proxy_ticket(&pgt2, APP).await.unwrap();
+    let mut req = validation(&pt2.id, APP);
+    req.allow_proxy_tickets = true;
+    let a = f.engine.validate(req).await.unwrap();
+    assert_eq!(
+        a.proxies,
+        vec![
+            "https://backend.example.org/pgt".to_owned(),
+            PGT_URL.to_owned()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn proxy_callbacks_must_be_https_allowed_and_answer() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    for bad in [
+        "http://proxy.example.org/pgt",
+        "https://elsewhere.example/pgt",
+    ] {
+        let st = f
+            .engine
+            .grant_service_ticket(&tgt.id, PROXY, true)
+            .await
+            .unwrap();
+        let mut req = validation(&st.id, PROXY);
+        req.pgt_url = Some(bad);
+        assert!(matches!(
+            f.engine.validate(req).await,
+            Err(EngineError::InvalidProxyCallback(_))
+        ));
+    }
+    assert!(f.callback.delivered.lock().is_empty(), "never called back");
+
+    let f = fixture(false);
+    let tgt = login(&f).await;
+    let st = f
+        .engine
+        .grant_service_ticket(&tgt.id, PROXY, true)
+        .await
+        .unwrap();
+    let mut req = validation(&st.id, PROXY);
+    req.pgt_url = Some(PGT_URL);
+    let a = f.engine.validate(req).await.unwrap();
+    assert!(a.pgt_iou.is_none(), "no PGT when the callback fails");
+    let (_, _, pgt) = f.callback.delivered.lock()[0].clone();
+    assert!(matches!(
+        f.engine.grant_proxy_ticket(&pgt, BACKEND).await,
+        Err(EngineError::TicketNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn logout_returns_every_service_once() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    let a = f
+        .engine
+        .grant_service_ticket(&tgt.id, APP, true)
+        .await
+        .unwrap();
+    let b = f
+        .engine
+        .grant_service_ticket(&tgt.id, PROXY, false)
+        .await
+        .unwrap();
+    let notes = f.engine.logout(&tgt.id).await.unwrap();
+    assert_eq!(notes.len(), 2);
+    assert_eq!(notes[0].ticket_id, a.id);
+    assert_eq!(notes[0].mode, LogoutMode::BackChannel);
+    assert_eq!(notes[1].ticket_id, b.id);
+    assert_eq!(notes[1].mode, LogoutMode::None);
+    assert!(f.engine.logout(&tgt.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn repeated_failures_are_throttled_even_with_the_right_password() {
+    let f = fixture(true);
+    let creds = |p: &str| Credentials {
+        username: "alice".into(),
+        password: p.into(),
+    };
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    for _ in 0..5 {
+        assert!(matches!(
+            f.engine.authenticate(&creds("nope"), Some(ip)).await,
+            Err(EngineError::Authentication(AuthnError::InvalidCredentials))
+        ));
+    }
+    assert!(matches!(
+        f.engine.authenticate(&creds("wonderland"), Some(ip)).await,
+        Err(EngineError::Authentication(AuthnError::Throttled))
+    ));
+    f.clock.advance(Duration::from_secs(301));
+    assert!(f
+        .engine
+        .authenticate(&creds("wonderland"), Some(ip))
+        .await
+        .is_ok());
+}

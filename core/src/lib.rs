@@ -1,0 +1,33 @@
+//! The CAS engine of Castellan.
+//!
+//! It authenticates a user once (an SSO session, the ticket-granting ticket),
+//! grants one-time service tickets for registered services, validates them,
+//! runs the proxy chain and single logout. It knows nothing of HTTP, SAML or
+//! OIDC: protocol modules call [`Engine`] in-process, exactly like an outside
+//! CAS client calls the CAS endpoints.
+
+pub mod authn;
+pub mod clock;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod principal;
+pub mod service;
+pub mod store;
+pub mod throttle;
+pub mod ticket;
+
+pub use authn::{Authenticator, Credentials, StaticUser, StaticUserAuthenticator, UserSecret};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{
+    Assertion, Engine, LogoutNotification, ProxyCallback, TicketPolicy, ValidationRequest,
+};
+pub use error::{AuthnError, EngineError, StoreError};
+pub use principal::{Attributes, Principal};
+pub use service::{LogoutMode, RegisteredService, ServiceRegistry};
+pub use store::{memory::MemoryStore, TicketStore};
+pub use throttle::{Throttle, ThrottlePolicy};
+pub use ticket::{
+    LoginFlow, ProxyGrantingTicket, ProxyTicket, ServiceRecord, ServiceTicket, Ticket,
+    TicketGrantingTicket, TicketKind,
+};

@@ -1,0 +1,125 @@
+//! The service registry: which service URLs may get tickets, and on what terms.
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// How a service learns that an SSO session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogoutMode {
+    #[default]
+    None,
+    /// A SAML `LogoutRequest` POSTed server to server, as Apereo CAS sends it.
+    BackChannel,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegisteredService {
+    pub name: String,
+    /// Anchored: it must match the whole service URL.
+    pub pattern: Regex,
+    pub release: Vec<String>,
+    /// pgtUrl values allowed to receive a PGT; none means no proxying.
+    pub proxy_callback: Option<Regex>,
+    pub logout: LogoutMode,
+}
+
+impl RegisteredService {
+    /// `pattern` and `proxy_callback` are matched against the whole URL
+    /// whether or not the administrator wrote `^…$`.
+    pub fn new(
+        name: impl Into<String>,
+        pattern: &str,
+        release: Vec<String>,
+        proxy_callback: Option<&str>,
+        logout: LogoutMode,
+    ) -> Result<Self, regex::Error> {
+        Ok(Self {
+            name: name.into(),
+            pattern: anchored(pattern)?,
+            release,
+            proxy_callback: proxy_callback.map(anchored).transpose()?,
+            logout,
+        })
+    }
+
+    pub fn allows_proxy_callback(&self, pgt_url: &str) -> bool {
+        self.proxy_callback
+            .as_ref()
+            .is_some_and(|re| re.is_match(pgt_url))
+    }
+}
+
+fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+}
+
+/// Services in declaration order; the first match wins.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRegistry {
+    services: Vec<RegisteredService>,
+}
+
+impl ServiceRegistry {
+    pub fn new(services: Vec<RegisteredService>) -> Self {
+        Self { services }
+    }
+
+    pub fn find(&self, service_url: &str) -> Option<&RegisteredService> {
+        self.services
+            .iter()
+            .find(|s| s.pattern.is_match(service_url))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, pattern: &str) -> RegisteredService {
+        RegisteredService::new(name, pattern, vec![], None, LogoutMode::None).unwrap()
+    }
+
+    #[test]
+    fn first_match_in_declaration_order_over_the_whole_url() {
+        let reg = ServiceRegistry::new(vec![
+            svc("a", r"https://app\.example\.org/admin.*"),
+            svc("b", r"https://app\.example\.org(/.*)?"),
+        ]);
+        assert_eq!(
+            reg.find("https://app.example.org/admin/x").unwrap().name,
+            "a"
+        );
+        assert_eq!(reg.find("https://app.example.org/home").unwrap().name, "b");
+        // Unanchored patterns still match the whole URL only.
+        assert!(reg
+            .find("https://evil.example/?https://app.example.org/")
+            .is_none());
+        assert!(reg.find("https://app.example.org.evil.example/").is_none());
+    }
+
+    #[test]
+    fn proxy_callback_must_match_whole_url() {
+        let s = RegisteredService::new(
+            "p",
+            ".*",
+            vec![],
+            Some(r"https://p\.example/pgt"),
+            LogoutMode::None,
+        )
+        .unwrap();
+        assert!(s.allows_proxy_callback("https://p.example/pgt"));
+        assert!(!s.allows_proxy_callback("https://p.example/pgt/../x"));
+        assert!(!svc("n", ".*").allows_proxy_callback("https://p.example/pgt"));
+    }
+}

@@ -1,0 +1,70 @@
+//! The ticket store: where everything a flow keeps between two HTTP requests lives.
+//!
+//! # The rule for every module
+//! Anything a second node would need to continue a flow — SSO sessions,
+//! service and proxy tickets, login `execution` tokens, throttling counters,
+//! and later OIDC codes, refresh tokens, SAML request contexts, delegation
+//! states — goes through this trait, never into one process's memory. Every
+//! entry has a time to live; one-time things are taken with
+//! [`TicketStore::consume_ticket`], which an implementation must make atomic
+//! (two concurrent consumers: at most one gets the value).
+
+pub mod memory;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+use crate::error::StoreError;
+use crate::ticket::{ServiceRecord, Ticket, TicketGrantingTicket};
+use async_trait::async_trait;
+use std::time::Duration;
+
+#[async_trait]
+pub trait TicketStore: Send + Sync + 'static {
+    /// Stores a new SSO session, alive for `idle` (capped by its `expires_at`).
+    async fn create_session(
+        &self,
+        session: &TicketGrantingTicket,
+        idle: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// A live session, with its idle deadline pushed to now + `idle` (never
+    /// past its hard limit); `None` when absent or expired.
+    async fn touch_session(
+        &self,
+        id: &str,
+        idle: Duration,
+    ) -> Result<Option<TicketGrantingTicket>, StoreError>;
+
+    /// A live session without extending it.
+    async fn session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError>;
+
+    /// Appends a service to the session's single-logout list. Must be atomic
+    /// against concurrent appends and removal; `false` when the session is gone.
+    async fn record_service(&self, id: &str, record: ServiceRecord) -> Result<bool, StoreError>;
+
+    /// Ends a session and returns it with every recorded service, once: of two
+    /// concurrent removals only one gets the session.
+    async fn remove_session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError>;
+
+    /// Stores a ticket under its id for `ttl`.
+    async fn add_ticket(&self, ticket: Ticket, ttl: Duration) -> Result<(), StoreError>;
+
+    /// Takes a ticket out atomically: of concurrent callers at most one gets it.
+    async fn consume_ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError>;
+
+    /// Reads a reusable ticket (a PGT) without taking it.
+    async fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError>;
+
+    /// Counts one failure under `key` in a window that starts with the first
+    /// failure and lasts `window`; returns the count including this one.
+    async fn count_failure(&self, key: &str, window: Duration) -> Result<u32, StoreError>;
+
+    /// Failures counted under `key` in its current window.
+    async fn failures(&self, key: &str) -> Result<u32, StoreError>;
+
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Whether the store answers; `/health` reports it.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

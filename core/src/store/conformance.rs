@@ -1,0 +1,361 @@
+//! The one test suite every [`TicketStore`] implementation runs (memory, Redis).
+//!
+//! It uses real time with short TTLs, because a shared store (Redis) keeps
+//! its own clock. An implementation's test is one line:
+//! `conformance::run_all(|| Arc::new(MyStore::new(..))).await`.
+
+use crate::clock::{Clock, SystemClock};
+use crate::principal::Principal;
+use crate::service::LogoutMode;
+use crate::store::TicketStore;
+use crate::ticket::{LoginFlow, ServiceRecord, ServiceTicket, Ticket, TicketGrantingTicket};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn run_all<S, F>(make: F)
+where
+    S: TicketStore,
+    F: Fn() -> Arc<S>,
+{
+    one_time_consumption(make()).await;
+    concurrent_consumption_has_one_winner(make()).await;
+    tickets_expire(make()).await;
+    session_lifecycle(make()).await;
+    session_index_is_consistent_under_concurrency(make()).await;
+    session_hard_limit_beats_idle(make()).await;
+    session_idle_limit_is_extended_by_use(make()).await;
+    large_values_round_trip(make()).await;
+    unknown_and_malformed_keys(make()).await;
+    failure_counters(make()).await;
+}
+
+fn now() -> u64 {
+    SystemClock.now()
+}
+
+fn st(id: &str) -> Ticket {
+    Ticket::Service(ServiceTicket {
+        id: id.to_owned(),
+        session_id: "TGT-x".into(),
+        service: "https://app.example.org/".into(),
+        from_new_login: true,
+    })
+}
+
+fn session(id: &str, lifetime: Duration) -> TicketGrantingTicket {
+    TicketGrantingTicket {
+        id: id.to_owned(),
+        principal: Arc::new(Principal::new("alice").with_attribute("mail", &["a@example.org"])),
+        authenticated_at: now(),
+        expires_at: now() + lifetime.as_millis() as u64,
+        long_term: false,
+        services: vec![],
+    }
+}
+
+fn record(n: usize) -> ServiceRecord {
+    ServiceRecord {
+        ticket_id: format!("ST-{n}"),
+        service: format!("https://app{n}.example.org/"),
+        logout: LogoutMode::BackChannel,
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    crate::ids::new_ticket_id(prefix)
+}
+
+async fn one_time_consumption<S: TicketStore>(store: Arc<S>) {
+    let id = unique("ST");
+    store
+        .add_ticket(st(&id), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ticket(&id).await.unwrap(),
+        Some(st(&id)),
+        "readable before consumption"
+    );
+    assert_eq!(store.consume_ticket(&id).await.unwrap(), Some(st(&id)));
+    assert_eq!(
+        store.consume_ticket(&id).await.unwrap(),
+        None,
+        "second consumption"
+    );
+    assert_eq!(store.ticket(&id).await.unwrap(), None);
+}
+
+async fn concurrent_consumption_has_one_winner<S: TicketStore>(store: Arc<S>) {
+    for _ in 0..20 {
+        let id = unique("ST");
+        store
+            .add_ticket(st(&id), Duration::from_secs(10))
+            .await
+            .unwrap();
+        let racers: Vec<_> = (0..32)
+            .map(|_| {
+                let store = store.clone();
+                let id = id.clone();
+                tokio::spawn(async move { store.consume_ticket(&id).await.unwrap().is_some() })
+            })
+            .collect();
+        let mut winners = 0;
+        for r in racers {
+            winners += usize::from(r.await.unwrap());
+        }
+        assert_eq!(winners, 1, "exactly one racer consumes a ticket");
+    }
+}
+
+async fn tickets_expire<S: TicketStore>(store: Arc<S>) {
+    let id = unique("ST");
+    store
+        .add_ticket(st(&id), Duration::from_millis(150))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.ticket(&id).await.unwrap(), None);
+    assert_eq!(store.consume_ticket(&id).await.unwrap(), None);
+}
+
+async fn session_lifecycle<S: TicketStore>(store: Arc<S>) {
+    let s = session(&unique("TGT"), Duration::from_secs(60));
+    let idle = Duration::from_secs(30);
+    store.create_session(&s, idle).await.unwrap();
+    assert_eq!(store.session(&s.id).await.unwrap().as_ref(), Some(&s));
+    assert!(store.record_service(&s.id, record(1)).await.unwrap());
+    assert!(store.record_service(&s.id, record(2)).await.unwrap());
+    let touched = store.touch_session(&s.id, idle).await.unwrap().unwrap();
+    assert_eq!(
+        touched.services,
+        vec![record(1), record(2)],
+        "services kept in order"
+    );
+    let removed = store.remove_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(removed.services.len(), 2);
+    assert_eq!(
+        store.remove_session(&s.id).await.unwrap(),
+        None,
+        "removed once"
+    );
+    assert_eq!(store.session(&s.id).await.unwrap(), None);
+    assert!(
+        !store.record_service(&s.id, record(3)).await.unwrap(),
+        "no append after removal"
+    );
+    assert_eq!(
+        store.session(&s.id).await.unwrap(),
+        None,
+        "append did not revive it"
+    );
+}
+
+async fn session_index_is_consistent_under_concurrency<S: TicketStore>(store: Arc<S>) {
+    let s = session(&unique("TGT"), Duration::from_secs(60));
+    store
+        .create_session(&s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let store = store.clone();
+            let id = s.id.clone();
+            tokio::spawn(async move { store.record_service(&id, record(n)).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    let got = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.services.len(), 50, "no append lost");
+
+    // Logout racing with logins: every append either lands before the
+    // removal (and is returned by it) or reports that the session is gone.
+    let s = session(&unique("TGT"), Duration::from_secs(60));
+    store
+        .create_session(&s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let appends: Vec<_> = (0..40)
+        .map(|n| {
+            let store = store.clone();
+            let id = s.id.clone();
+            tokio::spawn(async move { (n, store.record_service(&id, record(n)).await.unwrap()) })
+        })
+        .collect();
+    let removers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            let id = s.id.clone();
+            tokio::spawn(async move { store.remove_session(&id).await.unwrap() })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for a in appends {
+        let (n, ok) = a.await.unwrap();
+        if ok {
+            accepted.push(n);
+        }
+    }
+    let mut removed = Vec::new();
+    for r in removers {
+        if let Some(s) = r.await.unwrap() {
+            removed.push(s);
+        }
+    }
+    assert_eq!(removed.len(), 1, "exactly one logout gets the session");
+    let mut notified: Vec<_> = removed[0]
+        .services
+        .iter()
+        .map(|r| r.ticket_id.clone())
+        .collect();
+    notified.sort();
+    let mut expected: Vec<_> = accepted.iter().map(|n| format!("ST-{n}")).collect();
+    expected.sort();
+    assert_eq!(notified, expected, "every accepted service is notified");
+}
+
+async fn session_hard_limit_beats_idle<S: TicketStore>(store: Arc<S>) {
+    let s = session(&unique("TGT"), Duration::from_millis(200));
+    store
+        .create_session(&s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(store
+        .touch_session(&s.id, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_some());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(
+        store
+            .touch_session(&s.id, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn session_idle_limit_is_extended_by_use<S: TicketStore>(store: Arc<S>) {
+    let idle = Duration::from_millis(400);
+    let s = session(&unique("TGT"), Duration::from_secs(60));
+    store.create_session(&s, idle).await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            store.touch_session(&s.id, idle).await.unwrap().is_some(),
+            "kept alive by use"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        store.session(&s.id).await.unwrap(),
+        None,
+        "idle session ends"
+    );
+}
+
+async fn large_values_round_trip<S: TicketStore>(store: Arc<S>) {
+    let mut s = session(&unique("TGT"), Duration::from_secs(60));
+    let mut principal = Principal::new("big");
+    for a in 0..100 {
+        principal.attributes.insert(
+            format!("attribute{a}"),
+            (0..10)
+                .map(|v| format!("{v}-{}", "é<&>\"'x".repeat(20)))
+                .collect(),
+        );
+    }
+    s.principal = Arc::new(principal);
+    store
+        .create_session(&s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    for n in 0..200 {
+        assert!(store.record_service(&s.id, record(n)).await.unwrap());
+    }
+    let got = store.remove_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.principal, s.principal);
+    assert_eq!(got.services.len(), 200);
+}
+
+async fn unknown_and_malformed_keys<S: TicketStore>(store: Arc<S>) {
+    for key in [
+        "",
+        "ST-unknown",
+        "\u{0}",
+        "TGT-1-*?[]{}",
+        &"x".repeat(10_000),
+        "ключ",
+    ] {
+        assert_eq!(store.ticket(key).await.unwrap(), None);
+        assert_eq!(store.consume_ticket(key).await.unwrap(), None);
+        assert_eq!(store.session(key).await.unwrap(), None);
+        assert_eq!(store.remove_session(key).await.unwrap(), None);
+        assert!(!store.record_service(key, record(0)).await.unwrap());
+    }
+    // A session id is not a ticket and a ticket id is not a session.
+    let s = session(&unique("TGT"), Duration::from_secs(60));
+    store
+        .create_session(&s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(store.consume_ticket(&s.id).await.unwrap(), None);
+    assert!(
+        store.session(&s.id).await.unwrap().is_some(),
+        "not consumed as a ticket"
+    );
+    let flow = unique("LF");
+    let t = Ticket::LoginFlow(LoginFlow {
+        id: flow.clone(),
+        service: None,
+    });
+    store
+        .add_ticket(t.clone(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(store.session(&flow).await.unwrap(), None);
+    assert_eq!(store.remove_session(&flow).await.unwrap(), None);
+    assert_eq!(
+        store.consume_ticket(&flow).await.unwrap(),
+        Some(t),
+        "not removed as a session"
+    );
+}
+
+async fn failure_counters<S: TicketStore>(store: Arc<S>) {
+    let key = format!("user:{}", unique("U"));
+    assert_eq!(store.failures(&key).await.unwrap(), 0);
+    for n in 1..=3 {
+        assert_eq!(
+            store
+                .count_failure(&key, Duration::from_millis(300))
+                .await
+                .unwrap(),
+            n
+        );
+    }
+    assert_eq!(store.failures(&key).await.unwrap(), 3);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(store.failures(&key).await.unwrap(), 0, "window over");
+    assert_eq!(
+        store
+            .count_failure(&key, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        1
+    );
+    store.clear_failures(&key).await.unwrap();
+    assert_eq!(store.failures(&key).await.unwrap(), 0);
+    // A counter key never collides with a ticket of the same name.
+    let id = unique("ST");
+    store
+        .add_ticket(st(&id), Duration::from_secs(10))
+        .await
+        .unwrap();
+    store
+        .count_failure(&id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(store.consume_ticket(&id).await.unwrap().is_some());
+}

@@ -1,0 +1,318 @@
+//! The embedded in-memory store: one process, nothing survives a restart.
+//!
+//! Entries live in many small shards, each behind its own lock, so that no
+//! request waits for more than one shard. Expired entries are invisible at
+//! once (checked on every read) and are dropped by a background sweeper that
+//! visits one shard at a time: there is never a stop-the-world scan.
+
+use crate::clock::{Clock, Millis, SystemClock};
+use crate::error::StoreError;
+use crate::store::TicketStore;
+use crate::ticket::{ServiceRecord, Ticket, TicketGrantingTicket};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+const SHARDS: usize = 64;
+
+enum Value {
+    Session(TicketGrantingTicket),
+    Ticket(Ticket),
+    Counter(u32),
+}
+
+struct Entry {
+    value: Value,
+    expires_at: Millis,
+}
+
+type Shard = Mutex<HashMap<Box<str>, Entry>>;
+
+pub struct MemoryStore {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(Arc::new(SystemClock))
+    }
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            clock,
+        }
+    }
+
+    /// Starts the background sweeper on the current tokio runtime; it stops
+    /// when the store is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>, period: Duration) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let pause = period / SHARDS as u32;
+            let mut next = 0usize;
+            loop {
+                tokio::time::sleep(pause).await;
+                let Some(store) = weak.upgrade() else { break };
+                store.sweep_shard(next);
+                next = (next + 1) % SHARDS;
+            }
+        });
+    }
+
+    /// Drops the expired entries of one shard; returns how many.
+    pub fn sweep_shard(&self, index: usize) -> usize {
+        let now = self.clock.now();
+        let mut shard = self.shards[index % SHARDS].lock();
+        let before = shard.len();
+        shard.retain(|_, e| e.expires_at > now);
+        before - shard.len()
+    }
+
+    /// Entries held, expired or not (for metrics and tests).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, key: &str) -> &Shard {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    fn deadline(&self, ttl: Duration) -> Millis {
+        self.clock.now().saturating_add(ttl.as_millis() as u64)
+    }
+}
+
+/// Keeps session and ticket ids apart from counter keys (which are user data).
+fn counter_key(key: &str) -> String {
+    format!("\u{0}failures:{key}")
+}
+
+#[async_trait]
+impl TicketStore for MemoryStore {
+    async fn create_session(
+        &self,
+        session: &TicketGrantingTicket,
+        idle: Duration,
+    ) -> Result<(), StoreError> {
+        let expires_at = self.deadline(idle).min(session.expires_at);
+        self.shard(&session.id).lock().insert(
+            session.id.as_str().into(),
+            Entry {
+                value: Value::Session(session.clone()),
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn touch_session(
+        &self,
+        id: &str,
+        idle: Duration,
+    ) -> Result<Option<TicketGrantingTicket>, StoreError> {
+        let now = self.clock.now();
+        let mut shard = self.shard(id).lock();
+        Ok(match shard.get_mut(id) {
+            Some(Entry {
+                value: Value::Session(s),
+                expires_at,
+            }) if *expires_at > now => {
+                *expires_at = now
+                    .saturating_add(idle.as_millis() as u64)
+                    .min(s.expires_at);
+                Some(s.clone())
+            }
+            _ => None,
+        })
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
+        let now = self.clock.now();
+        let shard = self.shard(id).lock();
+        Ok(match shard.get(id) {
+            Some(Entry {
+                value: Value::Session(s),
+                expires_at,
+            }) if *expires_at > now => Some(s.clone()),
+            _ => None,
+        })
+    }
+
+    async fn record_service(&self, id: &str, record: ServiceRecord) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut shard = self.shard(id).lock();
+        Ok(match shard.get_mut(id) {
+            Some(Entry {
+                value: Value::Session(s),
+                expires_at,
+            }) if *expires_at > now => {
+                s.services.push(record);
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn remove_session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
+        let now = self.clock.now();
+        let mut shard = self.shard(id).lock();
+        if !matches!(
+            shard.get(id),
+            Some(Entry {
+                value: Value::Session(_),
+                ..
+            })
+        ) {
+            return Ok(None);
+        }
+        Ok(match shard.remove(id) {
+            Some(Entry {
+                value: Value::Session(s),
+                expires_at,
+            }) if expires_at > now => Some(s),
+            _ => None,
+        })
+    }
+
+    async fn add_ticket(&self, ticket: Ticket, ttl: Duration) -> Result<(), StoreError> {
+        let expires_at = self.deadline(ttl);
+        let key: Box<str> = ticket.id().into();
+        self.shard(&key).lock().insert(
+            key,
+            Entry {
+                value: Value::Ticket(ticket),
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn consume_ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
+        let now = self.clock.now();
+        let mut shard = self.shard(id).lock();
+        if !matches!(
+            shard.get(id),
+            Some(Entry {
+                value: Value::Ticket(_),
+                ..
+            })
+        ) {
+            return Ok(None);
+        }
+        Ok(match shard.remove(id) {
+            Some(Entry {
+                value: Value::Ticket(t),
+                expires_at,
+            }) if expires_at > now => Some(t),
+            _ => None,
+        })
+    }
+
+    async fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
+        let now = self.clock.now();
+        let shard = self.shard(id).lock();
+        Ok(match shard.get(id) {
+            Some(Entry {
+                value: Value::Ticket(t),
+                expires_at,
+            }) if *expires_at > now => Some(t.clone()),
+            _ => None,
+        })
+    }
+
+    async fn count_failure(&self, key: &str, window: Duration) -> Result<u32, StoreError> {
+        let key = counter_key(key);
+        let now = self.clock.now();
+        let mut shard = self.shard(&key).lock();
+        let entry = shard.entry(key.into()).or_insert(Entry {
+            value: Value::Counter(0),
+            expires_at: 0,
+        });
+        if entry.expires_at <= now {
+            *entry = Entry {
+                value: Value::Counter(0),
+                expires_at: now.saturating_add(window.as_millis() as u64),
+            };
+        }
+        match &mut entry.value {
+            Value::Counter(n) => {
+                *n = n.saturating_add(1);
+                Ok(*n)
+            }
+            _ => Err(StoreError::Corrupt(
+                "counter key holds another value".into(),
+            )),
+        }
+    }
+
+    async fn failures(&self, key: &str) -> Result<u32, StoreError> {
+        let key = counter_key(key);
+        let now = self.clock.now();
+        let shard = self.shard(&key).lock();
+        Ok(match shard.get(key.as_str()) {
+            Some(Entry {
+                value: Value::Counter(n),
+                expires_at,
+            }) if *expires_at > now => *n,
+            _ => 0,
+        })
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        let key = counter_key(key);
+        self.shard(&key).lock().remove(key.as_str());
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::conformance;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_store_passes_the_conformance_suite() {
+        conformance::run_all(|| Arc::new(MemoryStore::default())).await;
+    }
+
+    #[tokio::test]
+    async fn sweeper_drops_expired_entries_shard_by_shard() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = MemoryStore::new(clock.clone());
+        for i in 0..1000 {
+            store
+                .add_ticket(
+                    Ticket::LoginFlow(crate::ticket::LoginFlow {
+                        id: format!("LF-{i}"),
+                        service: None,
+                    }),
+                    Duration::from_secs(if i % 2 == 0 { 1 } else { 100 }),
+                )
+                .await
+                .unwrap();
+        }
+        clock.advance(Duration::from_secs(2));
+        let dropped: usize = (0..SHARDS).map(|i| store.sweep_shard(i)).sum();
+        assert_eq!(dropped, 500);
+        assert_eq!(store.len(), 500);
+    }
+}
