@@ -579,14 +579,14 @@ class Browser:
 
 
 @dataclass
-class TestPKI:
+class Pki:
     dir: Path
     ca_pem: Path
     cert_pem: Path
     key_pem: Path
 
 
-def make_pki(dirpath: Path) -> TestPKI:
+def make_pki(dirpath: Path) -> Pki:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -632,7 +632,7 @@ def make_pki(dirpath: Path) -> TestPKI:
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    pki = TestPKI(dirpath, dirpath / "ca.pem", dirpath / "server.pem", dirpath / "server.key")
+    pki = Pki(dirpath, dirpath / "ca.pem", dirpath / "server.pem", dirpath / "server.key")
     pki.ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     pki.cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pki.key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
@@ -714,6 +714,12 @@ class RecordingServer:
         with self.cond:
             return [r for r in self.requests if r.path.startswith(path_prefix)]
 
+    def for_url(self, url: str) -> list[Recorded]:
+        """Requests whose path is exactly the path of `url`."""
+        path = urlparse(url).path
+        with self.cond:
+            return [r for r in self.requests if r.path == path]
+
     def wait_for(self, path_prefix: str, count: int = 1, timeout: float = 10.0) -> list[Recorded]:
         deadline = time.monotonic() + timeout
         with self.cond:
@@ -739,7 +745,7 @@ def unique_path(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory) -> TestPKI:
+def pki(tmp_path_factory) -> Pki:
     # Under /tmp with open permissions: Apache's unprivileged children read the CA.
     d = Path(tempfile.mkdtemp(prefix="castellan-e2e-pki-"))
     os.chmod(d, 0o755)
@@ -839,7 +845,6 @@ APACHE_MODULES = Path("/usr/lib/apache2/modules")
 ENV_CGI = """#!/bin/sh
 printf 'Content-Type: text/plain\\r\\n\\r\\n'
 echo "REMOTE_USER=$REMOTE_USER"
-echo "AUTH_TYPE=$AUTH_TYPE"
 env | grep '^HTTP_CAS' | sort
 """
 
@@ -859,7 +864,7 @@ class Apache:
     that CA's PEM file.
     """
 
-    def __init__(self, pki: TestPKI, castellan: Castellan, *, port: int, validate_path: str,
+    def __init__(self, pki: Pki, castellan: Castellan, *, port: int, validate_path: str,
                  saml: bool, label: str = "apache") -> None:
         self.pki = pki
         self.cas = castellan

@@ -1,0 +1,271 @@
+//! Rendering of validation and proxy outcomes in the forms CAS clients parse.
+
+use crate::error::CasError;
+use crate::time_format::iso8601_millis;
+use crate::xml::{escape, is_element_name};
+use castellan_core::Assertion;
+use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+
+/// What the web layer sends: Apereo CAS's status codes and content types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+pub const XML: &str = "application/xml;charset=UTF-8";
+pub const JSON: &str = "application/json;charset=UTF-8";
+pub const TEXT: &str = "text/plain;charset=UTF-8";
+pub const SOAP_XML: &str = "text/xml;charset=UTF-8";
+
+impl CasResponse {
+    fn ok(content_type: &'static str, body: String) -> Self {
+        Self {
+            status: 200,
+            content_type,
+            body,
+        }
+    }
+}
+
+/// CAS 1.0 `/validate` (§2.4.2): two lines, nothing else.
+pub fn cas1(outcome: &Result<Assertion, CasError>) -> CasResponse {
+    let body = match outcome {
+        // A newline in a user id would forge a second line: never emit one.
+        Ok(a) => format!("yes\n{}\n", a.principal.id.replace(['\r', '\n'], "")),
+        Err(_) => "no\n\n".to_owned(),
+    };
+    CasResponse::ok(TEXT, body)
+}
+
+/// CAS 2.0/3.0 XML (§2.5.2, §2.6.2); `with_attributes` for the `/p3` endpoints.
+pub fn xml(outcome: &Result<Assertion, CasError>, with_attributes: bool) -> CasResponse {
+    let mut out = String::with_capacity(512);
+    out.push_str("<cas:serviceResponse xmlns:cas=\"http://www.yale.edu/tp/cas\">\n");
+    match outcome {
+        Ok(a) => {
+            out.push_str("    <cas:authenticationSuccess>\n");
+            let _ = writeln!(
+                out,
+                "        <cas:user>{}</cas:user>",
+                escape(&a.principal.id)
+            );
+            if with_attributes {
+                out.push_str("        <cas:attributes>\n");
+                for (name, values) in attribute_view(a) {
+                    for v in values {
+                        let _ =
+                            writeln!(out, "            <cas:{name}>{}</cas:{name}>", escape(&v));
+                    }
+                }
+                out.push_str("        </cas:attributes>\n");
+            }
+            if let Some(iou) = &a.pgt_iou {
+                let _ = writeln!(
+                    out,
+                    "        <cas:proxyGrantingTicket>{}</cas:proxyGrantingTicket>",
+                    escape(iou)
+                );
+            }
+            if !a.proxies.is_empty() {
+                out.push_str("        <cas:proxies>\n");
+                for p in &a.proxies {
+                    let _ = writeln!(out, "            <cas:proxy>{}</cas:proxy>", escape(p));
+                }
+                out.push_str("        </cas:proxies>\n");
+            }
+            out.push_str("    </cas:authenticationSuccess>\n");
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "    <cas:authenticationFailure code=\"{}\">{}</cas:authenticationFailure>",
+                e.code.as_str(),
+                escape(&e.description)
+            );
+        }
+    }
+    out.push_str("</cas:serviceResponse>\n");
+    CasResponse::ok(XML, out)
+}
+
+/// The JSON form of the same response (§2.5.2 "JSON").
+pub fn json(outcome: &Result<Assertion, CasError>, with_attributes: bool) -> CasResponse {
+    let body = match outcome {
+        Ok(a) => {
+            let mut success = Map::new();
+            success.insert("user".into(), Value::String(a.principal.id.clone()));
+            if let Some(iou) = &a.pgt_iou {
+                success.insert("proxyGrantingTicket".into(), Value::String(iou.clone()));
+            }
+            if !a.proxies.is_empty() {
+                success.insert("proxies".into(), json!(a.proxies));
+            }
+            if with_attributes {
+                let attributes: Map<String, Value> = attribute_view(a)
+                    .into_iter()
+                    .map(|(name, mut values)| {
+                        let v = if values.len() == 1 {
+                            Value::String(values.remove(0))
+                        } else {
+                            json!(values)
+                        };
+                        (name, v)
+                    })
+                    .collect();
+                success.insert("attributes".into(), Value::Object(attributes));
+            }
+            json!({ "serviceResponse": { "authenticationSuccess": success } })
+        }
+        Err(e) => json!({
+            "serviceResponse": {
+                "authenticationFailure": { "code": e.code.as_str(), "description": e.description }
+            }
+        }),
+    };
+    CasResponse::ok(JSON, body.to_string())
+}
+
+/// CAS 3.0 attributes: the protocol's own three first, then released ones.
+/// Names that cannot be XML element names are left out (and logged).
+fn attribute_view(a: &Assertion) -> Vec<(String, Vec<String>)> {
+    let mut view = vec![
+        (
+            "authenticationDate".to_owned(),
+            vec![iso8601_millis(a.authenticated_at)],
+        ),
+        (
+            "isFromNewLogin".to_owned(),
+            vec![a.from_new_login.to_string()],
+        ),
+        (
+            "longTermAuthenticationRequestTokenUsed".to_owned(),
+            vec![a.long_term.to_string()],
+        ),
+    ];
+    for (name, values) in &a.attributes {
+        if is_element_name(name) {
+            view.push((name.clone(), values.clone()));
+        } else {
+            tracing::warn!(attribute = %name, "attribute name is not a valid XML name; not released");
+        }
+    }
+    view
+}
+
+/// `/proxy` (§2.7.2).
+pub fn proxy_xml(outcome: &Result<String, CasError>) -> CasResponse {
+    let inner = match outcome {
+        Ok(pt) => format!(
+            "    <cas:proxySuccess>\n        <cas:proxyTicket>{}</cas:proxyTicket>\n    </cas:proxySuccess>\n",
+            escape(pt)
+        ),
+        Err(e) => format!(
+            "    <cas:proxyFailure code=\"{}\">{}</cas:proxyFailure>\n",
+            e.code.as_str(),
+            escape(&e.description)
+        ),
+    };
+    CasResponse::ok(
+        XML,
+        format!("<cas:serviceResponse xmlns:cas=\"http://www.yale.edu/tp/cas\">\n{inner}</cas:serviceResponse>\n"),
+    )
+}
+
+pub fn proxy_json(outcome: &Result<String, CasError>) -> CasResponse {
+    let body = match outcome {
+        Ok(pt) => json!({ "serviceResponse": { "proxySuccess": { "proxyTicket": pt } } }),
+        Err(e) => json!({
+            "serviceResponse": {
+                "proxyFailure": { "code": e.code.as_str(), "description": e.description }
+            }
+        }),
+    };
+    CasResponse::ok(JSON, body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::CasErrorCode;
+    use castellan_core::Principal;
+    use std::sync::Arc;
+
+    fn assertion() -> Assertion {
+        let p = Principal::new("jdoe<&>")
+            .with_attribute("memberOf", &["staff", "faculty"])
+            .with_attribute("cn", &["J. \"Doe\" & <Co>"])
+            .with_attribute("bad name", &["x"]);
+        Assertion {
+            attributes: p.attributes.clone(),
+            principal: Arc::new(p),
+            service: "https://app/".into(),
+            service_name: "app".into(),
+            authenticated_at: 1_764_084_646_123,
+            from_new_login: true,
+            long_term: false,
+            proxies: vec!["https://p2/pgt".into(), "https://p1/pgt".into()],
+            pgt_iou: Some("PGTIOU-1-x".into()),
+        }
+    }
+
+    #[test]
+    fn cas1_lines() {
+        assert_eq!(cas1(&Ok(assertion())).body, "yes\njdoe<&>\n");
+        let err = Err(CasError::new(CasErrorCode::InvalidTicket, "x"));
+        assert_eq!(cas1(&err).body, "no\n\n");
+    }
+
+    #[test]
+    fn cas3_xml_escapes_everything_and_orders_proxies() {
+        let r = xml(&Ok(assertion()), true);
+        assert_eq!(r.content_type, XML);
+        let b = &r.body;
+        assert!(b.contains("<cas:user>jdoe&lt;&amp;&gt;</cas:user>"));
+        assert!(b.contains("<cas:cn>J. &quot;Doe&quot; &amp; &lt;Co&gt;</cas:cn>"));
+        assert!(b.contains(
+            "<cas:memberOf>staff</cas:memberOf>\n            <cas:memberOf>faculty</cas:memberOf>"
+        ));
+        assert!(
+            b.contains("<cas:authenticationDate>2025-11-25T15:30:46.123Z</cas:authenticationDate>")
+        );
+        assert!(b.contains("<cas:isFromNewLogin>true</cas:isFromNewLogin>"));
+        assert!(!b.contains("bad name"));
+        let p2 = b.find("https://p2/pgt").unwrap();
+        let p1 = b.find("https://p1/pgt").unwrap();
+        assert!(p2 < p1, "most recent proxy first");
+        assert!(b.contains("<cas:proxyGrantingTicket>PGTIOU-1-x</cas:proxyGrantingTicket>"));
+    }
+
+    #[test]
+    fn cas2_xml_has_no_attributes() {
+        assert!(!xml(&Ok(assertion()), false).body.contains("cas:attributes"));
+    }
+
+    #[test]
+    fn failure_xml_and_json() {
+        let err = Err(CasError::new(
+            CasErrorCode::InvalidTicket,
+            "Ticket '<x>' not recognized",
+        ));
+        let x = xml(&err, true).body;
+        assert!(x.contains(r#"<cas:authenticationFailure code="INVALID_TICKET">Ticket &apos;&lt;x&gt;&apos; not recognized</cas:authenticationFailure>"#));
+        let j: Value = serde_json::from_str(&json(&err, true).body).unwrap();
+        assert_eq!(
+            j["serviceResponse"]["authenticationFailure"]["code"],
+            "INVALID_TICKET"
+        );
+    }
+
+    #[test]
+    fn json_success() {
+        let j: Value = serde_json::from_str(&json(&Ok(assertion()), true).body).unwrap();
+        let s = &j["serviceResponse"]["authenticationSuccess"];
+        assert_eq!(s["user"], "jdoe<&>");
+        assert_eq!(s["attributes"]["memberOf"], json!(["staff", "faculty"]));
+        assert_eq!(s["attributes"]["cn"], "J. \"Doe\" & <Co>");
+        assert_eq!(s["proxies"][0], "https://p2/pgt");
+    }
+}

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The project's test command: ./tests/run.sh
+#
+# On a fresh Debian 12 with Rust installed, as root:
+#   1. installs the Debian packages the tests need (only when one is missing),
+#   2. makes the venv tests/.venv and installs tests/requirements.txt into it
+#      (again only when the requirements changed),
+#   3. cargo build --release, cargo test --release --workspace,
+#   4. the end-to-end tests: pytest tests/e2e against target/release/castellan,
+#   5. tests/browser/run.sh, when that file exists.
+# Exits non-zero when any step fails; steps 3-5 all run even if an earlier
+# test step failed (a failed build stops everything).
+#
+# Environment knobs:
+#   SKIP_APT=1          never call apt-get (tests needing a missing package fail)
+#   SKIP_CARGO_TEST=1   skip the Rust unit tests
+#   PYTEST_ARGS="..."   extra arguments for pytest (e.g. "-k proxy")
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(pwd)"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- packages
+DEB_PACKAGES=(
+  apache2 libapache2-mod-auth-cas
+  redis-server xmlsec1
+  chromium chromium-driver
+  python3 python3-venv python3-pip
+  curl openssl ca-certificates
+)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ -n "${SKIP_APT:-}" ]; then
+    echo "run.sh: missing Debian packages (SKIP_APT set, not installing): ${missing[*]}" >&2
+  else
+    step "apt-get install ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq || die "apt-get update failed"
+    # policy-rc.d: the packages must not start their system services here
+    # (the tests run their own apache2; redis is started by whoever needs it)
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+      $SUDO chmod +x /usr/sbin/policy-rc.d
+      trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" || die "apt-get install failed"
+  fi
+fi
+
+# ---------------------------------------------------------------- python venv
+VENV="$ROOT/tests/.venv"
+REQ="$ROOT/tests/requirements.txt"
+if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY="$(command -v python3)"; fi
+[ -n "$PY" ] || die "no python3"
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+  step "python venv ($PY) at tests/.venv"
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV" || die "python3 -m venv failed (is python3-venv installed?)"
+fi
+want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+have="$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)"
+if [ "$want" != "$have" ]; then
+  step "pip install -r tests/requirements.txt"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$REQ" || die "pip install failed"
+  echo "$want" > "$VENV/.requirements.sha256"
+fi
+
+# ---------------------------------------------------------------- build
+step "cargo build --release"
+cargo build --release || die "cargo build --release failed"
+[ -x "$ROOT/target/release/castellan" ] || die "target/release/castellan was not built"
+
+status=0
+failed=()
+
+if [ -z "${SKIP_CARGO_TEST:-}" ]; then
+  step "cargo test --release --workspace"
+  if ! cargo test --release --workspace; then
+    status=1; failed+=("cargo test")
+  fi
+fi
+
+# ---------------------------------------------------------------- e2e
+step "pytest tests/e2e"
+export CASTELLAN_BIN="$ROOT/target/release/castellan"
+# shellcheck disable=SC2086
+( cd "$ROOT/tests/e2e" && "$VENV/bin/python" -m pytest -v -p no:cacheprovider ${PYTEST_ARGS:-} . )
+rc=$?
+if [ "$rc" -ne 0 ]; then
+  status=1; failed+=("pytest tests/e2e (exit $rc)")
+fi
+
+# ---------------------------------------------------------------- browser
+if [ -f "$ROOT/tests/browser/run.sh" ]; then
+  step "tests/browser/run.sh"
+  if ! bash "$ROOT/tests/browser/run.sh"; then
+    status=1; failed+=("tests/browser/run.sh")
+  fi
+fi
+
+echo
+if [ "$status" -ne 0 ]; then
+  echo "run.sh: FAILED: ${failed[*]}"
+else
+  echo "run.sh: all test steps passed"
+fi
+exit "$status"
