@@ -15,6 +15,7 @@
 #   SKIP_APT=1          never call apt-get (tests needing a missing package fail)
 #   SKIP_CARGO_TEST=1   skip the Rust unit tests
 #   PYTEST_ARGS="..."   extra arguments for pytest (e.g. "-k proxy")
+#   CASTELLAN_BIN=...   test another binary than target/release/castellan
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -95,7 +96,7 @@ fi
 
 # ---------------------------------------------------------------- e2e
 step "pytest tests/e2e"
-export CASTELLAN_BIN="$ROOT/target/release/castellan"
+export CASTELLAN_BIN="${CASTELLAN_BIN:-$ROOT/target/release/castellan}"
 # shellcheck disable=SC2086
 ( cd "$ROOT/tests/e2e" && "$VENV/bin/python" -m pytest -v -p no:cacheprovider ${PYTEST_ARGS:-} . )
 rc=$?

@@ -96,6 +96,11 @@ pub fn hash_password(password: &str) -> Result<String, AuthnError> {
         .map_err(|e| AuthnError::Backend(e.to_string()))
 }
 
+/// Whether `phc` is a PHC string argon2 can verify against.
+pub fn is_password_hash(phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok()
+}
+
 fn verify_hash(phc: &str, password: &str) -> bool {
     PasswordHash::new(phc)
         .map(|h| {

@@ -13,8 +13,8 @@ use crate::service::{LogoutMode, RegisteredService, ServiceRegistry};
 use crate::store::TicketStore;
 use crate::throttle::{Throttle, ThrottlePolicy};
 use crate::ticket::{
-    ProxyGrantingTicket, ProxyTicket, ServiceRecord, ServiceTicket, Ticket, TicketGrantingTicket,
-    TicketKind,
+    LoginFlow, ProxyGrantingTicket, ProxyTicket, ServiceRecord, ServiceTicket, Ticket,
+    TicketGrantingTicket, TicketKind,
 };
 use async_trait::async_trait;
 use std::net::IpAddr;
@@ -132,6 +132,10 @@ impl Engine {
 
     pub fn policy(&self) -> &TicketPolicy {
         &self.policy
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The registration of a service URL, if any.
@@ -375,6 +379,30 @@ impl Engine {
             return Err(EngineError::TicketNotFound);
         }
         Ok(ticket)
+    }
+
+    /// Starts a login form: its one-time `execution` token, bound to `service`.
+    pub async fn start_login_flow(&self, service: Option<&str>) -> Result<LoginFlow, EngineError> {
+        let flow = LoginFlow {
+            id: new_ticket_id(TicketKind::LoginFlow.prefix()),
+            service: service.map(str::to_owned),
+        };
+        self.store
+            .add_ticket(Ticket::LoginFlow(flow.clone()), self.policy.login_flow_ttl)
+            .await?;
+        Ok(flow)
+    }
+
+    /// Takes a login form's token back, once; `None` when unknown, expired
+    /// or already used.
+    pub async fn take_login_flow(&self, id: &str) -> Result<Option<LoginFlow>, EngineError> {
+        if !is_well_formed(id, TicketKind::LoginFlow.prefix()) {
+            return Ok(None);
+        }
+        Ok(match self.store.consume_ticket(id).await? {
+            Some(Ticket::LoginFlow(flow)) => Some(flow),
+            _ => None,
+        })
     }
 
     /// Ends a session; returns every service it issued tickets for, once.

@@ -19,7 +19,6 @@ Castellan without that variable.
 from __future__ import annotations
 
 import datetime
-import html
 import ipaddress
 import json
 import os

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import requests
 
-from conftest import APP, APP2, SAML1, SAML1P, WEIRD_VALUE, CasResult
+from conftest import APP, APP2, SAML1, SAML1P, WEIRD_VALUE, CasResult, ticket_from
 
 XML_ENDPOINTS = ["/serviceValidate", "/proxyValidate", "/p3/serviceValidate", "/p3/proxyValidate"]
 
@@ -215,8 +215,6 @@ def test_renew_login_ticket_passes_renew_validation(cas, browser):
     page = browser.get_login(APP, renew="true")
     r = browser.submit(page, "casuser", "Mellon")
     assert r.status_code == 302
-    from conftest import ticket_from
-
     t = ticket_from(r)
     res = cas.validate("/p3/serviceValidate", APP, t, renew="true")
     assert res.success, res

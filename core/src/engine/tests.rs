@@ -414,3 +414,25 @@ async fn repeated_failures_are_throttled_even_with_the_right_password() {
         .await
         .is_ok());
 }
+
+#[tokio::test]
+async fn login_flow_tokens_are_one_time() {
+    let f = fixture(true);
+    let flow = f.engine.start_login_flow(Some(APP)).await.unwrap();
+    let taken = f.engine.take_login_flow(&flow.id).await.unwrap().unwrap();
+    assert_eq!(taken.service.as_deref(), Some(APP));
+    assert!(f.engine.take_login_flow(&flow.id).await.unwrap().is_none());
+    let st = f
+        .engine
+        .grant_service_ticket(&login(&f).await.id, APP, true)
+        .await
+        .unwrap();
+    assert!(
+        f.engine.take_login_flow(&st.id).await.unwrap().is_none(),
+        "not a flow token"
+    );
+    assert!(
+        f.engine.validate(validation(&st.id, APP)).await.is_ok(),
+        "and not consumed"
+    );
+}

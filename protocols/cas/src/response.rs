@@ -1,6 +1,6 @@
 //! Rendering of validation and proxy outcomes in the forms CAS clients parse.
 
-use crate::error::CasError;
+use crate::error::{CasError, CasErrorCode};
 use crate::time_format::iso8601_millis;
 use crate::xml::{escape, is_element_name};
 use castellan_core::Assertion;
@@ -13,6 +13,8 @@ pub struct CasResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    /// The error code when the outcome was a failure (for metrics and logs).
+    pub failure: Option<CasErrorCode>,
 }
 
 pub const XML: &str = "application/xml;charset=UTF-8";
@@ -21,11 +23,12 @@ pub const TEXT: &str = "text/plain;charset=UTF-8";
 pub const SOAP_XML: &str = "text/xml;charset=UTF-8";
 
 impl CasResponse {
-    fn ok(content_type: &'static str, body: String) -> Self {
+    fn ok<T>(content_type: &'static str, body: String, outcome: &Result<T, CasError>) -> Self {
         Self {
             status: 200,
             content_type,
             body,
+            failure: outcome.as_ref().err().map(|e| e.code),
         }
     }
 }
@@ -37,7 +40,7 @@ pub fn cas1(outcome: &Result<Assertion, CasError>) -> CasResponse {
         Ok(a) => format!("yes\n{}\n", a.principal.id.replace(['\r', '\n'], "")),
         Err(_) => "no\n\n".to_owned(),
     };
-    CasResponse::ok(TEXT, body)
+    CasResponse::ok(TEXT, body, outcome)
 }
 
 /// CAS 2.0/3.0 XML (§2.5.2, §2.6.2); `with_attributes` for the `/p3` endpoints.
@@ -88,7 +91,7 @@ pub fn xml(outcome: &Result<Assertion, CasError>, with_attributes: bool) -> CasR
         }
     }
     out.push_str("</cas:serviceResponse>\n");
-    CasResponse::ok(XML, out)
+    CasResponse::ok(XML, out, outcome)
 }
 
 /// The JSON form of the same response (§2.5.2 "JSON").
@@ -125,7 +128,7 @@ pub fn json(outcome: &Result<Assertion, CasError>, with_attributes: bool) -> Cas
             }
         }),
     };
-    CasResponse::ok(JSON, body.to_string())
+    CasResponse::ok(JSON, body.to_string(), outcome)
 }
 
 /// CAS 3.0 attributes: the protocol's own three first, then released ones.
@@ -171,6 +174,7 @@ pub fn proxy_xml(outcome: &Result<String, CasError>) -> CasResponse {
     CasResponse::ok(
         XML,
         format!("<cas:serviceResponse xmlns:cas=\"http://www.yale.edu/tp/cas\">\n{inner}</cas:serviceResponse>\n"),
+        outcome,
     )
 }
 
@@ -183,13 +187,12 @@ pub fn proxy_json(outcome: &Result<String, CasError>) -> CasResponse {
             }
         }),
     };
-    CasResponse::ok(JSON, body.to_string())
+    CasResponse::ok(JSON, body.to_string(), outcome)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::CasErrorCode;
     use castellan_core::Principal;
     use std::sync::Arc;
 

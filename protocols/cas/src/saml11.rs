@@ -126,6 +126,7 @@ pub async fn saml_validate(
     CasResponse {
         status: 200,
         content_type: SOAP_XML,
+        failure: outcome.as_ref().err().map(|e| e.code),
         body: render(
             &outcome,
             request_id.as_deref(),

@@ -1,0 +1,111 @@
+//! The application: state, routes and the middleware around them.
+
+use crate::config::{Settings, StoreKind};
+use crate::metrics::Metrics;
+use crate::{cas_endpoints, login, logout, middleware, operations};
+use anyhow::Context as _;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use castellan_cas::{BackChannelLogout, HttpProxyCallback};
+use castellan_core::{
+    Clock, Engine, MemoryStore, ServiceRegistry, StaticUserAuthenticator, SystemClock, TicketStore,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body accepted by any endpoint (login forms, SOAP).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct AppState {
+    pub engine: Engine,
+    pub settings: Settings,
+    pub logout: BackChannelLogout,
+    pub metrics: Metrics,
+    pub memory_store: Option<Arc<MemoryStore>>,
+    /// `{public_url}` as issuer of SAML 1.1 assertions.
+    pub issuer: String,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn prefix(&self) -> &str {
+        &self.settings.prefix
+    }
+
+    pub fn now(&self) -> u64 {
+        self.engine.clock().now()
+    }
+}
+
+/// Builds the state from validated settings. Needs a tokio runtime (the
+/// memory store's sweeper runs on it).
+pub fn state(settings: Settings) -> anyhow::Result<SharedState> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (store, memory_store): (Arc<dyn TicketStore>, _) = match &settings.store {
+        StoreKind::Memory => {
+            let memory = Arc::new(MemoryStore::new(clock.clone()));
+            memory.spawn_sweeper(Duration::from_secs(2));
+            (memory.clone(), Some(memory))
+        }
+        StoreKind::Redis { .. } => anyhow::bail!("the Redis ticket store is not available yet"),
+    };
+    let authenticator =
+        StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let engine = Engine::new(
+        store,
+        Arc::new(ServiceRegistry::new(settings.services.clone())),
+        Arc::new(authenticator),
+        settings.throttle.clone(),
+        settings.tickets.clone(),
+        clock,
+        Arc::new(HttpProxyCallback::new().context("building the proxy callback client")?),
+    );
+    let issuer = settings
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    Ok(Arc::new(AppState {
+        engine,
+        logout: BackChannelLogout::new(Duration::from_secs(5))
+            .context("building the single logout client")?,
+        metrics: Metrics::default(),
+        memory_store,
+        issuer,
+        settings,
+    }))
+}
+
+pub fn router(state: SharedState) -> Router {
+    let endpoints = Router::new()
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", get(logout::logout))
+        .route("/validate", get(cas_endpoints::validate))
+        .route("/serviceValidate", get(cas_endpoints::service_validate))
+        .route("/proxyValidate", get(cas_endpoints::proxy_validate))
+        .route(
+            "/p3/serviceValidate",
+            get(cas_endpoints::p3_service_validate),
+        )
+        .route("/p3/proxyValidate", get(cas_endpoints::p3_proxy_validate))
+        .route("/proxy", get(cas_endpoints::proxy))
+        .route(
+            "/samlValidate",
+            post(cas_endpoints::saml_validate).layer(DefaultBodyLimit::max(
+                castellan_cas::saml11::MAX_REQUEST_BYTES,
+            )),
+        )
+        .route("/health", get(operations::health))
+        .route("/metrics", get(operations::metrics))
+        .route("/static/{file}", get(operations::static_file))
+        .with_state(state.clone());
+    let prefix = state.prefix().to_owned();
+    let app = if prefix.is_empty() {
+        endpoints
+    } else {
+        Router::new().nest(&prefix, endpoints)
+    };
+    middleware::wrap(app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
+}

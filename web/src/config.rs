@@ -1,0 +1,720 @@
+//! The configuration file (TOML), parsed once into typed structs, then
+//! validated into the runtime [`Settings`]. `check-config` runs exactly this.
+
+use castellan_core::{
+    authn::{hash_password, is_password_hash},
+    Attributes, LogoutMode, RegisteredService, StaticUser, ThrottlePolicy, TicketPolicy,
+    UserSecret,
+};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+use url::Url;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub tickets: TicketsSection,
+    #[serde(default)]
+    pub throttle: ThrottleSection,
+    #[serde(default)]
+    pub users: Vec<UserEntry>,
+    #[serde(default)]
+    pub services: Vec<ServiceEntry>,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamEntry>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<Spanned<String>>,
+    pub public_url: Option<Spanned<String>>,
+    pub data_dir: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TicketsSection {
+    pub store: Option<Spanned<String>>,
+    pub redis_url: Option<Spanned<String>>,
+    pub service_ticket_ttl: Option<Spanned<String>>,
+    pub proxy_ticket_ttl: Option<Spanned<String>>,
+    pub sso_session_ttl: Option<Spanned<String>>,
+    pub sso_idle_ttl: Option<Spanned<String>>,
+    pub login_form_ttl: Option<Spanned<String>>,
+}
+
+/// Not in the contract's example: limits on failed logins (defaults 5 per
+/// user and 20 per client address in 5 minutes).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleSection {
+    pub failures_per_user: Option<Spanned<u32>>,
+    pub failures_per_ip: Option<Spanned<u32>>,
+    pub window: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AttributeValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub username: Spanned<String>,
+    pub password_hash: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, AttributeValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+// The OIDC and SAML fields are parsed (so the contract's file is accepted)
+// but only read once those protocol modules exist.
+#[allow(dead_code)]
+pub struct ServiceEntry {
+    pub name: Spanned<String>,
+    pub protocol: Spanned<String>,
+    pub service: Option<Spanned<String>>,
+    #[serde(default)]
+    pub release: Vec<String>,
+    pub proxy_callback: Option<Spanned<String>>,
+    pub logout: Option<Spanned<String>>,
+    // OAuth2 / OIDC clients
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    // SAML2 service providers
+    pub metadata: Option<Spanned<String>>,
+    pub name_id_format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read once delegation exists
+pub struct UpstreamEntry {
+    pub name: Spanned<String>,
+    pub protocol: Spanned<String>,
+    pub display_name: Option<String>,
+    pub url: Option<String>,
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub profile_url: Option<String>,
+    pub id_attribute: Option<String>,
+    pub metadata: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redis { url: String },
+}
+
+/// The validated runtime configuration.
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    /// The path of `public_url` without a trailing slash ("/cas", or "").
+    pub prefix: String,
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub tickets: TicketPolicy,
+    pub throttle: ThrottlePolicy,
+    pub users: Vec<StaticUser>,
+    pub services: Vec<RegisteredService>,
+    /// Whether the demo defaults are in use (no configuration file).
+    #[allow(dead_code)]
+    pub demo: bool,
+    /// Things to tell the operator at start.
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+}
+
+/// One problem found in the file, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render_problems(.file, .problems))]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+fn render_problems(file: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| match p.line {
+            Some(line) => format!("{file}:{line}: {}", p.message),
+            None => format!("{file}: {}", p.message),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        problems: vec![Problem {
+            line: None,
+            message: format!("cannot read the configuration file: {e}"),
+        }],
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &base, false).map_err(|problems| ConfigError { file, problems })
+}
+
+/// The embedded defaults: a working demo with no file at all.
+pub fn embedded_defaults() -> Settings {
+    let demo = r#"
+[[users]]
+username = "casuser"
+password = "Mellon"
+attributes = { mail = "casuser@example.org", cn = "CAS User", givenName = "CAS", sn = "User", memberOf = ["staff", "faculty"] }
+"#;
+    match parse(demo, Path::new("."), true) {
+        Ok(settings) => settings,
+        // The embedded text is fixed and tested; this cannot fail at run time.
+        Err(problems) => panic!("embedded defaults are invalid: {problems:?}"),
+    }
+}
+
+/// Parses configuration text; relative paths are resolved against `base`.
+pub fn parse(text: &str, base: &Path, demo: bool) -> Result<Settings, Vec<Problem>> {
+    let raw: ConfigFile = toml::from_str(text).map_err(|e| {
+        vec![Problem {
+            line: e.span().map(|s| line_of(text, s.start)),
+            message: e.message().to_owned(),
+        }]
+    })?;
+    let mut v = Validator {
+        text,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let settings = v.settings(raw, base, demo);
+    if v.problems.is_empty() {
+        let mut settings = settings;
+        settings.warnings = v.warnings;
+        Ok(settings)
+    } else {
+        Err(v.problems)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Parses "10s", "5m", "8h", "1d", "250ms", or a sum like "1h30m".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("bad duration {s:?}: expected a number"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            _ => return Err(format!("bad duration {s:?}: unit must be ms, s, m, h or d")),
+        };
+        total = total.saturating_add(part);
+    }
+    Ok(total)
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn problem<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: Some(line_of(self.text, at.span().start)),
+            message: message.into(),
+        });
+    }
+
+    fn duration(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
+        let Some(v) = value else { return default };
+        match parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                self.problem(v, format!("{key}: must be longer than zero"));
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(v, format!("{key}: {e}"));
+                default
+            }
+        }
+    }
+
+    fn regex(&mut self, key: &str, value: &Spanned<String>) -> bool {
+        match regex::Regex::new(value.get_ref()) {
+            Ok(_) => true,
+            Err(e) => {
+                self.problem(value, format!("{key}: bad regular expression: {e}"));
+                false
+            }
+        }
+    }
+
+    fn settings(&mut self, raw: ConfigFile, base: &Path, demo: bool) -> Settings {
+        let listen = match &raw.server.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(v) => v.get_ref().parse().unwrap_or_else(|_| {
+                self.problem(
+                    v,
+                    "server.listen: expected an address like \"127.0.0.1:8080\"",
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }),
+        };
+        let default_url = Url::parse("http://localhost:8080/cas").expect("static URL");
+        let public_url = match &raw.server.public_url {
+            None => default_url,
+            Some(v) => match Url::parse(v.get_ref()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() => u,
+                Ok(_) => {
+                    self.problem(
+                        v,
+                        "server.public_url: must be an http(s) URL without a query",
+                    );
+                    default_url
+                }
+                Err(e) => {
+                    self.problem(v, format!("server.public_url: {e}"));
+                    default_url
+                }
+            },
+        };
+        let prefix = public_url.path().trim_end_matches('/').to_owned();
+        let data_dir = raw
+            .server
+            .data_dir
+            .as_ref()
+            .map(|d| base.join(d.get_ref()))
+            .unwrap_or_else(|| base.join("data"));
+
+        let store = match raw
+            .tickets
+            .store
+            .as_ref()
+            .map(|s| (s, s.get_ref().as_str()))
+        {
+            None | Some((_, "memory")) => StoreKind::Memory,
+            Some((s, "redis")) => match &raw.tickets.redis_url {
+                Some(u) => StoreKind::Redis {
+                    url: u.get_ref().clone(),
+                },
+                None => {
+                    self.problem(s, "tickets.store = \"redis\" needs tickets.redis_url");
+                    StoreKind::Memory
+                }
+            },
+            Some((s, other)) => {
+                self.problem(
+                    s,
+                    format!("tickets.store: {other:?} is not \"memory\" or \"redis\""),
+                );
+                StoreKind::Memory
+            }
+        };
+        if let (StoreKind::Redis { .. }, Some(s)) = (&store, &raw.tickets.store) {
+            self.problem(
+                s,
+                "tickets.store = \"redis\" is not available in this version yet",
+            );
+        }
+        let defaults = TicketPolicy::default();
+        let service_ticket_ttl = self.duration(
+            "tickets.service_ticket_ttl",
+            &raw.tickets.service_ticket_ttl,
+            defaults.service_ticket_ttl,
+        );
+        let tickets = TicketPolicy {
+            service_ticket_ttl,
+            proxy_ticket_ttl: self.duration(
+                "tickets.proxy_ticket_ttl",
+                &raw.tickets.proxy_ticket_ttl,
+                service_ticket_ttl,
+            ),
+            session_ttl: self.duration(
+                "tickets.sso_session_ttl",
+                &raw.tickets.sso_session_ttl,
+                defaults.session_ttl,
+            ),
+            session_idle_ttl: self.duration(
+                "tickets.sso_idle_ttl",
+                &raw.tickets.sso_idle_ttl,
+                defaults.session_idle_ttl,
+            ),
+            login_flow_ttl: self.duration(
+                "tickets.login_form_ttl",
+                &raw.tickets.login_form_ttl,
+                defaults.login_flow_ttl,
+            ),
+        };
+
+        let tdefault = ThrottlePolicy::default();
+        let throttle = ThrottlePolicy {
+            failures_per_user: raw
+                .throttle
+                .failures_per_user
+                .map(Spanned::into_inner)
+                .unwrap_or(tdefault.failures_per_user),
+            failures_per_ip: raw
+                .throttle
+                .failures_per_ip
+                .map(Spanned::into_inner)
+                .unwrap_or(tdefault.failures_per_ip),
+            window: self.duration("throttle.window", &raw.throttle.window, tdefault.window),
+        };
+
+        let users = self.users(raw.users, demo);
+        let services = self.services(raw.services);
+        for upstream in &raw.upstreams {
+            match upstream.protocol.get_ref().as_str() {
+                "cas" | "oidc" | "oauth2" | "saml" => self.warnings.push(format!(
+                    "upstream {:?}: delegated authentication is not available in this version; ignored",
+                    upstream.name.get_ref()
+                )),
+                other => self.problem(
+                    &upstream.protocol,
+                    format!("upstreams.protocol: {other:?} is not \"cas\", \"oidc\", \"oauth2\" or \"saml\""),
+                ),
+            }
+        }
+        if demo {
+            self.warnings.push(
+                "no configuration file: running the demo defaults with user casuser/Mellon; \
+                 no service is registered, so every service is refused"
+                    .into(),
+            );
+        }
+        Settings {
+            listen,
+            public_url,
+            prefix,
+            data_dir,
+            store,
+            tickets,
+            throttle,
+            users,
+            services,
+            demo,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn users(&mut self, entries: Vec<UserEntry>, demo: bool) -> Vec<StaticUser> {
+        let mut seen = HashSet::new();
+        let mut users = Vec::new();
+        for entry in entries {
+            let name = entry.username.get_ref().clone();
+            if name.is_empty() {
+                self.problem(&entry.username, "users.username: must not be empty");
+            }
+            if !seen.insert(name.clone()) {
+                self.problem(
+                    &entry.username,
+                    format!("users.username: {name:?} is defined twice"),
+                );
+            }
+            let secret = match (&entry.password_hash, &entry.password) {
+                (Some(h), None) => {
+                    if !is_password_hash(h.get_ref()) {
+                        self.problem(
+                            h,
+                            "users.password_hash: not a PHC string (use `castellan hash-password`)",
+                        );
+                    }
+                    UserSecret::Hash(h.get_ref().clone())
+                }
+                (None, Some(p)) => {
+                    if !demo {
+                        self.warnings.push(format!(
+                            "user {name:?} has a plain-text password; store an argon2id hash \
+                             (castellan hash-password) in password_hash instead"
+                        ));
+                    }
+                    UserSecret::Plain(p.get_ref().clone())
+                }
+                (Some(h), Some(_)) => {
+                    self.problem(h, "users: give either password_hash or password, not both");
+                    continue;
+                }
+                (None, None) => {
+                    self.problem(
+                        &entry.username,
+                        "users: password_hash (or password) is required",
+                    );
+                    continue;
+                }
+            };
+            let attributes: Attributes = entry
+                .attributes
+                .into_iter()
+                .map(|(k, v)| {
+                    let values = match v {
+                        AttributeValue::One(s) => vec![s],
+                        AttributeValue::Many(list) => list,
+                    };
+                    (k, values)
+                })
+                .collect();
+            users.push(StaticUser {
+                username: name,
+                secret,
+                attributes,
+            });
+        }
+        users
+    }
+
+    fn services(&mut self, entries: Vec<ServiceEntry>) -> Vec<RegisteredService> {
+        let mut names = HashSet::new();
+        let mut services = Vec::new();
+        for entry in entries {
+            let name = entry.name.get_ref().clone();
+            if !names.insert(name.clone()) {
+                self.problem(
+                    &entry.name,
+                    format!("services.name: {name:?} is defined twice"),
+                );
+            }
+            match entry.protocol.get_ref().as_str() {
+                "cas" => {}
+                "oidc" | "saml" => {
+                    self.warnings.push(format!(
+                        "service {name:?}: protocol {:?} is not available in this version; ignored",
+                        entry.protocol.get_ref()
+                    ));
+                    continue;
+                }
+                other => {
+                    self.problem(
+                        &entry.protocol,
+                        format!(
+                            "services.protocol: {other:?} is not \"cas\", \"oidc\" or \"saml\""
+                        ),
+                    );
+                    continue;
+                }
+            }
+            let Some(pattern) = &entry.service else {
+                self.problem(
+                    &entry.name,
+                    format!("service {name:?}: `service` (a regex) is required"),
+                );
+                continue;
+            };
+            let mut ok = self.regex("services.service", pattern);
+            if let Some(cb) = &entry.proxy_callback {
+                ok &= self.regex("services.proxy_callback", cb);
+            }
+            let logout = match entry.logout.as_ref().map(|l| (l, l.get_ref().as_str())) {
+                None | Some((_, "none")) => LogoutMode::None,
+                Some((_, "back-channel")) => LogoutMode::BackChannel,
+                Some((l, other)) => {
+                    self.problem(
+                        l,
+                        format!("services.logout: {other:?} is not \"back-channel\" or \"none\""),
+                    );
+                    LogoutMode::None
+                }
+            };
+            if !ok {
+                continue;
+            }
+            match RegisteredService::new(
+                name,
+                pattern.get_ref(),
+                entry.release,
+                entry.proxy_callback.as_ref().map(|c| c.get_ref().as_str()),
+                logout,
+            ) {
+                Ok(s) => services.push(s),
+                Err(e) => self.problem(pattern, format!("services.service: {e}")),
+            }
+        }
+        services
+    }
+}
+
+/// For `castellan hash-password`.
+pub fn hash(password: &str) -> Result<String, String> {
+    hash_password(password).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_a_demo() {
+        let s = embedded_defaults();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.prefix, "/cas");
+        assert!(s.services.is_empty());
+        assert_eq!(s.users[0].username, "casuser");
+        assert!(s.demo);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "10", "s", "10x", "-1s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n",
+            Path::new("."),
+            false,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err[0].line, Some(3));
+        assert!(err[0].message.contains("listen_port"), "{}", err[0].message);
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_with_its_line() {
+        let text = r#"
+[tickets]
+service_ticket_ttl = "ten seconds"
+
+[[services]]
+name = "a"
+protocol = "cas"
+service = '^https://(unclosed$'
+
+[[services]]
+name = "b"
+protocol = "cas"
+service = '^https://b/.*$'
+logout = "front-channel"
+
+[[users]]
+username = "x"
+password_hash = "plain"
+"#;
+        let problems = parse(text, Path::new("."), false).err().unwrap();
+        let lines: Vec<_> = problems.iter().map(|p| p.line.unwrap()).collect();
+        assert_eq!(lines, vec![3, 18, 8, 14], "{problems:?}");
+    }
+
+    #[test]
+    fn a_full_cas_configuration() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:9000"
+public_url = "https://sso.example.org/cas"
+data_dir = "state"
+
+[tickets]
+service_ticket_ttl = "5s"
+sso_session_ttl = "8h"
+sso_idle_ttl = "2h"
+
+[throttle]
+failures_per_user = 3
+
+[[users]]
+username = "casuser"
+password = "Mellon"
+attributes = { mail = "casuser@example.org", memberOf = ["staff", "faculty"] }
+
+[[services]]
+name = "portal"
+protocol = "cas"
+service = '^https://portal\.example\.org(/.*)?$'
+release = ["mail"]
+proxy_callback = '^https://portal\.example\.org/pgt$'
+logout = "back-channel"
+
+[[services]]
+name = "wiki"
+protocol = "oidc"
+client_id = "wiki"
+redirect_uris = ["https://wiki.example.org/callback"]
+"#;
+        let s = parse(text, Path::new("/etc/castellan"), false).unwrap();
+        assert!(s.secure_cookies());
+        assert_eq!(s.data_dir, PathBuf::from("/etc/castellan/state"));
+        assert_eq!(s.tickets.service_ticket_ttl, Duration::from_secs(5));
+        assert_eq!(s.tickets.proxy_ticket_ttl, Duration::from_secs(5));
+        assert_eq!(s.throttle.failures_per_user, 3);
+        assert_eq!(s.services.len(), 1);
+        assert_eq!(s.services[0].logout, LogoutMode::BackChannel);
+        assert_eq!(s.users[0].attributes["memberOf"], vec!["staff", "faculty"]);
+        assert!(s.warnings.iter().any(|w| w.contains("plain-text")));
+        assert!(s.warnings.iter().any(|w| w.contains("wiki")));
+    }
+}

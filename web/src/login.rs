@@ -1,0 +1,400 @@
+//! `/login`: the SSO entry point (CAS 3.0 §2.1, §2.2).
+
+use crate::app::SharedState;
+use crate::cookies;
+use crate::metrics::Metrics;
+use crate::pages::{render, Link, LoginPage, MessagePage, PostRedirectPage};
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Form, Query, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use castellan_cas::validate::flag;
+use castellan_cas::MAX_SERVICE_LEN;
+use castellan_core::{AuthnError, Credentials, EngineError, RegisteredService};
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LoginQuery {
+    pub service: Option<String>,
+    pub renew: Option<String>,
+    pub gateway: Option<String>,
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub execution: String,
+}
+
+const MAX_USERNAME: usize = 256;
+const MAX_PASSWORD: usize = 1024;
+
+/// The service a login is for, once checked against the registry.
+struct Target<'a> {
+    url: String,
+    registered: &'a RegisteredService,
+}
+
+impl Target<'_> {
+    fn display_name(&self) -> String {
+        match url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+        {
+            Some(host) => format!("{} ({host})", self.registered.name),
+            None => self.registered.name.clone(),
+        }
+    }
+}
+
+/// An unregistered or malformed service gets an error page that redirects nowhere.
+fn target<'a>(
+    state: &'a SharedState,
+    service: Option<&str>,
+) -> Result<Option<Target<'a>>, Response> {
+    let Some(url) = service.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if url.len() > MAX_SERVICE_LEN {
+        return Err(render(
+            StatusCode::BAD_REQUEST,
+            &MessagePage::error(
+                state.prefix(),
+                "Invalid application address",
+                "The address of the application you came from is too long.",
+            ),
+        ));
+    }
+    match state.engine.service(url) {
+        Some(registered) => Ok(Some(Target {
+            url: url.to_owned(),
+            registered,
+        })),
+        None => {
+            tracing::warn!("login for an unregistered service refused");
+            let mut page = MessagePage::error(
+                state.prefix(),
+                "Application not authorized",
+                "The application you attempted to sign in to is not authorized to use this sign-in service.",
+            );
+            page.detail = Some("Contact the application's administrator.".into());
+            Err(render(StatusCode::FORBIDDEN, &page))
+        }
+    }
+}
+
+/// Appends `ticket` to a service URL, before any fragment.
+pub fn with_ticket(service: &str, ticket: &str) -> String {
+    let (base, fragment) = match service.find('#') {
+        Some(i) => service.split_at(i),
+        None => (service, ""),
+    };
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}ticket={ticket}{fragment}")
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
+        // Registered service patterns may still admit odd bytes; never a 500.
+        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+/// Sends the browser back to the service with its ticket (302, or a form
+/// POST when the client asked for `method=POST`).
+fn to_service(state: &SharedState, service: &str, ticket: &str, method: Option<&str>) -> Response {
+    if method.is_some_and(|m| m.eq_ignore_ascii_case("post")) {
+        render(
+            StatusCode::OK,
+            &PostRedirectPage {
+                prefix: state.prefix().to_owned(),
+                action: service.to_owned(),
+                ticket: ticket.to_owned(),
+            },
+        )
+    } else {
+        redirect(&with_ticket(service, ticket))
+    }
+}
+
+fn logged_in_page(state: &SharedState, user: &str) -> Response {
+    render(
+        StatusCode::OK,
+        &MessagePage {
+            prefix: state.prefix().to_owned(),
+            title: "Signed in".into(),
+            heading: "You are signed in".into(),
+            message: format!("You are signed in as {user}. Applications that use this service will let you in without asking again."),
+            detail: None,
+            tone: "success",
+            link: Some(Link {
+                href: format!("{}/logout", state.prefix()),
+                label: "Sign out".into(),
+            }),
+        },
+    )
+}
+
+fn unavailable(state: &SharedState, error: &EngineError) -> Response {
+    tracing::error!(error = %error, "login failed on the ticket store");
+    Metrics::inc(&state.metrics.store_errors);
+    render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &MessagePage::unavailable(state.prefix()),
+    )
+}
+
+fn bad_request(state: &SharedState) -> Response {
+    render(
+        StatusCode::BAD_REQUEST,
+        &MessagePage::error(
+            state.prefix(),
+            "Invalid request",
+            "The sign-in request could not be understood.",
+        ),
+    )
+}
+
+struct FormState<'a> {
+    status: StatusCode,
+    username: String,
+    error: Option<String>,
+    notice: Option<String>,
+    target: Option<&'a Target<'a>>,
+    raw_query: Option<&'a str>,
+}
+
+async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
+    let flow = match state
+        .engine
+        .start_login_flow(f.target.map(|t| t.url.as_str()))
+        .await
+    {
+        Ok(flow) => flow,
+        Err(e) => return unavailable(state, &e),
+    };
+    let action = match f.raw_query {
+        Some(q) if !q.is_empty() => format!("login?{q}"),
+        _ => "login".to_owned(),
+    };
+    render(
+        f.status,
+        &LoginPage {
+            prefix: state.prefix().to_owned(),
+            action,
+            service_name: f.target.map(Target::display_name),
+            username: f.username,
+            execution: flow.id,
+            error: f.error,
+            notice: f.notice,
+        },
+    )
+}
+
+/// GET `/login`.
+pub async fn form(
+    State(state): State<SharedState>,
+    query: Result<Query<LoginQuery>, QueryRejection>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return bad_request(&state);
+    };
+    let target = match target(&state, query.service.as_deref()) {
+        Ok(t) => t,
+        Err(page) => return page,
+    };
+    let renew = flag(query.renew.as_deref());
+    let gateway = flag(query.gateway.as_deref());
+
+    let session = match cookies::session_id(&headers) {
+        Some(id) => match state.engine.session(&id).await {
+            Ok(s) => s,
+            Err(e) => return unavailable(&state, &e),
+        },
+        None => None,
+    };
+    // §2.1.1: renew forces credentials whatever the SSO session.
+    if let (Some(session), false) = (&session, renew) {
+        let Some(target) = &target else {
+            return logged_in_page(&state, &session.principal.id);
+        };
+        match state
+            .engine
+            .grant_service_ticket(&session.id, &target.url, false)
+            .await
+        {
+            Ok(st) => {
+                Metrics::inc(&state.metrics.service_tickets_granted);
+                return to_service(&state, &target.url, &st.id, query.method.as_deref());
+            }
+            Err(EngineError::SessionNotFound) => {}
+            Err(e) => return unavailable(&state, &e),
+        }
+    }
+    // §2.1.1: gateway without a session goes back to the service, ticketless.
+    if gateway && !renew {
+        if let Some(target) = &target {
+            return redirect(&target.url);
+        }
+    }
+    login_form(
+        &state,
+        FormState {
+            status: StatusCode::OK,
+            username: String::new(),
+            error: None,
+            notice: None,
+            target: target.as_ref(),
+            raw_query: raw_query.as_deref(),
+        },
+    )
+    .await
+}
+
+/// POST `/login`: credentials with the one-time `execution` token.
+pub async fn submit(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    query: Result<Query<LoginQuery>, QueryRejection>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let (Ok(Query(query)), Ok(Form(form))) = (query, form) else {
+        return bad_request(&state);
+    };
+    let target = match target(&state, query.service.as_deref()) {
+        Ok(t) => t,
+        Err(page) => return page,
+    };
+    let again = |status, username: String, error: Option<&str>, notice: Option<&str>| FormState {
+        status,
+        username,
+        error: error.map(str::to_owned),
+        notice: notice.map(str::to_owned),
+        target: target.as_ref(),
+        raw_query: raw_query.as_deref(),
+    };
+
+    // The token must be one this server rendered, unused, for this very service.
+    let flow = match state.engine.take_login_flow(&form.execution).await {
+        Ok(flow) => flow,
+        Err(e) => return unavailable(&state, &e),
+    };
+    if flow.is_none_or(|f| f.service.as_deref() != target.as_ref().map(|t| t.url.as_str())) {
+        return login_form(
+            &state,
+            again(
+                StatusCode::FORBIDDEN,
+                String::new(),
+                None,
+                Some("Your sign-in form had expired or was already used. Please sign in again."),
+            ),
+        )
+        .await;
+    }
+
+    let username = form.username.trim_end_matches(['\r', '\n']).to_owned();
+    let invalid = "The username or password you entered is incorrect.";
+    if username.is_empty() || username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
+        let shown = if username.len() > MAX_USERNAME {
+            String::new()
+        } else {
+            username
+        };
+        return login_form(
+            &state,
+            again(StatusCode::UNAUTHORIZED, shown, Some(invalid), None),
+        )
+        .await;
+    }
+    let credentials = Credentials {
+        username: username.clone(),
+        password: form.password,
+    };
+    let principal = match state
+        .engine
+        .authenticate(&credentials, Some(peer.ip()))
+        .await
+    {
+        Ok(p) => p,
+        Err(EngineError::Authentication(AuthnError::InvalidCredentials)) => {
+            Metrics::inc(&state.metrics.logins_failed);
+            tracing::info!(user = %username, "login refused: wrong credentials");
+            return login_form(
+                &state,
+                again(StatusCode::UNAUTHORIZED, username, Some(invalid), None),
+            )
+            .await;
+        }
+        Err(EngineError::Authentication(AuthnError::Throttled)) => {
+            Metrics::inc(&state.metrics.logins_throttled);
+            tracing::warn!(user = %username, ip = %peer.ip(), "login refused: throttled");
+            let message =
+                "Too many failed sign-in attempts. Please wait a few minutes before trying again.";
+            return login_form(
+                &state,
+                again(StatusCode::TOO_MANY_REQUESTS, username, Some(message), None),
+            )
+            .await;
+        }
+        Err(e) => return unavailable(&state, &e),
+    };
+
+    // A new login replaces the browser's previous session (renew, or another user).
+    if let Some(old) = cookies::session_id(&headers) {
+        match state.engine.logout(&old).await {
+            Ok(notifications) => state.logout.notify(notifications, state.now()),
+            Err(e) => tracing::warn!(error = %e, "could not end the previous session"),
+        }
+    }
+    let session = match state.engine.open_session(principal, false).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(&state, &e),
+    };
+    Metrics::inc(&state.metrics.logins_succeeded);
+    let cookie = cookies::set_session(state.prefix(), &session.id, state.settings.secure_cookies());
+    let mut response = match &target {
+        None => logged_in_page(&state, &session.principal.id),
+        Some(target) => match state
+            .engine
+            .grant_service_ticket(&session.id, &target.url, true)
+            .await
+        {
+            Ok(st) => {
+                Metrics::inc(&state.metrics.service_tickets_granted);
+                to_service(&state, &target.url, &st.id, query.method.as_deref())
+            }
+            Err(e) => return unavailable(&state, &e),
+        },
+    };
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_ticket;
+
+    #[test]
+    fn ticket_goes_before_the_fragment() {
+        assert_eq!(with_ticket("https://a/", "ST-1"), "https://a/?ticket=ST-1");
+        assert_eq!(
+            with_ticket("https://a/?x=1", "ST-1"),
+            "https://a/?x=1&ticket=ST-1"
+        );
+        assert_eq!(
+            with_ticket("https://a/p#frag", "ST-1"),
+            "https://a/p?ticket=ST-1#frag"
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! `/logout` (CAS 3.0 §2.3): ends the SSO session and starts single logout.
+
+use crate::app::SharedState;
+use crate::cookies;
+use crate::metrics::Metrics;
+use crate::pages::{render, MessagePage};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use castellan_cas::MAX_SERVICE_LEN;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LogoutQuery {
+    pub service: Option<String>,
+}
+
+pub async fn logout(
+    State(state): State<SharedState>,
+    query: Result<Query<LogoutQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let service = query.ok().and_then(|Query(q)| q.service);
+    let mut ended = true;
+    if let Some(id) = cookies::session_id(&headers) {
+        match state.engine.logout(&id).await {
+            Ok(notifications) => {
+                Metrics::inc(&state.metrics.logouts);
+                state.logout.notify(notifications, state.now());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "logout failed on the ticket store");
+                Metrics::inc(&state.metrics.store_errors);
+                ended = false;
+            }
+        }
+    }
+    let clear = cookies::clear_session(state.prefix(), state.settings.secure_cookies());
+    // Follow `service` only to a registered service: never an open redirect.
+    let registered = service
+        .as_deref()
+        .filter(|s| s.len() <= MAX_SERVICE_LEN && state.engine.service(s).is_some());
+    let mut response = match (registered, ended) {
+        (Some(url), true) => match HeaderValue::from_str(url) {
+            Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+            Err(_) => signed_out(&state),
+        },
+        (_, true) => signed_out(&state),
+        (_, false) => render(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &MessagePage::unavailable(state.prefix()),
+        ),
+    };
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    response
+}
+
+fn signed_out(state: &SharedState) -> Response {
+    render(
+        StatusCode::OK,
+        &MessagePage {
+            prefix: state.prefix().to_owned(),
+            title: "Signed out".into(),
+            heading: "You have signed out".into(),
+            message: "Your single sign-on session has ended. For security, close your browser if you used applications that keep their own sessions.".into(),
+            detail: None,
+            tone: "success",
+            link: None,
+        },
+    )
+}

@@ -1,0 +1,70 @@
+//! `/health`, `/metrics` and the pages' static files.
+
+use crate::app::SharedState;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+pub async fn health(State(state): State<SharedState>) -> Response {
+    match state.engine.store().ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CACHE_CONTROL, "no-store")],
+            "ok\n",
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: ticket store unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CACHE_CONTROL, "no-store")],
+                "ticket store unreachable\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn metrics(State(state): State<SharedState>) -> Response {
+    let entries = state
+        .memory_store
+        .as_ref()
+        .map(|m| m.len() as u64)
+        .unwrap_or(0);
+    let body = state.metrics.render(&[(
+        "memory_store_entries",
+        "Entries held by the in-memory ticket store, expired ones not yet swept included",
+        entries,
+    )]);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn static_file(Path(file): Path<String>) -> Response {
+    let (content_type, body): (&str, &'static str) = match file.as_str() {
+        "castellan.css" => (
+            "text/css; charset=utf-8",
+            include_str!("../static/castellan.css"),
+        ),
+        "castellan.svg" => ("image/svg+xml", include_str!("../static/castellan.svg")),
+        "autosubmit.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("../static/autosubmit.js"),
+        ),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}

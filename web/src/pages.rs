@@ -1,0 +1,83 @@
+//! HTML pages (askama templates in `web/templates`).
+
+use askama::Template;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub prefix: String,
+    pub action: String,
+    pub service_name: Option<String>,
+    pub username: String,
+    pub execution: String,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+}
+
+pub struct Link {
+    pub href: String,
+    pub label: String,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage {
+    pub prefix: String,
+    pub title: String,
+    pub heading: String,
+    pub message: String,
+    pub detail: Option<String>,
+    /// "success", "error" or "info".
+    pub tone: &'static str,
+    pub link: Option<Link>,
+}
+
+#[derive(Template)]
+#[template(path = "post_redirect.html")]
+pub struct PostRedirectPage {
+    pub prefix: String,
+    pub action: String,
+    pub ticket: String,
+}
+
+pub fn render(status: StatusCode, page: &impl Template) -> Response {
+    match page.render() {
+        Ok(body) => (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+impl MessagePage {
+    pub fn error(prefix: &str, heading: &str, message: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            title: heading.to_owned(),
+            heading: heading.to_owned(),
+            message: message.to_owned(),
+            detail: None,
+            tone: "error",
+            link: None,
+        }
+    }
+
+    pub fn unavailable(prefix: &str) -> Self {
+        Self::error(
+            prefix,
+            "Temporarily unavailable",
+            "Sign-in is temporarily unavailable. Please try again in a few minutes.",
+        )
+    }
+}
