@@ -8,6 +8,7 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Form, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use castellan_cas::service_url::with_ticket;
 use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
 use castellan_core::{AuthnError, Credentials, EngineError, RegisteredService};
@@ -87,16 +88,6 @@ fn target<'a>(
             Err(render(StatusCode::FORBIDDEN, &page))
         }
     }
-}
-
-/// Appends `ticket` to a service URL, before any fragment.
-pub fn with_ticket(service: &str, ticket: &str) -> String {
-    let (base, fragment) = match service.find('#') {
-        Some(i) => service.split_at(i),
-        None => (service, ""),
-    };
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}ticket={ticket}{fragment}")
 }
 
 fn redirect(location: &str) -> Response {
@@ -379,22 +370,4 @@ pub async fn submit(
     };
     response.headers_mut().append(header::SET_COOKIE, cookie);
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_ticket;
-
-    #[test]
-    fn ticket_goes_before_the_fragment() {
-        assert_eq!(with_ticket("https://a/", "ST-1"), "https://a/?ticket=ST-1");
-        assert_eq!(
-            with_ticket("https://a/?x=1", "ST-1"),
-            "https://a/?x=1&ticket=ST-1"
-        );
-        assert_eq!(
-            with_ticket("https://a/p#frag", "ST-1"),
-            "https://a/p?ticket=ST-1#frag"
-        );
-    }
 }

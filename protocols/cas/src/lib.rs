@@ -10,6 +10,7 @@ pub mod proxy;
 pub mod proxy_callback;
 pub mod response;
 pub mod saml11;
+pub mod service_url;
 pub mod single_logout;
 pub mod time_format;
 pub mod validate;
