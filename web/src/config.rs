@@ -717,4 +717,12 @@ redirect_uris = ["https://wiki.example.org/callback"]
         assert!(s.warnings.iter().any(|w| w.contains("plain-text")));
         assert!(s.warnings.iter().any(|w| w.contains("wiki")));
     }
+
+    #[test]
+    fn the_example_configuration_in_deploy_is_valid() {
+        let text = include_str!("../../deploy/castellan.toml");
+        let s = parse(text, Path::new("/etc/castellan"), false).unwrap();
+        assert_eq!(s.services.len(), 2);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
 }

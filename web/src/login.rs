@@ -58,19 +58,19 @@ impl Target<'_> {
 fn target<'a>(
     state: &'a SharedState,
     service: Option<&str>,
-) -> Result<Option<Target<'a>>, Response> {
+) -> Result<Option<Target<'a>>, Box<Response>> {
     let Some(url) = service.filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
     if url.len() > MAX_SERVICE_LEN {
-        return Err(render(
+        return Err(Box::new(render(
             StatusCode::BAD_REQUEST,
             &MessagePage::error(
                 state.prefix(),
                 "Invalid application address",
                 "The address of the application you came from is too long.",
             ),
-        ));
+        )));
     }
     match state.engine.service(url) {
         Some(registered) => Ok(Some(Target {
@@ -85,7 +85,7 @@ fn target<'a>(
                 "The application you attempted to sign in to is not authorized to use this sign-in service.",
             );
             page.detail = Some("Contact the application's administrator.".into());
-            Err(render(StatusCode::FORBIDDEN, &page))
+            Err(Box::new(render(StatusCode::FORBIDDEN, &page)))
         }
     }
 }
@@ -201,7 +201,7 @@ pub async fn form(
     };
     let target = match target(&state, query.service.as_deref()) {
         Ok(t) => t,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let renew = flag(query.renew.as_deref());
     let gateway = flag(query.gateway.as_deref());
@@ -265,7 +265,7 @@ pub async fn submit(
     };
     let target = match target(&state, query.service.as_deref()) {
         Ok(t) => t,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let again = |status, username: String, error: Option<&str>, notice: Option<&str>| FormState {
         status,

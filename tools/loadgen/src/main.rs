@@ -1,0 +1,471 @@
+//! `loadgen`: the load generator behind `bench/run.sh`.
+//!
+//! Every subcommand prints a human summary on stderr and one machine line
+//! on stdout: `RESULT kind=… key=value …`.
+
+mod client;
+mod flows;
+mod stats;
+mod startup;
+
+use anyhow::{bail, Context as _, Result};
+use argon2::password_hash::{rand_core::OsRng, PasswordHasher as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use clap::{Args, Parser, Subcommand};
+use client::{Conn, Target};
+use flows::Flow;
+use stats::Report;
+use std::io::Read as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Barrier;
+use tokio::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "loadgen", about = "Load generator for Castellan's HTTP benchmarks")]
+struct Cli {
+    /// Worker threads of the client's runtime (the server shares the machine).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// SSO round trips (login with CASTGC -> 302 with ST -> p3/serviceValidate).
+    Sso(SsoArgs),
+    /// Create N SSO sessions by password logins; report sessions/s.
+    Sessions(SessionsArgs),
+    /// Password logins (form dance) for a duration; report logins/s.
+    Logins(LoginsArgs),
+    /// Print an argon2id PHC hash of a password (stdin, or --password).
+    Hash(HashArgs),
+    /// Time from spawn to the first 200 on /health, over several starts.
+    Startup(startup::StartupArgs),
+    /// Print a free TCP port on 127.0.0.1.
+    FreePort,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Base URL of the server, e.g. http://127.0.0.1:8443/cas
+    #[arg(long)]
+    url: String,
+    /// Service URL the tickets are for (must match a registered service).
+    #[arg(long, default_value = "https://app.example.org/home")]
+    service: String,
+    #[arg(long, default_value = "bench")]
+    user: String,
+    #[arg(long, default_value = "bench-password")]
+    password: String,
+}
+
+impl Common {
+    fn flow(&self) -> Result<(Arc<Target>, Arc<Flow>)> {
+        let target = Target::parse(&self.url)?;
+        let flow = Arc::new(Flow::new(
+            &target.path,
+            &self.service,
+            &self.user,
+            &self.password,
+        ));
+        Ok((target, flow))
+    }
+}
+
+#[derive(Args)]
+struct SsoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent keep-alive connections, each with its own SSO session.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured seconds (after the logins and the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds of load before the measurement.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Open loop: this many round trips per second in total, evenly paced;
+    /// latency counts from the scheduled start when a connection falls behind.
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+#[derive(Args)]
+struct SessionsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Sessions to create.
+    #[arg(long)]
+    count: u64,
+    /// Logins in flight at once (one keep-alive connection each).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+#[derive(Args)]
+struct LoginsArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Logins in flight at once (one keep-alive connection each).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+#[derive(Args)]
+struct HashArgs {
+    /// Cheap parameters (m=8 KiB, t=1, p=1) for benchmark users only.
+    #[arg(long)]
+    cheap: bool,
+    /// The password; read from the first line of stdin when absent.
+    #[arg(long)]
+    password: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Hash(args) => hash(&args),
+        Command::Startup(args) => startup::run(&args),
+        Command::FreePort => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            println!("{}", l.local_addr()?.port());
+            Ok(())
+        }
+        command => {
+            let runtime = if cli.threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(cli.threads)
+                    .enable_all()
+                    .build()?
+            };
+            let report = runtime.block_on(async move {
+                match command {
+                    Command::Sso(a) => sso(a).await,
+                    Command::Sessions(a) => sessions(a).await,
+                    Command::Logins(a) => logins(a).await,
+                    _ => unreachable!(),
+                }
+            })?;
+            report.print();
+            if report.ok == 0 {
+                bail!("nothing succeeded");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn hash(args: &HashArgs) -> Result<()> {
+    let password = match &args.password {
+        Some(p) => p.clone(),
+        None => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s.lines().next().unwrap_or("").to_owned()
+        }
+    };
+    if password.is_empty() {
+        bail!("empty password");
+    }
+    let argon = if args.cheap {
+        let params = Params::new(8, 1, 1, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    } else {
+        Argon2::default()
+    };
+    let salt = SaltString::generate(&mut OsRng);
+    let phc = argon
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{phc}");
+    Ok(())
+}
+
+/// Per-worker tallies, merged at the end.
+struct Tally {
+    ok: u64,
+    errors: u64,
+    latency: hdrhistogram::Histogram<u64>,
+    first_error: Option<String>,
+    connects: u64,
+    /// Open loop: how far behind schedule the worker ended.
+    behind: Duration,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            errors: 0,
+            latency: stats::histogram(),
+            first_error: None,
+            connects: 0,
+            behind: Duration::ZERO,
+        }
+    }
+
+    fn error(&mut self, e: anyhow::Error) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(format!("{e:#}"));
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        let _ = self.latency.add(&other.latency);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.connects += other.connects;
+        self.behind = self.behind.max(other.behind);
+    }
+}
+
+async fn sso(args: SsoArgs) -> Result<Report> {
+    let (target, flow) = args.common.flow()?;
+    let n = args.connections.max(1);
+    let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
+    let duration = Duration::from_secs_f64(args.duration);
+    // Everyone logs in, then all start together.
+    let ready = Arc::new(Barrier::new(n + 1));
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let logins_failed = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::with_capacity(n);
+    for i in 0..n {
+        let target = target.clone();
+        let flow = flow.clone();
+        let ready = ready.clone();
+        let mut start_rx = start_rx.clone();
+        let logins_failed = logins_failed.clone();
+        let rate = args.rate;
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            let mut conn = Conn::new(target);
+            let mut login = None;
+            for _ in 0..3 {
+                match flows::login(&mut conn, &flow).await {
+                    Ok(l) => {
+                        login = Some(l);
+                        break;
+                    }
+                    Err(e) => tally.error(e),
+                }
+            }
+            ready.wait().await;
+            let Some(login) = login else {
+                logins_failed.fetch_add(1, Ordering::Relaxed);
+                return tally;
+            };
+            // The first ticket came with the login; validating it proves the flow.
+            if let Err(e) = flows::validate(&mut conn, &flow, &login.ticket).await {
+                tally.error(e.context("validating the login's own ticket"));
+            }
+            let start = loop {
+                if let Some(s) = *start_rx.borrow_and_update() {
+                    break s;
+                }
+                if start_rx.changed().await.is_err() {
+                    return tally;
+                }
+            };
+            let measure_from = start + warmup;
+            let end = measure_from + duration;
+            let mut warm = Tally::new();
+            match rate {
+                None => loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    let outcome = flows::sso_round_trip(&mut conn, &flow, &login.cookie).await;
+                    let into = if t0 >= measure_from { &mut tally } else { &mut warm };
+                    match outcome {
+                        Ok(()) => {
+                            into.ok += 1;
+                            stats::record(&mut into.latency, t0.elapsed());
+                        }
+                        Err(e) => into.error(e),
+                    }
+                },
+                Some(total_rate) => {
+                    let interval = Duration::from_secs_f64(n as f64 / total_rate);
+                    // Stagger the connections across one interval.
+                    let mut next = start + interval.mul_f64(i as f64 / n as f64);
+                    while next < end {
+                        let now = Instant::now();
+                        // Idle connection: wait for the slot and time from the
+                        // real send (timer slack is the client's, not the
+                        // server's). Behind schedule: send now and time from
+                        // the slot, so queueing behind a slow answer counts.
+                        let t0 = if now < next {
+                            tokio::time::sleep_until(next).await;
+                            Instant::now()
+                        } else {
+                            next
+                        };
+                        let outcome =
+                            flows::sso_round_trip(&mut conn, &flow, &login.cookie).await;
+                        let into = if next >= measure_from { &mut tally } else { &mut warm };
+                        match outcome {
+                            Ok(()) => {
+                                into.ok += 1;
+                                stats::record(&mut into.latency, t0.elapsed());
+                            }
+                            Err(e) => into.error(e),
+                        }
+                        next += interval;
+                    }
+                    tally.behind = Instant::now().saturating_duration_since(end);
+                }
+            }
+            if tally.first_error.is_none() {
+                tally.first_error = warm.first_error;
+            }
+            tally.errors += warm.errors;
+            tally.connects = conn.connects;
+            tally
+        }));
+    }
+    ready.wait().await;
+    let failed = logins_failed.load(Ordering::Relaxed);
+    if failed as usize == n {
+        // Let the workers finish so their first error is reported.
+        drop(start_tx);
+        let mut total = Tally::new();
+        for w in workers {
+            total.merge(w.await?);
+        }
+        bail!(
+            "every login failed: {}",
+            total.first_error.unwrap_or_default()
+        );
+    }
+    let start = Instant::now();
+    start_tx.send(Some(start)).ok();
+    let mut total = Tally::new();
+    for w in workers {
+        total.merge(w.await?);
+    }
+    let mut extra = vec![
+        ("connections".to_owned(), n.to_string()),
+        ("logins_failed".to_owned(), failed.to_string()),
+        ("tcp_connects".to_owned(), total.connects.to_string()),
+    ];
+    if let Some(r) = args.rate {
+        extra.push(("target_rate".to_owned(), format!("{r:.1}")));
+        extra.push((
+            "behind_ms".to_owned(),
+            format!("{:.1}", total.behind.as_secs_f64() * 1000.0),
+        ));
+    }
+    Ok(Report {
+        what: "sso",
+        ok: total.ok,
+        errors: total.errors,
+        elapsed: duration,
+        latency: total.latency,
+        first_error: total.first_error,
+        extra,
+    })
+}
+
+async fn sessions(args: SessionsArgs) -> Result<Report> {
+    let (target, flow) = args.common.flow()?;
+    let count = args.count;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (target, flow, next) = (target.clone(), flow.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            let mut conn = Conn::new(target);
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let t0 = Instant::now();
+                match flows::login(&mut conn, &flow).await {
+                    Ok(_) => {
+                        tally.ok += 1;
+                        stats::record(&mut tally.latency, t0.elapsed());
+                    }
+                    Err(e) => {
+                        tally.error(e);
+                        // A server that fails every login must not spin us.
+                        if tally.errors > 1000 && tally.ok == 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+            tally.connects = conn.connects;
+            tally
+        }));
+    }
+    let mut total = Tally::new();
+    for w in workers {
+        total.merge(w.await?);
+    }
+    Ok(Report {
+        what: "sessions",
+        ok: total.ok,
+        errors: total.errors,
+        elapsed: started.elapsed(),
+        latency: total.latency,
+        first_error: total.first_error,
+        extra: vec![
+            ("concurrency".to_owned(), args.concurrency.to_string()),
+            ("tcp_connects".to_owned(), total.connects.to_string()),
+        ],
+    })
+}
+
+async fn logins(args: LoginsArgs) -> Result<Report> {
+    let (target, flow) = args.common.flow()?;
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(args.duration);
+    let mut workers = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let (target, flow) = (target.clone(), flow.clone());
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            let mut conn = Conn::new(target);
+            while Instant::now() < end {
+                let t0 = Instant::now();
+                match flows::login(&mut conn, &flow).await {
+                    Ok(_) => {
+                        tally.ok += 1;
+                        stats::record(&mut tally.latency, t0.elapsed());
+                    }
+                    Err(e) => tally.error(e),
+                }
+            }
+            tally.connects = conn.connects;
+            tally
+        }));
+    }
+    let mut total = Tally::new();
+    for w in workers {
+        total.merge(w.await.context("login worker")?);
+    }
+    Ok(Report {
+        what: "logins",
+        ok: total.ok,
+        errors: total.errors,
+        // Logins in flight at the deadline finish after it and count.
+        elapsed: started.elapsed(),
+        latency: total.latency,
+        first_error: total.first_error,
+        extra: vec![("connections".to_owned(), args.connections.to_string())],
+    })
+}
