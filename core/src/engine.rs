@@ -7,7 +7,7 @@
 use crate::authn::{Authenticator, Credentials};
 use crate::clock::{Clock, Millis};
 use crate::error::{AuthnError, EngineError};
-use crate::ids::{is_well_formed, new_ticket_id, redact};
+use crate::ids::{is_well_formed, new_session_id, new_session_ticket_id, new_ticket_id, redact};
 use crate::principal::{Attributes, Principal};
 use crate::service::{LogoutMode, RegisteredService, ServiceRegistry};
 use crate::store::TicketStore;
@@ -178,7 +178,7 @@ impl Engine {
     ) -> Result<TicketGrantingTicket, EngineError> {
         let now = self.clock.now();
         let session = TicketGrantingTicket {
-            id: new_ticket_id(TicketKind::TicketGranting.prefix()),
+            id: new_session_id(TicketKind::TicketGranting.prefix()),
             principal,
             authenticated_at: now,
             expires_at: now.saturating_add(self.policy.session_ttl.as_millis() as u64),
@@ -203,7 +203,8 @@ impl Engine {
             .await?)
     }
 
-    /// Grants a one-time ticket for `service` from a session.
+    /// Grants a one-time ticket for `service` from a session; using the
+    /// session keeps it alive.
     pub async fn grant_service_ticket(
         &self,
         session_id: &str,
@@ -214,28 +215,29 @@ impl Engine {
             .registry
             .find(service)
             .ok_or(EngineError::UnauthorizedService)?;
+        let id = new_session_ticket_id(TicketKind::Service.prefix(), session_id)
+            .ok_or(EngineError::SessionNotFound)?;
         let ticket = ServiceTicket {
-            id: new_ticket_id(TicketKind::Service.prefix()),
+            id,
             session_id: session_id.to_owned(),
             service: service.to_owned(),
             from_new_login,
         };
-        self.store
-            .add_ticket(
-                Ticket::Service(ticket.clone()),
-                self.policy.service_ticket_ttl,
-            )
-            .await?;
         let record = ServiceRecord {
             ticket_id: ticket.id.clone(),
             service: service.to_owned(),
             logout: registered.logout,
         };
-        if !self.store.record_service(session_id, record).await? {
-            // The session ended between lookup and grant: the ticket must not outlive it.
-            self.store.consume_ticket(&ticket.id).await?;
-            return Err(EngineError::SessionNotFound);
-        }
+        self.store
+            .grant_ticket(
+                session_id,
+                self.policy.session_idle_ttl,
+                Ticket::Service(ticket.clone()),
+                self.policy.service_ticket_ttl,
+                Some(record),
+            )
+            .await?
+            .ok_or(EngineError::SessionNotFound)?;
         Ok(ticket)
     }
 
@@ -247,14 +249,16 @@ impl Engine {
         if !is_service_ticket && !is_proxy_ticket {
             return Err(EngineError::MalformedTicket);
         }
-        let consumed = self.store.consume_ticket(request.ticket).await?;
-        let (session_id, service, from_new_login, proxies) = match consumed {
-            Some(Ticket::Service(st)) => (st.session_id, st.service, st.from_new_login, vec![]),
-            Some(Ticket::Proxy(pt)) => {
+        let Some((ticket, session)) = self.store.redeem_ticket(request.ticket).await? else {
+            return Err(EngineError::TicketNotFound);
+        };
+        let (service, from_new_login, proxies) = match ticket {
+            Ticket::Service(st) => (st.service, st.from_new_login, vec![]),
+            Ticket::Proxy(pt) => {
                 if !request.allow_proxy_tickets {
                     return Err(EngineError::ProxyTicketNotAccepted);
                 }
-                (pt.session_id, pt.service, false, pt.proxies)
+                (pt.service, false, pt.proxies)
             }
             _ => return Err(EngineError::TicketNotFound),
         };
@@ -265,11 +269,7 @@ impl Engine {
             return Err(EngineError::RenewRequired);
         }
         // A ticket is only as good as the session that granted it.
-        let session = self
-            .store
-            .session(&session_id)
-            .await?
-            .ok_or(EngineError::TicketNotFound)?;
+        let session = session.ok_or(EngineError::TicketNotFound)?;
         let registered = self
             .registry
             .find(&service)
@@ -314,7 +314,8 @@ impl Engine {
                 "pgtUrl is not an allowed proxy callback of the service",
             ));
         }
-        let pgt_id = new_ticket_id(TicketKind::ProxyGranting.prefix());
+        let pgt_id = new_session_ticket_id(TicketKind::ProxyGranting.prefix(), &session.id)
+            .ok_or(EngineError::SessionNotFound)?;
         let pgt_iou = new_ticket_id(TicketKind::ProxyGrantingIou.prefix());
         if !self
             .proxy_callback
@@ -327,18 +328,23 @@ impl Engine {
         let mut proxies = Vec::with_capacity(earlier_proxies.len() + 1);
         proxies.push(pgt_url.to_owned());
         proxies.extend_from_slice(earlier_proxies);
+        // A PGT lives as long as its session can.
         let remaining = session.expires_at.saturating_sub(self.clock.now());
-        self.store
-            .add_ticket(
+        let granted = self
+            .store
+            .grant_ticket(
+                &session.id,
+                self.policy.session_idle_ttl,
                 Ticket::ProxyGranting(ProxyGrantingTicket {
                     id: pgt_id,
                     session_id: session.id.clone(),
                     proxies,
                 }),
                 Duration::from_millis(remaining),
+                None,
             )
             .await?;
-        Ok(Some(pgt_iou))
+        Ok(granted.map(|_| pgt_iou))
     }
 
     /// Grants a proxy ticket for `target_service` from a PGT (CAS 3.0 §2.7).
@@ -353,31 +359,33 @@ impl Engine {
         let Some(Ticket::ProxyGranting(pgt)) = self.store.ticket(pgt_id).await? else {
             return Err(EngineError::TicketNotFound);
         };
-        if self.store.session(&pgt.session_id).await?.is_none() {
-            return Err(EngineError::TicketNotFound);
-        }
         let registered = self
             .registry
             .find(target_service)
             .ok_or(EngineError::UnauthorizedProxy)?;
+        let id = new_session_ticket_id(TicketKind::Proxy.prefix(), &pgt.session_id)
+            .ok_or(EngineError::TicketNotFound)?;
         let ticket = ProxyTicket {
-            id: new_ticket_id(TicketKind::Proxy.prefix()),
+            id,
             session_id: pgt.session_id.clone(),
             service: target_service.to_owned(),
             proxies: pgt.proxies,
         };
-        self.store
-            .add_ticket(Ticket::Proxy(ticket.clone()), self.policy.proxy_ticket_ttl)
-            .await?;
         let record = ServiceRecord {
             ticket_id: ticket.id.clone(),
             service: target_service.to_owned(),
             logout: registered.logout,
         };
-        if !self.store.record_service(&pgt.session_id, record).await? {
-            self.store.consume_ticket(&ticket.id).await?;
-            return Err(EngineError::TicketNotFound);
-        }
+        self.store
+            .grant_ticket(
+                &pgt.session_id,
+                self.policy.session_idle_ttl,
+                Ticket::Proxy(ticket.clone()),
+                self.policy.proxy_ticket_ttl,
+                Some(record),
+            )
+            .await?
+            .ok_or(EngineError::TicketNotFound)?;
         Ok(ticket)
     }
 

@@ -39,15 +39,34 @@ pub trait TicketStore: Send + Sync + 'static {
     /// A live session without extending it.
     async fn session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError>;
 
-    /// Appends a service to the session's single-logout list. Must be atomic
-    /// against concurrent appends and removal; `false` when the session is gone.
-    async fn record_service(&self, id: &str, record: ServiceRecord) -> Result<bool, StoreError>;
+    /// Adds a ticket of a live session, atomically with the session's
+    /// upkeep: pushes its idle deadline (as [`TicketStore::touch_session`]),
+    /// appends `record` to its single-logout list, and stores `ticket` for
+    /// `ttl`. Returns the session, or `None` (and stores nothing) when it is
+    /// gone. Concurrent grants and a removal never lose a record: each one
+    /// lands before the removal (which returns it) or finds the session gone.
+    async fn grant_ticket(
+        &self,
+        session_id: &str,
+        idle: Duration,
+        ticket: Ticket,
+        ttl: Duration,
+        record: Option<ServiceRecord>,
+    ) -> Result<Option<TicketGrantingTicket>, StoreError>;
+
+    /// Takes a session's ticket out atomically (of concurrent callers at most
+    /// one gets it) and reads the session it belongs to in the same step.
+    /// `Some((ticket, None))` when the ticket existed but its session is gone.
+    async fn redeem_ticket(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Ticket, Option<TicketGrantingTicket>)>, StoreError>;
 
     /// Ends a session and returns it with every recorded service, once: of two
     /// concurrent removals only one gets the session.
     async fn remove_session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError>;
 
-    /// Stores a ticket under its id for `ttl`.
+    /// Stores a ticket that belongs to no session (a login form token) for `ttl`.
     async fn add_ticket(&self, ticket: Ticket, ttl: Duration) -> Result<(), StoreError>;
 
     /// Takes a ticket out atomically: of concurrent callers at most one gets it.

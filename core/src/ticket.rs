@@ -104,6 +104,16 @@ pub enum Ticket {
 }
 
 impl Ticket {
+    /// The session a ticket belongs to; a login form token has none.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            Self::Service(t) => Some(&t.session_id),
+            Self::Proxy(t) => Some(&t.session_id),
+            Self::ProxyGranting(t) => Some(&t.session_id),
+            Self::LoginFlow(_) => None,
+        }
+    }
+
     pub fn id(&self) -> &str {
         match self {
             Self::Service(t) => &t.id,

@@ -18,6 +18,7 @@ where
     F: Fn() -> Arc<S>,
 {
     one_time_consumption(make()).await;
+    redeeming_reads_the_session(make()).await;
     concurrent_consumption_has_one_winner(make()).await;
     tickets_expire(make()).await;
     session_lifecycle(make()).await;
@@ -65,6 +66,38 @@ fn unique(prefix: &str) -> String {
     crate::ids::new_ticket_id(prefix)
 }
 
+fn new_session_id() -> String {
+    crate::ids::new_session_id("TGT")
+}
+
+fn st_of(session_id: &str) -> Ticket {
+    let id = crate::ids::new_session_ticket_id("ST", session_id).expect("a session id");
+    Ticket::Service(ServiceTicket {
+        id,
+        session_id: session_id.to_owned(),
+        service: "https://app.example.org/".into(),
+        from_new_login: false,
+    })
+}
+
+/// Grants a service ticket in the session with `record(n)`; false when gone.
+async fn grant<S: TicketStore>(store: &S, session_id: &str, n: usize) -> bool {
+    let mut r = record(n);
+    let ticket = st_of(session_id);
+    r.ticket_id = ticket.id().to_owned();
+    store
+        .grant_ticket(
+            session_id,
+            Duration::from_secs(30),
+            ticket,
+            Duration::from_secs(10),
+            Some(r),
+        )
+        .await
+        .unwrap()
+        .is_some()
+}
+
 async fn one_time_consumption<S: TicketStore>(store: Arc<S>) {
     let id = unique("ST");
     store
@@ -83,6 +116,87 @@ async fn one_time_consumption<S: TicketStore>(store: Arc<S>) {
         "second consumption"
     );
     assert_eq!(store.ticket(&id).await.unwrap(), None);
+}
+
+async fn redeeming_reads_the_session<S: TicketStore>(store: Arc<S>) {
+    let s = session(&new_session_id(), Duration::from_secs(60));
+    store
+        .create_session(&s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let ticket = st_of(&s.id);
+    let id = ticket.id().to_owned();
+    let granted = store
+        .grant_ticket(
+            &s.id,
+            Duration::from_secs(30),
+            ticket.clone(),
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("session alive");
+    assert_eq!(granted.id, s.id);
+    assert!(granted.services.is_empty(), "no record asked for");
+    let (t, owner) = store.redeem_ticket(&id).await.unwrap().unwrap();
+    assert_eq!(t, ticket);
+    assert_eq!(owner.map(|x| x.id), Some(s.id.clone()));
+    assert_eq!(
+        store.redeem_ticket(&id).await.unwrap(),
+        None,
+        "redeemed once"
+    );
+
+    // A ticket outliving its session is redeemed without one.
+    let orphan = st_of(&s.id);
+    let orphan_id = orphan.id().to_owned();
+    store
+        .grant_ticket(
+            &s.id,
+            Duration::from_secs(30),
+            orphan,
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store.remove_session(&s.id).await.unwrap().unwrap();
+    let (_, owner) = store.redeem_ticket(&orphan_id).await.unwrap().unwrap();
+    assert_eq!(owner, None);
+
+    // Many racers, one winner.
+    let s = session(&new_session_id(), Duration::from_secs(60));
+    store
+        .create_session(&s, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let ticket = st_of(&s.id);
+    let id = ticket.id().to_owned();
+    store
+        .grant_ticket(
+            &s.id,
+            Duration::from_secs(30),
+            ticket,
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let racers: Vec<_> = (0..32)
+        .map(|_| {
+            let store = store.clone();
+            let id = id.clone();
+            tokio::spawn(async move { store.redeem_ticket(&id).await.unwrap().is_some() })
+        })
+        .collect();
+    let mut winners = 0;
+    for r in racers {
+        winners += usize::from(r.await.unwrap());
+    }
+    assert_eq!(winners, 1);
 }
 
 async fn concurrent_consumption_has_one_winner<S: TicketStore>(store: Arc<S>) {
@@ -119,16 +233,17 @@ async fn tickets_expire<S: TicketStore>(store: Arc<S>) {
 }
 
 async fn session_lifecycle<S: TicketStore>(store: Arc<S>) {
-    let s = session(&unique("TGT"), Duration::from_secs(60));
+    let s = session(&new_session_id(), Duration::from_secs(60));
     let idle = Duration::from_secs(30);
     store.create_session(&s, idle).await.unwrap();
     assert_eq!(store.session(&s.id).await.unwrap().as_ref(), Some(&s));
-    assert!(store.record_service(&s.id, record(1)).await.unwrap());
-    assert!(store.record_service(&s.id, record(2)).await.unwrap());
+    assert!(grant(&*store, &s.id, 1).await);
+    assert!(grant(&*store, &s.id, 2).await);
     let touched = store.touch_session(&s.id, idle).await.unwrap().unwrap();
+    let services: Vec<_> = touched.services.iter().map(|r| r.service.clone()).collect();
     assert_eq!(
-        touched.services,
-        vec![record(1), record(2)],
+        services,
+        vec![record(1).service, record(2).service],
         "services kept in order"
     );
     let removed = store.remove_session(&s.id).await.unwrap().unwrap();
@@ -139,19 +254,27 @@ async fn session_lifecycle<S: TicketStore>(store: Arc<S>) {
         "removed once"
     );
     assert_eq!(store.session(&s.id).await.unwrap(), None);
-    assert!(
-        !store.record_service(&s.id, record(3)).await.unwrap(),
-        "no append after removal"
-    );
+    let late = st_of(&s.id);
+    let late_id = late.id().to_owned();
+    let granted = store
+        .grant_ticket(&s.id, idle, late, Duration::from_secs(10), Some(record(3)))
+        .await
+        .unwrap();
+    assert_eq!(granted, None, "no grant after removal");
     assert_eq!(
         store.session(&s.id).await.unwrap(),
         None,
-        "append did not revive it"
+        "the grant did not revive it"
+    );
+    assert_eq!(
+        store.ticket(&late_id).await.unwrap(),
+        None,
+        "nor stored its ticket"
     );
 }
 
 async fn session_index_is_consistent_under_concurrency<S: TicketStore>(store: Arc<S>) {
-    let s = session(&unique("TGT"), Duration::from_secs(60));
+    let s = session(&new_session_id(), Duration::from_secs(60));
     store
         .create_session(&s, Duration::from_secs(30))
         .await
@@ -160,7 +283,7 @@ async fn session_index_is_consistent_under_concurrency<S: TicketStore>(store: Ar
         .map(|n| {
             let store = store.clone();
             let id = s.id.clone();
-            tokio::spawn(async move { store.record_service(&id, record(n)).await.unwrap() })
+            tokio::spawn(async move { grant(&*store, &id, n).await })
         })
         .collect();
     for t in tasks {
@@ -171,7 +294,7 @@ async fn session_index_is_consistent_under_concurrency<S: TicketStore>(store: Ar
 
     // Logout racing with logins: every append either lands before the
     // removal (and is returned by it) or reports that the session is gone.
-    let s = session(&unique("TGT"), Duration::from_secs(60));
+    let s = session(&new_session_id(), Duration::from_secs(60));
     store
         .create_session(&s, Duration::from_secs(30))
         .await
@@ -180,7 +303,7 @@ async fn session_index_is_consistent_under_concurrency<S: TicketStore>(store: Ar
         .map(|n| {
             let store = store.clone();
             let id = s.id.clone();
-            tokio::spawn(async move { (n, store.record_service(&id, record(n)).await.unwrap()) })
+            tokio::spawn(async move { (n, grant(&*store, &id, n).await) })
         })
         .collect();
     let removers: Vec<_> = (0..4)
@@ -207,16 +330,16 @@ async fn session_index_is_consistent_under_concurrency<S: TicketStore>(store: Ar
     let mut notified: Vec<_> = removed[0]
         .services
         .iter()
-        .map(|r| r.ticket_id.clone())
+        .map(|r| r.service.clone())
         .collect();
     notified.sort();
-    let mut expected: Vec<_> = accepted.iter().map(|n| format!("ST-{n}")).collect();
+    let mut expected: Vec<_> = accepted.iter().map(|n| record(*n).service).collect();
     expected.sort();
     assert_eq!(notified, expected, "every accepted service is notified");
 }
 
 async fn session_hard_limit_beats_idle<S: TicketStore>(store: Arc<S>) {
-    let s = session(&unique("TGT"), Duration::from_millis(200));
+    let s = session(&new_session_id(), Duration::from_millis(200));
     store
         .create_session(&s, Duration::from_secs(30))
         .await
@@ -238,7 +361,7 @@ async fn session_hard_limit_beats_idle<S: TicketStore>(store: Arc<S>) {
 
 async fn session_idle_limit_is_extended_by_use<S: TicketStore>(store: Arc<S>) {
     let idle = Duration::from_millis(400);
-    let s = session(&unique("TGT"), Duration::from_secs(60));
+    let s = session(&new_session_id(), Duration::from_secs(60));
     store.create_session(&s, idle).await.unwrap();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -256,7 +379,7 @@ async fn session_idle_limit_is_extended_by_use<S: TicketStore>(store: Arc<S>) {
 }
 
 async fn large_values_round_trip<S: TicketStore>(store: Arc<S>) {
-    let mut s = session(&unique("TGT"), Duration::from_secs(60));
+    let mut s = session(&new_session_id(), Duration::from_secs(60));
     let mut principal = Principal::new("big");
     for a in 0..100 {
         principal.attributes.insert(
@@ -272,7 +395,7 @@ async fn large_values_round_trip<S: TicketStore>(store: Arc<S>) {
         .await
         .unwrap();
     for n in 0..200 {
-        assert!(store.record_service(&s.id, record(n)).await.unwrap());
+        assert!(grant(&*store, &s.id, n).await);
     }
     let got = store.remove_session(&s.id).await.unwrap().unwrap();
     assert_eq!(got.principal, s.principal);
@@ -292,10 +415,23 @@ async fn unknown_and_malformed_keys<S: TicketStore>(store: Arc<S>) {
         assert_eq!(store.consume_ticket(key).await.unwrap(), None);
         assert_eq!(store.session(key).await.unwrap(), None);
         assert_eq!(store.remove_session(key).await.unwrap(), None);
-        assert!(!store.record_service(key, record(0)).await.unwrap());
+        assert_eq!(
+            store
+                .grant_ticket(
+                    key,
+                    Duration::from_secs(1),
+                    st(&unique("ST")),
+                    Duration::from_secs(1),
+                    None
+                )
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.redeem_ticket(key).await.unwrap(), None);
     }
     // A session id is not a ticket and a ticket id is not a session.
-    let s = session(&unique("TGT"), Duration::from_secs(60));
+    let s = session(&new_session_id(), Duration::from_secs(60));
     store
         .create_session(&s, Duration::from_secs(30))
         .await

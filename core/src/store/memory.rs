@@ -152,19 +152,51 @@ impl TicketStore for MemoryStore {
         })
     }
 
-    async fn record_service(&self, id: &str, record: ServiceRecord) -> Result<bool, StoreError> {
+    async fn grant_ticket(
+        &self,
+        session_id: &str,
+        idle: Duration,
+        ticket: Ticket,
+        ttl: Duration,
+        record: Option<ServiceRecord>,
+    ) -> Result<Option<TicketGrantingTicket>, StoreError> {
         let now = self.clock.now();
-        let mut shard = self.shard(id).lock();
-        Ok(match shard.get_mut(id) {
-            Some(Entry {
-                value: Value::Session(s),
-                expires_at,
-            }) if *expires_at > now => {
-                s.services.push(record);
-                true
+        let session = {
+            let mut shard = self.shard(session_id).lock();
+            match shard.get_mut(session_id) {
+                Some(Entry {
+                    value: Value::Session(s),
+                    expires_at,
+                }) if *expires_at > now => {
+                    *expires_at = now
+                        .saturating_add(idle.as_millis() as u64)
+                        .min(s.expires_at);
+                    if let Some(record) = record {
+                        s.services.push(record);
+                    }
+                    s.clone()
+                }
+                _ => return Ok(None),
             }
-            _ => false,
-        })
+        };
+        // A removal between the two locks leaves a ticket whose session is
+        // gone; redeem_ticket reports exactly that, so it never validates.
+        self.add_ticket(ticket, ttl).await?;
+        Ok(Some(session))
+    }
+
+    async fn redeem_ticket(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Ticket, Option<TicketGrantingTicket>)>, StoreError> {
+        let Some(ticket) = self.consume_ticket(id).await? else {
+            return Ok(None);
+        };
+        let session = match ticket.session_id() {
+            Some(session_id) => self.session(session_id).await?,
+            None => None,
+        };
+        Ok(Some((ticket, session)))
     }
 
     async fn remove_session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {

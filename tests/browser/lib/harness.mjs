@@ -156,7 +156,7 @@ export async function startApp({ port, casBase }) {
   };
 
   const page = (status, title, body) => [status, `<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>${escapeHtml(title)}</title></head><body><h1>${escapeHtml(title)}</h1>${body}</body></html>`];
+<link rel="icon" href="data:,"><title>${escapeHtml(title)}</title></head><body><h1>${escapeHtml(title)}</h1>${body}</body></html>`];
 
   async function validate(service, ticket) {
     const u = new URL(`${casBase}/p3/serviceValidate`);
@@ -175,6 +175,7 @@ export async function startApp({ port, casBase }) {
 
   async function handle(req, res) {
     const url = new URL(req.url, app.origin);
+    if (!url.pathname.startsWith('/app/')) return [404, '']; // favicon.ico and such: not protected
     app.hits.push({ method: req.method, url: url.href });
     let ticket = null;
     if (req.method === 'POST') {

@@ -85,10 +85,6 @@ impl Conn {
         }
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     async fn sender(&mut self) -> Result<&mut SendRequest<Full<Bytes>>> {
         let usable = self.sender.as_ref().is_some_and(|s| !s.is_closed());
         if !usable {

@@ -92,6 +92,9 @@ struct SsoArgs {
     /// latency counts from the scheduled start when a connection falls behind.
     #[arg(long)]
     rate: Option<f64>,
+    /// Print round trips completed in each second of the run (stderr).
+    #[arg(long)]
+    timeline: bool,
 }
 
 #[derive(Args)]
@@ -242,6 +245,7 @@ async fn sso(args: SsoArgs) -> Result<Report> {
     let ready = Arc::new(Barrier::new(n + 1));
     let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
     let logins_failed = Arc::new(AtomicU64::new(0));
+    let completed = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
         let target = target.clone();
@@ -249,6 +253,7 @@ async fn sso(args: SsoArgs) -> Result<Report> {
         let ready = ready.clone();
         let mut start_rx = start_rx.clone();
         let logins_failed = logins_failed.clone();
+        let completed = completed.clone();
         let rate = args.rate;
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new();
@@ -290,6 +295,7 @@ async fn sso(args: SsoArgs) -> Result<Report> {
                         break;
                     }
                     let outcome = flows::sso_round_trip(&mut conn, &flow, &login.cookie).await;
+                    completed.fetch_add(1, Ordering::Relaxed);
                     let into = if t0 >= measure_from { &mut tally } else { &mut warm };
                     match outcome {
                         Ok(()) => {
@@ -317,6 +323,7 @@ async fn sso(args: SsoArgs) -> Result<Report> {
                         };
                         let outcome =
                             flows::sso_round_trip(&mut conn, &flow, &login.cookie).await;
+                        completed.fetch_add(1, Ordering::Relaxed);
                         let into = if next >= measure_from { &mut tally } else { &mut warm };
                         match outcome {
                             Ok(()) => {
@@ -354,6 +361,19 @@ async fn sso(args: SsoArgs) -> Result<Report> {
     }
     let start = Instant::now();
     start_tx.send(Some(start)).ok();
+    if args.timeline {
+        let completed = completed.clone();
+        let total_secs = (warmup + duration).as_secs_f64().ceil() as u64;
+        tokio::spawn(async move {
+            let mut last = 0;
+            for second in 1..=total_secs {
+                tokio::time::sleep_until(start + Duration::from_secs(second)).await;
+                let now = completed.load(Ordering::Relaxed);
+                eprintln!("  t={second:>3}s  {:>7} round trips/s", now - last);
+                last = now;
+            }
+        });
+    }
     let mut total = Tally::new();
     for w in workers {
         total.merge(w.await?);

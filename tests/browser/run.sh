@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Real-browser tests of Castellan's pages: ./tests/browser/run.sh
+#
+# Drives Debian's Chromium (/usr/bin/chromium) with playwright-core (no browser
+# download), against a castellan it starts itself on a free loopback port,
+# with Node's built-in test runner. Screenshots and castellan's log go to
+# tests/browser/.out/ for a human to look at.
+#
+# Environment:
+#   CASTELLAN_BIN=...  binary to test (tests/run.sh sets it after building);
+#                      unset: `cargo build --release` first, then target/release/castellan
+#   CHROMIUM_BIN=...   browser (default /usr/bin/chromium, installed with apt when missing)
+#   SKIP_APT=1         never call apt-get
+#   NODE_TEST_ARGS=..  extra arguments for `node --test` (e.g. --test-name-pattern=SSO)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$HERE"
+
+say() { printf '==> browser: %s\n' "$*"; }
+die() { printf 'tests/browser/run.sh: %s\n' "$*" >&2; exit 1; }
+
+# ------------------------------------------------------------- Debian packages
+apt_install() {
+  [ -n "${SKIP_APT:-}" ] && die "missing $* (SKIP_APT set)"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  say "apt-get install $*"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq || die "apt-get update failed"
+  $sudo apt-get install -y -qq --no-install-recommends "$@" || die "apt-get install $* failed"
+}
+
+need=()
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -n "${CHROMIUM_BIN:-}" ] || [ -x /usr/bin/chromium ] || need+=(chromium)
+[ "${#need[@]}" -eq 0 ] || apt_install "${need[@]}"
+
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] || die "Node.js >= 20 needed (have $(node --version))"
+
+# ------------------------------------------------------------- npm (playwright-core only)
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+want="$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)"
+have="$(cat node_modules/.castellan-lock.sha256 2>/dev/null || true)"
+if [ "$want" != "$have" ] || [ ! -d node_modules/playwright-core ]; then
+  say "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
+  echo "$want" > node_modules/.castellan-lock.sha256
+fi
+
+# ------------------------------------------------------------- castellan
+if [ -z "${CASTELLAN_BIN:-}" ]; then
+  say "cargo build --release"
+  (cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
+  export CASTELLAN_BIN="$ROOT/target/release/castellan"
+fi
+[ -x "$CASTELLAN_BIN" ] || die "no castellan binary at $CASTELLAN_BIN"
+
+# ------------------------------------------------------------- tests
+rm -rf .out
+mkdir -p .out
+say "node --test ($(node --version), $("${CHROMIUM_BIN:-/usr/bin/chromium}" --version 2>/dev/null | head -1))"
+# shellcheck disable=SC2086
+rc=0
+node --test --test-reporter=spec --test-concurrency=1 --test-timeout=120000 ${NODE_TEST_ARGS:-} tests/*.test.mjs || rc=$?
+say "screenshots and castellan.log in $HERE/.out"
+exit "$rc"
