@@ -228,7 +228,8 @@ impl Engine {
             service: service.to_owned(),
             logout: registered.logout,
         };
-        self.store
+        let granted = self
+            .store
             .grant_ticket(
                 session_id,
                 self.policy.session_idle_ttl,
@@ -236,8 +237,10 @@ impl Engine {
                 self.policy.service_ticket_ttl,
                 Some(record),
             )
-            .await?
-            .ok_or(EngineError::SessionNotFound)?;
+            .await?;
+        if !granted {
+            return Err(EngineError::SessionNotFound);
+        }
         Ok(ticket)
     }
 
@@ -344,7 +347,7 @@ impl Engine {
                 None,
             )
             .await?;
-        Ok(granted.map(|_| pgt_iou))
+        Ok(granted.then_some(pgt_iou))
     }
 
     /// Grants a proxy ticket for `target_service` from a PGT (CAS 3.0 §2.7).
@@ -376,7 +379,8 @@ impl Engine {
             service: target_service.to_owned(),
             logout: registered.logout,
         };
-        self.store
+        let granted = self
+            .store
             .grant_ticket(
                 &pgt.session_id,
                 self.policy.session_idle_ttl,
@@ -384,8 +388,10 @@ impl Engine {
                 self.policy.proxy_ticket_ttl,
                 Some(record),
             )
-            .await?
-            .ok_or(EngineError::TicketNotFound)?;
+            .await?;
+        if !granted {
+            return Err(EngineError::TicketNotFound);
+        }
         Ok(ticket)
     }
 

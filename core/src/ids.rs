@@ -13,9 +13,10 @@ use rand::RngCore;
 /// Bytes of randomness in every identifier (192 bits, above the 128 required).
 const RANDOM_BYTES: usize = 24;
 const RANDOM_CHARS: usize = 32;
-/// A session's routing tag: 6 random bytes, 8 characters.
-const TAG_BYTES: usize = 6;
-pub const TAG_CHARS: usize = 8;
+/// A session's routing tag: 12 random bytes (96 bits, unique among any
+/// number of live sessions), 16 characters.
+const TAG_BYTES: usize = 12;
+pub const TAG_CHARS: usize = 16;
 
 fn push_random(id: &mut String, bytes: usize) {
     let mut buf = [0u8; RANDOM_BYTES];

@@ -42,9 +42,9 @@ pub trait TicketStore: Send + Sync + 'static {
     /// Adds a ticket of a live session, atomically with the session's
     /// upkeep: pushes its idle deadline (as [`TicketStore::touch_session`]),
     /// appends `record` to its single-logout list, and stores `ticket` for
-    /// `ttl`. Returns the session, or `None` (and stores nothing) when it is
-    /// gone. Concurrent grants and a removal never lose a record: each one
-    /// lands before the removal (which returns it) or finds the session gone.
+    /// `ttl`. Returns `false` (and stores nothing) when the session is gone.
+    /// Concurrent grants and a removal never lose a record: each one lands
+    /// before the removal (which returns it) or finds the session gone.
     async fn grant_ticket(
         &self,
         session_id: &str,
@@ -52,11 +52,12 @@ pub trait TicketStore: Send + Sync + 'static {
         ticket: Ticket,
         ttl: Duration,
         record: Option<ServiceRecord>,
-    ) -> Result<Option<TicketGrantingTicket>, StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Takes a session's ticket out atomically (of concurrent callers at most
-    /// one gets it) and reads the session it belongs to in the same step.
-    /// `Some((ticket, None))` when the ticket existed but its session is gone.
+    /// one gets it) and reads the session it belongs to in the same step,
+    /// without its single-logout list (`services` is empty). `Some((ticket,
+    /// None))` when the ticket existed but its session is gone.
     async fn redeem_ticket(
         &self,
         id: &str,

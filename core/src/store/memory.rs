@@ -87,6 +87,21 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    fn session_without_services(&self, id: &str) -> Option<TicketGrantingTicket> {
+        let now = self.clock.now();
+        let shard = self.shard(id).lock();
+        match shard.get(id) {
+            Some(Entry {
+                value: Value::Session(s),
+                expires_at,
+            }) if *expires_at > now => Some(TicketGrantingTicket {
+                services: Vec::new(),
+                ..s.clone()
+            }),
+            _ => None,
+        }
+    }
+
     fn shard(&self, key: &str) -> &Shard {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
@@ -159,9 +174,9 @@ impl TicketStore for MemoryStore {
         ticket: Ticket,
         ttl: Duration,
         record: Option<ServiceRecord>,
-    ) -> Result<Option<TicketGrantingTicket>, StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        let session = {
+        {
             let mut shard = self.shard(session_id).lock();
             match shard.get_mut(session_id) {
                 Some(Entry {
@@ -174,15 +189,14 @@ impl TicketStore for MemoryStore {
                     if let Some(record) = record {
                         s.services.push(record);
                     }
-                    s.clone()
                 }
-                _ => return Ok(None),
+                _ => return Ok(false),
             }
-        };
+        }
         // A removal between the two locks leaves a ticket whose session is
         // gone; redeem_ticket reports exactly that, so it never validates.
         self.add_ticket(ticket, ttl).await?;
-        Ok(Some(session))
+        Ok(true)
     }
 
     async fn redeem_ticket(
@@ -193,7 +207,7 @@ impl TicketStore for MemoryStore {
             return Ok(None);
         };
         let session = match ticket.session_id() {
-            Some(session_id) => self.session(session_id).await?,
+            Some(session_id) => self.session_without_services(session_id),
             None => None,
         };
         Ok(Some((ticket, session)))
