@@ -247,10 +247,15 @@ impl Engine {
     /// Validates a service or proxy ticket (CAS 3.0 §2.5, §2.6). The ticket
     /// is consumed by the attempt whatever its outcome (§2.5.4: one try).
     pub async fn validate(&self, request: ValidationRequest<'_>) -> Result<Assertion, EngineError> {
-        let is_service_ticket = is_well_formed(request.ticket, TicketKind::Service.prefix());
-        let is_proxy_ticket = is_well_formed(request.ticket, TicketKind::Proxy.prefix());
-        if !is_service_ticket && !is_proxy_ticket {
+        // Not a service or proxy ticket at all: the request breaks the
+        // specification. Shaped like one but not one of ours: not recognized.
+        if !request.ticket.starts_with("ST-") && !request.ticket.starts_with("PT-") {
             return Err(EngineError::MalformedTicket);
+        }
+        if !is_well_formed(request.ticket, TicketKind::Service.prefix())
+            && !is_well_formed(request.ticket, TicketKind::Proxy.prefix())
+        {
+            return Err(EngineError::TicketNotFound);
         }
         let Some((ticket, session)) = self.store.redeem_ticket(request.ticket).await? else {
             return Err(EngineError::TicketNotFound);
@@ -299,9 +304,9 @@ impl Engine {
         })
     }
 
-    /// CAS 3.0 §2.5.4: the callback must be https and allowed for the
-    /// service; a callback that does not answer 200 gets no PGT, but the
-    /// validation itself still succeeds.
+    /// CAS 3.0 §2.5.4: the callback must be https, allowed for the service,
+    /// trusted and answer 200; otherwise no PGT is issued and "service ticket
+    /// validation will fail" with INVALID_PROXY_CALLBACK (as Apereo CAS does).
     async fn grant_proxy_granting_ticket(
         &self,
         registered: &RegisteredService,
@@ -326,7 +331,9 @@ impl Engine {
             .await
         {
             tracing::warn!(service = %registered.name, "proxy callback failed: no PGT granted");
-            return Ok(None);
+            return Err(EngineError::InvalidProxyCallback(
+                "the proxy callback could not be authenticated or did not answer 200",
+            ));
         }
         let mut proxies = Vec::with_capacity(earlier_proxies.len() + 1);
         proxies.push(pgt_url.to_owned());
@@ -357,7 +364,7 @@ impl Engine {
         target_service: &str,
     ) -> Result<ProxyTicket, EngineError> {
         if !is_well_formed(pgt_id, TicketKind::ProxyGranting.prefix()) {
-            return Err(EngineError::MalformedTicket);
+            return Err(EngineError::TicketNotFound);
         }
         let Some(Ticket::ProxyGranting(pgt)) = self.store.ticket(pgt_id).await? else {
             return Err(EngineError::TicketNotFound);

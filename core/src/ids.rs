@@ -1,4 +1,6 @@
-//! Ticket identifiers: a type prefix and 192 bits from a CSPRNG, URL-safe.
+//! Ticket identifiers: a type prefix and about 190 bits from a CSPRNG, in
+//! letters and digits only — the alphabet every CAS client accepts
+//! (mod_auth_cas rejects anything beyond `[A-Za-z0-9.-]`).
 //!
 //! Tickets that belong to an SSO session (ST, PT, PGT) end with the session's
 //! routing tag, so that a shared store can keep all of a session's keys
@@ -6,23 +8,19 @@
 //! one step. The tag is random and separate from the session id's secret
 //! part: showing it to an application reveals nothing of the session id.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use rand::RngCore;
+use rand::distr::{Alphanumeric, SampleString};
 
-/// Bytes of randomness in every identifier (192 bits, above the 128 required).
-const RANDOM_BYTES: usize = 24;
+/// Characters of randomness in every identifier: 32 of 62 letters and
+/// digits, about 190 bits (above the 128 required).
 const RANDOM_CHARS: usize = 32;
-/// A session's routing tag: 12 random bytes (96 bits, unique among any
-/// number of live sessions), 16 characters.
-const TAG_BYTES: usize = 12;
+/// A session's routing tag: 16 characters, about 95 bits (unique among any
+/// number of live sessions).
 pub const TAG_CHARS: usize = 16;
 
-fn push_random(id: &mut String, bytes: usize) {
-    let mut buf = [0u8; RANDOM_BYTES];
-    // ThreadRng is a ChaCha-based CSPRNG seeded and periodically reseeded from the OS.
-    rand::rng().fill_bytes(&mut buf[..bytes]);
-    URL_SAFE_NO_PAD.encode_string(&buf[..bytes], id);
+fn push_random(id: &mut String, chars: usize) {
+    // ThreadRng is a ChaCha-based CSPRNG seeded and periodically reseeded
+    // from the OS; Alphanumeric samples the 62 characters uniformly.
+    Alphanumeric.append_string(&mut rand::rng(), id, chars);
 }
 
 /// A new identifier such as `LF-1-kq3...`; the `1` is the id format version.
@@ -30,7 +28,7 @@ pub fn new_ticket_id(prefix: &str) -> String {
     let mut id = String::with_capacity(prefix.len() + 3 + RANDOM_CHARS);
     id.push_str(prefix);
     id.push_str("-1-");
-    push_random(&mut id, RANDOM_BYTES);
+    push_random(&mut id, RANDOM_CHARS);
     id
 }
 
@@ -38,7 +36,7 @@ pub fn new_ticket_id(prefix: &str) -> String {
 pub fn new_session_id(prefix: &str) -> String {
     let mut id = new_ticket_id(prefix);
     id.push('-');
-    push_random(&mut id, TAG_BYTES);
+    push_random(&mut id, TAG_CHARS);
     id
 }
 
@@ -57,7 +55,7 @@ fn random_part<'a>(id: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 fn is_id_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+    b.is_ascii_alphanumeric()
 }
 
 /// True when `id` has the shape of an identifier this server could have made
@@ -67,22 +65,24 @@ pub fn is_well_formed(id: &str, prefix: &str) -> bool {
     let Some(rest) = random_part(id, prefix) else {
         return false;
     };
-    let shape_ok = rest.len() == RANDOM_CHARS
-        || (rest.len() == RANDOM_CHARS + 1 + TAG_CHARS && rest.as_bytes()[RANDOM_CHARS] == b'-');
-    shape_ok && rest.bytes().all(is_id_char)
+    let (random, tag) = match rest.split_at_checked(RANDOM_CHARS) {
+        Some((random, "")) => (random, None),
+        Some((random, tagged)) => match tagged.strip_prefix('-') {
+            Some(tag) if tag.len() == TAG_CHARS => (random, Some(tag)),
+            _ => return false,
+        },
+        None => return false,
+    };
+    random.bytes().all(is_id_char) && tag.is_none_or(|t| t.bytes().all(is_id_char))
 }
 
 /// The routing tag of a session id or of a session's ticket.
 pub fn session_tag(id: &str) -> Option<&str> {
     let (_, rest) = id.split_once("-1-")?;
-    if rest.len() == RANDOM_CHARS + 1 + TAG_CHARS
-        && rest.as_bytes()[RANDOM_CHARS] == b'-'
-        && rest.bytes().all(is_id_char)
-    {
-        Some(&rest[RANDOM_CHARS + 1..])
-    } else {
-        None
-    }
+    let (random, tagged) = rest.split_at_checked(RANDOM_CHARS)?;
+    let tag = tagged.strip_prefix('-')?;
+    (tag.len() == TAG_CHARS && random.bytes().all(is_id_char) && tag.bytes().all(is_id_char))
+        .then_some(tag)
 }
 
 /// A shortened form for logs: never a whole ticket id in a log line.
@@ -112,6 +112,28 @@ mod tests {
             "ST-1-<script>aaaaaaaaaaaaaaaaaaaaaaaaaa",
             "ST"
         ));
+        assert!(!is_well_formed(
+            "ST-1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa_a",
+            "ST"
+        ));
+        assert!(!is_well_formed(
+            "ST-1-ééééééééééééééééaaaaaaaaaaaaaaaa",
+            "ST"
+        ));
+    }
+
+    #[test]
+    fn ids_use_only_letters_digits_and_dashes() {
+        for _ in 0..200 {
+            let tgt = new_session_id("TGT");
+            let st = new_session_ticket_id("ST", &tgt).unwrap();
+            for id in [tgt, st] {
+                assert!(
+                    id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                    "{id}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! (two concurrent consumers: at most one gets the value).
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

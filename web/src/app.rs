@@ -8,6 +8,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use castellan_cas::{BackChannelLogout, HttpProxyCallback};
+use castellan_core::store::redis::{RedisStore, RedisTimeouts};
 use castellan_core::{
     Clock, Engine, MemoryStore, ServiceRegistry, StaticUserAuthenticator, SystemClock, TicketStore,
 };
@@ -49,7 +50,11 @@ pub fn state(settings: Settings) -> anyhow::Result<SharedState> {
             memory.spawn_sweeper(Duration::from_secs(2));
             (memory.clone(), Some(memory))
         }
-        StoreKind::Redis { .. } => anyhow::bail!("the Redis ticket store is not available yet"),
+        StoreKind::Redis { url } => {
+            let redis = RedisStore::new(url, RedisTimeouts::default())
+                .map_err(|e| anyhow::anyhow!("tickets.redis_url: {e}"))?;
+            (Arc::new(redis), None)
+        }
     };
     let authenticator =
         StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;

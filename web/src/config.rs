@@ -379,11 +379,14 @@ impl Validator<'_> {
                 StoreKind::Memory
             }
         };
-        if let (StoreKind::Redis { .. }, Some(s)) = (&store, &raw.tickets.store) {
-            self.problem(
-                s,
-                "tickets.store = \"redis\" is not available in this version yet",
-            );
+        if let (StoreKind::Redis { url }, Some(u)) = (&store, &raw.tickets.redis_url) {
+            match Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "redis" | "rediss") => {}
+                _ => self.problem(
+                    u,
+                    "tickets.redis_url: expected redis://host:port/db or rediss://host:port/db",
+                ),
+            }
         }
         let defaults = TicketPolicy::default();
         let service_ticket_ttl = self.duration(

@@ -209,13 +209,18 @@ async fn malformed_and_unknown_tickets_are_told_apart() {
     for bad in [
         "",
         "garbage",
-        "ST-",
         "TGT-1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-        "ST-1-<>",
+        "st-1-x",
     ] {
         assert!(matches!(
             f.engine.validate(validation(bad, APP)).await,
             Err(EngineError::MalformedTicket)
+        ));
+    }
+    for unknown in ["ST-", "ST-doesnotexist", "ST-1-<>", "PT-1-x"] {
+        assert!(matches!(
+            f.engine.validate(validation(unknown, APP)).await,
+            Err(EngineError::TicketNotFound)
         ));
     }
     let unknown = new_ticket_id("ST");
@@ -357,8 +362,11 @@ async fn proxy_callbacks_must_be_https_allowed_and_answer() {
         .unwrap();
     let mut req = validation(&st.id, PROXY);
     req.pgt_url = Some(PGT_URL);
-    let a = f.engine.validate(req).await.unwrap();
-    assert!(a.pgt_iou.is_none(), "no PGT when the callback fails");
+    let outcome = f.engine.validate(req).await;
+    assert!(
+        matches!(outcome, Err(EngineError::InvalidProxyCallback(_))),
+        "no PGT, and the validation fails, when the callback fails: {outcome:?}"
+    );
     let (_, _, pgt) = f.callback.delivered.lock()[0].clone();
     assert!(matches!(
         f.engine.grant_proxy_ticket(&pgt, BACKEND).await,

@@ -98,6 +98,15 @@ async fn run(
     endpoint: ValidationEndpoint,
     params: &ValidateParams,
 ) -> Result<Assertion, CasError> {
+    // §2.5.1: XML or JSON; anything else is refused before the ticket is touched.
+    if let Some(format) = params.format.as_deref() {
+        if !format.eq_ignore_ascii_case("xml") && !format.eq_ignore_ascii_case("json") {
+            return Err(CasError::new(
+                CasErrorCode::InvalidRequest,
+                "'format' must be XML or JSON",
+            ));
+        }
+    }
     let (ticket, service) = required(params.ticket.as_deref(), params.service.as_deref())?;
     let pgt_url = match endpoint {
         // CAS 1.0 knows no proxying.
