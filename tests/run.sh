@@ -80,6 +80,9 @@ if [ "$want" != "$have" ]; then
 fi
 
 # ---------------------------------------------------------------- build
+step "cargo fmt --check"
+cargo fmt --all -- --check || die "cargo fmt --all -- --check: the code is not formatted"
+
 step "cargo build --release"
 cargo build --release || die "cargo build --release failed"
 [ -x "$ROOT/target/release/castellan" ] || die "target/release/castellan was not built"

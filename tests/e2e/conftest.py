@@ -174,6 +174,22 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 _LIVE: list[Any] = []
 
 
+_LOG_MARKS: dict[int, int] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    # remember where each live process's log stands when a test starts, so a
+    # failure report shows only what was logged during that test
+    _LOG_MARKS.clear()
+    for proc in _LIVE:
+        try:
+            _LOG_MARKS[id(proc)] = proc.log_path.stat().st_size
+        except OSError:
+            pass
+    yield
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -181,14 +197,17 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for proc in list(_LIVE):
             try:
-                report.sections.append((f"log of {proc.label}", proc.log_tail()))
+                text = _tail(proc.log_path, 120, since=_LOG_MARKS.get(id(proc), 0))
             except Exception as exc:  # pragma: no cover - best effort
-                report.sections.append((f"log of {proc.label}", f"(unreadable: {exc})"))
+                text = f"(unreadable: {exc})"
+            report.sections.append((f"log of {proc.label} during this test", text))
 
 
-def _tail(path: Path, lines: int = 150) -> str:
+def _tail(path: Path, lines: int = 150, since: int = 0) -> str:
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as f:
+            f.seek(since)
+            text = f.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return "(no log file)"
     return "\n".join(text.splitlines()[-lines:])
@@ -243,12 +262,16 @@ class Castellan:
         throttle: dict | None = None,
         ssl_cert_file: Path | None = None,
         env: dict | None = None,
+        public_url: str | None = None,
         label: str = "castellan",
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        # where the tests talk to it (always plain http on the listen address)
         self.base = f"http://127.0.0.1:{self.port}/cas"
+        # what it believes it is (e.g. https behind a TLS-terminating proxy)
+        self.public_url = public_url or self.base
         self.users = USERS if users is None else users
         self.services = services or []
         self.tickets = {"service_ticket_ttl": service_ticket_ttl, **(tickets or {})}
@@ -268,7 +291,7 @@ class Castellan:
                 "server",
                 {
                     "listen": f"127.0.0.1:{self.port}",
-                    "public_url": self.base,
+                    "public_url": self.public_url,
                     "data_dir": str(self.workdir / "data"),
                 },
             ),

@@ -202,3 +202,31 @@ def test_health_and_metrics(cas):
     r = requests.get(cas.url("/metrics"), timeout=5)
     assert r.status_code == 200
     assert "# TYPE" in r.text or "# HELP" in r.text, r.text[:300]
+
+
+def test_method_post_answers_with_auto_submitting_form(cas, browser):
+    r = browser.login(APP, method="POST")
+    assert r.status_code == 200, r.status_code
+    assert "Location" not in r.headers
+    m = re.search(r"<form[^>]*>", r.text)
+    assert m, r.text[:800]
+    form_tag = m.group(0)
+    assert re.search(r'method="post"', form_tag, re.I), form_tag
+    assert f'action="{APP}"' in form_tag, form_tag
+    t = re.search(r'name="ticket"[^>]*value="(ST-[^"]+)"|value="(ST-[^"]+)"[^>]*name="ticket"', r.text)
+    assert t, r.text[:800]
+    ticket = t.group(1) or t.group(2)
+    assert cas.validate("/serviceValidate", APP, ticket).success
+
+
+def test_tgc_is_secure_when_public_url_is_https(fresh_castellan):
+    c = fresh_castellan("https-public-url")
+    c.public_url = f"https://127.0.0.1:{c.port}/cas"
+    c.start()
+    r = c.browser().login(APP)
+    assert r.status_code == 302, r.status_code
+    tgc = [h for h in set_cookie_headers(r) if h.startswith("CASTGC=")]
+    assert tgc, set_cookie_headers(r)
+    attrs = [p.strip().lower() for p in tgc[0].split(";")[1:]]
+    assert "secure" in attrs, tgc[0]
+    assert "httponly" in attrs and "path=/cas" in attrs, tgc[0]

@@ -226,3 +226,36 @@ def test_python_cas_v3_proxy_flow(cas, callback_server, browser):
     user, attrs, _ = backend.verify_ticket(pt)
     assert user == "casuser"
     assert attrs["mail"] == "casuser@example.org"
+
+
+# mod_auth_cas 1.2 (validCASTicketFormat) only accepts tickets matching
+# (ST|PT)-[A-Za-z0-9.-]+ and silently ignores any other `ticket` parameter,
+# which sends the browser back to /login (a redirect loop).  Apereo CAS
+# tickets use exactly that alphabet.
+CLIENT_SAFE_TICKET = r"^(ST|PT)-[A-Za-z0-9.-]+$"
+
+
+def test_ticket_ids_use_an_alphabet_cas_clients_accept(cas, callback_server):
+    import re
+
+    sts, pts, others = [], [], []
+    b = cas.browser()
+    for _ in range(30):
+        sts.append(b.ticket_for(PROXY_SVC))
+    others.append(b.tgc)
+    for st in sts[:5]:
+        pgt_url = callback_server.url(unique_path("/pgt"))
+        res = cas.validate("/serviceValidate", PROXY_SVC, st, pgtUrl=pgt_url)
+        if res.pgtiou:
+            others.append(res.pgtiou)
+            call = [c for c in callback_server.for_url(pgt_url) if "pgtId" in c.query][0]
+            pgt = call.query["pgtId"][0]
+            others.append(pgt)
+            for _ in range(5):
+                pts.append(pt_from(request_pt(cas, pgt, BACKEND)))
+    bad = [t for t in sts + pts if not re.match(CLIENT_SAFE_TICKET, t)]
+    assert not bad, f"tickets mod_auth_cas 1.2 rejects (allowed: [A-Za-z0-9.-] after the prefix): {bad[:5]}"
+    for t in sts + pts + others:
+        assert len(t) <= 256, t
+    bad = [t for t in others if not re.match(r"^(TGT|PGT|PGTIOU)-[A-Za-z0-9._~-]+$", t or "")]
+    assert not bad, bad

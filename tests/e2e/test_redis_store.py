@@ -20,7 +20,7 @@ REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 @pytest.fixture
 def redis_server(tmp_path):
     if not os.path.exists(REDIS):
-        pytest.skip("redis-server not installed (apt-get install redis-server)")
+        pytest.fail("redis-server not installed (tests/run.sh installs it)")
     port = free_port()
     log = open(tmp_path / "redis.log", "wb")
     proc = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -317,5 +317,5 @@ export async function noHorizontalScroll(page) {
 }
 
 export function shot(page, name) {
-  return page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: true });
+  return page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: true, animations: 'disabled' });
 }
