@@ -157,6 +157,7 @@ struct FormState<'a> {
     status: StatusCode,
     username: String,
     error: Option<String>,
+    invalid: bool,
     notice: Option<String>,
     target: Option<&'a Target<'a>>,
     raw_query: Option<&'a str>,
@@ -184,6 +185,7 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
             username: f.username,
             execution: flow.id,
             error: f.error,
+            invalid: f.invalid,
             notice: f.notice,
         },
     )
@@ -243,6 +245,7 @@ pub async fn form(
             status: StatusCode::OK,
             username: String::new(),
             error: None,
+            invalid: false,
             notice: None,
             target: target.as_ref(),
             raw_query: raw_query.as_deref(),
@@ -267,9 +270,14 @@ pub async fn submit(
         Ok(t) => t,
         Err(page) => return *page,
     };
-    let again = |status, username: String, error: Option<&str>, notice: Option<&str>| FormState {
+    let again = |status: StatusCode,
+                 username: String,
+                 error: Option<&str>,
+                 notice: Option<&str>| FormState {
         status,
         username,
+        // Only wrong credentials mark the fields; other errors are not theirs.
+        invalid: status == StatusCode::UNAUTHORIZED,
         error: error.map(str::to_owned),
         notice: notice.map(str::to_owned),
         target: target.as_ref(),

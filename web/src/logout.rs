@@ -66,7 +66,10 @@ fn signed_out(state: &SharedState) -> Response {
             message: "Your single sign-on session has ended. For security, close your browser if you used applications that keep their own sessions.".into(),
             detail: None,
             tone: "success",
-            link: None,
+            link: Some(crate::pages::Link {
+                href: format!("{}/login", state.prefix()),
+                label: "Sign in again".into(),
+            }),
         },
     )
 }
