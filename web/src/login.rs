@@ -208,29 +208,28 @@ pub async fn form(
     let renew = flag(query.renew.as_deref());
     let gateway = flag(query.gateway.as_deref());
 
-    let session = match cookies::session_id(&headers) {
-        Some(id) => match state.engine.session(&id).await {
-            Ok(s) => s,
-            Err(e) => return unavailable(&state, &e),
-        },
-        None => None,
-    };
     // §2.1.1: renew forces credentials whatever the SSO session.
-    if let (Some(session), false) = (&session, renew) {
-        let Some(target) = &target else {
-            return logged_in_page(&state, &session.principal.id);
-        };
-        match state
-            .engine
-            .grant_service_ticket(&session.id, &target.url, false)
-            .await
-        {
-            Ok(st) => {
-                Metrics::inc(&state.metrics.service_tickets_granted);
-                return to_service(&state, &target.url, &st.id, query.method.as_deref());
-            }
-            Err(EngineError::SessionNotFound) => {}
-            Err(e) => return unavailable(&state, &e),
+    let session_id = cookies::session_id(&headers).filter(|_| !renew);
+    if let Some(session_id) = &session_id {
+        match &target {
+            // The grant itself checks and extends the session: one store step.
+            Some(target) => match state
+                .engine
+                .grant_service_ticket(session_id, &target.url, false)
+                .await
+            {
+                Ok(st) => {
+                    Metrics::inc(&state.metrics.service_tickets_granted);
+                    return to_service(&state, &target.url, &st.id, query.method.as_deref());
+                }
+                Err(EngineError::SessionNotFound) => {}
+                Err(e) => return unavailable(&state, &e),
+            },
+            None => match state.engine.session(session_id).await {
+                Ok(Some(session)) => return logged_in_page(&state, &session.principal.id),
+                Ok(None) => {}
+                Err(e) => return unavailable(&state, &e),
+            },
         }
     }
     // §2.1.1: gateway without a session goes back to the service, ticketless.
