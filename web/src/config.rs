@@ -380,11 +380,16 @@ impl Validator<'_> {
             }
         };
         if let (StoreKind::Redis { url }, Some(u)) = (&store, &raw.tickets.redis_url) {
+            let multi_host = ["redis+sentinel://", "redis+cluster://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme));
             match Url::parse(url) {
                 Ok(parsed) if matches!(parsed.scheme(), "redis" | "rediss") => {}
+                _ if multi_host => {}
                 _ => self.problem(
                     u,
-                    "tickets.redis_url: expected redis://host:port/db or rediss://host:port/db",
+                    "tickets.redis_url: expected redis://host:port/db, rediss://…, \
+                     redis+sentinel://s1:26379,s2:26379/SERVICE/db or redis+cluster://n1:6379,n2:6379",
                 ),
             }
         }
