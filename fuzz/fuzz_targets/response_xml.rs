@@ -12,7 +12,7 @@ use castellan_cas::saml11::render;
 use castellan_cas::xml::is_element_name;
 use castellan_cas::{CasError, CasErrorCode};
 use castellan_core::{Assertion, Attributes, Principal};
-use castellan_fuzz::{assert_well_formed, expected_text, normalize_eol, Element};
+use castellan_fuzz::{assert_well_formed, children, expected_text, normalize_eol, position, Element};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ fn count_empty(doc: &str) -> usize {
     doc.matches("/>").count()
 }
 
+/// Every element so named, wherever it is.
 fn texts<'a>(els: &'a [Element], name: &str) -> Vec<&'a str> {
     els.iter().filter(|e| e.name == name).map(|e| e.text.as_str()).collect()
 }
@@ -68,24 +69,36 @@ fuzz_target!(|data: &[u8]| {
         let els = assert_well_formed(&doc, "CAS XML success");
         assert_no_stray_lt(&doc, &els);
         assert_eq!(els[0].name, "cas:serviceResponse");
-        let users = texts(&els, "cas:user");
-        assert_eq!(users.len(), 1, "one cas:user in:\n{doc}");
-        assert_eq!(normalize_eol(users[0]), expected_text(&user), "cas:user did not round-trip");
+        let success = position(&els, "cas:authenticationSuccess").expect("authenticationSuccess");
+        assert_eq!(els[success].parent, Some(0));
+        let child_texts = |parent: Option<usize>, name: &str| -> Vec<String> {
+            parent
+                .map(|p| children(&els, p, Some(name)).map(|e| normalize_eol(&e.text)).collect())
+                .unwrap_or_default()
+        };
+        // Protocol elements are direct children of authenticationSuccess. (An
+        // attribute may have the same local name, e.g. `user`, one level down.)
+        assert_eq!(child_texts(Some(success), "cas:user"), vec![expected_text(&user)], "cas:user in:\n{doc}");
         assert_eq!(
-            texts(&els, "cas:proxyGrantingTicket").into_iter().map(normalize_eol).collect::<Vec<_>>(),
+            child_texts(Some(success), "cas:proxyGrantingTicket"),
             pgt_iou.iter().map(|s| expected_text(s)).collect::<Vec<_>>()
         );
+        let proxies_idx = els.iter().position(|e| e.name == "cas:proxies" && e.parent == Some(success));
+        assert_eq!(proxies_idx.is_some(), !proxies.is_empty());
         assert_eq!(
-            texts(&els, "cas:proxy").into_iter().map(normalize_eol).collect::<Vec<_>>(),
+            child_texts(proxies_idx, "cas:proxy"),
             proxies.iter().map(|s| expected_text(s)).collect::<Vec<_>>()
         );
-        let released: Vec<(String, String)> = els
-            .iter()
-            .skip_while(|e| e.name != "cas:attributes")
-            .skip(1)
-            .take_while(|e| e.depth == 3)
-            .map(|e| (e.name.clone(), normalize_eol(&e.text)))
-            .collect();
+        assert!(children(&els, success, Some("cas:attributes")).count() <= 1);
+        let attributes_idx =
+            els.iter().position(|e| e.name == "cas:attributes" && e.parent == Some(success));
+        let released: Vec<(String, String)> = attributes_idx
+            .map(|p| children(&els, p, None).map(|e| (e.name.clone(), normalize_eol(&e.text))).collect())
+            .unwrap_or_default();
+        assert!(
+            els.iter().all(|e| e.depth <= 3),
+            "values only ever become text, never elements:\n{doc}"
+        );
         if with_attributes {
             let expected: Vec<(String, String)> = attributes
                 .iter()
@@ -94,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
                 .collect();
             assert_eq!(&released[3..], &expected[..], "attributes did not round-trip in:\n{doc}");
         } else {
-            assert!(released.is_empty() && !doc.contains("cas:attributes"));
+            assert!(released.is_empty() && attributes_idx.is_none());
         }
     }
 

@@ -9,7 +9,7 @@
 use castellan_cas::service_url::with_ticket;
 use castellan_cas::validate::{flag, required};
 use castellan_cas::{MAX_SERVICE_LEN, MAX_TICKET_LEN};
-use castellan_core::ids::{is_well_formed, redact};
+use castellan_core::ids::{is_well_formed, new_session_ticket_id, redact, session_tag, TAG_CHARS};
 use castellan_core::{LogoutMode, RegisteredService, ServiceRegistry};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -118,10 +118,29 @@ fuzz_target!(|data: &[u8]| {
     for candidate in [Some(service), ticket].into_iter().flatten() {
         for prefix in ["ST", "PT", "PGT", "PGTIOU", "TGT", ""] {
             if is_well_formed(candidate, prefix) {
-                assert_eq!(candidate.len(), prefix.len() + 3 + 32, "{candidate:?}");
-                assert!(candidate.starts_with(prefix) && candidate.is_ascii());
-                assert!(!candidate.contains(['<', '&', '"', '\'', '#', '?', '=', ' ']));
+                let plain = prefix.len() + 3 + 32;
+                let tagged = plain + 1 + TAG_CHARS;
+                assert!(
+                    candidate.len() == plain || candidate.len() == tagged,
+                    "is_well_formed({candidate:?}, {prefix:?}) with length {}",
+                    candidate.len()
+                );
+                assert!(candidate.starts_with(&format!("{prefix}-1-")) && candidate.is_ascii());
+                assert!(!candidate.contains(['<', '&', '"', '\'', '#', '?', '=', ' ', '%', '/']));
+                if candidate.len() == tagged {
+                    assert_eq!(session_tag(candidate), Some(&candidate[plain + 1..]));
+                }
             }
+        }
+        if let Some(tag) = session_tag(candidate) {
+            assert_eq!(tag.len(), TAG_CHARS);
+            assert!(candidate.ends_with(&format!("-{tag}")));
+            // A ticket made for this "session" carries the same tag.
+            let st = new_session_ticket_id("ST", candidate).expect("a tagged id");
+            assert!(is_well_formed(&st, "ST"), "{st:?}");
+            assert_eq!(session_tag(&st), Some(tag));
+        } else {
+            assert_eq!(new_session_ticket_id("ST", candidate), None);
         }
         let r = redact(candidate);
         let head: String = candidate.chars().take(10).collect();

@@ -17,6 +17,8 @@ pub struct Element {
     pub name: String,
     /// Nesting depth; the root is 0.
     pub depth: usize,
+    /// Index of the parent element in the returned list.
+    pub parent: Option<usize>,
     /// Attributes as (qualified name, unescaped value), in document order.
     pub attributes: Vec<(String, String)>,
     /// The element's own unescaped text (children's text excluded).
@@ -95,6 +97,7 @@ pub fn parse_well_formed(doc: &str) -> Result<Vec<Element>, String> {
                 elements.push(Element {
                     name: name_of(&e)?,
                     depth: open.len(),
+                    parent: open.last().copied(),
                     attributes: attributes(&e)?,
                     text: String::new(),
                 });
@@ -107,6 +110,7 @@ pub fn parse_well_formed(doc: &str) -> Result<Vec<Element>, String> {
                 elements.push(Element {
                     name: name_of(&e)?,
                     depth: open.len(),
+                    parent: open.last().copied(),
                     attributes: attributes(&e)?,
                     text: String::new(),
                 });
@@ -115,7 +119,8 @@ pub fn parse_well_formed(doc: &str) -> Result<Vec<Element>, String> {
                 let Some(i) = open.pop() else {
                     return Err("end tag with no open element".into());
                 };
-                let name = std::str::from_utf8(e.name().as_ref()).unwrap_or("");
+                let qname = e.name();
+                let name = std::str::from_utf8(qname.as_ref()).unwrap_or("");
                 if elements[i].name != name {
                     return Err(format!("</{name}> closes <{}>", elements[i].name));
                 }
@@ -148,6 +153,22 @@ pub fn parse_well_formed(doc: &str) -> Result<Vec<Element>, String> {
     Ok(elements)
 }
 
+/// The direct children of `elements[parent]` named `name` (any name: `None`).
+pub fn children<'a>(
+    elements: &'a [Element],
+    parent: usize,
+    name: Option<&'a str>,
+) -> impl Iterator<Item = &'a Element> + 'a {
+    elements
+        .iter()
+        .filter(move |e| e.parent == Some(parent) && name.is_none_or(|n| e.name == n))
+}
+
+/// Index of the first element named `name`.
+pub fn position(elements: &[Element], name: &str) -> Option<usize> {
+    elements.iter().position(|e| e.name == name)
+}
+
 /// Panics with the document when it is not well-formed.
 pub fn assert_well_formed(doc: &str, what: &str) -> Vec<Element> {
     match parse_well_formed(doc) {
@@ -165,6 +186,8 @@ mod tests {
         let els = parse_well_formed("<a x=\"1&amp;\"><b>t&lt;</b></a>\n").unwrap();
         assert_eq!(els[0].attributes, vec![("x".into(), "1&".into())]);
         assert_eq!(els[1].text, "t<");
+        assert_eq!(els[1].parent, Some(0));
+        assert_eq!(children(&els, 0, Some("b")).count(), 1);
         for bad in [
             "<a><b></a>",
             "<a>",
