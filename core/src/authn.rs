@@ -51,6 +51,9 @@ pub struct StaticUserAuthenticator {
     /// that every attempt costs one argon2 verification: unknown user and
     /// wrong password take the same time.
     decoy: Arc<OnceLock<String>>,
+    /// Verifications at once: each takes ~19 MiB and a core, so a burst of
+    /// attempts queues here instead of exhausting memory.
+    verifications: Arc<tokio::sync::Semaphore>,
 }
 
 impl StaticUserAuthenticator {
@@ -68,9 +71,11 @@ impl StaticUserAuthenticator {
             });
             map.insert(user.username, (user.secret, principal));
         }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             users: map,
             decoy: Arc::new(OnceLock::new()),
+            verifications: Arc::new(tokio::sync::Semaphore::new(cores)),
         })
     }
 
@@ -117,6 +122,11 @@ impl Authenticator for StaticUserAuthenticator {
         let user = self.users.get(&credentials.username).cloned();
         let password = credentials.password.clone();
         let decoy = self.decoy.clone();
+        let _permit = self
+            .verifications
+            .acquire()
+            .await
+            .map_err(|e| AuthnError::Backend(e.to_string()))?;
         // argon2 is deliberately slow: keep it off the async workers.
         let accepted = tokio::task::spawn_blocking(move || {
             let decoy_hash = || {

@@ -51,6 +51,11 @@ impl RegisteredService {
 }
 
 fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
+    // Compiled alone first: a pattern such as `a)|(b` would otherwise escape
+    // the group below and be anchored at one end only.
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()?;
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(1 << 20)
         .build()
@@ -106,6 +111,18 @@ mod tests {
             .find("https://evil.example/?https://app.example.org/")
             .is_none());
         assert!(reg.find("https://app.example.org.evil.example/").is_none());
+    }
+
+    #[test]
+    fn a_pattern_cannot_break_out_of_its_anchors() {
+        assert!(RegisteredService::new(
+            "x",
+            r"https://app\.example\.org/)|(https://x",
+            vec![],
+            None,
+            LogoutMode::None
+        )
+        .is_err());
     }
 
     #[test]

@@ -21,6 +21,11 @@ use crate::ticket::{ServiceRecord, Ticket, TicketGrantingTicket};
 use async_trait::async_trait;
 use std::time::Duration;
 
+/// Single-logout records kept per SSO session: the most recent ones win.
+/// Each visit to an application adds one; a session that visits more than
+/// this many keeps notifying the latest.
+pub const MAX_SERVICE_RECORDS: usize = 64;
+
 #[async_trait]
 pub trait TicketStore: Send + Sync + 'static {
     /// Stores a new SSO session, alive for `idle` (capped by its `expires_at`).
@@ -44,7 +49,8 @@ pub trait TicketStore: Send + Sync + 'static {
     /// Adds a ticket of a live session, atomically with the session's
     /// upkeep: pushes its idle deadline (as [`TicketStore::touch_session`]),
     /// appends `record` to its single-logout list, and stores `ticket` for
-    /// `ttl`. Returns `false` (and stores nothing) when the session is gone.
+    /// `ttl` (keeping at most [`MAX_SERVICE_RECORDS`] records, the most
+    /// recent). Returns `false` (and stores nothing) when the session is gone.
     /// Concurrent grants and a removal never lose a record: each one lands
     /// before the removal (which returns it) or finds the session gone.
     async fn grant_ticket(

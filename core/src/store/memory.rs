@@ -7,7 +7,7 @@
 
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::StoreError;
-use crate::store::TicketStore;
+use crate::store::{TicketStore, MAX_SERVICE_RECORDS};
 use crate::ticket::{ServiceRecord, Ticket, TicketGrantingTicket};
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -19,9 +19,11 @@ use std::time::Duration;
 
 const SHARDS: usize = 64;
 
+/// Boxed, so that a table slot stays small whatever the value: the tables
+/// hold up to twice as many slots as entries.
 enum Value {
-    Session(TicketGrantingTicket),
-    Ticket(Ticket),
+    Session(Box<TicketGrantingTicket>),
+    Ticket(Box<Ticket>),
     Counter(u32),
 }
 
@@ -95,8 +97,12 @@ impl MemoryStore {
                 value: Value::Session(s),
                 expires_at,
             }) if *expires_at > now => Some(TicketGrantingTicket {
+                id: s.id.clone(),
+                principal: s.principal.clone(),
+                authenticated_at: s.authenticated_at,
+                expires_at: s.expires_at,
+                long_term: s.long_term,
                 services: Vec::new(),
-                ..s.clone()
             }),
             _ => None,
         }
@@ -109,6 +115,17 @@ impl MemoryStore {
     fn deadline(&self, ttl: Duration) -> Millis {
         self.clock.now().saturating_add(ttl.as_millis() as u64)
     }
+}
+
+/// Appends a single-logout record, dropping the oldest beyond the limit.
+fn keep_recent(services: &mut Vec<ServiceRecord>, record: ServiceRecord) {
+    if services.len() >= MAX_SERVICE_RECORDS {
+        services.remove(0);
+    }
+    if services.capacity() == 0 {
+        services.reserve_exact(1);
+    }
+    services.push(record);
 }
 
 /// Keeps session and ticket ids apart from counter keys (which are user data).
@@ -127,7 +144,7 @@ impl TicketStore for MemoryStore {
         self.shard(&session.id).lock().insert(
             session.id.as_str().into(),
             Entry {
-                value: Value::Session(session.clone()),
+                value: Value::Session(Box::new(session.clone())),
                 expires_at,
             },
         );
@@ -149,7 +166,7 @@ impl TicketStore for MemoryStore {
                 *expires_at = now
                     .saturating_add(idle.as_millis() as u64)
                     .min(s.expires_at);
-                Some(s.clone())
+                Some((**s).clone())
             }
             _ => None,
         })
@@ -162,7 +179,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Session(s),
                 expires_at,
-            }) if *expires_at > now => Some(s.clone()),
+            }) if *expires_at > now => Some((**s).clone()),
             _ => None,
         })
     }
@@ -187,7 +204,7 @@ impl TicketStore for MemoryStore {
                         .saturating_add(idle.as_millis() as u64)
                         .min(s.expires_at);
                     if let Some(record) = record {
-                        s.services.push(record);
+                        keep_recent(&mut s.services, record);
                     }
                 }
                 _ => return Ok(false),
@@ -229,7 +246,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Session(s),
                 expires_at,
-            }) if expires_at > now => Some(s),
+            }) if expires_at > now => Some(*s),
             _ => None,
         })
     }
@@ -240,7 +257,7 @@ impl TicketStore for MemoryStore {
         self.shard(&key).lock().insert(
             key,
             Entry {
-                value: Value::Ticket(ticket),
+                value: Value::Ticket(Box::new(ticket)),
                 expires_at,
             },
         );
@@ -263,7 +280,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Ticket(t),
                 expires_at,
-            }) if expires_at > now => Some(t),
+            }) if expires_at > now => Some(*t),
             _ => None,
         })
     }
@@ -275,7 +292,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Ticket(t),
                 expires_at,
-            }) if *expires_at > now => Some(t.clone()),
+            }) if *expires_at > now => Some((**t).clone()),
             _ => None,
         })
     }

@@ -25,7 +25,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 use crate::ids::session_tag;
-use crate::store::TicketStore;
+use crate::store::{TicketStore, MAX_SERVICE_RECORDS};
 use crate::ticket::{ServiceRecord, Ticket, TicketGrantingTicket};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -100,7 +100,11 @@ return 1",
             // KEYS += ticket key; ARGV += ticket value, ticket ttl (ms), record ('' for none)
             grant: Script::new(&format!(
                 "{SESSION_CHECK}{EXTEND}
-if ARGV[6] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[6]) redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1])) end
+if ARGV[6] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[6])
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
+  redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+end
 redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
 return 1"
             )),
@@ -478,7 +482,8 @@ impl TicketStore for RedisStore {
             .arg(millis(idle))
             .arg(encode(&ticket)?)
             .arg(millis(ttl))
-            .arg(record);
+            .arg(record)
+            .arg(MAX_SERVICE_RECORDS);
         let reply: Option<i64> = self.invoke(inv).await?;
         Ok(reply == Some(1))
     }

@@ -131,6 +131,21 @@ pub fn json(outcome: &Result<Assertion, CasError>, with_attributes: bool) -> Cas
     CasResponse::ok(JSON, body.to_string(), outcome)
 }
 
+/// Names a released attribute may not take: clients look these elements up
+/// by name, and an attribute must never pass for one of them.
+const RESERVED: &[&str] = &[
+    "user",
+    "attributes",
+    "proxyGrantingTicket",
+    "proxies",
+    "proxy",
+    "authenticationDate",
+    "isFromNewLogin",
+    "longTermAuthenticationRequestTokenUsed",
+    "authenticationSuccess",
+    "authenticationFailure",
+];
+
 /// CAS 3.0 attributes: the protocol's own three first, then released ones.
 /// Names that cannot be XML element names are left out (and logged).
 fn attribute_view(a: &Assertion) -> Vec<(String, Vec<String>)> {
@@ -149,7 +164,9 @@ fn attribute_view(a: &Assertion) -> Vec<(String, Vec<String>)> {
         ),
     ];
     for (name, values) in &a.attributes {
-        if is_element_name(name) {
+        if RESERVED.contains(&name.as_str()) {
+            tracing::warn!(attribute = %name, "attribute name is a CAS protocol element; not released");
+        } else if is_element_name(name) {
             view.push((name.clone(), values.clone()));
         } else {
             tracing::warn!(attribute = %name, "attribute name is not a valid XML name; not released");
@@ -200,7 +217,8 @@ mod tests {
         let p = Principal::new("jdoe<&>")
             .with_attribute("memberOf", &["staff", "faculty"])
             .with_attribute("cn", &["J. \"Doe\" & <Co>"])
-            .with_attribute("bad name", &["x"]);
+            .with_attribute("bad name", &["x"])
+            .with_attribute("proxyGrantingTicket", &["PGTIOU-forged"]);
         Assertion {
             attributes: p.attributes.clone(),
             principal: Arc::new(p),
@@ -236,6 +254,10 @@ mod tests {
         );
         assert!(b.contains("<cas:isFromNewLogin>true</cas:isFromNewLogin>"));
         assert!(!b.contains("bad name"));
+        assert!(
+            !b.contains("PGTIOU-forged"),
+            "no attribute passes for a protocol element"
+        );
         let p2 = b.find("https://p2/pgt").unwrap();
         let p1 = b.find("https://p1/pgt").unwrap();
         assert!(p2 < p1, "most recent proxy first");

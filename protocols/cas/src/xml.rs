@@ -12,7 +12,11 @@ pub fn escape(value: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
+            // As references, so that parsers keep them in attribute values
+            // too (they would turn them into spaces) and keep a lone \r.
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
             c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
             c => out.push(c),
         }
@@ -44,7 +48,7 @@ mod tests {
             escape(r#"<a href="x">&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&amp;&apos;&lt;/a&gt;"
         );
-        assert_eq!(escape("a\u{0}b\u{1b}c\nd"), "abc\nd");
+        assert_eq!(escape("a\u{0}b\u{1b}c\nd\r\t"), "abc&#10;d&#13;&#9;");
         assert_eq!(escape("Zoë 日本"), "Zoë 日本");
     }
 
