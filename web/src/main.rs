@@ -110,6 +110,25 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// Hands free heap pages back to the system now and then: tickets are
+/// short-lived, and after a burst glibc would keep their pages resident.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn spawn_allocator_trim() {
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            // SAFETY: malloc_trim is thread-safe and only releases free memory.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    });
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn spawn_allocator_trim() {}
+
 fn serve(config_path: Option<&Path>) -> ExitCode {
     let started = Instant::now();
     tune_allocator();
@@ -160,6 +179,7 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
     let public_url = settings.public_url.clone();
     let services = settings.services.len();
     let state = app::state(settings)?;
+    spawn_allocator_trim();
     let router = app::router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

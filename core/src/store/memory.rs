@@ -7,6 +7,7 @@
 
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::StoreError;
+use crate::principal::Principal;
 use crate::store::{TicketStore, MAX_SERVICE_RECORDS};
 use crate::ticket::{ServiceRecord, Ticket, TicketGrantingTicket};
 use async_trait::async_trait;
@@ -22,9 +23,45 @@ const SHARDS: usize = 64;
 /// Boxed, so that a table slot stays small whatever the value: the tables
 /// hold up to twice as many slots as entries.
 enum Value {
-    Session(Box<TicketGrantingTicket>),
+    Session(Box<StoredSession>),
     Ticket(Box<Ticket>),
     Counter(u32),
+}
+
+/// A session as held here: its id is the map key, not stored a second time.
+struct StoredSession {
+    principal: Arc<Principal>,
+    authenticated_at: Millis,
+    expires_at: Millis,
+    long_term: bool,
+    services: Vec<ServiceRecord>,
+}
+
+impl StoredSession {
+    fn new(s: &TicketGrantingTicket) -> Self {
+        Self {
+            principal: s.principal.clone(),
+            authenticated_at: s.authenticated_at,
+            expires_at: s.expires_at,
+            long_term: s.long_term,
+            services: s.services.clone(),
+        }
+    }
+
+    fn to_session(&self, id: &str, with_services: bool) -> TicketGrantingTicket {
+        TicketGrantingTicket {
+            id: id.to_owned(),
+            principal: self.principal.clone(),
+            authenticated_at: self.authenticated_at,
+            expires_at: self.expires_at,
+            long_term: self.long_term,
+            services: if with_services {
+                self.services.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
 }
 
 struct Entry {
@@ -96,14 +133,7 @@ impl MemoryStore {
             Some(Entry {
                 value: Value::Session(s),
                 expires_at,
-            }) if *expires_at > now => Some(TicketGrantingTicket {
-                id: s.id.clone(),
-                principal: s.principal.clone(),
-                authenticated_at: s.authenticated_at,
-                expires_at: s.expires_at,
-                long_term: s.long_term,
-                services: Vec::new(),
-            }),
+            }) if *expires_at > now => Some(s.to_session(id, false)),
             _ => None,
         }
     }
@@ -144,7 +174,7 @@ impl TicketStore for MemoryStore {
         self.shard(&session.id).lock().insert(
             session.id.as_str().into(),
             Entry {
-                value: Value::Session(Box::new(session.clone())),
+                value: Value::Session(Box::new(StoredSession::new(session))),
                 expires_at,
             },
         );
@@ -166,7 +196,7 @@ impl TicketStore for MemoryStore {
                 *expires_at = now
                     .saturating_add(idle.as_millis() as u64)
                     .min(s.expires_at);
-                Some((**s).clone())
+                Some(s.to_session(id, true))
             }
             _ => None,
         })
@@ -179,7 +209,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Session(s),
                 expires_at,
-            }) if *expires_at > now => Some((**s).clone()),
+            }) if *expires_at > now => Some(s.to_session(id, true)),
             _ => None,
         })
     }
@@ -246,7 +276,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Session(s),
                 expires_at,
-            }) if expires_at > now => Some(*s),
+            }) if expires_at > now => Some(s.to_session(id, true)),
             _ => None,
         })
     }
