@@ -2,7 +2,8 @@
 # Castellan HTTP benchmarks: builds the server and tools/loadgen, runs every
 # measurement against a server on 127.0.0.1, prints a markdown report on
 # stdout (progress on stderr) and keeps a copy with the raw lines in
-# target/bench/. Takes about 3 minutes once the builds are cached.
+# target/bench/. About 2 minutes once the builds are cached (the run itself
+# is ~105 s; a cold criterion compile adds 1-3 min).
 #
 #   bench/run.sh                  # everything
 #   SKIP_BUILD=1 bench/run.sh     # reuse target/release/castellan and loadgen
@@ -10,7 +11,8 @@
 #
 # Knobs (environment): SSO_CONNECTIONS (64), SSO_SECONDS (10), SESSIONS
 # (100000), SESSION_CONCURRENCY (16), LOGIN_SECONDS (10), LOGIN_CONNECTIONS
-# (4), STARTS (5), LOADGEN_THREADS (1), SERVER_RUST_LOG (info).
+# (4), STARTS (5), SSO_SESSIONS_B (50, sessions per connection in the
+# second SSO scenario), LOADGEN_THREADS (1), SERVER_RUST_LOG (info).
 #
 # Only loopback traffic; every load phase is bounded in time or count.
 set -euo pipefail
@@ -23,6 +25,7 @@ SESSION_CONCURRENCY=${SESSION_CONCURRENCY:-16}
 LOGIN_SECONDS=${LOGIN_SECONDS:-10}
 LOGIN_CONNECTIONS=${LOGIN_CONNECTIONS:-4}
 STARTS=${STARTS:-5}
+SSO_SESSIONS_B=${SSO_SESSIONS_B:-50}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 PASSWORD=bench-password
 SERVICE=https://app.example.org/home
@@ -41,6 +44,8 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 cleanup() {
     stop_server
+    [[ -n "${SERVER2_PID:-}" ]] && kill -TERM "$SERVER2_PID" 2>/dev/null
+    [[ -n "${REDIS_PID:-}" ]] && kill -TERM "$REDIS_PID" 2>/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -62,24 +67,28 @@ field() { grep -o "\\b$2=[^ ]*" <<<"$1" | head -n1 | cut -d= -f2; }
 # run_lg ARGS...: runs loadgen, keeps its RESULT line in $RAW, prints it.
 run_lg() {
     local line
-    line=$("$LG" --threads "$LOADGEN_THREADS" "$@" 2>>"$WORK/loadgen.log" | grep '^RESULT' | tail -n1) || {
+    line=$("$LG" --threads "$LOADGEN_THREADS" "$@" 2>"$WORK/last.err" | grep '^RESULT' | tail -n1) || {
         echo "loadgen $1 failed:" >&2
-        tail -n 20 "$WORK/loadgen.log" >&2
+        tail -n 20 "$WORK/last.err" >&2
         exit 1
     }
+    cat "$WORK/last.err" >>"$WORK/loadgen.log"
     echo "$line" >>"$RAW"
     echo "$line"
 }
 
 # write_config NAME PORT HASH: a bench configuration in $WORK/NAME.toml.
 write_config() {
-    local name=$1 port=$2 hash=$3
+    local name=$1 port=$2 hash=$3 tickets=${4:-}
     mkdir -p "$WORK/$name-data"
     cat >"$WORK/$name.toml" <<EOF
 [server]
 listen = "127.0.0.1:$port"
 public_url = "http://127.0.0.1:$port/cas"
 data_dir = "$WORK/$name-data"
+
+[tickets]
+$tickets
 
 [throttle]
 failures_per_user = 1000000
@@ -173,32 +182,57 @@ if command -v wrk >/dev/null; then
     WRK_RPS=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$WRK_OUT")
 fi
 
-log "SSO round trips at saturation: $SSO_CONNECTIONS connections, $SSO_SECONDS s"
-SAT=$(run_lg sso --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
-    --connections "$SSO_CONNECTIONS" --duration "$SSO_SECONDS" --warmup 1)
-SAT_RATE=$(field "$SAT" rate)
-SAT_ERRORS=$(field "$SAT" errors)
-RSS_AFTER_SSO=$(rss_kib "$SERVER_PID")
-stop_server
+# sso_pair NAME SESSIONS_PER_CONNECTION: saturation, then a fresh server
+# paced at half the saturation rate. Sets NAME_SAT, NAME_PACED, NAME_TIMELINE.
+sso_pair() {
+    local name=$1 spc=$2 sat paced half
+    log "SSO round trips at saturation: $SSO_CONNECTIONS connections x $spc session(s), $SSO_SECONDS s"
+    sat=$(run_lg sso --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --connections "$SSO_CONNECTIONS" --sessions-per-connection "$spc" \
+        --duration "$SSO_SECONDS" --warmup 1 --timeline --server-pid "$SERVER_PID")
+    printf -v "${name}_TIMELINE" '%s' "$(grep -o '[0-9]* round trips/s' "$WORK/last.err" | cut -d' ' -f1 | tr '\n' ' ')"
+    printf -v "${name}_RSS" '%s' "$(rss_kib "$SERVER_PID")"
+    stop_server
+    # A fresh server: the saturation run's sessions carry long service lists.
+    start_server cheap "$PORT"
+    half=$(awk -v r="$(field "$sat" rate)" 'BEGIN {printf "%.0f", r / 2}')
+    log "SSO round trips paced at $half/s (half the saturation rate), $SSO_SECONDS s"
+    paced=$(run_lg sso --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --connections "$SSO_CONNECTIONS" --sessions-per-connection "$spc" \
+        --duration "$SSO_SECONDS" --warmup 1 --rate "$half" --server-pid "$SERVER_PID")
+    stop_server
+    printf -v "${name}_SAT" '%s' "$sat"
+    printf -v "${name}_PACED" '%s' "$paced"
+    printf -v "${name}_HALF" '%s' "$half"
+}
 
-# A fresh server for the paced run: the saturation run's sessions carry
-# long service lists (see BENCHMARKS.md).
+# A: what the targets name, each connection one browser with one session
+# (so each session gets thousands of tickets); B: each connection rotates
+# over SSO_SESSIONS_B sessions (a few dozen tickets per session).
+sso_pair A 1
 start_server cheap "$PORT"
-HALF=$(awk -v r="$SAT_RATE" 'BEGIN {printf "%.0f", r / 2}')
-log "SSO round trips paced at $HALF/s (half the saturation rate), $SSO_SECONDS s"
-PACED=$(run_lg sso --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
-    --connections "$SSO_CONNECTIONS" --duration "$SSO_SECONDS" --warmup 1 --rate "$HALF")
-stop_server
+sso_pair B "$SSO_SESSIONS_B"
 
 # --- 3. RSS with 100k live sessions --------------------------------------
-start_server cheap "$PORT"
-log "creating $SESSIONS SSO sessions (cheap argon2id), concurrency $SESSION_CONCURRENCY"
-SESS=$(run_lg sessions --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
-    --count "$SESSIONS" --concurrency "$SESSION_CONCURRENCY")
-RSS_SESSIONS=$(rss_kib "$SERVER_PID")
-ENTRIES=$(curl -fsS "$BASE/metrics" | awk '/^castellan_memory_store_entries|^memory_store_entries/ {print $2}' | head -n1)
-log "RSS with $SESSIONS sessions: $RSS_SESSIONS KiB (store entries: ${ENTRIES:-?})"
-stop_server
+# Twice: logins for a service (each session also gets a service ticket, live
+# 10 s, and a single-logout record), and logins to the server itself.
+sessions_rss() {
+    local name=$1 flag=${2:-} out
+    start_server cheap "$PORT"
+    log "creating $SESSIONS SSO sessions (cheap argon2id), concurrency $SESSION_CONCURRENCY ${flag:-(for a service)}"
+    out=$(run_lg sessions --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --count "$SESSIONS" --concurrency "$SESSION_CONCURRENCY" $flag)
+    printf -v "${name}_SESS" '%s' "$out"
+    printf -v "${name}_RSS" '%s' "$(rss_kib "$SERVER_PID")"
+    printf -v "${name}_ENTRIES" '%s' "$(curl -fsS "$BASE/metrics" | awk '/^castellan_memory_store_entries/ {print $2}')"
+    log "RSS: $(rss_kib "$SERVER_PID") KiB"
+    # Service tickets live 10 s and the sweeper passes every 2 s.
+    sleep 14
+    printf -v "${name}_RSS_LATER" '%s' "$(rss_kib "$SERVER_PID")"
+    stop_server
+}
+sessions_rss S1
+sessions_rss S2 --without-service
 
 # --- 4. password logins with default argon2 parameters -------------------
 DEFAULT_HASH=$(printf '%s\n' "$PASSWORD" | "$BIN" hash-password)
@@ -207,6 +241,7 @@ start_server default "$PORT"
 log "password logins with default argon2id ($(cut -d'$' -f4 <<<"$DEFAULT_HASH")), $LOGIN_CONNECTIONS connections, $LOGIN_SECONDS s"
 LOGINS=$(run_lg logins --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
     --connections "$LOGIN_CONNECTIONS" --duration "$LOGIN_SECONDS")
+RSS_LOGINS=$(rss_kib "$SERVER_PID")
 stop_server
 
 # --- 5. criterion: engine grant + validate -------------------------------
@@ -217,6 +252,84 @@ if [[ "${SKIP_CRITERION:-0}" != 1 ]]; then
         --warm-up-time 1 --measurement-time 5 2>&1) || { echo "$CRIT_OUT" >&2; exit 1; }
     CRIT_LINE=$(grep -E '^\s*time:|time: +\[' <<<"$CRIT_OUT" | head -n1 | sed 's/^ *//')
     echo "criterion engine: $CRIT_LINE" >>"$RAW"
+fi
+
+# --- 6. the Redis store: one node, two nodes, commands, memory -------------
+REDIS_SECTION=
+if command -v redis-server >/dev/null; then
+    RPORT=$("$LG" free-port)
+    redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+    rcli() { redis-cli -p "$RPORT" "$@"; }
+    # Client-issued script calls; commands a script runs inside Redis are
+    # counted apart by INFO commandstats and are not round trips.
+    scripts() { rcli INFO commandstats | awk -F'[:=,]' '/^cmdstat_(evalsha|eval):/ {n += $3} END {print n + 0}'; }
+    used() { rcli INFO memory | awk -F: '/^used_memory:/ {print $2 + 0}'; }
+    REDIS_TICKETS="store = \"redis\"
+redis_url = \"redis://127.0.0.1:$RPORT/0\""
+    write_config redis "$PORT" "$CHEAP_HASH" "$REDIS_TICKETS"
+    start_server redis "$PORT"
+    log "Redis store, one node: commands per round trip (8 connections, 3 s, no warm-up)"
+    rcli CONFIG RESETSTAT >/dev/null
+    RC=$(run_lg sso --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --connections 8 --duration 3 --warmup 0)
+    # Each connection's one login runs 2 scripts (open the session, grant);
+    # the rest are round trips. Plain commands all belong to the logins.
+    CMDS_PER_RT=$(awk -v s="$(scripts)" -v ok="$(field "$RC" ok)" 'BEGIN {printf "%.2f", (s - 16) / ok}')
+    log "Redis store, one node: SSO round trips at saturation, $SSO_SECONDS s"
+    R1=$(run_lg sso --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --connections "$SSO_CONNECTIONS" --duration "$SSO_SECONDS" --warmup 1)
+    HALF_R=$(awk -v r="$(field "$R1" rate)" 'BEGIN {printf "%.0f", r / 2}')
+    log "Redis store, one node: paced at $HALF_R/s"
+    R1P=$(run_lg sso --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --connections "$SSO_CONNECTIONS" --duration "$SSO_SECONDS" --warmup 1 --rate "$HALF_R")
+
+    log "Redis store, two nodes: half the connections on each, $SSO_SECONDS s"
+    PORT2=$("$LG" free-port)
+    sed -e "s/127.0.0.1:$PORT/127.0.0.1:$PORT2/g" "$WORK/redis.toml" >"$WORK/redis2.toml"
+    RUST_LOG=${SERVER_RUST_LOG:-info} "$BIN" serve --config "$WORK/redis2.toml" >"$WORK/redis2.log" 2>&1 &
+    SERVER2_PID=$!
+    for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT2/cas/health" 2>/dev/null && break; sleep 0.05; done
+    HALF_C=$((SSO_CONNECTIONS / 2))
+    "$LG" --threads "$LOADGEN_THREADS" sso --url "http://127.0.0.1:$PORT2/cas" --service "$SERVICE" --user bench \
+        --password "$PASSWORD" --connections "$HALF_C" --duration "$SSO_SECONDS" --warmup 1 \
+        2>>"$WORK/loadgen.log" | grep '^RESULT' >"$WORK/node2.result" &
+    LG2=$!
+    R2A=$(run_lg sso --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --connections "$HALF_C" --duration "$SSO_SECONDS" --warmup 1)
+    wait "$LG2"
+    R2B=$(cat "$WORK/node2.result"); echo "$R2B" >>"$RAW"
+    TWO_RATE=$(awk -v a="$(field "$R2A" rate)" -v b="$(field "$R2B" rate)" 'BEGIN {printf "%.0f", a + b}')
+    TWO_ERR=$(( $(field "$R2A" errors) + $(field "$R2B" errors) ))
+    kill -TERM "$SERVER2_PID"; wait "$SERVER2_PID" 2>/dev/null || true; SERVER2_PID=
+
+    log "Redis memory per SSO session: 20000 sessions without a service, then 20000 for a service"
+    rcli FLUSHALL >/dev/null
+    M0=$(used)
+    run_lg sessions --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --count 20000 --concurrency "$SESSION_CONCURRENCY" --without-service >/dev/null
+    M1=$(used)
+    PER_SESSION=$(awk -v d=$((M1 - M0)) 'BEGIN {printf "%.0f", d / 20000}')
+    run_lg sessions --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --count 20000 --concurrency "$SESSION_CONCURRENCY" >/dev/null
+    # Service tickets live 10 s: wait until Redis has expired them.
+    sleep 12
+    for _ in $(seq 1 50); do [[ -z "$(rcli --scan --pattern 'castellan:*:t:*' | head -n1)" ]] && break; sleep 0.2; done
+    M2=$(used)
+    PER_SESSION_SVC=$(awk -v d=$((M2 - M1)) 'BEGIN {printf "%.0f", d / 20000}')
+    stop_server
+    REDIS_VERSION=$(redis-server --version | grep -o 'v=[0-9.]*' | cut -d= -f2)
+    REDIS_SECTION=$(cat <<EOR
+| **Redis store** (redis-server $REDIS_VERSION on the same machine, \`--save ''\`) | | | |
+| &nbsp;&nbsp;SSO round trips/s, one node, $SSO_CONNECTIONS connections | $(printf '%.0f' "$(field "$R1" rate)") /s ($(field "$R1" errors) errors), p50 / p99 $(field "$R1" p50_ms) / $(field "$R1" p99_ms) ms | | |
+| &nbsp;&nbsp;one node paced at $HALF_R/s (half), p50 / p99 | $(field "$R1P" p50_ms) / $(field "$R1P" p99_ms) ms | p99 < 10 ms | $(verdict "$(field "$R1P" p99_ms)" "<" 10) |
+| &nbsp;&nbsp;SSO round trips/s, two nodes on one Redis, $HALF_C connections each | $TWO_RATE /s ($TWO_ERR errors) | | |
+| &nbsp;&nbsp;Redis commands per SSO round trip (EVALSHA calls in \`INFO commandstats\`, logins excluded) | $CMDS_PER_RT | ≤ 3 | $(verdict "$CMDS_PER_RT" "<" 3.0001) |
+| &nbsp;&nbsp;Redis memory per SSO session (\`used_memory\` delta / 20000), no service | $PER_SESSION B | | |
+| &nbsp;&nbsp;Redis memory per SSO session with one service visited (tickets expired) | $PER_SESSION_SVC B | | |
+EOR
+)
 fi
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -241,15 +354,26 @@ REPORT=$(cat <<EOF
 | Release binary size (\`stat -c %s target/release/castellan\`) | $SIZE_MIB MiB ($SIZE_BYTES B) | | |
 | Start to first 200 on /health (median of $STARTS) | $START_MS ms | < 200 ms | $(verdict "$START_MS" "<" 200) |
 | RSS idle (VmRSS) | $(mib "$RSS_IDLE") MiB | | |
-| SSO round trips/s, $SSO_CONNECTIONS connections, ${SSO_SECONDS} s (closed loop) | $(printf '%.0f' "$SAT_RATE") /s ($SAT_ERRORS errors) | ≥ 10,000 /s | $(verdict "$SAT_RATE" ">=" 10000) |
-| &nbsp;&nbsp;latency at saturation p50 / p99 | $(field "$SAT" p50_ms) / $(field "$SAT" p99_ms) ms | | |
-| SSO round trip at $HALF/s (half of saturation), p50 / p99 | $(field "$PACED" p50_ms) / $(field "$PACED" p99_ms) ms (achieved $(printf '%.0f' "$(field "$PACED" rate)")/s, max $(field "$PACED" max_ms) ms) | p99 < 10 ms | $(verdict "$(field "$PACED" p99_ms)" "<" 10) |
-| RSS after the saturation run | $(mib "$RSS_AFTER_SSO") MiB | | |
-| RSS with $SESSIONS live SSO sessions | $(mib "$RSS_SESSIONS") MiB (store entries: ${ENTRIES:-?}) | < 60 MB | $(verdict "$(mib "$RSS_SESSIONS")" "<" 57.2) |
-| Sessions created/s (cheap argon2id m=8 KiB, t=1, concurrency $SESSION_CONCURRENCY) | $(printf '%.0f' "$(field "$SESS" rate)") /s | | |
+| **A.** SSO round trips/s, $SSO_CONNECTIONS connections × 1 session, ${SSO_SECONDS} s closed loop | $(printf '%.0f' "$(field "$A_SAT" rate)") /s ($(field "$A_SAT" errors) errors) | ≥ 10,000 /s | $(verdict "$(field "$A_SAT" rate)" ">=" 10000) |
+| &nbsp;&nbsp;A per second (warm-up first) | $A_TIMELINE | | |
+| &nbsp;&nbsp;A latency at saturation p50 / p99 | $(field "$A_SAT" p50_ms) / $(field "$A_SAT" p99_ms) ms | | |
+| &nbsp;&nbsp;A CPU per round trip at saturation, server / loadgen | $(field "$A_SAT" server_cpu_us_per_rt) / $(field "$A_SAT" client_cpu_us_per_rt) µs (server used $(field "$A_SAT" server_cpu_s) CPU-s of $((SSO_SECONDS * NPROC))) | | |
+| &nbsp;&nbsp;A paced at $A_HALF/s (half), p50 / p99 (max) | $(field "$A_PACED" p50_ms) / $(field "$A_PACED" p99_ms) ms ($(field "$A_PACED" max_ms) ms), achieved $(printf '%.0f' "$(field "$A_PACED" rate)")/s | p99 < 10 ms | $(verdict "$(field "$A_PACED" p99_ms)" "<" 10) |
+| &nbsp;&nbsp;RSS after A's saturation run | $(mib "$A_RSS") MiB | | |
+| **B.** SSO round trips/s, $SSO_CONNECTIONS connections × $SSO_SESSIONS_B sessions, ${SSO_SECONDS} s closed loop | $(printf '%.0f' "$(field "$B_SAT" rate)") /s ($(field "$B_SAT" errors) errors) | ≥ 10,000 /s | $(verdict "$(field "$B_SAT" rate)" ">=" 10000) |
+| &nbsp;&nbsp;B per second (warm-up first) | $B_TIMELINE | | |
+| &nbsp;&nbsp;B latency at saturation p50 / p99 | $(field "$B_SAT" p50_ms) / $(field "$B_SAT" p99_ms) ms | | |
+| &nbsp;&nbsp;B CPU per round trip at saturation, server / loadgen | $(field "$B_SAT" server_cpu_us_per_rt) / $(field "$B_SAT" client_cpu_us_per_rt) µs (server used $(field "$B_SAT" server_cpu_s) CPU-s of $((SSO_SECONDS * NPROC))) | | |
+| &nbsp;&nbsp;B paced at $B_HALF/s (half), p50 / p99 (max) | $(field "$B_PACED" p50_ms) / $(field "$B_PACED" p99_ms) ms ($(field "$B_PACED" max_ms) ms), achieved $(printf '%.0f' "$(field "$B_PACED" rate)")/s | p99 < 10 ms | $(verdict "$(field "$B_PACED" p99_ms)" "<" 10) |
+| RSS with $SESSIONS live SSO sessions, logged in for a service (+ their service tickets) | $(mib "$S1_RSS") MiB (store entries: $S1_ENTRIES) | < 60 MB | $(verdict "$(mib "$S1_RSS")" "<" 57.2) |
+| &nbsp;&nbsp;the same 14 s later, the service tickets expired and swept | $(mib "$S1_RSS_LATER") MiB | < 60 MB | $(verdict "$(mib "$S1_RSS_LATER")" "<" 57.2) |
+| RSS with $SESSIONS live SSO sessions, logged in without a service | $(mib "$S2_RSS") MiB (store entries: $S2_ENTRIES) | < 60 MB | $(verdict "$(mib "$S2_RSS")" "<" 57.2) |
+| Sessions created/s (cheap argon2id m=8 KiB, t=1, concurrency $SESSION_CONCURRENCY) | $(printf '%.0f' "$(field "$S1_SESS" rate)") /s | | |
 | Password logins/s, default argon2id ($DEFAULT_PARAMS), $LOGIN_CONNECTIONS connections | $(field "$LOGINS" rate) /s (p50 $(field "$LOGINS" p50_ms) ms) | | |
+| &nbsp;&nbsp;RSS after those logins (idle again) | $(mib "$RSS_LOGINS") MiB | < 60 MB | $(verdict "$(mib "$RSS_LOGINS")" "<" 57.2) |
 | GET /health req/s (wrk, 64 connections, context only) | ${WRK_RPS:-n/a} /s | | |
 | Engine grant + validate, in process (criterion, median) | ${CRIT_MID:-skipped} | | |
+$REDIS_SECTION
 
 An SSO round trip is: \`GET /cas/login?service=S\` with the CASTGC cookie (302 with a
 service ticket), then \`GET /cas/p3/serviceValidate?service=S&ticket=ST-…\` (200, XML naming
@@ -261,9 +385,11 @@ Commands:
 cargo build --release
 CARGO_TARGET_DIR=target/loadgen cargo build --release --manifest-path tools/loadgen/Cargo.toml
 loadgen startup --bin target/release/castellan --config bench.toml --url \$BASE --runs $STARTS
-loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --duration $SSO_SECONDS --warmup 1
-loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --duration $SSO_SECONDS --warmup 1 --rate $HALF
-loadgen sessions --url \$BASE --count $SESSIONS --concurrency $SESSION_CONCURRENCY
+loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --duration $SSO_SECONDS --warmup 1 --timeline --server-pid \$PID   # A
+loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --duration $SSO_SECONDS --warmup 1 --rate $A_HALF         # A paced
+loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --sessions-per-connection $SSO_SESSIONS_B --duration $SSO_SECONDS --warmup 1 --timeline --server-pid \$PID  # B
+loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --sessions-per-connection $SSO_SESSIONS_B --duration $SSO_SECONDS --warmup 1 --rate $B_HALF  # B paced
+loadgen sessions --url \$BASE --count $SESSIONS --concurrency $SESSION_CONCURRENCY [--without-service]
 loadgen logins --url \$BASE --connections $LOGIN_CONNECTIONS --duration $LOGIN_SECONDS   # default-parameter hash
 wrk -t1 -c64 -d5s \$BASE/health
 cargo bench -p castellan-core --bench engine -- --warm-up-time 1 --measurement-time 5

@@ -155,8 +155,7 @@ impl Conn {
         match &result {
             Err(_) => self.sender = None,
             Ok(r) => {
-                if r
-                    .headers
+                if r.headers
                     .get(CONNECTION)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
                 {

@@ -9,6 +9,8 @@ use hyper::StatusCode;
 pub struct Flow {
     /// `{base}/login?service=…`
     pub login_url: String,
+    /// `{base}/login`: a login for no service (a 200 page, no ticket).
+    pub plain_login_url: String,
     /// `{base}/p3/serviceValidate?service=…&ticket=` (the ticket is appended).
     pub validate_prefix: String,
     pub username: String,
@@ -24,6 +26,7 @@ impl Flow {
             .finish();
         Self {
             login_url: format!("{base_path}/login?{service_q}"),
+            plain_login_url: format!("{base_path}/login"),
             validate_prefix: format!("{base_path}/p3/serviceValidate?{service_q}&ticket="),
             username: username.to_owned(),
             password: password.to_owned(),
@@ -44,6 +47,7 @@ fn xml_escape(s: &str) -> String {
 pub struct Login {
     /// `CASTGC=TGT-…`, ready for a `Cookie` header.
     pub cookie: String,
+    /// Empty for a login without a service.
     pub ticket: String,
 }
 
@@ -93,7 +97,18 @@ fn session_cookie(r: &Resp) -> Result<String> {
 /// execution token; the answer is a 302 to the service with a ticket and
 /// the SSO cookie. No cookie is sent, so each call opens a new SSO session.
 pub async fn login(conn: &mut Conn, flow: &Flow) -> Result<Login> {
-    let page = conn.get(&flow.login_url, None).await?;
+    login_at(conn, flow, true).await
+}
+
+/// `login`, or with `for_service` false a login straight to the server
+/// (no `service`): the answer is a 200 page with the cookie and no ticket.
+pub async fn login_at(conn: &mut Conn, flow: &Flow, for_service: bool) -> Result<Login> {
+    let url = if for_service {
+        &flow.login_url
+    } else {
+        &flow.plain_login_url
+    };
+    let page = conn.get(url, None).await?;
     expect_status(&page, StatusCode::OK, "GET login form")?;
     let execution = execution_token(&page.body)?;
     let form = form_urlencoded::Serializer::new(String::new())
@@ -101,7 +116,14 @@ pub async fn login(conn: &mut Conn, flow: &Flow) -> Result<Login> {
         .append_pair("password", &flow.password)
         .append_pair("execution", &execution)
         .finish();
-    let answer = conn.post_form(&flow.login_url, None, form).await?;
+    let answer = conn.post_form(url, None, form).await?;
+    if !for_service {
+        expect_status(&answer, StatusCode::OK, "POST login form")?;
+        return Ok(Login {
+            cookie: session_cookie(&answer)?,
+            ticket: String::new(),
+        });
+    }
     expect_status(&answer, StatusCode::FOUND, "POST login form")?;
     Ok(Login {
         cookie: session_cookie(&answer)?,

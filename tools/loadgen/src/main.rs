@@ -5,8 +5,8 @@
 
 mod client;
 mod flows;
-mod stats;
 mod startup;
+mod stats;
 
 use anyhow::{bail, Context as _, Result};
 use argon2::password_hash::{rand_core::OsRng, PasswordHasher as _, SaltString};
@@ -23,7 +23,10 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "loadgen", about = "Load generator for Castellan's HTTP benchmarks")]
+#[command(
+    name = "loadgen",
+    about = "Load generator for Castellan's HTTP benchmarks"
+)]
 struct Cli {
     /// Worker threads of the client's runtime (the server shares the machine).
     #[arg(long, global = true, default_value_t = 1)]
@@ -92,9 +95,17 @@ struct SsoArgs {
     /// latency counts from the scheduled start when a connection falls behind.
     #[arg(long)]
     rate: Option<f64>,
+    /// SSO sessions per connection, used in turn: the server sees
+    /// connections × this many sessions.
+    #[arg(long, default_value_t = 1)]
+    sessions_per_connection: usize,
     /// Print round trips completed in each second of the run (stderr).
     #[arg(long)]
     timeline: bool,
+    /// The server's process id (same machine): report its CPU time per
+    /// round trip over the measured window, and the client's own.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -107,6 +118,10 @@ struct SessionsArgs {
     /// Logins in flight at once (one keep-alive connection each).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Log in to the server itself (GET/POST /login, no service): sessions
+    /// without a service ticket or single-logout record.
+    #[arg(long)]
+    without_service: bool,
 }
 
 #[derive(Args)]
@@ -255,28 +270,39 @@ async fn sso(args: SsoArgs) -> Result<Report> {
         let logins_failed = logins_failed.clone();
         let completed = completed.clone();
         let rate = args.rate;
+        let sessions = args.sessions_per_connection.max(1);
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new();
             let mut conn = Conn::new(target);
-            let mut login = None;
-            for _ in 0..3 {
+            // Each connection is a browser that holds `sessions` SSO cookies
+            // and uses them in turn (1 = one long-lived session).
+            let mut cookies = Vec::with_capacity(sessions);
+            let mut failures = 0;
+            while cookies.len() < sessions && failures < 3 {
                 match flows::login(&mut conn, &flow).await {
                     Ok(l) => {
-                        login = Some(l);
-                        break;
+                        // The first ticket came with the login; validating it proves the flow.
+                        if let Err(e) = flows::validate(&mut conn, &flow, &l.ticket).await {
+                            tally.error(e.context("validating the login's own ticket"));
+                        }
+                        cookies.push(l.cookie);
                     }
-                    Err(e) => tally.error(e),
+                    Err(e) => {
+                        failures += 1;
+                        tally.error(e);
+                    }
                 }
             }
             ready.wait().await;
-            let Some(login) = login else {
+            if cookies.is_empty() {
                 logins_failed.fetch_add(1, Ordering::Relaxed);
                 return tally;
-            };
-            // The first ticket came with the login; validating it proves the flow.
-            if let Err(e) = flows::validate(&mut conn, &flow, &login.ticket).await {
-                tally.error(e.context("validating the login's own ticket"));
             }
+            let mut turn = 0usize;
+            let mut next_cookie = move || {
+                turn = turn.wrapping_add(1);
+                cookies[turn % cookies.len()].clone()
+            };
             let start = loop {
                 if let Some(s) = *start_rx.borrow_and_update() {
                     break s;
@@ -294,9 +320,14 @@ async fn sso(args: SsoArgs) -> Result<Report> {
                     if t0 >= end {
                         break;
                     }
-                    let outcome = flows::sso_round_trip(&mut conn, &flow, &login.cookie).await;
+                    let cookie = next_cookie();
+                    let outcome = flows::sso_round_trip(&mut conn, &flow, &cookie).await;
                     completed.fetch_add(1, Ordering::Relaxed);
-                    let into = if t0 >= measure_from { &mut tally } else { &mut warm };
+                    let into = if t0 >= measure_from {
+                        &mut tally
+                    } else {
+                        &mut warm
+                    };
                     match outcome {
                         Ok(()) => {
                             into.ok += 1;
@@ -321,10 +352,14 @@ async fn sso(args: SsoArgs) -> Result<Report> {
                         } else {
                             next
                         };
-                        let outcome =
-                            flows::sso_round_trip(&mut conn, &flow, &login.cookie).await;
+                        let cookie = next_cookie();
+                        let outcome = flows::sso_round_trip(&mut conn, &flow, &cookie).await;
                         completed.fetch_add(1, Ordering::Relaxed);
-                        let into = if next >= measure_from { &mut tally } else { &mut warm };
+                        let into = if next >= measure_from {
+                            &mut tally
+                        } else {
+                            &mut warm
+                        };
                         match outcome {
                             Ok(()) => {
                                 into.ok += 1;
@@ -361,6 +396,26 @@ async fn sso(args: SsoArgs) -> Result<Report> {
     }
     let start = Instant::now();
     start_tx.send(Some(start)).ok();
+    // CPU time of the server and of this process over the measured window.
+    let cpu_window = args.server_pid.map(|pid| {
+        let (from, to) = (start + warmup, start + warmup + duration);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(from).await;
+            let before = (
+                cpu_seconds(&format!("/proc/{pid}/stat")),
+                cpu_seconds("/proc/self/stat"),
+            );
+            tokio::time::sleep_until(to).await;
+            let after = (
+                cpu_seconds(&format!("/proc/{pid}/stat")),
+                cpu_seconds("/proc/self/stat"),
+            );
+            match (before, after) {
+                ((Some(s0), Some(c0)), (Some(s1), Some(c1))) => Some((s1 - s0, c1 - c0)),
+                _ => None,
+            }
+        })
+    });
     if args.timeline {
         let completed = completed.clone();
         let total_secs = (warmup + duration).as_secs_f64().ceil() as u64;
@@ -380,9 +435,27 @@ async fn sso(args: SsoArgs) -> Result<Report> {
     }
     let mut extra = vec![
         ("connections".to_owned(), n.to_string()),
+        (
+            "sessions".to_owned(),
+            (n * args.sessions_per_connection.max(1)).to_string(),
+        ),
         ("logins_failed".to_owned(), failed.to_string()),
         ("tcp_connects".to_owned(), total.connects.to_string()),
     ];
+    if let Some(window) = cpu_window {
+        if let Some((server_s, client_s)) = window.await? {
+            let per = |cpu: f64| cpu * 1e6 / (total.ok.max(1) as f64);
+            extra.push(("server_cpu_s".to_owned(), format!("{server_s:.2}")));
+            extra.push((
+                "server_cpu_us_per_rt".to_owned(),
+                format!("{:.1}", per(server_s)),
+            ));
+            extra.push((
+                "client_cpu_us_per_rt".to_owned(),
+                format!("{:.1}", per(client_s)),
+            ));
+        }
+    }
     if let Some(r) = args.rate {
         extra.push(("target_rate".to_owned(), format!("{r:.1}")));
         extra.push((
@@ -401,10 +474,23 @@ async fn sso(args: SsoArgs) -> Result<Report> {
     })
 }
 
+/// User + system CPU seconds of a process, from its `/proc/…/stat`.
+fn cpu_seconds(stat_path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(stat_path).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, in USER_HZ ticks (100 on Linux).
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 async fn sessions(args: SessionsArgs) -> Result<Report> {
     let (target, flow) = args.common.flow()?;
     let count = args.count;
     let next = Arc::new(AtomicU64::new(0));
+    let for_service = !args.without_service;
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
@@ -414,7 +500,7 @@ async fn sessions(args: SessionsArgs) -> Result<Report> {
             let mut conn = Conn::new(target);
             while next.fetch_add(1, Ordering::Relaxed) < count {
                 let t0 = Instant::now();
-                match flows::login(&mut conn, &flow).await {
+                match flows::login_at(&mut conn, &flow, for_service).await {
                     Ok(_) => {
                         tally.ok += 1;
                         stats::record(&mut tally.latency, t0.elapsed());
@@ -445,6 +531,7 @@ async fn sessions(args: SessionsArgs) -> Result<Report> {
         first_error: total.first_error,
         extra: vec![
             ("concurrency".to_owned(), args.concurrency.to_string()),
+            ("with_service".to_owned(), for_service.to_string()),
             ("tcp_connects".to_owned(), total.connects.to_string()),
         ],
     })
