@@ -911,6 +911,121 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    #[tokio::test]
+    async fn a_password_in_the_url_authenticates() {
+        let port = free_port();
+        let _server = spawn(
+            &[
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--requirepass",
+                "s3cret",
+            ],
+            &std::env::temp_dir(),
+            port,
+        );
+        let good = RedisStore::new(
+            &format!("redis://:s3cret@127.0.0.1:{port}/0"),
+            RedisTimeouts::default(),
+        )
+        .unwrap();
+        good.ping().await.unwrap();
+        let bad = RedisStore::new(
+            &format!("redis://:wrong@127.0.0.1:{port}/0"),
+            RedisTimeouts::default(),
+        )
+        .unwrap();
+        assert!(bad.ping().await.is_err());
+        let none = RedisStore::new(
+            &format!("redis://127.0.0.1:{port}/0"),
+            RedisTimeouts::default(),
+        )
+        .unwrap();
+        assert!(none
+            .add_ticket(
+                Ticket::LoginFlow(crate::ticket::LoginFlow {
+                    id: "LF-x".into(),
+                    service: None
+                }),
+                Duration::from_secs(1)
+            )
+            .await
+            .is_err());
+    }
+
+    /// `rediss://`: TLS to Redis, the server's certificate checked against
+    /// the trusted roots (here the test's own CA, named by SSL_CERT_FILE).
+    #[tokio::test]
+    async fn rediss_speaks_verified_tls() {
+        let dir = scratch("tls");
+        let sh = |cmd: &str| {
+            let ok = Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                ok.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+        };
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=castellan-test-ca 2>/dev/null");
+        sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null");
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile ext.cnf 2>/dev/null");
+        let port = free_port();
+        let _server = spawn(
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--tls-cert-file",
+                "server.pem",
+                "--tls-key-file",
+                "server.key",
+                "--tls-ca-cert-file",
+                "ca.pem",
+                "--tls-auth-clients",
+                "no",
+            ],
+            &dir,
+            port,
+        );
+        // Only this test in this binary reads SSL_CERT_FILE.
+        std::env::set_var("SSL_CERT_FILE", dir.join("ca.pem"));
+        let store = RedisStore::new(
+            &format!("rediss://localhost:{port}/0"),
+            RedisTimeouts::default(),
+        )
+        .unwrap();
+        let outcome = store.ping().await;
+        std::env::remove_var("SSL_CERT_FILE");
+        outcome.unwrap();
+        // Without the CA the server is not trusted.
+        let untrusted = RedisStore::new(
+            &format!("rediss://localhost:{port}/0"),
+            RedisTimeouts::default(),
+        )
+        .unwrap();
+        assert!(untrusted.ping().await.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn multi_host_urls_are_split() {
         assert_eq!(
