@@ -37,6 +37,10 @@ pub struct ServerSection {
     pub listen: Option<Spanned<String>>,
     pub public_url: Option<Spanned<String>>,
     pub data_dir: Option<Spanned<String>>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (addresses
+    /// or CIDR ranges); the client address is what throttling counts.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -138,6 +142,7 @@ pub struct Settings {
     /// The path of `public_url` without a trailing slash ("/cas", or "").
     pub prefix: String,
     pub data_dir: PathBuf,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub store: StoreKind,
     pub tickets: TicketPolicy,
     pub throttle: ThrottlePolicy,
@@ -355,6 +360,20 @@ impl Validator<'_> {
             .map(|d| base.join(d.get_ref()))
             .unwrap_or_else(|| base.join("data"));
 
+        let mut trusted_proxies = Vec::new();
+        for entry in &raw.server.trusted_proxies {
+            let text = entry.get_ref();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => self.problem(
+                    entry,
+                    format!("server.trusted_proxies: {text:?} is not an address or CIDR range"),
+                ),
+            }
+        }
         let store = match raw
             .tickets
             .store
@@ -464,6 +483,7 @@ impl Validator<'_> {
             public_url,
             prefix,
             data_dir,
+            trusted_proxies,
             store,
             tickets,
             throttle,
@@ -732,5 +752,25 @@ redirect_uris = ["https://wiki.example.org/callback"]
         let s = parse(text, Path::new("/etc/castellan"), false).unwrap();
         assert_eq!(s.services.len(), 2);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let ok = parse(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"::1\"]\n",
+            Path::new("."),
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.trusted_proxies.len(), 3);
+        assert!(ok.trusted_proxies[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+        let bad = parse(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\",\n  \"proxy.example\"]\n",
+            Path::new("."),
+            false,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(bad[0].line, Some(3));
     }
 }

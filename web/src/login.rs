@@ -1,6 +1,7 @@
 //! `/login`: the SSO entry point (CAS 3.0 §2.1, §2.2).
 
 use crate::app::SharedState;
+use crate::client_address::client_ip;
 use crate::cookies;
 use crate::metrics::Metrics;
 use crate::pages::{render, Link, LoginPage, MessagePage, PostRedirectPage};
@@ -319,11 +320,8 @@ pub async fn submit(
         username: username.clone(),
         password: form.password,
     };
-    let principal = match state
-        .engine
-        .authenticate(&credentials, Some(peer.ip()))
-        .await
-    {
+    let client = client_ip(peer.ip(), &headers, &state.settings.trusted_proxies);
+    let principal = match state.engine.authenticate(&credentials, Some(client)).await {
         Ok(p) => p,
         Err(EngineError::Authentication(AuthnError::InvalidCredentials)) => {
             Metrics::inc(&state.metrics.logins_failed);
@@ -336,7 +334,7 @@ pub async fn submit(
         }
         Err(EngineError::Authentication(AuthnError::Throttled)) => {
             Metrics::inc(&state.metrics.logins_throttled);
-            tracing::warn!(user = %username, ip = %peer.ip(), "login refused: throttled");
+            tracing::warn!(user = %username, ip = %client, "login refused: throttled");
             let message =
                 "Too many failed sign-in attempts. Please wait a few minutes before trying again.";
             return login_form(

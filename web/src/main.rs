@@ -2,6 +2,7 @@
 
 mod app;
 mod cas_endpoints;
+mod client_address;
 mod config;
 mod cookies;
 mod login;
