@@ -93,6 +93,14 @@ pub trait TicketStore: Send + Sync + 'static {
 
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
 
+    /// Records the ids of the token signing keys this node holds, so that a
+    /// node sharing the store and holding none can tell that it must not
+    /// generate different ones.
+    async fn publish_key_ids(&self, ids: &[String]) -> Result<(), StoreError>;
+
+    /// Every signing key id any node sharing the store has published.
+    async fn published_key_ids(&self) -> Result<Vec<String>, StoreError>;
+
     /// Whether the store answers; `/health` reports it.
     async fn ping(&self) -> Result<(), StoreError>;
 }

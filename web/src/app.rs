@@ -26,6 +26,7 @@ pub struct AppState {
     pub memory_store: Option<Arc<MemoryStore>>,
     /// `{public_url}` as issuer of SAML 1.1 assertions.
     pub issuer: String,
+    pub signing_keys: crate::signing_keys::KeyCell,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -42,7 +43,7 @@ impl AppState {
 
 /// Builds the state from validated settings. Needs a tokio runtime (the
 /// memory store's sweeper runs on it).
-pub fn state(settings: Settings) -> anyhow::Result<SharedState> {
+pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (store, memory_store): (Arc<dyn TicketStore>, _) = match &settings.store {
         StoreKind::Memory => {
@@ -56,6 +57,9 @@ pub fn state(settings: Settings) -> anyhow::Result<SharedState> {
             (Arc::new(redis), None)
         }
     };
+    let shared = matches!(settings.store, StoreKind::Redis { .. });
+    let signing_keys =
+        crate::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared).await?;
     let authenticator =
         StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let engine = Engine::new(
@@ -79,6 +83,7 @@ pub fn state(settings: Settings) -> anyhow::Result<SharedState> {
         metrics: Metrics::default(),
         memory_store,
         issuer,
+        signing_keys,
         settings,
     }))
 }
@@ -102,6 +107,7 @@ pub fn router(state: SharedState) -> Router {
                 castellan_cas::saml11::MAX_REQUEST_BYTES,
             )),
         )
+        .route("/oidc/jwks", get(operations::jwks))
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/static/{file}", get(operations::static_file))

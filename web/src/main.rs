@@ -11,6 +11,7 @@ mod metrics;
 mod middleware;
 mod operations;
 mod pages;
+mod signing_keys;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -45,6 +46,29 @@ enum Command {
     },
     /// Read a password on stdin and print an argon2id PHC string for `password_hash`.
     HashPassword,
+    /// Manage the token signing keys in data_dir.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new active key pair; the old keys stay published for a while.
+    /// Restart the nodes (sharing data_dir) to sign with the new keys.
+    Rotate {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: Option<PathBuf>,
+        /// How long the old keys stay in the JWKS: the longest token lifetime.
+        #[arg(long, default_value = "24h")]
+        publish_old_for: String,
+    },
+    /// Print the key ids: active first, then those still published.
+    List {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +77,64 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config.as_deref()),
         Command::CheckConfig { config } => check_config(&config),
         Command::HashPassword => hash_password(),
+        Command::Keys { command } => keys(command),
+    }
+}
+
+fn settings_or_defaults(config: Option<&Path>) -> Result<config::Settings, String> {
+    match config {
+        Some(path) => config::load(path).map_err(|e| e.to_string()),
+        None => Ok(config::embedded_defaults()),
+    }
+}
+
+fn keys(command: KeysCommand) -> ExitCode {
+    let outcome = match command {
+        KeysCommand::Rotate {
+            config,
+            publish_old_for,
+        } => settings_or_defaults(config.as_deref()).and_then(|settings| {
+            let keep = config::parse_duration(&publish_old_for)?;
+            let dir = &settings.data_dir;
+            let mut keys = castellan_oidc::SigningKeys::load(dir)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!(
+                        "no signing keys in {}: start the server once first",
+                        dir.display()
+                    )
+                })?;
+            let fresh = keys
+                .rotate(signing_keys::unix_now(), keep.as_secs())
+                .map_err(|e| e.to_string())?;
+            keys.save(dir).map_err(|e| e.to_string())?;
+            println!("new active keys: {}", fresh.join(" "));
+            Ok(())
+        }),
+        KeysCommand::List { config } => {
+            settings_or_defaults(config.as_deref()).and_then(|settings| {
+                let keys = castellan_oidc::SigningKeys::load(&settings.data_dir)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("no signing keys in {}", settings.data_dir.display()))?;
+                let active = keys.active_key_ids();
+                for id in keys.key_ids() {
+                    let state = if active.contains(&id) {
+                        "active"
+                    } else {
+                        "published"
+                    };
+                    println!("{id} {state}");
+                }
+                Ok(())
+            })
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -179,7 +261,7 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
     let listen = settings.listen;
     let public_url = settings.public_url.clone();
     let services = settings.services.len();
-    let state = app::state(settings)?;
+    let state = app::state(settings).await?;
     spawn_allocator_trim();
     let router = app::router(state);
     let listener = tokio::net::TcpListener::bind(listen)

@@ -25,6 +25,27 @@ pub async fn health(State(state): State<SharedState>) -> Response {
     }
 }
 
+/// The token signing keys' public halves (RFC 7517).
+pub async fn jwks(State(state): State<SharedState>) -> Response {
+    let Some(keys) = state.signing_keys.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"temporarily_unavailable","error_description":"signing keys not ready"}"#,
+        )
+            .into_response();
+    };
+    let body = keys.jwks(crate::signing_keys::unix_now()).to_string();
+    (
+        [
+            (header::CONTENT_TYPE, "application/jwk-set+json"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 pub async fn metrics(State(state): State<SharedState>) -> Response {
     let entries = state
         .memory_store

@@ -28,6 +28,26 @@ where
     large_values_round_trip(make()).await;
     unknown_and_malformed_keys(make()).await;
     failure_counters(make()).await;
+    published_key_ids_accumulate(make()).await;
+}
+
+async fn published_key_ids_accumulate<S: TicketStore>(store: Arc<S>) {
+    let a = unique("K");
+    let b = unique("K");
+    let c = unique("K");
+    store
+        .publish_key_ids(&[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    store
+        .publish_key_ids(&[b.clone(), c.clone()])
+        .await
+        .unwrap();
+    store.publish_key_ids(&[]).await.unwrap();
+    let ids = store.published_key_ids().await.unwrap();
+    for id in [&a, &b, &c] {
+        assert_eq!(ids.iter().filter(|x| *x == id).count(), 1, "{id} once");
+    }
 }
 
 fn now() -> u64 {

@@ -75,6 +75,7 @@ pub struct MemoryStore {
     shards: Box<[Shard]>,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
+    key_ids: Mutex<Vec<String>>,
 }
 
 impl Default for MemoryStore {
@@ -89,6 +90,7 @@ impl MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             clock,
+            key_ids: Mutex::new(Vec::new()),
         }
     }
 
@@ -369,6 +371,20 @@ impl TicketStore for MemoryStore {
         let key = counter_key(key);
         self.shard(&key).lock().remove(key.as_str());
         Ok(())
+    }
+
+    async fn publish_key_ids(&self, ids: &[String]) -> Result<(), StoreError> {
+        let mut known = self.key_ids.lock();
+        for id in ids {
+            if !known.contains(id) {
+                known.push(id.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn published_key_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.key_ids.lock().clone())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -54,7 +54,13 @@ impl Default for RedisTimeouts {
     }
 }
 
+/// The set of signing key ids the nodes publish; refreshed at every start,
+/// forgotten after 90 days without one.
+const KEY_IDS: &str = "castellan:keys";
+const KEY_IDS_TTL_MILLIS: u64 = 90 * 24 * 3600 * 1000;
+
 struct Scripts {
+    publish_keys: Script,
     create: Script,
     touch: Script,
     read: Script,
@@ -88,6 +94,13 @@ return out
 impl Scripts {
     fn new() -> Self {
         Self {
+            // KEYS = [key id set]; ARGV = [ttl, id...]
+            publish_keys: Script::new(
+                r"
+for i = 2, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1",
+            ),
             // KEYS = [session hash]; ARGV = [id, value, hard deadline, ttl]
             create: Script::new(
                 r"
@@ -561,6 +574,26 @@ impl TicketStore for RedisStore {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(counter_key(key));
         self.command::<i64>(cmd).await.map(|_| ())
+    }
+
+    async fn publish_key_ids(&self, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut inv = self.scripts.publish_keys.prepare_invoke();
+        inv.key(KEY_IDS).arg(KEY_IDS_TTL_MILLIS);
+        for id in ids {
+            inv.arg(id);
+        }
+        self.invoke::<i64>(inv).await.map(|_| ())
+    }
+
+    async fn published_key_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(KEY_IDS);
+        let mut ids: Vec<String> = self.command(cmd).await?;
+        ids.sort();
+        Ok(ids)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,140 @@
+//! The token signing keys at start: loaded from `data_dir`, generated on a
+//! first start, and never generated when other nodes sharing the ticket
+//! store already use keys (they would sign tokens this node cannot verify).
+
+use anyhow::{anyhow, Context as _};
+use castellan_core::TicketStore;
+use castellan_oidc::SigningKeys;
+use std::path::Path;
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// No keys here, and the shared store cannot say whether other nodes
+    /// have some: wait for it rather than generate.
+    #[error("no signing keys in data_dir, and the ticket store cannot be asked whether other nodes use some: {0}")]
+    StoreUnavailable(String),
+    #[error("{0:#}")]
+    Fatal(anyhow::Error),
+}
+
+pub async fn prepare(
+    data_dir: &Path,
+    store: &dyn TicketStore,
+    shared: bool,
+) -> Result<SigningKeys, PrepareError> {
+    // Nodes starting together on one shared data_dir: the first generates,
+    // the others wait for it here and load its keys.
+    // A read-only data_dir (keys mounted from a secret) takes no lock file;
+    // it cannot be written to either, so nothing can be generated there.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(".signing-keys.lock"))
+        .ok();
+    if let Some(lock) = &lock {
+        lock.lock()
+            .context("locking the signing keys of data_dir")
+            .map_err(PrepareError::Fatal)?;
+    }
+    let keys = match SigningKeys::load(data_dir).map_err(|e| PrepareError::Fatal(e.into()))? {
+        Some(keys) => keys,
+        None => {
+            // Whether other nodes use keys must be known before generating.
+            let published = store
+                .published_key_ids()
+                .await
+                .map_err(|e| PrepareError::StoreUnavailable(e.to_string()))?;
+            if !published.is_empty() {
+                return Err(PrepareError::Fatal(anyhow!(
+                    "no signing keys in {} while other nodes sharing the ticket store use keys {}: \
+                     refusing to generate different ones. Give this node the same data_dir \
+                     (see deploy/REDIS.md)",
+                    data_dir.display(),
+                    published.join(", ")
+                )));
+            }
+            let keys =
+                SigningKeys::generate(unix_now()).map_err(|e| PrepareError::Fatal(e.into()))?;
+            keys.save(data_dir)
+                .map_err(|e| PrepareError::Fatal(e.into()))?;
+            tracing::info!(keys = %keys.key_ids().join(", "), dir = %data_dir.display(), "signing keys generated");
+            keys
+        }
+    };
+    if shared {
+        let mine = keys.key_ids();
+        match store.published_key_ids().await {
+            Ok(published) => {
+                let foreign: Vec<&String> =
+                    published.iter().filter(|k| !mine.contains(k)).collect();
+                if !foreign.is_empty() {
+                    tracing::warn!(
+                        "other nodes published signing keys this node does not hold ({}): tokens \
+                         they sign will not verify here until every node shares one data_dir",
+                        foreign
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not compare signing keys with other nodes"),
+        }
+    }
+    if let Err(e) = store.publish_key_ids(&keys.key_ids()).await {
+        tracing::warn!(error = %e, "could not publish this node's signing key ids");
+    }
+    drop(lock);
+    Ok(keys)
+}
+
+/// The keys once known: at start, or later when a store that was down at
+/// start can be asked. Until then the OIDC key endpoints answer 503.
+pub type KeyCell = std::sync::Arc<std::sync::OnceLock<SigningKeys>>;
+
+/// Prepares the keys; a store that is down delays them (retried in the
+/// background) instead of stopping the start, so CAS serves meanwhile.
+pub async fn prepare_or_retry(
+    data_dir: &Path,
+    store: std::sync::Arc<dyn TicketStore>,
+    shared: bool,
+) -> anyhow::Result<KeyCell> {
+    let cell: KeyCell = Default::default();
+    match prepare(data_dir, store.as_ref(), shared).await {
+        Ok(keys) => {
+            let _ = cell.set(keys);
+        }
+        Err(PrepareError::Fatal(e)) => return Err(e),
+        Err(e @ PrepareError::StoreUnavailable(_)) => {
+            tracing::warn!("{e}; retrying in the background");
+            let (dir, retry_cell) = (data_dir.to_owned(), cell.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    match prepare(&dir, store.as_ref(), shared).await {
+                        Ok(keys) => {
+                            let _ = retry_cell.set(keys);
+                            tracing::info!("signing keys ready");
+                            break;
+                        }
+                        Err(PrepareError::StoreUnavailable(_)) => {}
+                        Err(PrepareError::Fatal(e)) => {
+                            tracing::error!("signing keys: {e:#}; OIDC keys stay unavailable");
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    }
+    Ok(cell)
+}
