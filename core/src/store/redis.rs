@@ -615,7 +615,10 @@ mod tests {
 
     impl RedisServer {
         fn start() -> Self {
-            let port = free_port();
+            Self::start_on(free_port())
+        }
+
+        fn start_on(port: u16) -> Self {
             spawn(
                 &[
                     "--port",
@@ -675,6 +678,16 @@ mod tests {
         panic!("redis-server on {port} did not start");
     }
 
+    async fn answers_within_5s(store: &RedisStore) -> bool {
+        for _ in 0..50 {
+            if store.ping().await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     fn redis_cli(port: u16, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .arg("-p")
@@ -719,63 +732,24 @@ mod tests {
             started.elapsed()
         );
         // Back on the same port: the same store object serves again.
-        let _server = spawn(
-            &[
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ],
-            &std::env::temp_dir(),
-            port,
-        );
-        let mut recovered = false;
-        for _ in 0..50 {
-            if store.ping().await.is_ok() {
-                recovered = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(recovered, "service resumes by itself");
+        let _server = RedisServer::start_on(port);
+        assert!(answers_within_5s(&store).await, "service resumes by itself");
     }
 
     #[tokio::test]
     async fn a_store_made_while_redis_is_down_connects_later() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let store = RedisStore::new(
             &format!("redis://127.0.0.1:{port}/0"),
             RedisTimeouts::default(),
         )
         .unwrap();
         assert!(store.ping().await.is_err());
-        let _server = spawn(
-            &[
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ],
-            &std::env::temp_dir(),
-            port,
+        let _server = RedisServer::start_on(port);
+        assert!(
+            answers_within_5s(&store).await,
+            "connects once Redis is there"
         );
-        let mut ok = false;
-        for _ in 0..50 {
-            if store.ping().await.is_ok() {
-                ok = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(ok);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
