@@ -201,18 +201,17 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 }
 
 /// The embedded defaults: a working demo with no file at all.
-pub fn embedded_defaults() -> Settings {
+pub fn embedded_defaults() -> Result<Settings, ConfigError> {
     let demo = r#"
 [[users]]
 username = "casuser"
 password = "Mellon"
 attributes = { mail = "casuser@example.org", cn = "CAS User", givenName = "CAS", sn = "User", memberOf = ["staff", "faculty"] }
 "#;
-    match parse(demo, Path::new("."), true) {
-        Ok(settings) => settings,
-        // The embedded text is fixed and tested; this cannot fail at run time.
-        Err(problems) => panic!("embedded defaults are invalid: {problems:?}"),
-    }
+    parse(demo, Path::new("."), true).map_err(|problems| ConfigError {
+        file: "(embedded defaults)".into(),
+        problems,
+    })
 }
 
 /// Parses configuration text; relative paths are resolved against `base`.
@@ -640,7 +639,7 @@ mod tests {
 
     #[test]
     fn embedded_defaults_are_a_demo() {
-        let s = embedded_defaults();
+        let s = embedded_defaults().unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.prefix, "/cas");
         assert!(s.services.is_empty());

@@ -84,7 +84,7 @@ fn main() -> ExitCode {
 fn settings_or_defaults(config: Option<&Path>) -> Result<config::Settings, String> {
     match config {
         Some(path) => config::load(path).map_err(|e| e.to_string()),
-        None => Ok(config::embedded_defaults()),
+        None => config::embedded_defaults().map_err(|e| e.to_string()),
     }
 }
 
@@ -231,7 +231,13 @@ fn serve(config_path: Option<&Path>) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => config::embedded_defaults(),
+        None => match config::embedded_defaults() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
