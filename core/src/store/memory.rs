@@ -24,7 +24,10 @@ const SHARDS: usize = 64;
 /// hold up to twice as many slots as entries.
 enum Value {
     Session(Box<StoredSession>),
-    Ticket(Box<Ticket>),
+    /// One allocation per ticket (its postcard encoding) instead of five:
+    /// tickets come and go by the thousand, and few, whole allocations
+    /// leave the allocator less to fragment.
+    Ticket(Box<[u8]>),
     Counter(u32),
 }
 
@@ -34,33 +37,51 @@ struct StoredSession {
     authenticated_at: Millis,
     expires_at: Millis,
     long_term: bool,
-    services: Vec<ServiceRecord>,
+    /// Single-logout records, encoded like tickets: one allocation each.
+    services: Vec<Box<[u8]>>,
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Box<[u8]>, StoreError> {
+    postcard::to_allocvec(value)
+        .map(Vec::into_boxed_slice)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl StoredSession {
-    fn new(s: &TicketGrantingTicket) -> Self {
-        Self {
+    fn new(s: &TicketGrantingTicket) -> Result<Self, StoreError> {
+        Ok(Self {
             principal: s.principal.clone(),
             authenticated_at: s.authenticated_at,
             expires_at: s.expires_at,
             long_term: s.long_term,
-            services: s.services.clone(),
-        }
+            services: s.services.iter().map(encode).collect::<Result<_, _>>()?,
+        })
     }
 
-    fn to_session(&self, id: &str, with_services: bool) -> TicketGrantingTicket {
-        TicketGrantingTicket {
+    fn to_session(
+        &self,
+        id: &str,
+        with_services: bool,
+    ) -> Result<TicketGrantingTicket, StoreError> {
+        Ok(TicketGrantingTicket {
             id: id.to_owned(),
             principal: self.principal.clone(),
             authenticated_at: self.authenticated_at,
             expires_at: self.expires_at,
             long_term: self.long_term,
             services: if with_services {
-                self.services.clone()
+                self.services
+                    .iter()
+                    .map(|r| decode(r))
+                    .collect::<Result<_, _>>()?
             } else {
                 Vec::new()
             },
-        }
+        })
     }
 }
 
@@ -135,7 +156,7 @@ impl MemoryStore {
             Some(Entry {
                 value: Value::Session(s),
                 expires_at,
-            }) if *expires_at > now => Some(s.to_session(id, false)),
+            }) if *expires_at > now => s.to_session(id, false).ok(),
             _ => None,
         }
     }
@@ -150,7 +171,7 @@ impl MemoryStore {
 }
 
 /// Appends a single-logout record, dropping the oldest beyond the limit.
-fn keep_recent(services: &mut Vec<ServiceRecord>, record: ServiceRecord) {
+fn keep_recent(services: &mut Vec<Box<[u8]>>, record: Box<[u8]>) {
     if services.len() >= MAX_SERVICE_RECORDS {
         services.remove(0);
     }
@@ -176,7 +197,7 @@ impl TicketStore for MemoryStore {
         self.shard(&session.id).lock().insert(
             session.id.as_str().into(),
             Entry {
-                value: Value::Session(Box::new(StoredSession::new(session))),
+                value: Value::Session(Box::new(StoredSession::new(session)?)),
                 expires_at,
             },
         );
@@ -198,7 +219,7 @@ impl TicketStore for MemoryStore {
                 *expires_at = now
                     .saturating_add(idle.as_millis() as u64)
                     .min(s.expires_at);
-                Some(s.to_session(id, true))
+                Some(s.to_session(id, true)?)
             }
             _ => None,
         })
@@ -211,7 +232,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Session(s),
                 expires_at,
-            }) if *expires_at > now => Some(s.to_session(id, true)),
+            }) if *expires_at > now => Some(s.to_session(id, true)?),
             _ => None,
         })
     }
@@ -225,6 +246,7 @@ impl TicketStore for MemoryStore {
         record: Option<ServiceRecord>,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
+        let record = record.as_ref().map(encode).transpose()?;
         {
             let mut shard = self.shard(session_id).lock();
             match shard.get_mut(session_id) {
@@ -278,7 +300,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Session(s),
                 expires_at,
-            }) if expires_at > now => Some(s.to_session(id, true)),
+            }) if expires_at > now => Some(s.to_session(id, true)?),
             _ => None,
         })
     }
@@ -286,10 +308,11 @@ impl TicketStore for MemoryStore {
     async fn add_ticket(&self, ticket: Ticket, ttl: Duration) -> Result<(), StoreError> {
         let expires_at = self.deadline(ttl);
         let key: Box<str> = ticket.id().into();
+        let bytes = encode(&ticket)?;
         self.shard(&key).lock().insert(
             key,
             Entry {
-                value: Value::Ticket(Box::new(ticket)),
+                value: Value::Ticket(bytes),
                 expires_at,
             },
         );
@@ -308,25 +331,27 @@ impl TicketStore for MemoryStore {
         ) {
             return Ok(None);
         }
-        Ok(match shard.remove(id) {
+        let taken = shard.remove(id);
+        drop(shard);
+        match taken {
             Some(Entry {
-                value: Value::Ticket(t),
+                value: Value::Ticket(bytes),
                 expires_at,
-            }) if expires_at > now => Some(*t),
-            _ => None,
-        })
+            }) if expires_at > now => decode::<Ticket>(&bytes).map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
         let now = self.clock.now();
         let shard = self.shard(id).lock();
-        Ok(match shard.get(id) {
+        match shard.get(id) {
             Some(Entry {
-                value: Value::Ticket(t),
+                value: Value::Ticket(bytes),
                 expires_at,
-            }) if *expires_at > now => Some((**t).clone()),
-            _ => None,
-        })
+            }) if *expires_at > now => decode::<Ticket>(bytes).map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn count_failure(&self, key: &str, window: Duration) -> Result<u32, StoreError> {
