@@ -310,7 +310,8 @@ class Castellan:
         return self.config_path
 
     # -- lifecycle --------------------------------------------------------
-    def start(self, timeout: float = 30.0) -> "Castellan":
+    def spawn(self) -> None:
+        """Start the process without waiting for it (see start)."""
         if not BINARY.exists():
             pytest.fail(f"castellan binary not found at {BINARY} (run `cargo build --release`)")
         self.write_config()
@@ -330,6 +331,10 @@ class Castellan:
             stderr=subprocess.STDOUT,
         )
         _LIVE.append(self)
+
+    def start(self, timeout: float = 30.0) -> "Castellan":
+        """Start and wait until /health answers 200."""
+        self.spawn()
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:

@@ -115,20 +115,7 @@ class Node(Castellan):
 
     def launch(self, timeout: float = 30.0) -> "Node":
         """Start and wait until /health answers at all (any status)."""
-        if not BINARY.exists():
-            pytest.fail(f"castellan binary not found at {BINARY} (run `cargo build --release`)")
-        self.write_config()
-        env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
-        env.setdefault("RUST_LOG", "info,castellan=debug")
-        env["NO_COLOR"] = "1"
-        if self.ssl_cert_file is not None:
-            env["SSL_CERT_FILE"] = str(self.ssl_cert_file)
-        self._log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(BINARY), "serve", "--config", str(self.config_path)],
-            cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
-            stdout=self._log_file, stderr=subprocess.STDOUT)
-        _LIVE.append(self)
+        self.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

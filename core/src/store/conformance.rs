@@ -137,6 +137,20 @@ async fn one_time_consumption<S: TicketStore>(store: Arc<S>) {
     assert_eq!(store.ticket(&id).await.unwrap(), None);
 }
 
+/// Grants `ticket` in the session without a logout record.
+async fn grant_plain<S: TicketStore>(store: &S, session_id: &str, ticket: Ticket) -> bool {
+    store
+        .grant_ticket(
+            session_id,
+            Duration::from_secs(30),
+            ticket,
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .unwrap()
+}
+
 async fn redeeming_reads_the_session<S: TicketStore>(store: Arc<S>) {
     let s = session(&new_session_id(), Duration::from_secs(60));
     store
@@ -145,16 +159,7 @@ async fn redeeming_reads_the_session<S: TicketStore>(store: Arc<S>) {
         .unwrap();
     let ticket = st_of(&s.id);
     let id = ticket.id().to_owned();
-    let granted = store
-        .grant_ticket(
-            &s.id,
-            Duration::from_secs(30),
-            ticket.clone(),
-            Duration::from_secs(10),
-            None,
-        )
-        .await
-        .unwrap();
+    let granted = grant_plain(&*store, &s.id, ticket.clone()).await;
     assert!(granted, "session alive");
     let (t, owner) = store.redeem_ticket(&id).await.unwrap().unwrap();
     assert_eq!(t, ticket);
@@ -171,16 +176,7 @@ async fn redeeming_reads_the_session<S: TicketStore>(store: Arc<S>) {
     // A ticket outliving its session is redeemed without one.
     let orphan = st_of(&s.id);
     let orphan_id = orphan.id().to_owned();
-    store
-        .grant_ticket(
-            &s.id,
-            Duration::from_secs(30),
-            orphan,
-            Duration::from_secs(10),
-            None,
-        )
-        .await
-        .unwrap();
+    grant_plain(&*store, &s.id, orphan).await;
     store.remove_session(&s.id).await.unwrap().unwrap();
     let (_, owner) = store.redeem_ticket(&orphan_id).await.unwrap().unwrap();
     assert_eq!(owner, None);
@@ -193,16 +189,7 @@ async fn redeeming_reads_the_session<S: TicketStore>(store: Arc<S>) {
         .unwrap();
     let ticket = st_of(&s.id);
     let id = ticket.id().to_owned();
-    store
-        .grant_ticket(
-            &s.id,
-            Duration::from_secs(30),
-            ticket,
-            Duration::from_secs(10),
-            None,
-        )
-        .await
-        .unwrap();
+    grant_plain(&*store, &s.id, ticket).await;
     let racers: Vec<_> = (0..32)
         .map(|_| {
             let store = store.clone();
