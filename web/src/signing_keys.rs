@@ -7,11 +7,9 @@ use castellan_core::TicketStore;
 use castellan_oidc::SigningKeys;
 use std::path::Path;
 
+/// Seconds since the epoch, from the core's clock.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    castellan_core::Clock::now(&castellan_core::SystemClock) / 1000
 }
 
 #[derive(Debug, thiserror::Error)]
