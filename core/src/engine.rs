@@ -80,6 +80,9 @@ pub struct Assertion {
     pub proxies: Vec<String>,
     /// The PGTIOU when a PGT was delivered to the pgtUrl.
     pub pgt_iou: Option<String>,
+    /// The SSO session that granted the ticket: in-process modules bind
+    /// what they issue to it (a CAS response never shows it).
+    pub session_id: String,
 }
 
 /// A service to tell that a session ended.
@@ -203,6 +206,15 @@ impl Engine {
             .await?)
     }
 
+    /// Whether a session is still live, without extending it (an OIDC
+    /// refresh must not keep an idle browser session alive).
+    pub async fn session_is_live(&self, id: &str) -> Result<bool, EngineError> {
+        if !is_well_formed(id, TicketKind::TicketGranting.prefix()) {
+            return Ok(false);
+        }
+        Ok(self.store.session(id).await?.is_some())
+    }
+
     /// Grants a one-time ticket for `service` from a session; using the
     /// session keeps it alive.
     pub async fn grant_service_ticket(
@@ -301,6 +313,7 @@ impl Engine {
             long_term: session.long_term,
             proxies,
             pgt_iou,
+            session_id: session.id,
         })
     }
 

@@ -3,8 +3,8 @@
 //! # The rule for every module
 //! Anything a second node would need to continue a flow — SSO sessions,
 //! service and proxy tickets, login `execution` tokens, throttling counters,
-//! and later OIDC codes, refresh tokens, SAML request contexts, delegation
-//! states — goes through this trait, never into one process's memory. Every
+//! OIDC requests, codes, grants and refresh tokens, SAML request contexts,
+//! delegation states — goes through this trait, never into one process's memory. Every
 //! entry has a time to live; one-time things are taken with
 //! [`TicketStore::consume_ticket`], which an implementation must make atomic
 //! (two concurrent consumers: at most one gets the value).
@@ -100,6 +100,27 @@ pub trait TicketStore: Send + Sync + 'static {
 
     /// Every signing key id any node sharing the store has published.
     async fn published_key_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Stores a protocol module's flow record (an OIDC code, grant or
+    /// refresh token, a SAML request context, a delegation state): opaque
+    /// bytes under a key the module namespaces (`oidc:code:…`), for `ttl`.
+    /// Replaces any record under that key.
+    async fn put_record(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
+
+    /// A live record, without taking it.
+    async fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Takes a record out atomically: of concurrent callers at most one gets it.
+    async fn take_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Replaces a live record's value, keeping its expiry, and returns the
+    /// value it held, atomically: of concurrent callers each sees the value
+    /// the one before it left, so exactly one sees the original. A missing
+    /// record stays missing (`None`). One-time tokens that must remember
+    /// their use (to detect a replay) are swapped for a marker.
+    async fn swap_record(&self, key: &str, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    async fn remove_record(&self, key: &str) -> Result<(), StoreError>;
 
     /// Whether the store answers; `/health` reports it.
     async fn ping(&self) -> Result<(), StoreError>;

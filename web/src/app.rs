@@ -2,7 +2,7 @@
 
 use crate::config::{Settings, StoreKind};
 use crate::metrics::Metrics;
-use crate::{cas_endpoints, login, logout, middleware, operations};
+use crate::{cas_endpoints, login, logout, middleware, oidc, operations};
 use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -27,6 +27,7 @@ pub struct AppState {
     /// `{public_url}` as issuer of SAML 1.1 assertions.
     pub issuer: String,
     pub signing_keys: crate::signing_keys::KeyCell,
+    pub oidc: oidc::Provider,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -60,11 +61,15 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
     let shared = matches!(settings.store, StoreKind::Redis { .. });
     let signing_keys =
         crate::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared).await?;
+    let provider = oidc::Provider::new(settings.oidc.clone(), settings.public_url.as_str())?;
+    // The OIDC callbacks first: a broad CAS pattern must not capture them.
+    let mut services = provider.callback_services()?;
+    services.extend(settings.services.iter().cloned());
     let authenticator =
         StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let engine = Engine::new(
         store,
-        Arc::new(ServiceRegistry::new(settings.services.clone())),
+        Arc::new(ServiceRegistry::new(services)),
         Arc::new(authenticator),
         settings.throttle.clone(),
         settings.tickets.clone(),
@@ -84,6 +89,7 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         memory_store,
         issuer,
         signing_keys,
+        oidc: provider,
         settings,
     }))
 }
@@ -108,6 +114,26 @@ pub fn router(state: SharedState) -> Router {
             )),
         )
         .route("/oidc/jwks", get(operations::jwks))
+        .route(
+            "/oidc/.well-known/openid-configuration",
+            get(oidc::configuration),
+        )
+        .route(
+            "/oidc/authorize",
+            get(oidc::authorize_get).post(oidc::authorize_post),
+        )
+        .route("/oidc/callback", get(oidc::callback))
+        .route("/oidc/token", post(oidc::token))
+        .route(
+            "/oidc/userinfo",
+            get(oidc::userinfo_get).post(oidc::userinfo_post),
+        )
+        .route("/oidc/introspect", post(oidc::introspect))
+        .route("/oidc/revoke", post(oidc::revoke))
+        .route(
+            "/oidc/logout",
+            get(oidc::logout_get).post(oidc::logout_post),
+        )
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/static/{file}", get(operations::static_file))

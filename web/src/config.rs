@@ -29,6 +29,33 @@ pub struct ConfigFile {
     pub services: Vec<ServiceEntry>,
     #[serde(default)]
     pub upstreams: Vec<UpstreamEntry>,
+    #[serde(default)]
+    pub oidc: OidcSection,
+}
+
+/// Not in the contract's example: lifetimes of what the OIDC provider issues.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSection {
+    pub code_ttl: Option<Spanned<String>>,
+    pub access_token_ttl: Option<Spanned<String>>,
+    pub id_token_ttl: Option<Spanned<String>>,
+    pub refresh_token_ttl: Option<Spanned<String>>,
+    pub offline_token_ttl: Option<Spanned<String>>,
+    /// Secret mixed into pairwise subjects; required when a client uses them.
+    pub pairwise_salt: Option<Spanned<String>>,
+}
+
+/// The OIDC provider's settings.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    pub clients: Vec<castellan_oidc::OidcClient>,
+    pub code_ttl: Duration,
+    pub access_token_ttl: Duration,
+    pub id_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub offline_token_ttl: Duration,
+    pub pairwise_salt: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -84,8 +111,8 @@ pub struct UserEntry {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-// The OIDC and SAML fields are parsed (so the contract's file is accepted)
-// but only read once those protocol modules exist.
+// The SAML fields are parsed (so the contract's file is accepted) but only
+// read once that protocol module exists.
 #[allow(dead_code)]
 pub struct ServiceEntry {
     pub name: Spanned<String>,
@@ -104,6 +131,17 @@ pub struct ServiceEntry {
     pub post_logout_redirect_uris: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Not in the contract's example: OIDC Back-Channel Logout 1.0.
+    pub backchannel_logout_uri: Option<Spanned<String>>,
+    /// Default: authorization_code and refresh_token, plus
+    /// client_credentials for a confidential client.
+    pub grant_types: Option<Spanned<Vec<String>>>,
+    /// "public" (default) or "pairwise".
+    pub subject: Option<Spanned<String>>,
+    /// RS256 (default) or ES256.
+    pub id_token_signing_alg: Option<Spanned<String>>,
+    /// ES256 (default) or RS256.
+    pub access_token_signing_alg: Option<Spanned<String>>,
     // SAML2 service providers
     pub metadata: Option<Spanned<String>>,
     pub name_id_format: Option<Spanned<String>>,
@@ -148,6 +186,7 @@ pub struct Settings {
     pub throttle: ThrottlePolicy,
     pub users: Vec<StaticUser>,
     pub services: Vec<RegisteredService>,
+    pub oidc: OidcSettings,
     /// Whether the demo defaults are in use (no configuration file).
     #[allow(dead_code)]
     pub demo: bool,
@@ -457,7 +496,8 @@ impl Validator<'_> {
         };
 
         let users = self.users(raw.users, demo);
-        let services = self.services(raw.services);
+        let (services, clients) = self.services(raw.services);
+        let oidc = self.oidc(raw.oidc, clients);
         for upstream in &raw.upstreams {
             match upstream.protocol.get_ref().as_str() {
                 "cas" | "oidc" | "oauth2" | "saml" => self.warnings.push(format!(
@@ -488,9 +528,218 @@ impl Validator<'_> {
             throttle,
             users,
             services,
+            oidc,
             demo,
             warnings: Vec::new(),
         }
+    }
+
+    fn oidc(&mut self, raw: OidcSection, clients: Vec<castellan_oidc::OidcClient>) -> OidcSettings {
+        let code_ttl = self.duration("oidc.code_ttl", &raw.code_ttl, Duration::from_secs(60));
+        if let Some(v) = &raw.code_ttl {
+            if code_ttl > Duration::from_secs(60) {
+                self.problem(v, "oidc.code_ttl: at most 60s (codes are short-lived)");
+            }
+        }
+        let pairwise = clients
+            .iter()
+            .any(|c| matches!(c.subject, castellan_oidc::Subject::Pairwise { .. }));
+        let pairwise_salt = match &raw.pairwise_salt {
+            Some(s) if s.get_ref().len() >= 16 => s.get_ref().clone(),
+            Some(s) => {
+                self.problem(s, "oidc.pairwise_salt: use at least 16 random characters");
+                String::new()
+            }
+            None => {
+                if pairwise {
+                    self.problems.push(Problem {
+                        line: None,
+                        message: "a client uses subject = \"pairwise\": set oidc.pairwise_salt \
+                                  (a secret shared by every node)"
+                            .into(),
+                    });
+                }
+                String::new()
+            }
+        };
+        OidcSettings {
+            clients,
+            code_ttl,
+            access_token_ttl: self.duration(
+                "oidc.access_token_ttl",
+                &raw.access_token_ttl,
+                Duration::from_secs(300),
+            ),
+            id_token_ttl: self.duration(
+                "oidc.id_token_ttl",
+                &raw.id_token_ttl,
+                Duration::from_secs(300),
+            ),
+            refresh_token_ttl: self.duration(
+                "oidc.refresh_token_ttl",
+                &raw.refresh_token_ttl,
+                Duration::from_secs(8 * 3600),
+            ),
+            offline_token_ttl: self.duration(
+                "oidc.offline_token_ttl",
+                &raw.offline_token_ttl,
+                Duration::from_secs(30 * 86_400),
+            ),
+            pairwise_salt,
+        }
+    }
+
+    fn oidc_client(&mut self, entry: ServiceEntry) -> Option<castellan_oidc::OidcClient> {
+        use castellan_oidc::{Algorithm, GrantTypes, Subject};
+        let name = entry.name.get_ref().clone();
+        let Some(client_id) = entry.client_id.as_ref().map(|c| c.get_ref().clone()) else {
+            self.problem(
+                &entry.name,
+                format!("service {name:?}: client_id is required for protocol \"oidc\""),
+            );
+            return None;
+        };
+        let mut ok = true;
+        if client_id.is_empty() || client_id.len() > 255 || client_id.contains(':') {
+            self.problem(
+                &entry.name,
+                format!("service {name:?}: client_id must be 1 to 255 characters without ':'"),
+            );
+            ok = false;
+        }
+        if entry.service.is_some() || entry.proxy_callback.is_some() {
+            self.problem(
+                &entry.name,
+                format!("service {name:?}: `service` and `proxy_callback` are for CAS services; an OIDC client has redirect_uris"),
+            );
+            ok = false;
+        }
+        if entry.redirect_uris.is_empty() {
+            self.problem(
+                &entry.name,
+                format!("service {name:?}: redirect_uris needs at least one URI"),
+            );
+            ok = false;
+        }
+        for uri in entry
+            .redirect_uris
+            .iter()
+            .chain(&entry.post_logout_redirect_uris)
+            .chain(entry.backchannel_logout_uri.as_ref().map(|u| u.get_ref()))
+        {
+            match Url::parse(uri) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.fragment().is_none() => {
+                    if u.scheme() == "http"
+                        && !matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
+                    {
+                        self.warnings.push(format!(
+                            "service {name:?}: {uri} is plain http: codes and tokens travel unprotected"
+                        ));
+                    }
+                }
+                _ => {
+                    self.problem(
+                        &entry.name,
+                        format!("service {name:?}: {uri:?} is not an absolute http(s) URI without a fragment"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let secret = entry.client_secret.as_ref().map(|s| s.get_ref().clone());
+        let confidential = secret.is_some();
+        let grant_types = match &entry.grant_types {
+            None => GrantTypes {
+                authorization_code: true,
+                refresh_token: true,
+                client_credentials: confidential,
+            },
+            Some(list) => {
+                let mut g = GrantTypes {
+                    authorization_code: false,
+                    refresh_token: false,
+                    client_credentials: false,
+                };
+                for t in list.get_ref() {
+                    match t.as_str() {
+                        "authorization_code" => g.authorization_code = true,
+                        "refresh_token" => g.refresh_token = true,
+                        "client_credentials" if confidential => g.client_credentials = true,
+                        "client_credentials" => {
+                            self.problem(
+                                list,
+                                "services.grant_types: client_credentials needs a client_secret",
+                            );
+                            ok = false;
+                        }
+                        other => {
+                            self.problem(list, format!("services.grant_types: {other:?} is not authorization_code, refresh_token or client_credentials"));
+                            ok = false;
+                        }
+                    }
+                }
+                g
+            }
+        };
+        let subject = match entry.subject.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "public")) => Subject::Public,
+            Some((_, "pairwise")) => Subject::Pairwise {
+                sector: entry
+                    .redirect_uris
+                    .first()
+                    .and_then(|u| Url::parse(u).ok())
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            },
+            Some((s, other)) => {
+                self.problem(
+                    s,
+                    format!("services.subject: {other:?} is not \"public\" or \"pairwise\""),
+                );
+                ok = false;
+                Subject::Public
+            }
+        };
+        let mut alg = |v: &Option<Spanned<String>>, key: &str, default| match v {
+            None => default,
+            Some(s) => Algorithm::parse(s.get_ref()).unwrap_or_else(|| {
+                self.problem(
+                    s,
+                    format!("services.{key}: {:?} is not RS256 or ES256", s.get_ref()),
+                );
+                ok = false;
+                default
+            }),
+        };
+        let id_token_alg = alg(
+            &entry.id_token_signing_alg,
+            "id_token_signing_alg",
+            Algorithm::RS256,
+        );
+        let access_token_alg = alg(
+            &entry.access_token_signing_alg,
+            "access_token_signing_alg",
+            Algorithm::ES256,
+        );
+        let scopes = if entry.scopes.is_empty() {
+            vec!["openid".into(), "profile".into(), "email".into()]
+        } else {
+            entry.scopes
+        };
+        ok.then(|| castellan_oidc::OidcClient {
+            name,
+            client_id,
+            secret,
+            redirect_uris: entry.redirect_uris,
+            post_logout_redirect_uris: entry.post_logout_redirect_uris,
+            scopes,
+            release: entry.release,
+            backchannel_logout_uri: entry.backchannel_logout_uri.map(Spanned::into_inner),
+            grant_types,
+            subject,
+            id_token_alg,
+            access_token_alg,
+        })
     }
 
     fn users(&mut self, entries: Vec<UserEntry>, demo: bool) -> Vec<StaticUser> {
@@ -558,9 +807,14 @@ impl Validator<'_> {
         users
     }
 
-    fn services(&mut self, entries: Vec<ServiceEntry>) -> Vec<RegisteredService> {
+    fn services(
+        &mut self,
+        entries: Vec<ServiceEntry>,
+    ) -> (Vec<RegisteredService>, Vec<castellan_oidc::OidcClient>) {
         let mut names = HashSet::new();
+        let mut client_ids = HashSet::new();
         let mut services = Vec::new();
+        let mut clients = Vec::new();
         for entry in entries {
             let name = entry.name.get_ref().clone();
             if !names.insert(name.clone()) {
@@ -571,7 +825,20 @@ impl Validator<'_> {
             }
             match entry.protocol.get_ref().as_str() {
                 "cas" => {}
-                "oidc" | "saml" => {
+                "oidc" => {
+                    let at = entry.name.clone();
+                    if let Some(client) = self.oidc_client(entry) {
+                        if !client_ids.insert(client.client_id.clone()) {
+                            self.problem(
+                                &at,
+                                format!("services.client_id: {:?} is used twice", client.client_id),
+                            );
+                        }
+                        clients.push(client);
+                    }
+                    continue;
+                }
+                "saml" => {
                     self.warnings.push(format!(
                         "service {name:?}: protocol {:?} is not available in this version; ignored",
                         entry.protocol.get_ref()
@@ -624,7 +891,7 @@ impl Validator<'_> {
                 Err(e) => self.problem(pattern, format!("services.service: {e}")),
             }
         }
-        services
+        (services, clients)
     }
 }
 
@@ -742,7 +1009,60 @@ redirect_uris = ["https://wiki.example.org/callback"]
         assert_eq!(s.services[0].logout, LogoutMode::BackChannel);
         assert_eq!(s.users[0].attributes["memberOf"], vec!["staff", "faculty"]);
         assert!(s.warnings.iter().any(|w| w.contains("plain-text")));
-        assert!(s.warnings.iter().any(|w| w.contains("wiki")));
+        assert_eq!(s.oidc.clients.len(), 1);
+        let wiki = &s.oidc.clients[0];
+        assert!(wiki.is_public());
+        assert!(!wiki.grant_types.client_credentials);
+        assert_eq!(wiki.scopes, vec!["openid", "profile", "email"]);
+    }
+
+    #[test]
+    fn oidc_clients_are_checked() {
+        let text = r#"
+[[services]]
+name = "a"
+protocol = "oidc"
+client_id = "a"
+redirect_uris = ["https://a.example/cb"]
+
+[[services]]
+name = "b"
+protocol = "oidc"
+client_id = "a"
+redirect_uris = ["https://b.example/cb"]
+subject = "pairwise"
+
+[[services]]
+name = "d"
+protocol = "oidc"
+client_id = "d"
+redirect_uris = ["/relative"]
+grant_types = ["client_credentials"]
+
+[[services]]
+name = "c"
+protocol = "oidc"
+redirect_uris = ["https://c.example/cb"]
+
+[oidc]
+code_ttl = "5m"
+"#;
+        let problems = parse(text, Path::new("."), false).err().unwrap();
+        let all = problems
+            .iter()
+            .map(|p| format!("{:?}: {}", p.line, p.message))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for expected in [
+            "\"/relative\" is not an absolute",
+            "client_credentials needs a client_secret",
+            "\"a\" is used twice",
+            "client_id is required",
+            "at most 60s",
+            "oidc.pairwise_salt",
+        ] {
+            assert!(all.contains(expected), "{expected} missing from:\n{all}");
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct LoginQuery {
     pub renew: Option<String>,
     pub gateway: Option<String>,
     pub method: Option<String>,
+    /// Prefills the username (sent by the OIDC provider from `login_hint`).
+    pub login_hint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,7 +110,7 @@ fn to_service(state: &SharedState, service: &str, ticket: &str, method: Option<&
             &PostRedirectPage {
                 prefix: state.prefix().to_owned(),
                 action: service.to_owned(),
-                ticket: ticket.to_owned(),
+                fields: vec![("ticket".to_owned(), ticket.to_owned())],
             },
         )
     } else {
@@ -182,7 +184,12 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
         &LoginPage {
             prefix: state.prefix().to_owned(),
             action,
-            service_name: f.target.map(Target::display_name),
+            service_name: f.target.map(|t| {
+                state
+                    .oidc
+                    .display_name(&t.url)
+                    .unwrap_or_else(|| t.display_name())
+            }),
             username: f.username,
             execution: flow.id,
             error: f.error,
@@ -243,7 +250,10 @@ pub async fn form(
         &state,
         FormState {
             status: StatusCode::OK,
-            username: String::new(),
+            username: query
+                .login_hint
+                .filter(|h| h.len() <= MAX_USERNAME)
+                .unwrap_or_default(),
             error: None,
             invalid: false,
             notice: None,
@@ -349,7 +359,7 @@ pub async fn submit(
     // A new login replaces the browser's previous session (renew, or another user).
     if let Some(old) = cookies::session_id(&headers) {
         match state.engine.logout(&old).await {
-            Ok(notifications) => state.logout.notify(notifications, state.now()),
+            Ok(notifications) => crate::oidc::notify_logout(&state, notifications),
             Err(e) => tracing::warn!(error = %e, "could not end the previous session"),
         }
     }

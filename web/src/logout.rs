@@ -27,7 +27,7 @@ pub async fn logout(
         match state.engine.logout(&id).await {
             Ok(notifications) => {
                 Metrics::inc(&state.metrics.logouts);
-                state.logout.notify(notifications, state.now());
+                crate::oidc::notify_logout(&state, notifications);
             }
             Err(e) => {
                 tracing::error!(error = %e, "logout failed on the ticket store");
@@ -56,7 +56,7 @@ pub async fn logout(
     response
 }
 
-fn signed_out(state: &SharedState) -> Response {
+pub fn signed_out(state: &SharedState) -> Response {
     render(
         StatusCode::OK,
         &MessagePage {

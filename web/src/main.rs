@@ -9,6 +9,7 @@ mod login;
 mod logout;
 mod metrics;
 mod middleware;
+mod oidc;
 mod operations;
 mod pages;
 mod signing_keys;
@@ -267,6 +268,7 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
     let listen = settings.listen;
     let public_url = settings.public_url.clone();
     let services = settings.services.len();
+    let oidc_clients = settings.oidc.clients.len();
     let state = app::state(settings).await?;
     spawn_allocator_trim();
     let router = app::router(state);
@@ -277,6 +279,7 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
         %listen,
         %public_url,
         services,
+        oidc_clients,
         startup_ms = started.elapsed().as_millis() as u64,
         "Castellan is serving"
     );

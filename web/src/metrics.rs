@@ -26,6 +26,8 @@ counters! {
     proxy_tickets_granted => "Proxy tickets granted",
     logouts => "SSO sessions ended by logout",
     store_errors => "Requests that failed because the ticket store failed",
+    oidc_codes_issued => "OIDC authorization codes issued",
+    oidc_tokens_issued => "Successful OAuth2 token endpoint responses",
 }
 
 impl Metrics {

@@ -35,7 +35,10 @@ pub async fn jwks(State(state): State<SharedState>) -> Response {
         )
             .into_response();
     };
-    let body = keys.jwks(crate::signing_keys::unix_now()).to_string();
+    let body = keys
+        .keys()
+        .jwks(crate::signing_keys::unix_now())
+        .to_string();
     (
         [
             (header::CONTENT_TYPE, "application/jwk-set+json"),

@@ -41,7 +41,8 @@ pub struct MessagePage {
 pub struct PostRedirectPage {
     pub prefix: String,
     pub action: String,
-    pub ticket: String,
+    /// Hidden fields posted to `action`.
+    pub fields: Vec<(String, String)>,
 }
 
 pub fn render(status: StatusCode, page: &impl Template) -> Response {

@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, Context as _};
 use castellan_core::TicketStore;
-use castellan_oidc::SigningKeys;
+use castellan_oidc::{Keyring, SigningKeys};
 use std::path::Path;
 
 /// Seconds since the epoch, from the core's clock.
@@ -97,7 +97,65 @@ pub async fn prepare(
 
 /// The keys once known: at start, or later when a store that was down at
 /// start can be asked. Until then the OIDC key endpoints answer 503.
-pub type KeyCell = std::sync::Arc<std::sync::OnceLock<SigningKeys>>;
+#[derive(Clone, Default)]
+pub struct KeyCell(std::sync::Arc<parking_lot::RwLock<Option<std::sync::Arc<Keyring>>>>);
+
+impl KeyCell {
+    /// The keys, once ready.
+    pub fn get(&self) -> Option<std::sync::Arc<Keyring>> {
+        self.0.read().clone()
+    }
+
+    pub fn set(&self, keys: SigningKeys) -> Result<(), castellan_oidc::KeyError> {
+        let ring = Keyring::new(keys)?;
+        *self.0.write() = Some(std::sync::Arc::new(ring));
+        Ok(())
+    }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Picks up `castellan keys rotate` without a restart: the key file is
+/// checked every few seconds and reloaded when it changed (every node on a
+/// shared data_dir follows the same rotation).
+fn watch(cell: KeyCell, data_dir: std::path::PathBuf, store: std::sync::Arc<dyn TicketStore>) {
+    tokio::spawn(async move {
+        let path = data_dir.join(castellan_oidc::keys::FILE_NAME);
+        let mut seen = modified(&path);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            let now = modified(&path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match SigningKeys::load(&data_dir) {
+                Ok(Some(keys)) => {
+                    let ids = keys.key_ids();
+                    match cell.set(keys) {
+                        Ok(()) => {
+                            tracing::info!(keys = %ids.join(", "), "signing keys reloaded");
+                            if let Err(e) = store.publish_key_ids(&ids).await {
+                                tracing::warn!(error = %e, "could not publish the reloaded key ids");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "reloaded signing keys unusable; keeping the previous ones")
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!("the signing key file disappeared; keeping the keys in memory")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "signing key file unreadable; keeping the previous keys")
+                }
+            }
+        }
+    });
+}
 
 /// Prepares the keys; a store that is down delays them (retried in the
 /// background) instead of stopping the start, so CAS serves meanwhile.
@@ -109,7 +167,8 @@ pub async fn prepare_or_retry(
     let cell: KeyCell = Default::default();
     match prepare(data_dir, store.as_ref(), shared).await {
         Ok(keys) => {
-            let _ = cell.set(keys);
+            cell.set(keys)?;
+            watch(cell.clone(), data_dir.to_owned(), store.clone());
         }
         Err(PrepareError::Fatal(e)) => return Err(e),
         Err(e @ PrepareError::StoreUnavailable(_)) => {
@@ -119,11 +178,17 @@ pub async fn prepare_or_retry(
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                     match prepare(&dir, store.as_ref(), shared).await {
-                        Ok(keys) => {
-                            let _ = retry_cell.set(keys);
-                            tracing::info!("signing keys ready");
-                            break;
-                        }
+                        Ok(keys) => match retry_cell.set(keys) {
+                            Ok(()) => {
+                                tracing::info!("signing keys ready");
+                                watch(retry_cell, dir, store);
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::error!("signing keys: {e}; OIDC keys stay unavailable");
+                                break;
+                            }
+                        },
                         Err(PrepareError::StoreUnavailable(_)) => {}
                         Err(PrepareError::Fatal(e)) => {
                             tracing::error!("signing keys: {e:#}; OIDC keys stay unavailable");

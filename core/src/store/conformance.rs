@@ -29,6 +29,82 @@ where
     unknown_and_malformed_keys(make()).await;
     failure_counters(make()).await;
     published_key_ids_accumulate(make()).await;
+    records(make()).await;
+    concurrent_swaps_see_the_original_once(make()).await;
+}
+
+async fn records<S: TicketStore>(store: Arc<S>) {
+    let key = format!("test:{}", unique("R"));
+    assert_eq!(store.record(&key).await.unwrap(), None);
+    assert_eq!(store.take_record(&key).await.unwrap(), None);
+    // Swapping a missing record stores nothing.
+    assert_eq!(store.swap_record(&key, b"x").await.unwrap(), None);
+    assert_eq!(store.record(&key).await.unwrap(), None);
+
+    let value: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    store
+        .put_record(&key, &value, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.record(&key).await.unwrap().as_deref(),
+        Some(&value[..])
+    );
+    assert_eq!(
+        store.swap_record(&key, b"used").await.unwrap().as_deref(),
+        Some(&value[..])
+    );
+    assert_eq!(
+        store.swap_record(&key, b"used2").await.unwrap().as_deref(),
+        Some(&b"used"[..])
+    );
+    assert_eq!(
+        store.take_record(&key).await.unwrap().as_deref(),
+        Some(&b"used2"[..])
+    );
+    assert_eq!(store.take_record(&key).await.unwrap(), None);
+
+    // A record and a ticket of the same name do not meet.
+    store
+        .put_record("ST-1-x", b"r", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(store.ticket("ST-1-x").await.unwrap().is_none());
+    store.remove_record("ST-1-x").await.unwrap();
+    assert_eq!(store.record("ST-1-x").await.unwrap(), None);
+
+    // Records expire, and a swap keeps the expiry.
+    let short = format!("test:{}", unique("R"));
+    store
+        .put_record(&short, b"v", Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(store.swap_record(&short, b"w").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(store.record(&short).await.unwrap(), None);
+    assert_eq!(store.swap_record(&short, b"z").await.unwrap(), None);
+}
+
+async fn concurrent_swaps_see_the_original_once<S: TicketStore>(store: Arc<S>) {
+    let key = format!("test:{}", unique("R"));
+    store
+        .put_record(&key, b"original", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let key = key.clone();
+            tokio::spawn(async move { store.swap_record(&key, b"used").await.unwrap() })
+        })
+        .collect();
+    let mut originals = 0;
+    for t in tasks {
+        if t.await.unwrap().as_deref() == Some(&b"original"[..]) {
+            originals += 1;
+        }
+    }
+    assert_eq!(originals, 1);
 }
 
 async fn published_key_ids_accumulate<S: TicketStore>(store: Arc<S>) {

@@ -29,6 +29,8 @@ enum Value {
     /// leave the allocator less to fragment.
     Ticket(Box<[u8]>),
     Counter(u32),
+    /// A protocol module's flow record.
+    Record(Box<[u8]>),
 }
 
 /// A session as held here: its id is the map key, not stored a second time.
@@ -184,6 +186,11 @@ fn keep_recent(services: &mut Vec<Box<[u8]>>, record: Box<[u8]>) {
 /// Keeps session and ticket ids apart from counter keys (which are user data).
 fn counter_key(key: &str) -> String {
     format!("\u{0}failures:{key}")
+}
+
+/// Keeps protocol records apart from tickets and counters.
+fn record_key(key: &str) -> String {
+    format!("\u{0}record:{key}")
 }
 
 #[async_trait]
@@ -410,6 +417,64 @@ impl TicketStore for MemoryStore {
 
     async fn published_key_ids(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.key_ids.lock().clone())
+    }
+
+    async fn put_record(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let key = record_key(key);
+        let expires_at = self.deadline(ttl);
+        self.shard(&key).lock().insert(
+            key.into(),
+            Entry {
+                value: Value::Record(value.into()),
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = record_key(key);
+        let now = self.clock.now();
+        let shard = self.shard(&key).lock();
+        Ok(match shard.get(key.as_str()) {
+            Some(Entry {
+                value: Value::Record(bytes),
+                expires_at,
+            }) if *expires_at > now => Some(bytes.to_vec()),
+            _ => None,
+        })
+    }
+
+    async fn take_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = record_key(key);
+        let now = self.clock.now();
+        let taken = self.shard(&key).lock().remove(key.as_str());
+        Ok(match taken {
+            Some(Entry {
+                value: Value::Record(bytes),
+                expires_at,
+            }) if expires_at > now => Some(bytes.into_vec()),
+            _ => None,
+        })
+    }
+
+    async fn swap_record(&self, key: &str, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = record_key(key);
+        let now = self.clock.now();
+        let mut shard = self.shard(&key).lock();
+        Ok(match shard.get_mut(key.as_str()) {
+            Some(Entry {
+                value: Value::Record(bytes),
+                expires_at,
+            }) if *expires_at > now => Some(std::mem::replace(bytes, value.into()).into_vec()),
+            _ => None,
+        })
+    }
+
+    async fn remove_record(&self, key: &str) -> Result<(), StoreError> {
+        let key = record_key(key);
+        self.shard(&key).lock().remove(key.as_str());
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -230,6 +230,10 @@ fn counter_key(key: &str) -> String {
     format!("castellan:f:{key}")
 }
 
+fn record_key(key: &str) -> String {
+    format!("castellan:r:{key}")
+}
+
 /// Splits `scheme://[user:password@]h1:p1,h2:p2/path` into its credentials,
 /// hosts and path (the `url` crate takes one host only).
 fn split_multi_host(rest: &str) -> (Option<&str>, Vec<&str>, &str) {
@@ -594,6 +598,45 @@ impl TicketStore for RedisStore {
         let mut ids: Vec<String> = self.command(cmd).await?;
         ids.sort();
         Ok(ids)
+    }
+
+    async fn put_record(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(record_key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(millis(ttl));
+        self.command(cmd).await
+    }
+
+    async fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(record_key(key));
+        self.command(cmd).await
+    }
+
+    async fn take_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(record_key(key));
+        self.command(cmd).await
+    }
+
+    async fn swap_record(&self, key: &str, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        // SET XX KEEPTTL GET: replaces only an existing key, keeps its expiry
+        // and returns the old value, in one command (Redis 7).
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(record_key(key))
+            .arg(value)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .arg("GET");
+        self.command(cmd).await
+    }
+
+    async fn remove_record(&self, key: &str) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(record_key(key));
+        self.command::<i64>(cmd).await.map(|_| ())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

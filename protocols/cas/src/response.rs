@@ -229,6 +229,7 @@ mod tests {
             long_term: false,
             proxies: vec!["https://p2/pgt".into(), "https://p1/pgt".into()],
             pgt_iou: Some("PGTIOU-1-x".into()),
+            session_id: "TGT-1-x".into(),
         }
     }
 

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use p256::ecdsa::SigningKey as EcSigningKey;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+
 use rand_core::OsRng;
 use rsa::traits::PublicKeyParts;
 use rsa::RsaPrivateKey;
@@ -237,6 +238,107 @@ impl SigningKeys {
             })
             .collect();
         json!({ "keys": keys })
+    }
+}
+
+/// The keys made ready for signing and verifying: parsed once when loaded,
+/// not on every token.
+pub struct Keyring {
+    keys: SigningKeys,
+    /// The active key per algorithm.
+    signing: Vec<(Algorithm, String, jsonwebtoken::EncodingKey)>,
+    /// Every key still in the file, by kid.
+    verifying: std::collections::HashMap<String, (Algorithm, jsonwebtoken::DecodingKey)>,
+}
+
+impl Algorithm {
+    pub fn jose(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::ES256 => "ES256",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "RS256" => Some(Algorithm::RS256),
+            "ES256" => Some(Algorithm::ES256),
+            _ => None,
+        }
+    }
+}
+
+impl Keyring {
+    pub fn new(keys: SigningKeys) -> Result<Self, KeyError> {
+        let bad = |kid: &str, e: &dyn std::fmt::Display| KeyError::Corrupt {
+            path: PathBuf::from(FILE_NAME),
+            reason: format!("key {kid}: {e}"),
+        };
+        let mut signing = Vec::new();
+        let mut verifying = std::collections::HashMap::new();
+        for k in &keys.keys {
+            let (encoding, decoding) = match k.alg {
+                Algorithm::RS256 => {
+                    let key: RsaPrivateKey =
+                        rsa::pkcs8::DecodePrivateKey::from_pkcs8_pem(&k.private_key)
+                            .map_err(|e| bad(&k.kid, &e))?;
+                    let der = rsa::pkcs1::EncodeRsaPrivateKey::to_pkcs1_der(&key)
+                        .map_err(|e| bad(&k.kid, &e))?;
+                    let (n, e) = rsa_public_members(&key);
+                    (
+                        jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()),
+                        jsonwebtoken::DecodingKey::from_rsa_components(&n, &e)
+                            .map_err(|e| bad(&k.kid, &e))?,
+                    )
+                }
+                Algorithm::ES256 => {
+                    let key = EcSigningKey::from_pkcs8_pem(&k.private_key)
+                        .map_err(|e| bad(&k.kid, &e))?;
+                    let der = key.to_pkcs8_der().map_err(|e| bad(&k.kid, &e))?;
+                    let (x, y) = ec_public_members(&key)?;
+                    (
+                        jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+                        jsonwebtoken::DecodingKey::from_ec_components(&x, &y)
+                            .map_err(|e| bad(&k.kid, &e))?,
+                    )
+                }
+            };
+            if k.retired_at.is_none() {
+                // The newest active key of an algorithm signs.
+                signing.retain(|(alg, _, _)| *alg != k.alg);
+                signing.push((k.alg, k.kid.clone(), encoding));
+            }
+            verifying.insert(k.kid.clone(), (k.alg, decoding));
+        }
+        Ok(Self {
+            keys,
+            signing,
+            verifying,
+        })
+    }
+
+    pub fn keys(&self) -> &SigningKeys {
+        &self.keys
+    }
+
+    /// The active key for `alg`: its kid and encoding key.
+    pub fn signing_key(&self, alg: Algorithm) -> Option<(&str, &jsonwebtoken::EncodingKey)> {
+        self.signing
+            .iter()
+            .find(|(a, _, _)| *a == alg)
+            .map(|(_, kid, key)| (kid.as_str(), key))
+    }
+
+    /// The key with `kid`, active or retired but still in the file.
+    pub fn verifying_key(&self, kid: &str) -> Option<(Algorithm, &jsonwebtoken::DecodingKey)> {
+        self.verifying.get(kid).map(|(alg, key)| (*alg, key))
     }
 }
 

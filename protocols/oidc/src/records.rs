@@ -1,0 +1,255 @@
+//! What the provider keeps in the shared ticket store between two requests:
+//! authorization requests waiting for a login, codes, grants and refresh
+//! tokens. Each is a store record, so that any node continues any flow.
+
+use castellan_core::{Attributes, StoreError, TicketStore};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Format version, first byte of every record: a node never misreads a
+/// record written by another version.
+const VERSION: u8 = 1;
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_extend(value, vec![VERSION])
+        .map_err(|e| StoreError::Corrupt(format!("encoding an OIDC record: {e}")))
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&VERSION, rest)) => postcard::from_bytes(rest)
+            .map_err(|e| StoreError::Corrupt(format!("decoding an OIDC record: {e}"))),
+        _ => Err(StoreError::Corrupt(
+            "OIDC record of an unknown format".into(),
+        )),
+    }
+}
+
+pub fn request_key(id: &str) -> String {
+    format!("oidc:req:{id}")
+}
+pub fn code_key(code: &str) -> String {
+    format!("oidc:code:{code}")
+}
+pub fn grant_key(id: &str) -> String {
+    format!("oidc:grant:{id}")
+}
+pub fn refresh_key(token: &str) -> String {
+    format!("oidc:rt:{token}")
+}
+pub fn revoked_key(jti: &str) -> String {
+    format!("oidc:revoked:{jti}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseMode {
+    Query,
+    FormPost,
+}
+
+/// A checked authorization request, waiting for the login to come back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub response_mode: ResponseMode,
+    pub prompt_none: bool,
+    pub renew: bool,
+    pub max_age: Option<u64>,
+}
+
+/// An authorization code: one-time, bound to client, redirect_uri and PKCE.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Code {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: Option<String>,
+    pub nonce: Option<String>,
+    pub grant: Grant,
+    /// The id the grant gets once redeemed (known beforehand so that a
+    /// replay can revoke it).
+    pub grant_id: String,
+}
+
+/// What a user granted a client: the base of every token issued from one
+/// authorization, removed as a whole when revoked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Grant {
+    pub client_id: String,
+    pub principal_id: String,
+    /// The released attributes, as they were at login.
+    pub attributes: Attributes,
+    pub scopes: Vec<String>,
+    /// The SSO session it came from; a grant without offline_access dies with it.
+    pub session_id: String,
+    /// Unix seconds.
+    pub auth_time: u64,
+    pub fresh_login: bool,
+    pub offline: bool,
+}
+
+/// A used code or a rotated refresh token: kept until it would have expired,
+/// so that presenting it again is recognized as a replay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spent {
+    pub grant_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CodeRecord {
+    Live(Box<Code>),
+    Spent(Spent),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshToken {
+    pub grant_id: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RefreshRecord {
+    Live(RefreshToken),
+    Spent(Spent),
+}
+
+/// The outcome of presenting a one-time token.
+pub enum Redemption<T> {
+    /// First use: the token's content.
+    First(T),
+    /// Presented before: the grant it belongs to must be revoked.
+    Replay {
+        grant_id: String,
+    },
+    Unknown,
+}
+
+/// Typed access to the provider's records.
+pub struct Records<'a> {
+    pub store: &'a dyn TicketStore,
+}
+
+impl Records<'_> {
+    pub async fn put<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.store.put_record(key, &encode(value)?, ttl).await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.store
+            .record(key)
+            .await?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.store
+            .take_record(key)
+            .await?
+            .map(|b| decode(&b))
+            .transpose()
+    }
+
+    /// Redeems a code: atomically marks it spent, so that exactly one
+    /// caller gets it and later ones are told of the replay.
+    pub async fn redeem_code(&self, code: &str) -> Result<Redemption<Code>, StoreError> {
+        self.redeem(&code_key(code), |r: CodeRecord| match r {
+            CodeRecord::Live(c) => {
+                let grant_id = c.grant_id.clone();
+                (Redemption::First(*c), grant_id)
+            }
+            CodeRecord::Spent(s) => (
+                Redemption::Replay {
+                    grant_id: s.grant_id.clone(),
+                },
+                s.grant_id,
+            ),
+        })
+        .await
+        .map(|(r, _)| r)
+    }
+
+    pub async fn redeem_refresh(
+        &self,
+        token: &str,
+    ) -> Result<Redemption<RefreshToken>, StoreError> {
+        self.redeem(&refresh_key(token), |r: RefreshRecord| match r {
+            RefreshRecord::Live(t) => {
+                let grant_id = t.grant_id.clone();
+                (Redemption::First(t), grant_id)
+            }
+            RefreshRecord::Spent(s) => (
+                Redemption::Replay {
+                    grant_id: s.grant_id.clone(),
+                },
+                s.grant_id,
+            ),
+        })
+        .await
+        .map(|(r, _)| r)
+    }
+
+    /// Swaps the record for a `Spent` marker of its grant. The marker is
+    /// encoded the same way for codes and refresh tokens: variant 1.
+    async fn redeem<R, T>(
+        &self,
+        key: &str,
+        split: impl FnOnce(R) -> (Redemption<T>, String),
+    ) -> Result<(Redemption<T>, String), StoreError>
+    where
+        R: DeserializeOwned,
+    {
+        // The marker's grant id is not known before the swap; an empty one
+        // is written, then the real one if this was the first use.
+        let placeholder = encode(&CodeRecord::Spent(Spent {
+            grant_id: String::new(),
+        }))?;
+        let Some(previous) = self.store.swap_record(key, &placeholder).await? else {
+            return Ok((Redemption::Unknown, String::new()));
+        };
+        let (redemption, grant_id) = split(decode::<R>(&previous)?);
+        if let Redemption::First(_) = &redemption {
+            let marker = encode(&CodeRecord::Spent(Spent {
+                grant_id: grant_id.clone(),
+            }))?;
+            // Keeps the expiry; a replay racing this line sees the
+            // placeholder and is still refused (it just revokes nothing).
+            self.store.swap_record(key, &marker).await?;
+        }
+        Ok((redemption, grant_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spent_markers_decode_as_both_record_kinds() {
+        let bytes = encode(&CodeRecord::Spent(Spent {
+            grant_id: "G".into(),
+        }))
+        .unwrap();
+        match decode::<RefreshRecord>(&bytes).unwrap() {
+            RefreshRecord::Spent(s) => assert_eq!(s.grant_id, "G"),
+            RefreshRecord::Live(_) => panic!("a marker decoded as a live token"),
+        }
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        assert!(decode::<Spent>(&[9, 0]).is_err());
+        assert!(decode::<Spent>(&[]).is_err());
+    }
+}
