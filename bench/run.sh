@@ -104,6 +104,15 @@ name = "app"
 protocol = "cas"
 service = '^https://app\.example\.org/.*\$'
 release = ["mail", "cn", "memberOf"]
+
+[[services]]
+name = "bench-rp"
+protocol = "oidc"
+client_id = "bench"
+client_secret = "bench-secret"
+redirect_uris = ["https://rp.example.org/callback"]
+scopes = ["openid", "profile", "email", "api"]
+release = ["mail", "cn"]
 EOF
     "$BIN" check-config --config "$WORK/$name.toml" >/dev/null
 }
@@ -244,6 +253,21 @@ LOGINS=$(run_lg logins --url "$BASE" --service "$SERVICE" --user bench --passwor
 RSS_LOGINS=$(rss_kib "$SERVER_PID")
 stop_server
 
+# --- 4b. OAuth2 / OIDC grants --------------------------------------------
+OIDC_SECONDS=${OIDC_SECONDS:-10}
+OIDC_CONNECTIONS=${OIDC_CONNECTIONS:-32}
+start_server cheap "$PORT"
+for mode in client-credentials refresh code; do
+    log "OIDC $mode: $OIDC_CONNECTIONS connections, $OIDC_SECONDS s"
+    line=$(run_lg oidc --url "$BASE" --user bench --password "$PASSWORD" --mode "$mode" \
+        --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" --warmup 1)
+    printf -v "OIDC_${mode//-/_}" '%s' "$line"
+done
+RSS_OIDC=$(rss_kib "$SERVER_PID")
+stop_server
+# Keycloak's published sizing: ~120 grants/s per vCPU; the aim is 20x per core.
+OIDC_TARGET=$((120 * 20 * NPROC))
+
 # --- 5. criterion: engine grant + validate -------------------------------
 CRIT_LINE=
 if [[ "${SKIP_CRITERION:-0}" != 1 ]]; then
@@ -371,6 +395,10 @@ REPORT=$(cat <<EOF
 | Sessions created/s (cheap argon2id m=8 KiB, t=1, concurrency $SESSION_CONCURRENCY) | $(printf '%.0f' "$(field "$S1_SESS" rate)") /s | | |
 | Password logins/s, default argon2id ($DEFAULT_PARAMS), $LOGIN_CONNECTIONS connections | $(field "$LOGINS" rate) /s (p50 $(field "$LOGINS" p50_ms) ms) | | |
 | &nbsp;&nbsp;RSS after those logins (idle again) | $(mib "$RSS_LOGINS") MiB | < 60 MB | $(verdict "$(mib "$RSS_LOGINS")" "<" 57.2) |
+| OIDC client_credentials grants/s, $OIDC_CONNECTIONS connections, ${OIDC_SECONDS} s (ES256 access tokens) | $(printf '%.0f' "$(field "$OIDC_client_credentials" rate)") /s ($(field "$OIDC_client_credentials" errors) errors), p50 / p99 $(field "$OIDC_client_credentials" p50_ms) / $(field "$OIDC_client_credentials" p99_ms) ms | ≥ $OIDC_TARGET /s (20 × Keycloak's 120/s per vCPU) | $(verdict "$(field "$OIDC_client_credentials" rate)" ">=" "$OIDC_TARGET") |
+| OIDC refresh grants/s (rotation + reuse check + session check) | $(printf '%.0f' "$(field "$OIDC_refresh" rate)") /s ($(field "$OIDC_refresh" errors) errors), p50 / p99 $(field "$OIDC_refresh" p50_ms) / $(field "$OIDC_refresh" p99_ms) ms | ≥ $OIDC_TARGET /s | $(verdict "$(field "$OIDC_refresh" rate)" ">=" "$OIDC_TARGET") |
+| OIDC code round trips/s with an SSO session (authorize → /login → callback → token, RS256 ID token) | $(printf '%.0f' "$(field "$OIDC_code" rate)") /s ($(field "$OIDC_code" errors) errors), p50 / p99 $(field "$OIDC_code" p50_ms) / $(field "$OIDC_code" p99_ms) ms | | |
+| &nbsp;&nbsp;RSS after the OIDC runs | $(mib "$RSS_OIDC") MiB | | |
 | GET /health req/s (wrk, 64 connections, context only) | ${WRK_RPS:-n/a} /s | | |
 | Engine grant + validate, in process (criterion, median) | ${CRIT_MID:-skipped} | | |
 $REDIS_SECTION
@@ -391,6 +419,7 @@ loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --sessions-per-connectio
 loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --sessions-per-connection $SSO_SESSIONS_B --duration $SSO_SECONDS --warmup 1 --rate $B_HALF  # B paced
 loadgen sessions --url \$BASE --count $SESSIONS --concurrency $SESSION_CONCURRENCY [--without-service]
 loadgen logins --url \$BASE --connections $LOGIN_CONNECTIONS --duration $LOGIN_SECONDS   # default-parameter hash
+loadgen oidc --url \$BASE --mode client-credentials|refresh|code --connections $OIDC_CONNECTIONS --duration $OIDC_SECONDS --warmup 1
 wrk -t1 -c64 -d5s \$BASE/health
 cargo bench -p castellan-core --bench engine -- --warm-up-time 1 --measurement-time 5
 \`\`\`

@@ -5,6 +5,7 @@
 
 mod client;
 mod flows;
+mod oidc;
 mod startup;
 mod stats;
 
@@ -47,6 +48,8 @@ enum Command {
     Hash(HashArgs),
     /// Time from spawn to the first 200 on /health, over several starts.
     Startup(startup::StartupArgs),
+    /// OAuth2 / OIDC grants: client-credentials, refresh or code round trips.
+    Oidc(OidcArgs),
     /// Print a free TCP port on 127.0.0.1.
     FreePort,
 }
@@ -135,6 +138,37 @@ struct LoginsArgs {
     connections: usize,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OidcMode {
+    /// POST /oidc/token grant_type=client_credentials.
+    ClientCredentials,
+    /// POST /oidc/token grant_type=refresh_token, rotating the token.
+    Refresh,
+    /// authorize -> /login with CASTGC -> callback -> code -> token.
+    Code,
+}
+
+#[derive(Args)]
+struct OidcArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, value_enum)]
+    mode: OidcMode,
+    #[arg(long, default_value = "bench")]
+    client_id: String,
+    #[arg(long, default_value = "bench-secret")]
+    client_secret: String,
+    #[arg(long, default_value = "https://rp.example.org/callback")]
+    redirect_uri: String,
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds of load first.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+}
+
 #[derive(Args)]
 struct HashArgs {
     /// Cheap parameters (m=8 KiB, t=1, p=1) for benchmark users only.
@@ -171,6 +205,7 @@ fn main() -> Result<()> {
                     Command::Sso(a) => sso(a).await,
                     Command::Sessions(a) => sessions(a).await,
                     Command::Logins(a) => logins(a).await,
+                    Command::Oidc(a) => oidc_load(a).await,
                     _ => unreachable!(),
                 }
             })?;
@@ -534,6 +569,121 @@ async fn sessions(args: SessionsArgs) -> Result<Report> {
             ("with_service".to_owned(), for_service.to_string()),
             ("tcp_connects".to_owned(), total.connects.to_string()),
         ],
+    })
+}
+
+async fn oidc_load(args: OidcArgs) -> Result<Report> {
+    let (target, flow) = args.common.flow()?;
+    let client = Arc::new(oidc::Client {
+        oidc: format!("{}/oidc", target.path),
+        client_id: args.client_id.clone(),
+        client_secret: args.client_secret.clone(),
+        redirect_uri: args.redirect_uri.clone(),
+    });
+    let n = args.connections.max(1);
+    let ready = Arc::new(Barrier::new(n + 1));
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
+    let duration = Duration::from_secs_f64(args.duration);
+    let mode = args.mode;
+    let mut workers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (target, flow, client, ready) =
+            (target.clone(), flow.clone(), client.clone(), ready.clone());
+        let mut start_rx = start_rx.clone();
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::new();
+            let mut conn = Conn::new(target);
+            // Set up: an SSO session, and a grant to refresh.
+            let mut cookie = String::new();
+            let mut refresh = String::new();
+            if mode != OidcMode::ClientCredentials {
+                let setup = async {
+                    let c = oidc::sso_cookie(&mut conn, &flow).await?;
+                    let r = oidc::code_round_trip(&mut conn, &client, &c).await?;
+                    Ok::<_, anyhow::Error>((c, r))
+                }
+                .await;
+                match setup {
+                    Ok((c, r)) => (cookie, refresh) = (c, r),
+                    Err(e) => tally.error(e.context("setting up the grant")),
+                }
+            }
+            ready.wait().await;
+            if mode != OidcMode::ClientCredentials && cookie.is_empty() {
+                return tally;
+            }
+            let start = loop {
+                if let Some(s) = *start_rx.borrow_and_update() {
+                    break s;
+                }
+                if start_rx.changed().await.is_err() {
+                    return tally;
+                }
+            };
+            let measure_from = start + warmup;
+            let end = measure_from + duration;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let outcome = match mode {
+                    OidcMode::ClientCredentials => oidc::client_credentials(&mut conn, &client).await,
+                    OidcMode::Refresh => oidc::refresh(&mut conn, &client, &refresh)
+                        .await
+                        .map(|r| refresh = r),
+                    OidcMode::Code => oidc::code_round_trip(&mut conn, &client, &cookie)
+                        .await
+                        .map(|_| ()),
+                };
+                if t0 < measure_from {
+                    if let Err(e) = outcome {
+                        tally.error(e);
+                        if mode == OidcMode::Refresh {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                match outcome {
+                    Ok(()) => {
+                        tally.ok += 1;
+                        stats::record(&mut tally.latency, t0.elapsed());
+                    }
+                    Err(e) => {
+                        tally.error(e);
+                        // A failed refresh leaves no token to go on with.
+                        if mode == OidcMode::Refresh {
+                            break;
+                        }
+                    }
+                }
+            }
+            tally.connects = conn.connects;
+            tally
+        }));
+    }
+    ready.wait().await;
+    let start = Instant::now();
+    let _ = start_tx.send(Some(start));
+    let mut total = Tally::new();
+    for w in workers {
+        total.merge(w.await.context("oidc worker")?);
+    }
+    let what = match mode {
+        OidcMode::ClientCredentials => "oidc client_credentials grants",
+        OidcMode::Refresh => "oidc refresh grants",
+        OidcMode::Code => "oidc code round trips",
+    };
+    Ok(Report {
+        what,
+        ok: total.ok,
+        errors: total.errors,
+        elapsed: duration,
+        latency: total.latency,
+        first_error: total.first_error,
+        extra: vec![("connections".to_owned(), n.to_string())],
     })
 }
 

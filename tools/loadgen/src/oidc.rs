@@ -1,0 +1,147 @@
+//! OAuth2 / OpenID Connect load: client_credentials grants, refresh grants,
+//! and authorization-code round trips with an SSO session.
+
+use crate::client::{expect_status, Conn, Resp};
+use crate::flows::{self, Flow};
+use anyhow::{anyhow, Context as _, Result};
+use hyper::StatusCode;
+
+/// A fixed PKCE pair (RFC 7636 Appendix B): the server does the same work
+/// whatever the verifier.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `{base}/oidc`
+    pub oidc: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// The path and query of a Location header (absolute or not).
+fn path_of(location: &str) -> &str {
+    match location.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => location,
+    }
+}
+
+fn location(r: &Resp) -> Result<&str> {
+    r.header("location")
+        .ok_or_else(|| anyhow!("{} without Location", r.status))
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// A string member of a flat JSON object (enough for token responses).
+fn json_str(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let marker = format!("\"{name}\":\"");
+    let start = text.find(&marker)? + marker.len();
+    let end = text[start..].find('"')?;
+    Some(text[start..start + end].to_owned())
+}
+
+async fn token(conn: &mut Conn, client: &Client, pairs: &[(&str, &str)]) -> Result<Resp> {
+    let mut all = pairs.to_vec();
+    all.push(("client_id", &client.client_id));
+    all.push(("client_secret", &client.client_secret));
+    let r = conn
+        .post_form(&format!("{}/token", client.oidc), None, form(&all))
+        .await?;
+    expect_status(&r, StatusCode::OK, "POST oidc/token")?;
+    Ok(r)
+}
+
+pub async fn client_credentials(conn: &mut Conn, client: &Client) -> Result<()> {
+    let r = token(conn, client, &[("grant_type", "client_credentials")]).await?;
+    json_str(&r.body, "access_token")
+        .map(|_| ())
+        .ok_or_else(|| anyhow!("no access_token"))
+}
+
+/// authorize → /login with the SSO cookie → callback → code → token.
+/// Returns the refresh token.
+pub async fn code_round_trip(conn: &mut Conn, client: &Client, cookie: &str) -> Result<String> {
+    let authorize = format!(
+        "{}/authorize?{}",
+        client.oidc,
+        form(&[
+            ("client_id", &client.client_id),
+            ("redirect_uri", &client.redirect_uri),
+            ("response_type", "code"),
+            ("scope", "openid profile email"),
+            ("state", "s"),
+            ("nonce", "n"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ])
+    );
+    let r = conn.get(&authorize, Some(cookie)).await?;
+    expect_status(&r, StatusCode::FOUND, "GET oidc/authorize")?;
+    let r = conn.get(path_of(location(&r)?), Some(cookie)).await?;
+    expect_status(&r, StatusCode::FOUND, "GET login with CASTGC")?;
+    let r = conn.get(path_of(location(&r)?), Some(cookie)).await?;
+    expect_status(&r, StatusCode::FOUND, "GET oidc/callback")?;
+    let code = query_param(location(&r)?, "code").context("callback without a code")?;
+    let r = token(
+        conn,
+        client,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &client.redirect_uri),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await?;
+    json_str(&r.body, "id_token").context("no id_token")?;
+    json_str(&r.body, "refresh_token").context("no refresh_token")
+}
+
+/// One refresh grant; returns the rotated refresh token.
+pub async fn refresh(conn: &mut Conn, client: &Client, refresh_token: &str) -> Result<String> {
+    let r = token(
+        conn,
+        client,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await?;
+    json_str(&r.body, "refresh_token").context("no refresh_token")
+}
+
+/// A password login without a service: the SSO cookie.
+pub async fn sso_cookie(conn: &mut Conn, flow: &Flow) -> Result<String> {
+    Ok(flows::login_at(conn, flow, false).await?.cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_params() {
+        assert_eq!(path_of("http://h:1/cas/x?a=b"), "/cas/x?a=b");
+        assert_eq!(path_of("/cas/login?s=1"), "/cas/login?s=1");
+        assert_eq!(query_param("http://h/cb?code=OC-1-x&state=s", "code").as_deref(), Some("OC-1-x"));
+        assert_eq!(json_str(br#"{"a":1,"refresh_token":"RT-1-y"}"#, "refresh_token").as_deref(), Some("RT-1-y"));
+    }
+}
