@@ -1070,6 +1070,7 @@ code_ttl = "5m"
         let text = include_str!("../../deploy/castellan.toml");
         let s = parse(text, Path::new("/etc/castellan"), false).unwrap();
         assert_eq!(s.services.len(), 2);
+        assert_eq!(s.oidc.clients.len(), 1);
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
     }
 
