@@ -62,6 +62,7 @@ fn grant_and_validate(c: &mut Criterion) {
                         renew: false,
                         pgt_url: None,
                         allow_proxy_tickets: false,
+                        in_process: false,
                     })
                     .await
                     .unwrap();

@@ -63,6 +63,9 @@ pub struct ValidationRequest<'a> {
     pub pgt_url: Option<&'a str>,
     /// `/proxyValidate` accepts proxy tickets, `/serviceValidate` does not.
     pub allow_proxy_tickets: bool,
+    /// Asked by an in-process module, not over the CAS endpoints: only
+    /// then are tickets of internal services valid.
+    pub in_process: bool,
 }
 
 /// A successful validation: who, for which service, and how they logged in.
@@ -195,6 +198,60 @@ impl Engine {
         Ok(session)
     }
 
+    /// Opens a session for a new login in a browser that may hold one
+    /// already (`previous`, from its cookie). The previous session ends.
+    /// When the same user logged in again (renew, `prompt=login`,
+    /// `max_age`), the new session takes over the previous one's
+    /// single-logout records and nobody is logged out; when another user
+    /// logs in, the previous session's services are returned to be told.
+    pub async fn replace_session(
+        &self,
+        previous: Option<&str>,
+        principal: Arc<Principal>,
+        long_term: bool,
+    ) -> Result<(TicketGrantingTicket, Vec<LogoutNotification>), EngineError> {
+        let old = match previous {
+            Some(id) if is_well_formed(id, TicketKind::TicketGranting.prefix()) => {
+                self.store.remove_session(id).await?
+            }
+            _ => None,
+        };
+        let (carried, ended) = match old {
+            Some(old) if old.principal.id == principal.id => (old.services, None),
+            Some(old) => (Vec::new(), Some(old)),
+            None => (Vec::new(), None),
+        };
+        let now = self.clock.now();
+        let session = TicketGrantingTicket {
+            id: new_session_id(TicketKind::TicketGranting.prefix()),
+            principal,
+            authenticated_at: now,
+            expires_at: now.saturating_add(self.policy.session_ttl.as_millis() as u64),
+            long_term,
+            services: carried,
+        };
+        self.store
+            .create_session(&session, self.policy.session_idle_ttl)
+            .await?;
+        tracing::info!(user = %session.principal.id, session = %redact(&session.id), "SSO session opened");
+        let notifications = match ended {
+            Some(old) => {
+                tracing::info!(user = %old.principal.id, session = %redact(&old.id), "SSO session ended by another user's login");
+                old.services
+                    .into_iter()
+                    .map(|r| LogoutNotification {
+                        service: r.service,
+                        ticket_id: r.ticket_id,
+                        principal_id: old.principal.id.clone(),
+                        mode: r.logout,
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        Ok((session, notifications))
+    }
+
     /// A live session by the id in the `CASTGC` cookie; using it keeps it alive.
     pub async fn session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, EngineError> {
         if !is_well_formed(id, TicketKind::TicketGranting.prefix()) {
@@ -293,6 +350,7 @@ impl Engine {
         let registered = self
             .registry
             .find(&service)
+            .filter(|r| !r.internal || request.in_process)
             .ok_or(EngineError::UnauthorizedService)?;
 
         let pgt_iou = match request.pgt_url {
@@ -385,6 +443,7 @@ impl Engine {
         let registered = self
             .registry
             .find(target_service)
+            .filter(|r| !r.internal)
             .ok_or(EngineError::UnauthorizedProxy)?;
         let id = new_session_ticket_id(TicketKind::Proxy.prefix(), &pgt.session_id)
             .ok_or(EngineError::TicketNotFound)?;

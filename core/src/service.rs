@@ -22,6 +22,11 @@ pub struct RegisteredService {
     /// pgtUrl values allowed to receive a PGT; none means no proxying.
     pub proxy_callback: Option<Regex>,
     pub logout: LogoutMode,
+    /// Validated only by an in-process protocol module (the OIDC
+    /// provider's callback): its tickets are refused at the CAS endpoints,
+    /// which would otherwise hand its released attributes to anyone
+    /// holding one.
+    pub internal: bool,
 }
 
 impl RegisteredService {
@@ -40,7 +45,14 @@ impl RegisteredService {
             release,
             proxy_callback: proxy_callback.map(anchored).transpose()?,
             logout,
+            internal: false,
         })
+    }
+
+    /// Marks the service as one only an in-process module validates.
+    pub fn internal(mut self) -> Self {
+        self.internal = true;
+        self
     }
 
     pub fn allows_proxy_callback(&self, pgt_url: &str) -> bool {

@@ -28,7 +28,9 @@ pub const MAX_SERVICE_RECORDS: usize = 64;
 
 #[async_trait]
 pub trait TicketStore: Send + Sync + 'static {
-    /// Stores a new SSO session, alive for `idle` (capped by its `expires_at`).
+    /// Stores a new SSO session, alive for `idle` (capped by its `expires_at`),
+    /// with its `services` (the most recent [`MAX_SERVICE_RECORDS`]): a
+    /// session that replaces another carries its single-logout records.
     async fn create_session(
         &self,
         session: &TicketGrantingTicket,

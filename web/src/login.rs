@@ -356,15 +356,18 @@ pub async fn submit(
         Err(e) => return unavailable(&state, &e),
     };
 
-    // A new login replaces the browser's previous session (renew, or another user).
-    if let Some(old) = cookies::session_id(&headers) {
-        match state.engine.logout(&old).await {
-            Ok(notifications) => crate::oidc::notify_logout(&state, notifications),
-            Err(e) => tracing::warn!(error = %e, "could not end the previous session"),
+    // A new login replaces the browser's previous session: the same user's
+    // (renew) carries its applications over, another user's is logged out.
+    let previous = cookies::session_id(&headers);
+    let session = match state
+        .engine
+        .replace_session(previous.as_deref(), principal, false)
+        .await
+    {
+        Ok((s, ended)) => {
+            crate::oidc::notify_logout(&state, ended);
+            s
         }
-    }
-    let session = match state.engine.open_session(principal, false).await {
-        Ok(s) => s,
         Err(e) => return unavailable(&state, &e),
     };
     Metrics::inc(&state.metrics.logins_succeeded);

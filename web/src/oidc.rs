@@ -105,7 +105,8 @@ impl Provider {
                     c.release.clone(),
                     None,
                     logout,
-                )?)
+                )?
+                .internal())
             })
             .collect()
     }
@@ -456,8 +457,9 @@ async fn authorize(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Resp
         if let Some(id) = cookies::session_id(headers) {
             match state.engine.session(&id).await {
                 Ok(Some(s)) => {
-                    let age = state.now().saturating_sub(s.authenticated_at) / 1000;
-                    if age > max_age {
+                    // max_age=0 is prompt=login (OIDC Core §3.1.2.1).
+                    let age_ms = state.now().saturating_sub(s.authenticated_at);
+                    if max_age == 0 || age_ms > max_age.saturating_mul(1000) {
                         request.renew = true;
                     }
                 }
@@ -582,6 +584,7 @@ pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuer
             renew: request.renew,
             pgt_url: None,
             allow_proxy_tickets: false,
+            in_process: true,
         })
         .await
     {
@@ -770,6 +773,13 @@ async fn code_grant(
             ))
         }
         (None, None) => {}
+    }
+    // The session may have ended (and its back-channel logout gone out)
+    // between the callback and this redemption.
+    if !state.engine.session_is_live(&code.grant.session_id).await? {
+        return Err(OAuthError::invalid_grant(
+            "the SSO session of this code has ended",
+        ));
     }
     issue(
         state,
@@ -1405,7 +1415,10 @@ pub fn notify_logout(state: &SharedState, notifications: Vec<LogoutNotification>
         let Some(uri) = client.backchannel_logout_uri.clone() else {
             continue;
         };
-        if !told.insert(client.client_id.clone()) {
+        // One token per client and session id: a renewed session carries
+        // records of the session it replaced, known to the client by its sid.
+        let sid = session_tag(&n.ticket_id).map(str::to_owned);
+        if !told.insert((client.client_id.clone(), sid.clone())) {
             continue;
         }
         let Some(keys) = state.signing_keys.get() else {
@@ -1422,7 +1435,7 @@ pub fn notify_logout(state: &SharedState, notifications: Vec<LogoutNotification>
             "sub": subject(client, &n.principal_id, &state.oidc.settings.pairwise_salt),
             "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
         });
-        if let Some(sid) = session_tag(&n.ticket_id) {
+        if let Some(sid) = sid {
             claims["sid"] = json!(sid);
         }
         let token = match sign(&keys, client.id_token_alg, LOGOUT_TOKEN_TYPE, &claims) {

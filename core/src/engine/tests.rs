@@ -60,6 +60,15 @@ fn fixture(accept_callbacks: bool) -> Fixture {
             LogoutMode::BackChannel,
         )
         .unwrap(),
+        RegisteredService::new(
+            "oidc-callback",
+            r"https://idp\.example\.org/oidc/callback\?.*",
+            vec!["mail".into()],
+            None,
+            LogoutMode::None,
+        )
+        .unwrap()
+        .internal(),
     ]);
     let users = StaticUserAuthenticator::new(vec![StaticUser {
         username: "alice".into(),
@@ -99,6 +108,7 @@ fn validation<'a>(ticket: &'a str, service: &'a str) -> ValidationRequest<'a> {
         renew: false,
         pgt_url: None,
         allow_proxy_tickets: false,
+        in_process: false,
     }
 }
 
@@ -443,4 +453,73 @@ async fn login_flow_tokens_are_one_time() {
         f.engine.validate(validation(&st.id, APP)).await.is_ok(),
         "and not consumed"
     );
+}
+
+const INTERNAL: &str = "https://idp.example.org/oidc/callback?req=1";
+
+#[tokio::test]
+async fn internal_services_validate_only_in_process() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    let st = f
+        .engine
+        .grant_service_ticket(&tgt.id, INTERNAL, true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.engine.validate(validation(&st.id, INTERNAL)).await,
+        Err(EngineError::UnauthorizedService)
+    ));
+    let st = f
+        .engine
+        .grant_service_ticket(&tgt.id, INTERNAL, true)
+        .await
+        .unwrap();
+    let a = f
+        .engine
+        .validate(ValidationRequest {
+            in_process: true,
+            ..validation(&st.id, INTERNAL)
+        })
+        .await
+        .unwrap();
+    assert_eq!(a.session_id, tgt.id);
+    assert_eq!(a.attributes["mail"], vec!["alice@example.org".to_owned()]);
+}
+
+#[tokio::test]
+async fn the_same_user_logging_in_again_keeps_the_session_s_applications() {
+    let f = fixture(true);
+    let first = login(&f).await;
+    f.engine
+        .grant_service_ticket(&first.id, APP, true)
+        .await
+        .unwrap();
+    let alice = first.principal.clone();
+    let (second, ended) = f
+        .engine
+        .replace_session(Some(&first.id), alice, false)
+        .await
+        .unwrap();
+    assert!(ended.is_empty(), "nobody is logged out on a renewed login");
+    assert!(f.engine.session(&first.id).await.unwrap().is_none());
+    // Logging out of the new session still reaches the application.
+    let told = f.engine.logout(&second.id).await.unwrap();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].service, APP);
+
+    // Another user's login ends the previous session and names its services.
+    let third = login(&f).await;
+    f.engine
+        .grant_service_ticket(&third.id, APP, true)
+        .await
+        .unwrap();
+    let bob = Arc::new(crate::Principal::new("bob"));
+    let (_, ended) = f
+        .engine
+        .replace_session(Some(&third.id), bob, false)
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].principal_id, "alice");
 }

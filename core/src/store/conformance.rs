@@ -7,7 +7,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::principal::Principal;
 use crate::service::LogoutMode;
-use crate::store::TicketStore;
+use crate::store::{TicketStore, MAX_SERVICE_RECORDS};
 use crate::ticket::{LoginFlow, ServiceRecord, ServiceTicket, Ticket, TicketGrantingTicket};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,29 @@ where
     published_key_ids_accumulate(make()).await;
     records(make()).await;
     concurrent_swaps_see_the_original_once(make()).await;
+    a_new_session_carries_given_records(make()).await;
+}
+
+async fn a_new_session_carries_given_records<S: TicketStore>(store: Arc<S>) {
+    let mut s = session(&new_session_id(), Duration::from_secs(60));
+    s.services = (0..MAX_SERVICE_RECORDS + 3)
+        .map(|i| ServiceRecord {
+            ticket_id: format!("ST-1-carried{i}"),
+            service: format!("https://app.example/{i}"),
+            logout: LogoutMode::BackChannel,
+        })
+        .collect();
+    store
+        .create_session(&s, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let removed = store.remove_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(removed.services.len(), MAX_SERVICE_RECORDS);
+    assert_eq!(removed.services[0].ticket_id, "ST-1-carried3");
+    assert_eq!(
+        removed.services.last().unwrap().ticket_id,
+        format!("ST-1-carried{}", MAX_SERVICE_RECORDS + 2)
+    );
 }
 
 async fn records<S: TicketStore>(store: Arc<S>) {

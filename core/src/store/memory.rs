@@ -60,7 +60,10 @@ impl StoredSession {
             authenticated_at: s.authenticated_at,
             expires_at: s.expires_at,
             long_term: s.long_term,
-            services: s.services.iter().map(encode).collect::<Result<_, _>>()?,
+            services: s.services[s.services.len().saturating_sub(MAX_SERVICE_RECORDS)..]
+                .iter()
+                .map(encode)
+                .collect::<Result<_, _>>()?,
         })
     }
 

@@ -101,11 +101,18 @@ for i = 2, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1",
             ),
-            // KEYS = [session hash]; ARGV = [id, value, hard deadline, ttl]
+            // KEYS = [session hash, logout list]; ARGV = [id, value, hard
+            // deadline, ttl, record...] (records carried over from a
+            // session this one replaces)
             create: Script::new(
                 r"
 redis.call('HSET', KEYS[1], 'i', ARGV[1], 'v', ARGV[2], 'h', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('DEL', KEYS[2])
+if #ARGV > 4 then
+  for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
 return 1",
             ),
             touch: Script::new(&format!("{SESSION_CHECK}{EXTEND}{WITH_SERVICES}")),
@@ -447,7 +454,7 @@ impl TicketStore for RedisStore {
         session: &TicketGrantingTicket,
         idle: Duration,
     ) -> Result<(), StoreError> {
-        let (hash, _) = session_keys(&session.id);
+        let (hash, list) = session_keys(&session.id);
         let ttl = millis(idle).min(session.expires_at.saturating_sub(self.clock.now()).max(1));
         let value = encode(&TicketGrantingTicket {
             services: Vec::new(),
@@ -455,10 +462,15 @@ impl TicketStore for RedisStore {
         })?;
         let mut inv = self.scripts.create.prepare_invoke();
         inv.key(hash)
+            .key(list)
             .arg(&session.id)
             .arg(value)
             .arg(session.expires_at)
             .arg(ttl);
+        let keep = session.services.len().saturating_sub(MAX_SERVICE_RECORDS);
+        for record in &session.services[keep..] {
+            inv.arg(encode(record)?);
+        }
         self.invoke::<i64>(inv).await.map(|_| ())
     }
 

@@ -113,6 +113,7 @@ pub async fn saml_validate(
                         renew: false,
                         pgt_url: None,
                         allow_proxy_tickets: true,
+                        in_process: false,
                     })
                     .await
                     .map_err(|e| CasError::from_engine(e, ticket)),

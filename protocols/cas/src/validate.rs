@@ -126,6 +126,7 @@ async fn run(
             renew: flag(params.renew.as_deref()),
             pgt_url,
             allow_proxy_tickets: endpoint.accepts_proxy_tickets(),
+            in_process: false,
         })
         .await
         .map_err(|e| CasError::from_engine(e, ticket))
