@@ -7,8 +7,9 @@
 #      (again only when the requirements changed),
 #   3. cargo build --release, cargo test --release --workspace,
 #   4. the end-to-end tests: pytest tests/e2e against target/release/castellan,
-#   5. tests/browser/run.sh, when that file exists.
-# Exits non-zero when any step fails; steps 3-5 all run even if an earlier
+#   5. tests/browser/run.sh, when that file exists;
+#   6. tests/oidc-client/run.sh (Node openid-client against the OIDC provider).
+# Exits non-zero when any step fails; steps 3-6 all run even if an earlier
 # test step failed (a failed build stops everything).
 #
 # Environment knobs:
@@ -27,7 +28,7 @@ die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- packages
 DEB_PACKAGES=(
-  apache2 libapache2-mod-auth-cas
+  apache2 libapache2-mod-auth-cas libapache2-mod-auth-openidc
   redis-server xmlsec1
   chromium chromium-driver
   python3 python3-venv python3-pip
@@ -113,6 +114,11 @@ if [ -f "$ROOT/tests/browser/run.sh" ]; then
   if ! bash "$ROOT/tests/browser/run.sh"; then
     status=1; failed+=("tests/browser/run.sh")
   fi
+fi
+
+step "tests/oidc-client/run.sh"
+if ! bash "$ROOT/tests/oidc-client/run.sh"; then
+  status=1; failed+=("tests/oidc-client/run.sh")
 fi
 
 echo

@@ -260,6 +260,7 @@ class Castellan:
         service_ticket_ttl: str = "10s",
         tickets: dict | None = None,
         throttle: dict | None = None,
+        oidc: dict | None = None,
         ssl_cert_file: Path | None = None,
         env: dict | None = None,
         public_url: str | None = None,
@@ -276,6 +277,7 @@ class Castellan:
         self.services = services or []
         self.tickets = {"service_ticket_ttl": service_ticket_ttl, **(tickets or {})}
         self.throttle = throttle
+        self.oidc = oidc  # the [oidc] table (code_ttl, access_token_ttl, ...), when set
         self.ssl_cert_file = ssl_cert_file
         self.extra_env = env or {}
         self.config_path = self.workdir / "castellan.toml"
@@ -299,6 +301,8 @@ class Castellan:
         ]
         if self.throttle:
             parts.append(toml_table("throttle", self.throttle))
+        if self.oidc is not None:
+            parts.append(toml_table("oidc", self.oidc))
         for u in self.users:
             parts.append(toml_table("users", u, array=True))
         for s in self.services:
@@ -1041,3 +1045,439 @@ DocumentRoot "{r}/htdocs"
         self.stop()
         if not os.environ.get("KEEP_E2E_TMP"):
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# OpenID Connect: a client's side of the protocol (requests + PyJWT)
+# --------------------------------------------------------------------------
+
+OIDC_BCL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+
+
+def b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge) as in RFC 7636 §4.1-4.2."""
+    import hashlib
+    import secrets
+
+    verifier = secrets.token_urlsafe(48)  # 64 chars of [A-Za-z0-9_-]
+    return verifier, b64url(hashlib.sha256(verifier.encode("ascii")).digest())
+
+
+def half_hash(token: str) -> str:
+    """at_hash of `token` for a SHA-256 based alg (RS256, ES256): OIDC Core §3.1.3.6."""
+    import hashlib
+
+    return b64url(hashlib.sha256(token.encode("ascii")).digest()[:16])
+
+
+@dataclass
+class OidcClient:
+    """One registered client as the tests see it (mirrors a protocol = "oidc" service)."""
+
+    client_id: str
+    redirect_uri: str
+    secret: str | None = None  # None: a public client
+
+    @property
+    def public(self) -> bool:
+        return self.secret is None
+
+    def service(self, **extra) -> dict:
+        """The [[services]] entry registering this client (extra keys added / overriding)."""
+        svc = {
+            "name": self.client_id,
+            "protocol": "oidc",
+            "client_id": self.client_id,
+            "client_secret": self.secret,
+            "redirect_uris": [self.redirect_uri],
+        }
+        svc.update(extra)
+        return {k: v for k, v in svc.items() if v is not None}
+
+
+@dataclass
+class AuthzResult:
+    """Where an authorization request ended up (see OidcBrowser.authorize)."""
+
+    hops: list  # every response, in order
+    forms_seen: int  # how many login forms were shown (and submitted, if allowed)
+    final: requests.Response  # the response not followed any more
+    location: str | None  # its absolute Location, when it is a redirect
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query parameters of the final redirect (code/state/iss or error/...)."""
+        if not self.location:
+            return {}
+        return {k: v[0] for k, v in parse_qs(urlparse(self.location).query, keep_blank_values=True).items()}
+
+    @property
+    def code(self) -> str | None:
+        return self.params.get("code")
+
+    @property
+    def error(self) -> str | None:
+        return self.params.get("error")
+
+    def trace(self) -> str:
+        out = []
+        for r in self.hops:
+            loc = r.headers.get("Location")
+            out.append(f"{r.request.method} {r.url} -> {r.status_code}" + (f" Location: {loc}" if loc else ""))
+        if self.final is not None and not self.location:
+            out.append(f"final body: {self.final.text[:600]!r}")
+        return "\n".join(out)
+
+
+class Oidc:
+    """The OpenID provider of one Castellan, from a relying party's side."""
+
+    def __init__(self, cas: Castellan, base: str | None = None) -> None:
+        self.cas = cas
+        self.issuer = cas.public_url + "/oidc"
+        self.base = base or (cas.base + "/oidc")  # where the tests send requests
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    # -- metadata and keys ------------------------------------------------
+    def discovery(self) -> dict:
+        r = requests.get(self.url("/.well-known/openid-configuration"), timeout=15)
+        assert r.status_code == 200, f"discovery: {r.status_code} {r.text[:300]}"
+        return r.json()
+
+    def jwks(self) -> dict:
+        r = requests.get(self.url("/jwks"), timeout=15)
+        assert r.status_code == 200, f"jwks: {r.status_code} {r.text[:300]}"
+        return r.json()
+
+    def verify(self, token: str, *, audience: str | None = None, typ: str | None = None,
+               require: tuple = ("iss", "exp", "iat"), leeway: float = 5, verify_exp: bool = True) -> dict:
+        """Verify a JWT's signature against /oidc/jwks (kid from the header), its
+        iss (= the issuer), aud (when `audience` is given) and exp/iat; return the claims."""
+        import jwt
+
+        header = jwt.get_unverified_header(token)
+        alg = header.get("alg")
+        assert alg in ("RS256", "ES256"), f"unexpected alg {alg!r} in {header}"
+        if typ is not None:
+            assert str(header.get("typ", "")).lower() in (typ.lower(), "application/" + typ.lower()), (
+                f"JWT header typ {header.get('typ')!r}, expected {typ!r}: {header}")
+        keys = [k for k in self.jwks()["keys"] if k.get("kid") == header.get("kid")]
+        assert header.get("kid") and len(keys) == 1, f"kid {header.get('kid')!r} not (once) in the JWKS"
+        key = jwt.PyJWK.from_dict(keys[0])
+        options = {"require": list(require), "verify_aud": audience is not None, "verify_exp": verify_exp}
+        return jwt.decode(token, key=key.key, algorithms=[alg], audience=audience, issuer=self.issuer,
+                          options=options, leeway=leeway)
+
+    # -- back-channel calls ------------------------------------------------
+    def _client_post(self, path: str, client: OidcClient, data: dict, auth: str) -> requests.Response:
+        data = dict(data)
+        kw: dict = {}
+        if client.public or auth == "none":
+            data.setdefault("client_id", client.client_id)
+        elif auth == "basic":
+            from urllib.parse import quote
+
+            # RFC 6749 §2.3.1: form-urlencode id and secret, then Basic
+            kw["auth"] = (quote(client.client_id, safe=""), quote(client.secret, safe=""))
+        elif auth == "post":
+            data.update(client_id=client.client_id, client_secret=client.secret)
+        else:
+            raise ValueError(auth)
+        return requests.post(self.url(path), data=data, allow_redirects=False, timeout=15, **kw)
+
+    def token(self, client: OidcClient, data: dict, auth: str = "basic") -> requests.Response:
+        return self._client_post("/token", client, data, auth)
+
+    def redeem(self, client: OidcClient, code: str, verifier: str | None = None,
+               redirect_uri: str | None = None, auth: str = "basic") -> requests.Response:
+        data = {"grant_type": "authorization_code", "code": code,
+                "redirect_uri": redirect_uri or client.redirect_uri}
+        if verifier is not None:
+            data["code_verifier"] = verifier
+        return self.token(client, data, auth)
+
+    def refresh(self, client: OidcClient, refresh_token: str, **extra) -> requests.Response:
+        return self.token(client, {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra})
+
+    def introspect(self, client: OidcClient, token: str, **extra) -> requests.Response:
+        return self._client_post("/introspect", client, {"token": token, **extra}, "basic")
+
+    def revoke(self, client: OidcClient, token: str, **extra) -> requests.Response:
+        return self._client_post("/revoke", client, {"token": token, **extra}, "basic")
+
+    def userinfo(self, access_token: str, method: str = "GET") -> requests.Response:
+        return requests.request(method, self.url("/userinfo"), headers={"Authorization": f"Bearer {access_token}"},
+                                allow_redirects=False, timeout=15)
+
+
+def token_json(r: requests.Response, what: str = "token response") -> dict:
+    """A successful token endpoint answer as a dict (asserting RFC 6749 §5.1)."""
+    assert r.status_code == 200, f"{what}: expected 200, got {r.status_code}: {r.text[:600]}"
+    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+    body = r.json()
+    assert body.get("access_token") and str(body.get("token_type", "")).lower() == "bearer", body
+    assert "no-store" in r.headers.get("Cache-Control", ""), f"{what}: Cache-Control {r.headers.get('Cache-Control')!r}"
+    return body
+
+
+def oauth_error(r: requests.Response) -> str | None:
+    """The `error` of a JSON error answer (None if the body is no JSON object)."""
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None
+
+
+class OidcBrowser(Browser):
+    """A Browser that also walks authorization requests: it follows redirects
+    as long as they stay on Castellan, submits the login form when one shows up
+    (if allowed), and stops at the first answer that leaves Castellan (the
+    redirect to the client's redirect_uri) or is not a redirect."""
+
+    def __init__(self, cas: Castellan) -> None:
+        super().__init__(cas)
+        self.oidc = Oidc(cas)
+
+    def authorize(self, client: OidcClient, *, scope: str = "openid profile email", state: str | None = "st-1",
+                  nonce: str | None = "n-1", verifier: str | None = None, challenge: str | None = None,
+                  method: str | None = "S256", login: bool = True, username: str = "casuser",
+                  password: str = PASSWORD, redirect_uri: str | None = None, **extra) -> AuthzResult:
+        """GET /oidc/authorize?response_type=code&... and walk it.  `challenge`
+        (or the one derived from `verifier`) is sent with code_challenge_method
+        `method`; give neither to send no PKCE.  `extra` adds or overrides
+        parameters (a None value removes one)."""
+        params = {"response_type": "code", "client_id": client.client_id,
+                  "redirect_uri": redirect_uri or client.redirect_uri, "scope": scope,
+                  "state": state, "nonce": nonce}
+        if verifier is not None and challenge is None:
+            import hashlib
+
+            challenge = b64url(hashlib.sha256(verifier.encode("ascii")).digest())
+        if challenge is not None:
+            params["code_challenge"] = challenge
+            params["code_challenge_method"] = method
+        params.update(extra)
+        params = {k: v for k, v in params.items() if v is not None}
+        r = self.s.get(self.oidc.url("/authorize"), params=params, allow_redirects=False, timeout=15)
+        return self.walk(r, login=login, username=username, password=password)
+
+    def walk(self, r: requests.Response, *, login: bool = True, username: str = "casuser",
+             password: str = PASSWORD) -> AuthzResult:
+        hops = [r]
+        forms = 0
+        prefixes = (self.cas.base, self.cas.public_url)
+        for _ in range(20):
+            if r.status_code in (301, 302, 303, 307, 308) and r.headers.get("Location"):
+                loc = urljoin(r.url, r.headers["Location"])
+                if not loc.startswith(prefixes):
+                    return AuthzResult(hops, forms, r, loc)
+                if loc.startswith(self.cas.public_url) and self.cas.public_url != self.cas.base:
+                    loc = self.cas.base + loc[len(self.cas.public_url):]
+                r = self.s.get(loc, allow_redirects=False, timeout=15)
+            elif r.status_code == 200 and parse_login_form(r) is not None:
+                forms += 1
+                if not login or forms > 1:
+                    return AuthzResult(hops, forms, r, None)
+                r = self.submit(r, username, password)
+            else:
+                return AuthzResult(hops, forms, r, None)
+            hops.append(r)
+        raise AssertionError("more than 20 hops:\n" + AuthzResult(hops, forms, r, None).trace())
+
+
+def login_token_flow(browser: OidcBrowser, client: OidcClient, *, scope: str = "openid profile email",
+                     nonce: str = "n-1", **kw) -> tuple[dict, AuthzResult]:
+    """Authorize (with PKCE, logging in if need be) and redeem the code: (token JSON, AuthzResult)."""
+    verifier, _ = pkce_pair()
+    res = browser.authorize(client, scope=scope, nonce=nonce, verifier=verifier, **kw)
+    assert res.code, f"no code:\n{res.trace()}"
+    tokens = token_json(browser.oidc.redeem(client, res.code, verifier), "code redemption")
+    return tokens, res
+
+
+# --------------------------------------------------------------------------
+# Apache httpd + mod_auth_openidc
+# --------------------------------------------------------------------------
+
+OIDC_ENV_CGI = """#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+echo "REMOTE_USER=$REMOTE_USER"
+env | grep '^OIDC_CLAIM_' | sort
+"""
+
+
+class ApacheOidc:
+    """Our own Apache httpd with mod_auth_openidc (Debian's
+    libapache2-mod-auth-openidc) as a relying party of Castellan: own
+    ServerRoot, config, pid file and logs in a temp dir, prefork MPM, in the
+    foreground.
+
+    On http://127.0.0.1:<port>/ it serves:
+      /secured/env.cgi       AuthType openid-connect; prints REMOTE_USER and the
+                             OIDC_CLAIM_* variables (OIDCPassClaimsAs environment)
+      /secured/redirect_uri  mod_auth_openidc's redirect URI (also its
+                             back-channel logout endpoint: ?logout=backchannel)
+      /loggedout.html        where its logout sends the browser in the end
+    mod_auth_openidc reads the provider from Castellan's discovery document
+    (plain http on loopback: no TLS anywhere here).
+    """
+
+    CLIENT_ID = "apache-oidc"
+    CLIENT_SECRET = "apache-oidc-secret-0123456789"
+
+    def __init__(self, castellan: Castellan, *, port: int, remote_user_claim: str = "preferred_username",
+                 label: str = "apache-oidc") -> None:
+        self.cas = castellan
+        self.port = port
+        self.remote_user_claim = remote_user_claim
+        self.root = Path(tempfile.mkdtemp(prefix="castellan-e2e-apache-oidc-"))
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.redirect_uri = self.base + "/secured/redirect_uri"
+        self.logged_out_url = self.base + "/loggedout.html"
+        self.backchannel_logout_uri = self.redirect_uri + "?logout=backchannel"
+        self.log_path = self.root / "logs" / "error.log"
+        self.label = f"{label} (port {port}, {self.root})"
+        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def service(cls, port: int, **extra) -> dict:
+        """The Castellan [[services]] entry for the Apache on `port`."""
+        base = f"http://127.0.0.1:{port}"
+        svc = {
+            "name": "apache-oidc",
+            "protocol": "oidc",
+            "client_id": cls.CLIENT_ID,
+            "client_secret": cls.CLIENT_SECRET,
+            "redirect_uris": [base + "/secured/redirect_uri"],
+            "post_logout_redirect_uris": [base + "/loggedout.html"],
+            "scopes": ["openid", "profile", "email"],
+            "release": ["mail", "cn"],
+            "backchannel_logout_uri": base + "/secured/redirect_uri?logout=backchannel",
+        }
+        svc.update(extra)
+        return svc
+
+    @staticmethod
+    def available() -> str | None:
+        if not APACHE_BIN.exists():
+            return f"{APACHE_BIN} missing (apt-get install apache2)"
+        if not (APACHE_MODULES / "mod_auth_openidc.so").exists():
+            return "mod_auth_openidc missing (apt-get install libapache2-mod-auth-openidc)"
+        return None
+
+    def config_text(self) -> str:
+        r = self.root
+        mods = ["mpm_prefork", "authn_core", "authz_core", "authz_user", "auth_openidc", "cgi", "mime", "dir"]
+        load = "\n".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so" for m in mods)
+        return f"""# generated by tests/e2e/conftest.py (ApacheOidc)
+ServerRoot "{r}"
+ServerName 127.0.0.1:{self.port}
+Listen 127.0.0.1:{self.port}
+PidFile "{r}/run/httpd.pid"
+DefaultRuntimeDir "{r}/run"
+Mutex file:{r}/run default
+ErrorLog "{self.log_path}"
+LogLevel warn auth_openidc:debug
+LogFormat "%h %l %u %t \\"%r\\" %>s %b" common
+CustomLog "{r}/logs/access.log" common
+User www-data
+Group www-data
+{load}
+StartServers 3
+MinSpareServers 2
+MaxSpareServers 6
+MaxRequestWorkers 16
+Timeout 30
+TypesConfig /dev/null
+
+OIDCProviderMetadataURL {self.cas.url('/oidc/.well-known/openid-configuration')}
+OIDCClientID {self.CLIENT_ID}
+OIDCClientSecret {self.CLIENT_SECRET}
+OIDCRedirectURI {self.redirect_uri}
+OIDCCryptoPassphrase "{uuid.uuid4().hex}"
+OIDCScope "openid email profile"
+OIDCResponseType code
+OIDCPKCEMethod S256
+OIDCRemoteUserClaim {self.remote_user_claim}
+OIDCPassClaimsAs environment
+OIDCClaimPrefix OIDC_CLAIM_
+OIDCSessionType server-cache
+OIDCCacheType shm
+OIDCHTTPTimeoutShort 10
+OIDCHTTPTimeoutLong 20
+OIDCDefaultLoggedOutURL {self.logged_out_url}
+
+DocumentRoot "{r}/htdocs"
+<Directory "{r}/htdocs">
+    Require all granted
+</Directory>
+<Location "/secured/">
+    AuthType openid-connect
+    Require valid-user
+</Location>
+<Directory "{r}/htdocs/secured">
+    Options +ExecCGI
+    <Files "env.cgi">
+        SetHandler cgi-script
+    </Files>
+</Directory>
+"""
+
+    def write(self) -> Path:
+        r = self.root
+        os.chmod(r, 0o755)
+        for d in ("logs", "run", "htdocs/secured"):
+            (r / d).mkdir(parents=True, exist_ok=True)
+            os.chmod(r / d, 0o755)
+        cgi = r / "htdocs/secured/env.cgi"
+        cgi.write_text(OIDC_ENV_CGI)
+        os.chmod(cgi, 0o755)
+        (r / "htdocs/index.html").write_text("apache up\n")
+        (r / "htdocs/loggedout.html").write_text("<html><body><p>logged out of apache</p></body></html>\n")
+        conf = r / "httpd.conf"
+        conf.write_text(self.config_text())
+        return conf
+
+    def config_test(self) -> subprocess.CompletedProcess:
+        conf = self.write()
+        return subprocess.run([str(APACHE_BIN), "-d", str(self.root), "-f", str(conf), "-t"],
+                              capture_output=True, text=True)
+
+    def start(self, timeout: float = 20.0) -> "ApacheOidc":
+        check = self.config_test()
+        conf = self.root / "httpd.conf"
+        if check.returncode != 0:
+            raise RuntimeError(f"apache config test failed:\n{check.stdout}{check.stderr}\n{conf.read_text()}")
+        out = open(self.root / "logs" / "stdout.log", "ab")
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
+        self.proc = subprocess.Popen([str(APACHE_BIN), "-d", str(self.root), "-f", str(conf), "-DFOREGROUND"],
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     env=env, start_new_session=True)
+        out.close()
+        _LIVE.append(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"apache exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(self.base + "/index.html", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"apache did not come up:\n{self.log_tail()}")
+
+    stop = Apache.stop
+    log_tail = Apache.log_tail
+    cleanup = Apache.cleanup
