@@ -1174,3 +1174,42 @@ def test_two_nodes_concurrent_redemptions_of_one_code(two_nodes, clients):
         for t in threads:
             t.join(30)
         assert sorted(out) == [200] + [400] * 9, f"statuses of 10 concurrent redemptions on 2 nodes: {sorted(out)}"
+
+
+def test_key_rotation_reaches_the_running_server(fresh_castellan, services, clients):
+    """`castellan keys rotate` while serving: within seconds new tokens carry
+    the new kids, and tokens signed before the rotation stay valid."""
+    import subprocess
+
+    from conftest import BINARY
+
+    cas = fresh_castellan("oidc-rotation", services=services + clients.services(), oidc=OIDC_CONFIG).start()
+    oidc, ob, c = Oidc(cas), OidcBrowser(cas), clients.conf
+    verifier, _ = pkce_pair()
+    before = token_json(oidc.redeem(c, assert_code_redirect(ob.authorize(c, verifier=verifier), c, oidc), verifier))
+    old_kids = {k["kid"] for k in oidc.jwks()["keys"]}
+
+    rotated = subprocess.run([str(BINARY), "keys", "rotate", "--config", str(cas.config_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert rotated.returncode == 0, rotated.stderr
+    new_kids = set(rotated.stdout.split(":", 1)[1].split())
+    assert len(new_kids) == 2 and not new_kids & old_kids, rotated.stdout
+
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        published = {k["kid"] for k in oidc.jwks()["keys"]}
+        if new_kids <= published:
+            break
+        time.sleep(0.5)
+    assert new_kids | old_kids == published, f"JWKS after rotation: {published}"
+
+    verifier, _ = pkce_pair()
+    after = token_json(oidc.redeem(c, assert_code_redirect(ob.authorize(c, verifier=verifier), c, oidc), verifier))
+    for token in ("id_token", "access_token"):
+        kid = jwt.get_unverified_header(after[token])["kid"]
+        assert kid in new_kids, f"{token} after rotation signed with {kid}"
+        assert jwt.get_unverified_header(before[token])["kid"] in old_kids
+    # Tokens of the old keys still verify, here and at the server.
+    oidc.verify(before["id_token"], audience=c.client_id)
+    assert oidc.userinfo(before["access_token"]).status_code == 200
+    assert oidc.userinfo(after["access_token"]).status_code == 200
