@@ -3,8 +3,9 @@
 #
 # Drives Debian's Chromium (/usr/bin/chromium) with playwright-core (no browser
 # download), against a castellan it starts itself on a free loopback port,
-# with Node's built-in test runner. Screenshots and castellan's log go to
-# tests/browser/.out/ for a human to look at.
+# with Node's built-in test runner. The OIDC tests also run their own Apache
+# httpd with mod_auth_openidc as a relying party. Screenshots and the logs of
+# castellan and Apache go to tests/browser/.out/ for a human to look at.
 #
 # Environment:
 #   CASTELLAN_BIN=...  binary to test (tests/run.sh sets it after building);
@@ -29,6 +30,12 @@ apt_install() {
   say "apt-get install $*"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq || die "apt-get update failed"
+  # policy-rc.d: apache2 must not start its system service here (the tests run their own)
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    trap "$sudo rm -f /usr/sbin/policy-rc.d" EXIT
+  fi
   $sudo apt-get install -y -qq --no-install-recommends "$@" || die "apt-get install $* failed"
 }
 
@@ -36,6 +43,9 @@ need=()
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 [ -n "${CHROMIUM_BIN:-}" ] || [ -x /usr/bin/chromium ] || need+=(chromium)
+# tests/oidc.test.mjs: Apache + mod_auth_openidc as a relying party
+[ -x /usr/sbin/apache2 ] || need+=(apache2)
+[ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || need+=(libapache2-mod-auth-openidc)
 [ "${#need[@]}" -eq 0 ] || apt_install "${need[@]}"
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
@@ -66,5 +76,5 @@ say "node --test ($(node --version), $("${CHROMIUM_BIN:-/usr/bin/chromium}" --ve
 # shellcheck disable=SC2086
 rc=0
 node --test --test-reporter=spec --test-concurrency=1 --test-timeout=120000 ${NODE_TEST_ARGS:-} tests/*.test.mjs || rc=$?
-say "screenshots and castellan.log in $HERE/.out"
+say "screenshots and logs (castellan, apache) in $HERE/.out"
 exit "$rc"
