@@ -133,7 +133,7 @@ pub fn json(outcome: &Result<Assertion, CasError>, with_attributes: bool) -> Cas
 
 /// Names a released attribute may not take: clients look these elements up
 /// by name, and an attribute must never pass for one of them.
-const RESERVED: &[&str] = &[
+pub const RESERVED: &[&str] = &[
     "user",
     "attributes",
     "proxyGrantingTicket",
