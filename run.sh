@@ -4,9 +4,14 @@
 # `castellan serve`, e.g. ./run.sh --config deploy/castellan.toml
 set -euo pipefail
 cd "$(dirname "$0")"
-if ! command -v cc >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1; then
+# The SAML IdP links libxml2 and xmlsec (samael), whose bindings need clang.
+need=()
+for p in build-essential pkg-config ca-certificates libxml2-dev libxmlsec1-dev libclang-dev libssl-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config ca-certificates >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

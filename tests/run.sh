@@ -30,6 +30,7 @@ die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 DEB_PACKAGES=(
   apache2 libapache2-mod-auth-cas libapache2-mod-auth-openidc
   redis-server xmlsec1
+  build-essential pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev
   chromium chromium-driver
   python3 python3-venv python3-pip
   curl openssl ca-certificates

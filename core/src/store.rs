@@ -109,6 +109,11 @@ pub trait TicketStore: Send + Sync + 'static {
     /// Replaces any record under that key.
     async fn put_record(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError>;
 
+    /// Stores a record only when none lives under `key`; `false` when one
+    /// does. Atomic: of concurrent callers exactly one stores. Remembers
+    /// one-time identifiers (a SAML request ID) to refuse their replay.
+    async fn add_record(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError>;
+
     /// A live record, without taking it.
     async fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 

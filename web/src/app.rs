@@ -2,7 +2,7 @@
 
 use crate::config::{Settings, StoreKind};
 use crate::metrics::Metrics;
-use crate::{cas_endpoints, login, logout, middleware, oidc, operations};
+use crate::{cas_endpoints, login, logout, middleware, oidc, operations, saml};
 use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -28,6 +28,7 @@ pub struct AppState {
     pub issuer: String,
     pub signing_keys: crate::signing_keys::KeyCell,
     pub oidc: oidc::Provider,
+    pub saml: saml::IdentityProvider,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -63,7 +64,13 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         crate::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared).await?;
     let provider = oidc::Provider::new(settings.oidc.clone(), settings.public_url.as_str())?;
     // The OIDC callbacks first: a broad CAS pattern must not capture them.
+    let idp = saml::IdentityProvider::new(
+        settings.saml.clone(),
+        settings.public_url.as_str(),
+        &settings.data_dir,
+    )?;
     let mut services = provider.callback_services()?;
+    services.extend(idp.callback_services()?);
     services.extend(settings.services.iter().cloned());
     let authenticator =
         StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
@@ -90,6 +97,7 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         issuer,
         signing_keys,
         oidc: provider,
+        saml: idp,
         settings,
     }))
 }
@@ -134,6 +142,13 @@ pub fn router(state: SharedState) -> Router {
             "/oidc/logout",
             get(oidc::logout_get).post(oidc::logout_post),
         )
+        .route("/idp/metadata", get(saml::metadata))
+        .route("/idp/profile/SAML2/Redirect/SSO", get(saml::sso_redirect))
+        .route("/idp/profile/SAML2/POST/SSO", post(saml::sso_post))
+        .route("/idp/profile/SAML2/Unsolicited/SSO", get(saml::unsolicited))
+        .route("/idp/profile/SAML2/Redirect/SLO", get(saml::slo_redirect))
+        .route("/idp/profile/SAML2/POST/SLO", post(saml::slo_post))
+        .route("/idp/callback", get(saml::callback))
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/static/{file}", get(operations::static_file))

@@ -31,6 +31,36 @@ pub struct ConfigFile {
     pub upstreams: Vec<UpstreamEntry>,
     #[serde(default)]
     pub oidc: OidcSection,
+    #[serde(default)]
+    pub saml: SamlSection,
+}
+
+/// Not in the contract's example: the SAML IdP's own settings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SamlSection {
+    pub entity_id: Option<Spanned<String>>,
+    pub signing_key: Option<Spanned<String>>,
+    pub signing_certificate: Option<Spanned<String>>,
+    pub sign_metadata: Option<bool>,
+    pub clock_skew: Option<Spanned<String>>,
+    pub request_max_age: Option<Spanned<String>>,
+    pub assertion_ttl: Option<Spanned<String>>,
+    pub persistent_id_secret: Option<Spanned<String>>,
+}
+
+/// The SAML IdP's settings.
+#[derive(Debug, Clone)]
+pub struct SamlSettings {
+    pub sps: Vec<castellan_saml::ServiceProvider>,
+    /// Default `{public_url}/idp`.
+    pub entity_id: String,
+    pub signing_key: Option<(PathBuf, PathBuf)>,
+    pub sign_metadata: bool,
+    pub clock_skew: Duration,
+    pub request_max_age: Duration,
+    pub assertion_ttl: Duration,
+    pub persistent_id_secret: Option<String>,
 }
 
 /// Not in the contract's example: lifetimes of what the OIDC provider issues.
@@ -142,6 +172,12 @@ pub struct ServiceEntry {
     pub id_token_signing_alg: Option<Spanned<String>>,
     /// ES256 (default) or RS256.
     pub access_token_signing_alg: Option<Spanned<String>>,
+    // SAML: "assertion" (default), "response" or "both".
+    pub sign: Option<Spanned<String>>,
+    pub encrypt_assertions: Option<bool>,
+    /// "uri" (default) or "basic".
+    pub attribute_name_format: Option<Spanned<String>>,
+    pub require_signed_requests: Option<bool>,
     // SAML2 service providers
     pub metadata: Option<Spanned<String>>,
     pub name_id_format: Option<Spanned<String>>,
@@ -187,6 +223,7 @@ pub struct Settings {
     pub users: Vec<StaticUser>,
     pub services: Vec<RegisteredService>,
     pub oidc: OidcSettings,
+    pub saml: SamlSettings,
     /// Whether the demo defaults are in use (no configuration file).
     #[allow(dead_code)]
     pub demo: bool,
@@ -496,8 +533,9 @@ impl Validator<'_> {
         };
 
         let users = self.users(raw.users, demo);
-        let (services, clients) = self.services(raw.services);
+        let (services, clients, sps) = self.services(raw.services, base);
         let oidc = self.oidc(raw.oidc, clients);
+        let saml = self.saml(raw.saml, sps, &public_url, base);
         for upstream in &raw.upstreams {
             match upstream.protocol.get_ref().as_str() {
                 "cas" | "oidc" | "oauth2" | "saml" => self.warnings.push(format!(
@@ -529,8 +567,130 @@ impl Validator<'_> {
             users,
             services,
             oidc,
+            saml,
             demo,
             warnings: Vec::new(),
+        }
+    }
+
+    fn saml(
+        &mut self,
+        raw: SamlSection,
+        sps: Vec<castellan_saml::ServiceProvider>,
+        public_url: &Url,
+        base: &Path,
+    ) -> SamlSettings {
+        let entity_id = match &raw.entity_id {
+            Some(e) if !e.get_ref().is_empty() => e.get_ref().clone(),
+            Some(e) => {
+                self.problem(e, "saml.entity_id: empty");
+                String::new()
+            }
+            None => format!("{}/idp", public_url.as_str().trim_end_matches('/')),
+        };
+        let signing_key = match (&raw.signing_key, &raw.signing_certificate) {
+            (Some(k), Some(c)) => Some((base.join(k.get_ref()), base.join(c.get_ref()))),
+            (None, None) => None,
+            (Some(s), None) | (None, Some(s)) => {
+                self.problem(
+                    s,
+                    "saml: give both signing_key and signing_certificate, or neither",
+                );
+                None
+            }
+        };
+        SamlSettings {
+            sps,
+            entity_id,
+            signing_key,
+            sign_metadata: raw.sign_metadata.unwrap_or(false),
+            clock_skew: self.duration("saml.clock_skew", &raw.clock_skew, Duration::from_secs(60)),
+            request_max_age: self.duration(
+                "saml.request_max_age",
+                &raw.request_max_age,
+                Duration::from_secs(300),
+            ),
+            assertion_ttl: self.duration(
+                "saml.assertion_ttl",
+                &raw.assertion_ttl,
+                Duration::from_secs(300),
+            ),
+            persistent_id_secret: raw.persistent_id_secret.map(Spanned::into_inner),
+        }
+    }
+
+    fn saml_sp(
+        &mut self,
+        entry: ServiceEntry,
+        base: &Path,
+    ) -> Option<castellan_saml::ServiceProvider> {
+        use castellan_saml::sp::{AttributeNameFormat, Registration};
+        use castellan_saml::SignMode;
+        let name = entry.name.get_ref().clone();
+        let Some(metadata) = &entry.metadata else {
+            self.problem(&entry.name, format!("service {name:?}: metadata (the SP's metadata file) is required for protocol \"saml\""));
+            return None;
+        };
+        let path = base.join(metadata.get_ref());
+        let xml = match std::fs::read_to_string(&path) {
+            Ok(x) => x,
+            Err(e) => {
+                self.problem(
+                    metadata,
+                    format!("services.metadata: {}: {e}", path.display()),
+                );
+                return None;
+            }
+        };
+        let sign = match entry.sign.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "assertion")) => SignMode::Assertion,
+            Some((_, "response")) => SignMode::Response,
+            Some((_, "both")) => SignMode::Both,
+            Some((s, other)) => {
+                self.problem(
+                    s,
+                    format!(
+                        "services.sign: {other:?} is not \"assertion\", \"response\" or \"both\""
+                    ),
+                );
+                return None;
+            }
+        };
+        let attribute_format = match entry
+            .attribute_name_format
+            .as_ref()
+            .map(|s| (s, s.get_ref().as_str()))
+        {
+            None | Some((_, "uri")) => AttributeNameFormat::Uri,
+            Some((_, "basic")) => AttributeNameFormat::Basic,
+            Some((s, other)) => {
+                self.problem(
+                    s,
+                    format!(
+                        "services.attribute_name_format: {other:?} is not \"uri\" or \"basic\""
+                    ),
+                );
+                return None;
+            }
+        };
+        let registration = Registration {
+            name: name.clone(),
+            release: entry.release,
+            name_id_format: entry.name_id_format.map(Spanned::into_inner),
+            sign,
+            encrypt: entry.encrypt_assertions.unwrap_or(false),
+            attribute_format,
+            require_signed_requests: entry.require_signed_requests.unwrap_or(false),
+        };
+        match castellan_saml::ServiceProvider::from_metadata(&xml, registration) {
+            Ok(sp) => Some(sp),
+            Err(e) => {
+                self.problem(
+                    metadata,
+                    format!("service {name:?}: {}: {e}", path.display()),
+                );
+                None
+            }
         }
     }
 
@@ -810,11 +970,18 @@ impl Validator<'_> {
     fn services(
         &mut self,
         entries: Vec<ServiceEntry>,
-    ) -> (Vec<RegisteredService>, Vec<castellan_oidc::OidcClient>) {
+        base: &Path,
+    ) -> (
+        Vec<RegisteredService>,
+        Vec<castellan_oidc::OidcClient>,
+        Vec<castellan_saml::ServiceProvider>,
+    ) {
         let mut names = HashSet::new();
         let mut client_ids = HashSet::new();
+        let mut entity_ids = HashSet::new();
         let mut services = Vec::new();
         let mut clients = Vec::new();
+        let mut sps = Vec::new();
         for entry in entries {
             let name = entry.name.get_ref().clone();
             if !names.insert(name.clone()) {
@@ -839,10 +1006,19 @@ impl Validator<'_> {
                     continue;
                 }
                 "saml" => {
-                    self.warnings.push(format!(
-                        "service {name:?}: protocol {:?} is not available in this version; ignored",
-                        entry.protocol.get_ref()
-                    ));
+                    let at = entry.name.clone();
+                    if let Some(sp) = self.saml_sp(entry, base) {
+                        if !entity_ids.insert(sp.entity_id.clone()) {
+                            self.problem(
+                                &at,
+                                format!(
+                                    "services.metadata: entityID {:?} is registered twice",
+                                    sp.entity_id
+                                ),
+                            );
+                        }
+                        sps.push(sp);
+                    }
                     continue;
                 }
                 other => {
@@ -891,7 +1067,7 @@ impl Validator<'_> {
                 Err(e) => self.problem(pattern, format!("services.service: {e}")),
             }
         }
-        (services, clients)
+        (services, clients, sps)
     }
 }
 

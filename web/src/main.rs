@@ -12,6 +12,7 @@ mod middleware;
 mod oidc;
 mod operations;
 mod pages;
+mod saml;
 mod signing_keys;
 
 use anyhow::Context as _;

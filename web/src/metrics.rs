@@ -28,6 +28,7 @@ counters! {
     store_errors => "Requests that failed because the ticket store failed",
     oidc_codes_issued => "OIDC authorization codes issued",
     oidc_tokens_issued => "Successful OAuth2 token endpoint responses",
+    saml_responses_issued => "SAML Responses with an assertion issued",
 }
 
 impl Metrics {

@@ -1400,10 +1400,14 @@ async fn logout(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Respons
 /// Tells every application of an ended session: CAS services by CAS single
 /// logout, OIDC clients by a back-channel logout token.
 pub fn notify_logout(state: &SharedState, notifications: Vec<LogoutNotification>) {
-    let (oidc, cas): (Vec<_>, Vec<_>) = notifications
+    let (oidc, rest): (Vec<_>, Vec<_>) = notifications
         .into_iter()
         .partition(|n| n.service.starts_with(&state.oidc.callback_prefix));
+    let (saml, cas): (Vec<_>, Vec<_>) = rest
+        .into_iter()
+        .partition(|n| state.saml.is_callback(&n.service));
     state.logout.notify(cas, state.now());
+    crate::saml::notify_logout(state, saml);
     let mut told = HashSet::new();
     for n in oidc {
         if n.mode != LogoutMode::BackChannel {

@@ -32,6 +32,36 @@ where
     records(make()).await;
     concurrent_swaps_see_the_original_once(make()).await;
     a_new_session_carries_given_records(make()).await;
+    adding_a_record_is_once_until_it_expires(make()).await;
+}
+
+async fn adding_a_record_is_once_until_it_expires<S: TicketStore>(store: Arc<S>) {
+    let key = format!("test:{}", unique("A"));
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move {
+                store
+                    .add_record(&key, &[i], Duration::from_millis(400))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        stored += usize::from(t.await.unwrap());
+    }
+    assert_eq!(stored, 1, "exactly one concurrent add stores");
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    assert!(store
+        .add_record(&key, b"again", Duration::from_secs(30))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.record(&key).await.unwrap().as_deref(),
+        Some(&b"again"[..])
+    );
 }
 
 async fn a_new_session_carries_given_records<S: TicketStore>(store: Arc<S>) {

@@ -435,6 +435,24 @@ impl TicketStore for MemoryStore {
         Ok(())
     }
 
+    async fn add_record(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let key = record_key(key);
+        let now = self.clock.now();
+        let expires_at = self.deadline(ttl);
+        let mut shard = self.shard(&key).lock();
+        if shard.get(key.as_str()).is_some_and(|e| e.expires_at > now) {
+            return Ok(false);
+        }
+        shard.insert(
+            key.into(),
+            Entry {
+                value: Value::Record(value.into()),
+                expires_at,
+            },
+        );
+        Ok(true)
+    }
+
     async fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = record_key(key);
         let now = self.clock.now();

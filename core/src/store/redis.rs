@@ -621,6 +621,17 @@ impl TicketStore for RedisStore {
         self.command(cmd).await
     }
 
+    async fn add_record(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(record_key(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl));
+        let reply: Option<String> = self.command(cmd).await?;
+        Ok(reply.is_some())
+    }
+
     async fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(record_key(key));

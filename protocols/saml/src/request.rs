@@ -1,0 +1,274 @@
+//! Checking what an SP sends: AuthnRequests (SAML Core §3.4, Profiles
+//! §4.1.4.1) and LogoutRequests (§3.7).
+//!
+//! A signed POST message is verified by xmlsec and then *reduced to what
+//! was signed*: the request the IdP acts on is parsed from the verified
+//! bytes only, so a signature cannot vouch for an element it did not cover
+//! (signature wrapping).
+
+use crate::binding::QuerySignature;
+use crate::sp::ServiceProvider;
+use crate::xml::refuse_dtd;
+use crate::SamlError;
+use samael::crypto::{CertificateDer, Crypto, CryptoProvider, ReduceMode};
+use samael::schema::{AuthnRequest, LogoutRequest};
+
+/// How a message arrived, and what that says about its signature.
+pub enum Binding {
+    /// HTTP-Redirect: the query signature, already checked.
+    Redirect(QuerySignature),
+    /// HTTP-POST: an enveloped XML signature, if any, in the document.
+    Post,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub now_ms: u64,
+    pub skew_ms: u64,
+    pub max_age_ms: u64,
+    /// Our own endpoints: a Destination must be one of them.
+    pub destinations: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct CheckedAuthnRequest<'a> {
+    pub sp: &'a ServiceProvider,
+    pub id: String,
+    pub acs_url: String,
+    pub force_authn: bool,
+    pub is_passive: bool,
+    pub transient_requested: bool,
+    pub signed: bool,
+}
+
+/// The Issuer of a message, unverified: only to pick the SP whose keys
+/// verify it.
+pub fn issuer_of(xml: &str) -> Result<String, SamlError> {
+    if let Ok(request) = xml.parse::<AuthnRequest>() {
+        if let Some(v) = request.issuer.and_then(|i| i.value) {
+            return Ok(v.trim().to_owned());
+        }
+    }
+    if let Ok(request) = xml.parse::<LogoutRequest>() {
+        if let Some(v) = request.issuer.and_then(|i| i.value) {
+            return Ok(v.trim().to_owned());
+        }
+    }
+    Err(SamlError::untrusted("the message has no Issuer"))
+}
+
+/// Verifies the enveloped signature with the SP's certificates and returns
+/// only the signed content.
+pub fn verified_content(xml: &str, certs: &[Vec<u8>]) -> Result<String, SamlError> {
+    let certs: Vec<CertificateDer> = certs.iter().cloned().map(CertificateDer::from).collect();
+    Crypto::reduce_xml_to_signed(xml, &certs, ReduceMode::ValidateAndMarkNoAncestors)
+        .map_err(|e| SamlError::requester(format!("the signature does not verify: {e}")))
+}
+
+fn has_signature(xml: &str) -> bool {
+    xml.contains(":Signature") || xml.contains("<Signature")
+}
+
+fn within(instant_ms: i64, limits: &Limits) -> bool {
+    let now = limits.now_ms as i64;
+    instant_ms <= now + limits.skew_ms as i64
+        && instant_ms >= now - (limits.max_age_ms + limits.skew_ms) as i64
+}
+
+pub fn check_authn_request<'a>(
+    xml: &str,
+    binding: Binding,
+    sps: &'a [ServiceProvider],
+    limits: &Limits,
+) -> Result<CheckedAuthnRequest<'a>, SamlError> {
+    refuse_dtd(xml)
+        .map_err(|_| SamlError::untrusted("document type declarations are not accepted"))?;
+    let issuer = issuer_of(xml)?;
+    let sp = sps
+        .iter()
+        .find(|sp| sp.entity_id == issuer)
+        .ok_or_else(|| {
+            SamlError::untrusted(format!("the service provider {issuer} is not registered"))
+        })?;
+    let unverified: AuthnRequest = xml
+        .parse()
+        .map_err(|_| SamlError::untrusted("the message is not a SAML AuthnRequest"))?;
+    // The ACS must come from the metadata before anything is answered to it.
+    let acs = sp
+        .acs_for(
+            unverified.assertion_consumer_service_url.as_deref(),
+            unverified.assertion_consumer_service_index,
+        )
+        .ok_or_else(|| {
+            SamlError::untrusted(
+                "the AssertionConsumerService is not in the service provider's metadata",
+            )
+        })?;
+    let (request, signed) = match binding {
+        Binding::Redirect(QuerySignature::Valid) => (unverified, true),
+        Binding::Redirect(QuerySignature::Invalid) => {
+            return Err(SamlError::requester(
+                "the request's signature does not verify",
+            ))
+        }
+        Binding::Redirect(QuerySignature::Absent) => (unverified, false),
+        Binding::Post if has_signature(xml) => {
+            let content = verified_content(xml, &sp.signing_certs)?;
+            let request: AuthnRequest = content
+                .parse()
+                .map_err(|_| SamlError::requester("the signed element is not the AuthnRequest"))?;
+            (request, true)
+        }
+        Binding::Post => (unverified, false),
+    };
+    // The verified request must be the one whose ACS was checked.
+    let acs = sp
+        .acs_for(
+            request.assertion_consumer_service_url.as_deref(),
+            request.assertion_consumer_service_index,
+        )
+        .filter(|a| a.url == acs.url)
+        .ok_or_else(|| SamlError::requester("the signed request names another consumer service"))?;
+    if request
+        .issuer
+        .as_ref()
+        .and_then(|i| i.value.as_deref())
+        .map(str::trim)
+        != Some(issuer.as_str())
+    {
+        return Err(SamlError::requester(
+            "the signed request has another Issuer",
+        ));
+    }
+    if sp.require_signed_requests && !signed {
+        return Err(SamlError::requester(
+            "this service provider's requests must be signed",
+        ));
+    }
+    if request.version != "2.0" {
+        return Err(SamlError::requester("only SAML 2.0 requests are accepted"));
+    }
+    if !within(request.issue_instant.timestamp_millis(), limits) {
+        return Err(SamlError::requester(
+            "the request's IssueInstant is outside the accepted window",
+        ));
+    }
+    if let Some(d) = &request.destination {
+        if !limits.destinations.iter().any(|o| o == d) {
+            return Err(SamlError::requester(
+                "the request's Destination is not this endpoint",
+            ));
+        }
+    }
+    if request.id.is_empty() || request.id.len() > 256 {
+        return Err(SamlError::requester("the request has no usable ID"));
+    }
+    let transient_requested = request
+        .name_id_policy
+        .as_ref()
+        .and_then(|p| p.format.as_deref())
+        == Some(crate::nameid::TRANSIENT);
+    Ok(CheckedAuthnRequest {
+        sp,
+        id: request.id.clone(),
+        acs_url: acs.url.clone(),
+        force_authn: request.force_authn.unwrap_or(false),
+        is_passive: request.is_passive.unwrap_or(false),
+        transient_requested,
+        signed,
+    })
+}
+
+#[derive(Debug)]
+pub struct CheckedLogoutRequest<'a> {
+    pub sp: &'a ServiceProvider,
+    pub id: String,
+    pub name_id: Option<String>,
+    pub session_index: Option<String>,
+}
+
+/// A LogoutRequest from a registered SP. Its signature, when present, must
+/// verify (Redirect: query signature; POST: enveloped).
+pub fn check_logout_request<'a>(
+    xml: &str,
+    binding: Binding,
+    sps: &'a [ServiceProvider],
+    limits: &Limits,
+) -> Result<CheckedLogoutRequest<'a>, SamlError> {
+    refuse_dtd(xml)
+        .map_err(|_| SamlError::untrusted("document type declarations are not accepted"))?;
+    let unverified: LogoutRequest = xml
+        .parse()
+        .map_err(|_| SamlError::untrusted("the message is not a SAML LogoutRequest"))?;
+    let issuer = unverified
+        .issuer
+        .as_ref()
+        .and_then(|i| i.value.as_deref())
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| SamlError::untrusted("the LogoutRequest has no Issuer"))?;
+    let sp = sps
+        .iter()
+        .find(|sp| sp.entity_id == issuer)
+        .ok_or_else(|| {
+            SamlError::untrusted(format!("the service provider {issuer} is not registered"))
+        })?;
+    let request = match binding {
+        Binding::Redirect(QuerySignature::Invalid) => {
+            return Err(SamlError::untrusted(
+                "the LogoutRequest's signature does not verify",
+            ))
+        }
+        Binding::Redirect(QuerySignature::Absent) if sp.require_signed_requests => {
+            return Err(SamlError::untrusted(
+                "this service provider's requests must be signed",
+            ))
+        }
+        Binding::Post if has_signature(xml) => {
+            let content = verified_content(xml, &sp.signing_certs).map_err(|_| {
+                SamlError::untrusted("the LogoutRequest's signature does not verify")
+            })?;
+            content
+                .parse()
+                .map_err(|_| SamlError::untrusted("the signed element is not the LogoutRequest"))?
+        }
+        Binding::Post if sp.require_signed_requests => {
+            return Err(SamlError::untrusted(
+                "this service provider's requests must be signed",
+            ))
+        }
+        _ => unverified,
+    };
+    if let Some(instant) = &request.issue_instant {
+        if !within(instant.timestamp_millis(), limits) {
+            return Err(SamlError::untrusted(
+                "the LogoutRequest's IssueInstant is outside the accepted window",
+            ));
+        }
+    }
+    Ok(CheckedLogoutRequest {
+        sp,
+        id: request.id.clone().unwrap_or_default(),
+        name_id: request.name_id.as_ref().map(|n| n.value.clone()),
+        session_index: request.session_index.clone(),
+    })
+}
+
+/// Where an error about an AuthnRequest may be sent: the SP and an ACS from
+/// its metadata, and the request's ID; `None` when the request cannot name
+/// a registered SP and one of its consumer services.
+pub fn error_target<'a>(
+    xml: &str,
+    sps: &'a [ServiceProvider],
+) -> Option<(&'a ServiceProvider, String, String)> {
+    if refuse_dtd(xml).is_err() {
+        return None;
+    }
+    let request: AuthnRequest = xml.parse().ok()?;
+    let issuer = request.issuer.as_ref()?.value.as_deref()?.trim().to_owned();
+    let sp = sps.iter().find(|sp| sp.entity_id == issuer)?;
+    let acs = sp.acs_for(
+        request.assertion_consumer_service_url.as_deref(),
+        request.assertion_consumer_service_index,
+    )?;
+    Some((sp, acs.url.clone(), request.id))
+}

@@ -1,0 +1,1052 @@
+//! The SAML 2.0 IdP's endpoints under `/idp`, built as a client of the CAS
+//! core: the SSO endpoints check the AuthnRequest, keep it in the store and
+//! send the browser to `/login` with the IdP's callback as the service; the
+//! callback validates the service ticket through the engine and posts a
+//! signed Response to the SP's assertion consumer service.
+
+use crate::app::SharedState;
+use crate::config::SamlSettings;
+use crate::cookies;
+use crate::metrics::Metrics;
+use crate::pages::{render, MessagePage, PostRedirectPage};
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use castellan_core::ids::{new_ticket_id, session_tag};
+use castellan_core::{
+    EngineError, LogoutMode, LogoutNotification, RegisteredService, ValidationRequest,
+};
+use castellan_saml::binding::{self, QuerySignature};
+use castellan_saml::request::{self, Binding, Limits};
+use castellan_saml::response::{self, ResponseContext, Subject};
+use castellan_saml::{nameid, status, IdpCredentials, SamlError, ServiceProvider};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct IdentityProvider {
+    pub settings: SamlSettings,
+    credentials: Arc<IdpCredentials>,
+    persistent_secret: Vec<u8>,
+    /// `{public_url}/idp`: the endpoints' base.
+    base: String,
+    /// `{public_url}/idp/callback?sp=`: every callback service starts so.
+    callback_prefix: String,
+    metadata: String,
+    http: reqwest::Client,
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A checked AuthnRequest waiting for the login (or an IdP-initiated one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    sp: String,
+    request_id: Option<String>,
+    acs_url: String,
+    relay_state: Option<String>,
+    force_authn: bool,
+    is_passive: bool,
+    transient: bool,
+}
+
+fn pending_key(id: &str) -> String {
+    format!("saml:req:{id}")
+}
+
+impl IdentityProvider {
+    pub fn new(
+        settings: SamlSettings,
+        public_url: &str,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let base = format!("{}/idp", public_url.trim_end_matches('/'));
+        let host = url::Url::parse(public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "castellan".into());
+        let configured = settings
+            .signing_key
+            .as_ref()
+            .map(|(k, c)| (k.as_path(), c.as_path()));
+        let credentials = IdpCredentials::load_or_generate(data_dir, configured, &host)?;
+        let persistent_secret = castellan_saml::keys::persistent_secret(
+            data_dir,
+            settings.persistent_id_secret.as_deref(),
+        )?;
+        let mut metadata = response::metadata(&settings.entity_id, &base, &credentials);
+        if settings.sign_metadata {
+            metadata = sign_metadata(&metadata, &credentials)?;
+        }
+        Ok(Self {
+            callback_prefix: format!("{base}/callback?sp="),
+            base,
+            metadata,
+            credentials: Arc::new(credentials),
+            persistent_secret,
+            http: castellan_cas::proxy_callback::http_client(false, Duration::from_secs(5))?,
+            settings,
+        })
+    }
+
+    fn callback(&self, sp: &str, request_id: &str) -> String {
+        format!("{}{}&req={request_id}", self.callback_prefix, enc(sp))
+    }
+
+    /// The implicit CAS registrations of the callbacks, one per SP: the
+    /// core releases that SP's attributes and records the session's SPs.
+    pub fn callback_services(&self) -> anyhow::Result<Vec<RegisteredService>> {
+        self.settings
+            .sps
+            .iter()
+            .map(|sp| {
+                let pattern = format!(
+                    "{}[A-Za-z0-9-]+",
+                    regex::escape(&format!("{}{}&req=", self.callback_prefix, enc(&sp.name)))
+                );
+                let logout = if sp.slo(castellan_saml::BINDING_SOAP).is_some() {
+                    LogoutMode::BackChannel
+                } else {
+                    LogoutMode::None
+                };
+                Ok(RegisteredService::new(
+                    sp.name.clone(),
+                    &pattern,
+                    sp.release.clone(),
+                    None,
+                    logout,
+                )?
+                .internal())
+            })
+            .collect()
+    }
+
+    fn sp_by_name(&self, name: &str) -> Option<&ServiceProvider> {
+        self.settings.sps.iter().find(|sp| sp.name == name)
+    }
+
+    fn sp_of_callback(&self, service: &str) -> Option<&ServiceProvider> {
+        let rest = service.strip_prefix(&self.callback_prefix)?;
+        let (name, _) = rest.split_once("&req=")?;
+        let name = url::form_urlencoded::parse(format!("n={name}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())?;
+        self.sp_by_name(&name)
+    }
+
+    pub fn is_callback(&self, service: &str) -> bool {
+        service.starts_with(&self.callback_prefix)
+    }
+
+    /// How the login page names an SP.
+    pub fn display_name(&self, service: &str) -> Option<String> {
+        let sp = self.sp_of_callback(service)?;
+        let host = sp
+            .acs
+            .first()
+            .and_then(|a| url::Url::parse(&a.url).ok())
+            .and_then(|u| u.host_str().map(str::to_owned));
+        Some(match host {
+            Some(h) => format!("{} ({h})", sp.name),
+            None => sp.name.clone(),
+        })
+    }
+
+    fn limits(&self, now_ms: u64) -> Limits {
+        Limits {
+            now_ms,
+            skew_ms: self.settings.clock_skew.as_millis() as u64,
+            max_age_ms: self.settings.request_max_age.as_millis() as u64,
+            destinations: vec![
+                format!("{}/profile/SAML2/Redirect/SSO", self.base),
+                format!("{}/profile/SAML2/POST/SSO", self.base),
+                format!("{}/profile/SAML2/Redirect/SLO", self.base),
+                format!("{}/profile/SAML2/POST/SLO", self.base),
+            ],
+        }
+    }
+
+    /// The NameID an SP sees for a user.
+    fn name_id(
+        &self,
+        sp: &ServiceProvider,
+        format: &str,
+        principal: &castellan_core::Principal,
+    ) -> Option<String> {
+        match format {
+            nameid::EMAIL => principal
+                .attributes
+                .get("mail")
+                .and_then(|m| m.first())
+                .cloned(),
+            nameid::PERSISTENT => {
+                // Opaque, stable per SP and user, unlinkable across SPs.
+                let key = PKey::hmac(&self.persistent_secret).ok()?;
+                let mut signer = Signer::new(MessageDigest::sha256(), &key).ok()?;
+                for part in [sp.entity_id.as_str(), principal.id.as_str()] {
+                    signer.update(&(part.len() as u64).to_be_bytes()).ok()?;
+                    signer.update(part.as_bytes()).ok()?;
+                }
+                signer.sign_to_vec().ok().map(|d| STANDARD.encode(d))
+            }
+            nameid::TRANSIENT => Some(castellan_saml::xml::new_id()),
+            _ => Some(principal.id.clone()),
+        }
+    }
+}
+
+fn sign_metadata(xml: &str, credentials: &IdpCredentials) -> Result<String, SamlError> {
+    // An ID on the EntityDescriptor and a signature template after its start tag.
+    let id = castellan_saml::xml::new_id();
+    let body = castellan_saml::keys::strip_declaration(xml);
+    let Some(end) = body.find("><md:IDPSSODescriptor") else {
+        return Ok(xml.to_owned());
+    };
+    let template = format!(
+        "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
+<ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
+<ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>\
+<ds:Reference URI=\"#{id}\"><ds:Transforms>\
+<ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>\
+<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/></ds:Transforms>\
+<ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/><ds:DigestValue/></ds:Reference>\
+</ds:SignedInfo><ds:SignatureValue/><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}\
+</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>",
+        credentials.cert_base64
+    );
+    let with_id = format!(
+        "{} ID=\"{id}\">{template}{}",
+        &body[..end],
+        &body[end + 1..]
+    );
+    Ok(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{}\n",
+        credentials.sign_xml(&with_id)?
+    ))
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn page(state: &SharedState, status: StatusCode, heading: &str, message: &str) -> Response {
+    render(
+        status,
+        &MessagePage::error(state.prefix(), heading, message),
+    )
+}
+
+fn unavailable(state: &SharedState, e: &EngineError) -> Response {
+    tracing::error!(error = %e, "SAML request failed on the ticket store");
+    Metrics::inc(&state.metrics.store_errors);
+    render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &MessagePage::unavailable(state.prefix()),
+    )
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(l) => (StatusCode::FOUND, [(header::LOCATION, l)]).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "bad redirect").into_response(),
+    }
+}
+
+fn params(raw: &[u8]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    out
+}
+
+/// Posts a SAML message to the SP (HTTP-POST binding): an auto-submitting
+/// form that also works without JavaScript.
+fn post_to(
+    state: &SharedState,
+    action: &str,
+    message: &str,
+    xml: &str,
+    relay_state: Option<&str>,
+) -> Response {
+    let mut fields = vec![(message.to_owned(), STANDARD.encode(xml.as_bytes()))];
+    if let Some(r) = relay_state {
+        fields.push(("RelayState".to_owned(), r.to_owned()));
+    }
+    let mut response = render(
+        StatusCode::OK,
+        &PostRedirectPage {
+            prefix: state.prefix().to_owned(),
+            action: action.to_owned(),
+            fields,
+        },
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Signing is CPU work (RSA): off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SamlError> + Send + 'static,
+) -> Result<T, SamlError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SamlError::Crypto(e.to_string()))?
+}
+
+/// An error Response posted to an ACS from the SP's metadata.
+async fn error_response(
+    state: &SharedState,
+    sp: &ServiceProvider,
+    acs_url: &str,
+    in_response_to: Option<&str>,
+    relay_state: Option<&str>,
+    code: &'static str,
+    message: &str,
+) -> Response {
+    tracing::warn!(sp = %sp.name, status = code, %message, "SAML error response");
+    let idp = state.saml.clone_for_blocking();
+    let (sp_c, acs, irt, msg) = (
+        sp.clone(),
+        acs_url.to_owned(),
+        in_response_to.map(str::to_owned),
+        message.to_owned(),
+    );
+    let now = state.now();
+    let xml = blocking(move || {
+        let ctx = ResponseContext {
+            idp_entity_id: &idp.entity_id,
+            sp: &sp_c,
+            acs_url: &acs,
+            in_response_to: irt.as_deref(),
+            now_ms: now,
+            skew_ms: idp.skew_ms,
+            ttl_ms: idp.ttl_ms,
+        };
+        response::failure(&ctx, code, &msg, &idp.credentials)
+    })
+    .await;
+    match xml {
+        Ok(xml) => post_to(state, acs_url, "SAMLResponse", &xml, relay_state),
+        Err(e) => {
+            tracing::error!(error = %e, "building a SAML error response failed");
+            page(
+                state,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in failed",
+                "The response could not be built.",
+            )
+        }
+    }
+}
+
+/// What a blocking signing task needs of the IdP.
+struct IdpHandle {
+    entity_id: String,
+    credentials: Arc<IdpCredentials>,
+    skew_ms: u64,
+    ttl_ms: u64,
+}
+
+impl IdentityProvider {
+    fn clone_for_blocking(&self) -> IdpHandle {
+        IdpHandle {
+            entity_id: self.settings.entity_id.clone(),
+            credentials: self.credentials.clone(),
+            skew_ms: self.settings.clock_skew.as_millis() as u64,
+            ttl_ms: self.settings.assertion_ttl.as_millis() as u64,
+        }
+    }
+}
+
+// ------------------------------------------------------------------ metadata
+
+pub async fn metadata(State(state): State<SharedState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/samlmetadata+xml"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        state.saml.metadata.clone(),
+    )
+        .into_response()
+}
+
+// ------------------------------------------------------------------ SSO
+
+pub async fn sso_redirect(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let p = params(query.as_bytes());
+    let Some(message) = p.get("SAMLRequest") else {
+        return page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request carries no SAMLRequest.",
+        );
+    };
+    let xml = match binding::decode_redirect(message) {
+        Ok(x) => x,
+        Err(e) => {
+            return page(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                &e.to_string(),
+            )
+        }
+    };
+    let signature = match request::issuer_of(&xml)
+        .ok()
+        .and_then(|i| state.saml.settings.sps.iter().find(|sp| sp.entity_id == i))
+    {
+        Some(sp) => binding::verify_query(&query, "SAMLRequest", &sp.signing_certs),
+        None => QuerySignature::Absent,
+    };
+    sso(
+        &state,
+        &xml,
+        Binding::Redirect(signature),
+        p.get("RelayState").cloned(),
+    )
+    .await
+}
+
+pub async fn sso_post(State(state): State<SharedState>, body: Bytes) -> Response {
+    let p = params(&body);
+    let Some(message) = p.get("SAMLRequest") else {
+        return page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request carries no SAMLRequest.",
+        );
+    };
+    let xml = match binding::decode_post(message) {
+        Ok(x) => x,
+        Err(e) => {
+            return page(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                &e.to_string(),
+            )
+        }
+    };
+    sso(&state, &xml, Binding::Post, p.get("RelayState").cloned()).await
+}
+
+const MAX_RELAY_STATE: usize = 1024;
+
+async fn sso(
+    state: &SharedState,
+    xml: &str,
+    binding: Binding,
+    relay_state: Option<String>,
+) -> Response {
+    let idp = &state.saml;
+    if relay_state
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_RELAY_STATE)
+    {
+        return page(
+            state,
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The RelayState is too long.",
+        );
+    }
+    let limits = idp.limits(state.now());
+    let checked = match request::check_authn_request(xml, binding, &idp.settings.sps, &limits) {
+        Ok(c) => c,
+        Err(SamlError::Status { status, message }) => {
+            return match request::error_target(xml, &idp.settings.sps) {
+                Some((sp, acs, id)) => {
+                    error_response(
+                        state,
+                        sp,
+                        &acs,
+                        Some(&id),
+                        relay_state.as_deref(),
+                        status,
+                        &message,
+                    )
+                    .await
+                }
+                None => page(state, StatusCode::BAD_REQUEST, "Invalid request", &message),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SAML AuthnRequest refused");
+            return page(
+                state,
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                &e.to_string(),
+            );
+        }
+    };
+    // One use per request ID and SP within the accepted window.
+    let window = idp.settings.request_max_age + idp.settings.clock_skew * 2;
+    let replay_key = format!("saml:seen:{}:{}", checked.sp.entity_id, checked.id);
+    match state
+        .engine
+        .store()
+        .add_record(&replay_key, b"", window)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_response(
+                state,
+                checked.sp,
+                &checked.acs_url,
+                Some(&checked.id),
+                relay_state.as_deref(),
+                status::REQUESTER,
+                "this AuthnRequest was already used",
+            )
+            .await
+        }
+        Err(e) => return unavailable(state, &e.into()),
+    }
+    let pending = Pending {
+        sp: checked.sp.name.clone(),
+        request_id: Some(checked.id.clone()),
+        acs_url: checked.acs_url.clone(),
+        relay_state,
+        force_authn: checked.force_authn,
+        is_passive: checked.is_passive,
+        transient: checked.transient_requested,
+    };
+    to_login(state, pending).await
+}
+
+async fn to_login(state: &SharedState, pending: Pending) -> Response {
+    let id = new_ticket_id("SR");
+    let Ok(bytes) = serde_json::to_vec(&pending) else {
+        return page(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Sign-in failed",
+            "The request could not be kept.",
+        );
+    };
+    if let Err(e) = state
+        .engine
+        .store()
+        .put_record(
+            &pending_key(&id),
+            &bytes,
+            state.engine.policy().login_flow_ttl,
+        )
+        .await
+    {
+        return unavailable(state, &e.into());
+    }
+    let service = state.saml.callback(&pending.sp, &id);
+    let mut location = format!("{}/login?service={}", state.prefix(), enc(&service));
+    if pending.force_authn {
+        location.push_str("&renew=true");
+    }
+    if pending.is_passive {
+        location.push_str("&gateway=true");
+    }
+    redirect(&location)
+}
+
+pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
+    let p = params(query.unwrap_or_default().as_bytes());
+    let Some(provider) = p.get("providerId") else {
+        return page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "providerId is missing.",
+        );
+    };
+    let Some(sp) = state
+        .saml
+        .settings
+        .sps
+        .iter()
+        .find(|sp| &sp.entity_id == provider)
+    else {
+        return page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The service provider is not registered.",
+        );
+    };
+    let acs = match p.get("shire").or_else(|| p.get("acsURL")) {
+        Some(url) => sp.acs_for(Some(url), None),
+        None => sp.default_acs(),
+    };
+    let Some(acs) = acs else {
+        return page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The consumer service is not in the service provider's metadata.",
+        );
+    };
+    let relay_state = p.get("target").or_else(|| p.get("RelayState")).cloned();
+    if relay_state
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_RELAY_STATE)
+    {
+        return page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The target is too long.",
+        );
+    }
+    let pending = Pending {
+        sp: sp.name.clone(),
+        request_id: None,
+        acs_url: acs.url.clone(),
+        relay_state,
+        force_authn: false,
+        is_passive: false,
+        transient: false,
+    };
+    to_login(&state, pending).await
+}
+
+pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
+    let p = params(query.unwrap_or_default().as_bytes());
+    let expired = || {
+        page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Sign-in expired",
+            "This sign-in request expired or was already used. Go back to the application and sign in again.",
+        )
+    };
+    let (Some(sp_name), Some(request_id)) = (p.get("sp"), p.get("req")) else {
+        return expired();
+    };
+    if request_id.len() > 64 {
+        return expired();
+    }
+    let pending: Pending = match state
+        .engine
+        .store()
+        .take_record(&pending_key(request_id))
+        .await
+    {
+        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(_) => return expired(),
+        },
+        Ok(None) => return expired(),
+        Err(e) => return unavailable(&state, &e.into()),
+    };
+    let Some(sp) = state
+        .saml
+        .sp_by_name(&pending.sp)
+        .filter(|sp| &sp.name == sp_name)
+    else {
+        return expired();
+    };
+    let relay = pending.relay_state.as_deref();
+    let irt = pending.request_id.as_deref();
+    let Some(ticket) = p.get("ticket") else {
+        return error_response(
+            &state,
+            sp,
+            &pending.acs_url,
+            irt,
+            relay,
+            status::NO_PASSIVE,
+            "the user is not signed in",
+        )
+        .await;
+    };
+    let service = state.saml.callback(&pending.sp, request_id);
+    let assertion = match state
+        .engine
+        .validate(ValidationRequest {
+            ticket,
+            service: &service,
+            renew: pending.force_authn,
+            pgt_url: None,
+            allow_proxy_tickets: false,
+            in_process: true,
+        })
+        .await
+    {
+        Ok(a) => a,
+        Err(e @ EngineError::Store(_)) => return unavailable(&state, &e),
+        Err(e) => {
+            tracing::warn!(error = %e, sp = %sp.name, "SAML callback with an invalid ticket");
+            return error_response(
+                &state,
+                sp,
+                &pending.acs_url,
+                irt,
+                relay,
+                status::AUTHN_FAILED,
+                "the sign-in could not be confirmed",
+            )
+            .await;
+        }
+    };
+    let format = if pending.transient {
+        nameid::TRANSIENT
+    } else {
+        sp.name_id_format.as_str()
+    };
+    let Some(name_id) = state.saml.name_id(sp, format, &assertion.principal) else {
+        return error_response(
+            &state,
+            sp,
+            &pending.acs_url,
+            irt,
+            relay,
+            status::RESPONDER,
+            "no NameID of the configured format for this user",
+        )
+        .await;
+    };
+    let session_index = session_tag(&assertion.session_id)
+        .unwrap_or_default()
+        .to_owned();
+    let idp = state.saml.clone_for_blocking();
+    let now = state.now();
+    let (sp_c, acs, irt_c, fmt) = (
+        sp.clone(),
+        pending.acs_url.clone(),
+        pending.request_id.clone(),
+        format.to_owned(),
+    );
+    let attributes = assertion.attributes.clone();
+    let authn_instant = assertion.authenticated_at;
+    let xml = blocking(move || {
+        let ctx = ResponseContext {
+            idp_entity_id: &idp.entity_id,
+            sp: &sp_c,
+            acs_url: &acs,
+            in_response_to: irt_c.as_deref(),
+            now_ms: now,
+            skew_ms: idp.skew_ms,
+            ttl_ms: idp.ttl_ms,
+        };
+        let subject = Subject {
+            name_id: &name_id,
+            name_id_format: &fmt,
+            attributes: &attributes,
+            authn_instant,
+            session_index: &session_index,
+        };
+        response::success(&ctx, &subject, &idp.credentials)
+    })
+    .await;
+    match xml {
+        Ok(xml) => {
+            Metrics::inc(&state.metrics.saml_responses_issued);
+            post_to(&state, &pending.acs_url, "SAMLResponse", &xml, relay)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "building a SAML response failed");
+            page(
+                &state,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in failed",
+                "The response could not be built.",
+            )
+        }
+    }
+}
+
+// ------------------------------------------------------------------ SLO
+
+pub async fn slo_redirect(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let p = params(query.as_bytes());
+    if p.contains_key("SAMLResponse") {
+        // An SP answering a logout it was sent: nothing more to do.
+        return crate::logout::signed_out(&state);
+    }
+    let Some(message) = p.get("SAMLRequest") else {
+        return page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request carries no SAMLRequest.",
+        );
+    };
+    let xml = match binding::decode_redirect(message) {
+        Ok(x) => x,
+        Err(e) => {
+            return page(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                &e.to_string(),
+            )
+        }
+    };
+    let signature = match request::issuer_of(&xml)
+        .ok()
+        .and_then(|i| state.saml.settings.sps.iter().find(|sp| sp.entity_id == i))
+    {
+        Some(sp) => binding::verify_query(&query, "SAMLRequest", &sp.signing_certs),
+        None => QuerySignature::Absent,
+    };
+    slo(
+        &state,
+        &headers,
+        &xml,
+        Binding::Redirect(signature),
+        p.get("RelayState").cloned(),
+    )
+    .await
+}
+
+pub async fn slo_post(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = params(&body);
+    if p.contains_key("SAMLResponse") {
+        return crate::logout::signed_out(&state);
+    }
+    let Some(message) = p.get("SAMLRequest") else {
+        return page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request carries no SAMLRequest.",
+        );
+    };
+    let xml = match binding::decode_post(message) {
+        Ok(x) => x,
+        Err(e) => {
+            return page(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                &e.to_string(),
+            )
+        }
+    };
+    slo(
+        &state,
+        &headers,
+        &xml,
+        Binding::Post,
+        p.get("RelayState").cloned(),
+    )
+    .await
+}
+
+async fn slo(
+    state: &SharedState,
+    headers: &HeaderMap,
+    xml: &str,
+    binding: Binding,
+    relay_state: Option<String>,
+) -> Response {
+    let idp = &state.saml;
+    let limits = idp.limits(state.now());
+    let checked = match request::check_logout_request(xml, binding, &idp.settings.sps, &limits) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "SAML LogoutRequest refused");
+            return page(
+                state,
+                StatusCode::BAD_REQUEST,
+                "Invalid logout request",
+                &e.to_string(),
+            );
+        }
+    };
+    let sp = checked.sp;
+    let mut code = status::SUCCESS;
+    if let Some(id) = cookies::session_id(headers) {
+        match state.engine.logout(&id).await {
+            Ok(notifications) => {
+                Metrics::inc(&state.metrics.logouts);
+                // The requester learns it from the LogoutResponse.
+                let others = notifications
+                    .into_iter()
+                    .filter(|n| {
+                        idp.sp_of_callback(&n.service)
+                            .is_none_or(|s| s.name != sp.name)
+                    })
+                    .collect();
+                crate::oidc::notify_logout(state, others);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "logout failed on the ticket store");
+                code = status::RESPONDER;
+            }
+        }
+    }
+    let clear = cookies::clear_session(state.prefix(), state.settings.secure_cookies());
+    // Answer at the SP's SLO endpoint: Redirect binding when it has one.
+    let redirect_ep = sp.slo(castellan_saml::BINDING_REDIRECT);
+    let post_ep = sp.slo(castellan_saml::BINDING_POST);
+    let handle = idp.clone_for_blocking();
+    let now = state.now();
+    let irt = checked.id.clone();
+    let mut response = if let Some(ep) = redirect_ep {
+        let destination = ep
+            .response_location
+            .clone()
+            .unwrap_or_else(|| ep.location.clone());
+        let dest = destination.clone();
+        let relay = relay_state.clone();
+        let query = blocking(move || {
+            let xml = response::logout_response(
+                &handle.entity_id,
+                &dest,
+                &irt,
+                code,
+                now,
+                false,
+                &handle.credentials,
+            )?;
+            binding::encode_redirect("SAMLResponse", &xml, relay.as_deref(), &handle.credentials)
+        })
+        .await;
+        match query {
+            Ok(q) => {
+                let sep = if destination.contains('?') { '&' } else { '?' };
+                redirect(&format!("{destination}{sep}{q}"))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "building a LogoutResponse failed");
+                crate::logout::signed_out(state)
+            }
+        }
+    } else if let Some(ep) = post_ep {
+        let destination = ep
+            .response_location
+            .clone()
+            .unwrap_or_else(|| ep.location.clone());
+        let dest = destination.clone();
+        let xml = blocking(move || {
+            response::logout_response(
+                &handle.entity_id,
+                &dest,
+                &irt,
+                code,
+                now,
+                true,
+                &handle.credentials,
+            )
+        })
+        .await;
+        match xml {
+            Ok(xml) => post_to(
+                state,
+                &destination,
+                "SAMLResponse",
+                &xml,
+                relay_state.as_deref(),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "building a LogoutResponse failed");
+                crate::logout::signed_out(state)
+            }
+        }
+    } else {
+        crate::logout::signed_out(state)
+    };
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    response
+}
+
+/// Back-channel (SOAP) LogoutRequests to the SPs of an ended session that
+/// offer a SOAP SingleLogoutService.
+pub fn notify_logout(state: &SharedState, notifications: Vec<LogoutNotification>) {
+    let mut told = std::collections::HashSet::new();
+    for n in notifications {
+        if n.mode != LogoutMode::BackChannel {
+            continue;
+        }
+        let Some(sp) = state.saml.sp_of_callback(&n.service) else {
+            continue;
+        };
+        let Some(ep) = sp.slo(castellan_saml::BINDING_SOAP) else {
+            continue;
+        };
+        let session_index = session_tag(&n.ticket_id).unwrap_or_default().to_owned();
+        if !told.insert((sp.name.clone(), session_index.clone())) {
+            continue;
+        }
+        let format = sp.name_id_format.clone();
+        let principal = castellan_core::Principal::new(n.principal_id.clone());
+        let name_id = match format.as_str() {
+            nameid::PERSISTENT | nameid::UNSPECIFIED => state.saml.name_id(sp, &format, &principal),
+            // Not derivable again from the user id alone.
+            _ => None,
+        };
+        let Some(name_id) = name_id else {
+            tracing::info!(sp = %sp.name, "SAML back-channel logout skipped: NameID format not derivable");
+            continue;
+        };
+        let handle = state.saml.clone_for_blocking();
+        let http = state.saml.http.clone();
+        let (location, name, now) = (ep.location.clone(), sp.name.clone(), state.now());
+        tokio::spawn(async move {
+            let loc = location.clone();
+            let xml = blocking(move || {
+                response::logout_request(
+                    &handle.entity_id,
+                    &loc,
+                    &name_id,
+                    &format,
+                    &session_index,
+                    now,
+                    &handle.credentials,
+                )
+            })
+            .await;
+            let Ok(xml) = xml else {
+                tracing::error!(sp = %name, "building a LogoutRequest failed");
+                return;
+            };
+            let envelope = format!(
+                "<soap11:Envelope xmlns:soap11=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap11:Body>{xml}</soap11:Body></soap11:Envelope>"
+            );
+            match http
+                .post(&location)
+                .header(header::CONTENT_TYPE, "text/xml; charset=utf-8")
+                .header(
+                    "SOAPAction",
+                    "http://www.oasis-open.org/committees/security",
+                )
+                .body(envelope)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(sp = %name, "SAML back-channel logout delivered")
+                }
+                Ok(r) => {
+                    tracing::warn!(sp = %name, status = %r.status(), "SAML back-channel logout refused")
+                }
+                Err(e) => tracing::warn!(sp = %name, error = %e, "SAML back-channel logout failed"),
+            }
+        });
+    }
+}
