@@ -77,6 +77,15 @@ run_lg() {
     echo "$line"
 }
 
+# The SAML SP every bench configuration registers (nothing is ever posted to it).
+cat >"$WORK/sp-metadata.xml" <<'EOM'
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://sp.example.org/shibboleth">
+  <md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example.org/Shibboleth.sso/SAML2/POST" index="1"/>
+  </md:SPSSODescriptor>
+</md:EntityDescriptor>
+EOM
+
 # write_config NAME PORT HASH: a bench configuration in $WORK/NAME.toml.
 write_config() {
     local name=$1 port=$2 hash=$3 tickets=${4:-}
@@ -113,6 +122,12 @@ client_secret = "bench-secret"
 redirect_uris = ["https://rp.example.org/callback"]
 scopes = ["openid", "profile", "email", "api"]
 release = ["mail", "cn"]
+
+[[services]]
+name = "bench-sp"
+protocol = "saml"
+metadata = "$WORK/sp-metadata.xml"
+release = ["mail", "cn", "memberOf"]
 EOF
     "$BIN" check-config --config "$WORK/$name.toml" >/dev/null
 }
@@ -257,7 +272,7 @@ stop_server
 OIDC_SECONDS=${OIDC_SECONDS:-10}
 OIDC_CONNECTIONS=${OIDC_CONNECTIONS:-32}
 start_server cheap "$PORT"
-for mode in client-credentials refresh code; do
+for mode in client-credentials refresh code saml; do
     log "OIDC $mode: $OIDC_CONNECTIONS connections, $OIDC_SECONDS s"
     line=$(run_lg oidc --url "$BASE" --user bench --password "$PASSWORD" --mode "$mode" \
         --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" --warmup 1)
@@ -398,7 +413,8 @@ REPORT=$(cat <<EOF
 | OIDC client_credentials grants/s, $OIDC_CONNECTIONS connections, ${OIDC_SECONDS} s (ES256 access tokens) | $(printf '%.0f' "$(field "$OIDC_client_credentials" rate)") /s ($(field "$OIDC_client_credentials" errors) errors), p50 / p99 $(field "$OIDC_client_credentials" p50_ms) / $(field "$OIDC_client_credentials" p99_ms) ms | ≥ $OIDC_TARGET /s (20 × Keycloak's 120/s per vCPU) | $(verdict "$(field "$OIDC_client_credentials" rate)" ">=" "$OIDC_TARGET") |
 | OIDC refresh grants/s (rotation + reuse check + session check) | $(printf '%.0f' "$(field "$OIDC_refresh" rate)") /s ($(field "$OIDC_refresh" errors) errors), p50 / p99 $(field "$OIDC_refresh" p50_ms) / $(field "$OIDC_refresh" p99_ms) ms | ≥ $OIDC_TARGET /s | $(verdict "$(field "$OIDC_refresh" rate)" ">=" "$OIDC_TARGET") |
 | OIDC code round trips/s with an SSO session (authorize → /login → callback → token, RS256 ID token) | $(printf '%.0f' "$(field "$OIDC_code" rate)") /s ($(field "$OIDC_code" errors) errors), p50 / p99 $(field "$OIDC_code" p50_ms) / $(field "$OIDC_code" p99_ms) ms | | |
-| &nbsp;&nbsp;RSS after the OIDC runs | $(mib "$RSS_OIDC") MiB | | |
+| SAML SSO round trips/s with an SSO session (Redirect AuthnRequest → /login → callback → signed Response page) | $(printf '%.0f' "$(field "$OIDC_saml" rate)") /s ($(field "$OIDC_saml" errors) errors), p50 / p99 $(field "$OIDC_saml" p50_ms) / $(field "$OIDC_saml" p99_ms) ms | | |
+| &nbsp;&nbsp;RSS after the OIDC and SAML runs | $(mib "$RSS_OIDC") MiB | | |
 | GET /health req/s (wrk, 64 connections, context only) | ${WRK_RPS:-n/a} /s | | |
 | Engine grant + validate, in process (criterion, median) | ${CRIT_MID:-skipped} | | |
 $REDIS_SECTION
@@ -419,7 +435,7 @@ loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --sessions-per-connectio
 loadgen sso --url \$BASE --connections $SSO_CONNECTIONS --sessions-per-connection $SSO_SESSIONS_B --duration $SSO_SECONDS --warmup 1 --rate $B_HALF  # B paced
 loadgen sessions --url \$BASE --count $SESSIONS --concurrency $SESSION_CONCURRENCY [--without-service]
 loadgen logins --url \$BASE --connections $LOGIN_CONNECTIONS --duration $LOGIN_SECONDS   # default-parameter hash
-loadgen oidc --url \$BASE --mode client-credentials|refresh|code --connections $OIDC_CONNECTIONS --duration $OIDC_SECONDS --warmup 1
+loadgen oidc --url \$BASE --mode client-credentials|refresh|code|saml --connections $OIDC_CONNECTIONS --duration $OIDC_SECONDS --warmup 1
 wrk -t1 -c64 -d5s \$BASE/health
 cargo bench -p castellan-core --bench engine -- --warm-up-time 1 --measurement-time 5
 \`\`\`

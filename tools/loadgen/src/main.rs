@@ -146,6 +146,8 @@ enum OidcMode {
     Refresh,
     /// authorize -> /login with CASTGC -> callback -> code -> token.
     Code,
+    /// SAML: Redirect AuthnRequest -> /login with CASTGC -> callback -> signed Response page.
+    Saml,
 }
 
 #[derive(Args)]
@@ -167,6 +169,11 @@ struct OidcArgs {
     warmup: f64,
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// SAML mode: the SP's entityID and ACS URL (registered with the server).
+    #[arg(long, default_value = "https://sp.example.org/shibboleth")]
+    sp_entity: String,
+    #[arg(long, default_value = "https://sp.example.org/Shibboleth.sso/SAML2/POST")]
+    acs: String,
 }
 
 #[derive(Args)]
@@ -590,6 +597,7 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
     for _ in 0..n {
         let (target, flow, client, ready) =
             (target.clone(), flow.clone(), client.clone(), ready.clone());
+        let (base_path, sp_entity, acs) = (target.path.clone(), args.sp_entity.clone(), args.acs.clone());
         let mut start_rx = start_rx.clone();
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new();
@@ -597,7 +605,13 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
             // Set up: an SSO session, and a grant to refresh.
             let mut cookie = String::new();
             let mut refresh = String::new();
-            if mode != OidcMode::ClientCredentials {
+            let mut counter = 0u64;
+            if mode == OidcMode::Saml {
+                match oidc::sso_cookie(&mut conn, &flow).await {
+                    Ok(c) => cookie = c,
+                    Err(e) => tally.error(e.context("logging in")),
+                }
+            } else if mode != OidcMode::ClientCredentials {
                 let setup = async {
                     let c = oidc::sso_cookie(&mut conn, &flow).await?;
                     let r = oidc::code_round_trip(&mut conn, &client, &c).await?;
@@ -636,6 +650,10 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
                     OidcMode::Code => oidc::code_round_trip(&mut conn, &client, &cookie)
                         .await
                         .map(|_| ()),
+                    OidcMode::Saml => {
+                        counter += 1;
+                        oidc::saml_round_trip(&mut conn, &base_path, &sp_entity, &acs, &cookie, counter).await
+                    }
                 };
                 if t0 < measure_from {
                     if let Err(e) = outcome {
@@ -675,6 +693,7 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
         OidcMode::ClientCredentials => "oidc client_credentials grants",
         OidcMode::Refresh => "oidc refresh grants",
         OidcMode::Code => "oidc code round trips",
+        OidcMode::Saml => "saml sso round trips",
     };
     Ok(Report {
         what,

@@ -128,6 +128,67 @@ pub async fn refresh(conn: &mut Conn, client: &Client, refresh_token: &str) -> R
     json_str(&r.body, "refresh_token").context("no refresh_token")
 }
 
+/// A SAML SSO round trip with an SSO session: a fresh Redirect-binding
+/// AuthnRequest → /login with CASTGC → callback → the 200 page that posts
+/// the signed Response to the ACS.
+pub async fn saml_round_trip(conn: &mut Conn, base_path: &str, sp_entity: &str, acs: &str, cookie: &str, n: u64) -> Result<()> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, mo, d, h, mi, s) = civil(now);
+    let request = format!(
+        "<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" \
+xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_lg{n:x}{:x}\" Version=\"2.0\" \
+IssueInstant=\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z\" AssertionConsumerServiceURL=\"{acs}\">\
+<saml:Issuer>{sp_entity}</saml:Issuer></samlp:AuthnRequest>",
+        rand_u64()
+    );
+    let mut deflater = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    deflater.write_all(request.as_bytes())?;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(deflater.finish()?);
+    let url = format!(
+        "{base_path}/idp/profile/SAML2/Redirect/SSO?{}",
+        form(&[("SAMLRequest", &encoded), ("RelayState", "lg")])
+    );
+    let r = conn.get(&url, Some(cookie)).await?;
+    expect_status(&r, StatusCode::FOUND, "GET SAML2/Redirect/SSO")?;
+    let r = conn.get(path_of(location(&r)?), Some(cookie)).await?;
+    expect_status(&r, StatusCode::FOUND, "GET login with CASTGC")?;
+    let r = conn.get(path_of(location(&r)?), Some(cookie)).await?;
+    expect_status(&r, StatusCode::OK, "GET idp/callback")?;
+    let body = std::str::from_utf8(&r.body).unwrap_or("");
+    if !body.contains("name=\"SAMLResponse\"") {
+        anyhow::bail!("the callback page has no SAMLResponse");
+    }
+    Ok(())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
+/// Unix seconds to (year, month, day, hour, minute, second), UTC.
+fn civil(t: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (t / 86_400) as i64;
+    let rem = t % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+}
+
 /// A password login without a service: the SSO cookie.
 pub async fn sso_cookie(conn: &mut Conn, flow: &Flow) -> Result<String> {
     Ok(flows::login_at(conn, flow, false).await?.cookie)
@@ -143,5 +204,6 @@ mod tests {
         assert_eq!(path_of("/cas/login?s=1"), "/cas/login?s=1");
         assert_eq!(query_param("http://h/cb?code=OC-1-x&state=s", "code").as_deref(), Some("OC-1-x"));
         assert_eq!(json_str(br#"{"a":1,"refresh_token":"RT-1-y"}"#, "refresh_token").as_deref(), Some("RT-1-y"));
+        assert_eq!(civil(1_764_084_646), (2025, 11, 25, 15, 30, 46));
     }
 }
