@@ -56,7 +56,8 @@ struct Pending {
     relay_state: Option<String>,
     force_authn: bool,
     is_passive: bool,
-    transient: bool,
+    /// From the request's NameIDPolicy; the SP's configured one when None.
+    name_id_format: Option<String>,
 }
 
 fn pending_key(id: &str) -> String {
@@ -526,7 +527,7 @@ async fn sso(
         relay_state,
         force_authn: checked.force_authn,
         is_passive: checked.is_passive,
-        transient: checked.transient_requested,
+        name_id_format: Some(checked.name_id_format.clone()),
     };
     to_login(state, pending).await
 }
@@ -619,7 +620,7 @@ pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQ
         relay_state,
         force_authn: false,
         is_passive: false,
-        transient: false,
+        name_id_format: None,
     };
     to_login(&state, pending).await
 }
@@ -703,11 +704,10 @@ pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuer
             .await;
         }
     };
-    let format = if pending.transient {
-        nameid::TRANSIENT
-    } else {
-        sp.name_id_format.as_str()
-    };
+    let format = pending
+        .name_id_format
+        .as_deref()
+        .unwrap_or(sp.name_id_format.as_str());
     let Some(name_id) = state.saml.name_id(sp, format, &assertion.principal) else {
         return error_response(
             &state,
@@ -880,7 +880,31 @@ async fn slo(
     };
     let sp = checked.sp;
     let mut code = status::SUCCESS;
-    if let Some(id) = cookies::session_id(headers) {
+    let session_id = cookies::session_id(headers);
+    // The request must name this browser's session (SessionIndex) and user
+    // (NameID): a signed request about another session ends nothing.
+    if let Some(id) = &session_id {
+        match state.engine.session(id).await {
+            Ok(Some(session)) => {
+                let tag = session_tag(&session.id).unwrap_or_default();
+                let index_ok = checked.session_indexes.is_empty()
+                    || checked.session_indexes.iter().any(|i| i == tag);
+                let name_ok = match (&checked.name_id, sp.name_id_format.as_str()) {
+                    (Some(presented), f) if f != nameid::TRANSIENT => idp
+                        .name_id(sp, f, &session.principal)
+                        .is_some_and(|expected| &expected == presented),
+                    _ => true,
+                };
+                if !index_ok || !name_ok {
+                    tracing::warn!(sp = %sp.name, "LogoutRequest names another session or user: nothing ended");
+                    code = status::REQUESTER;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return unavailable(state, &e),
+        }
+    }
+    if let Some(id) = session_id.filter(|_| code == status::SUCCESS) {
         match state.engine.logout(&id).await {
             Ok(notifications) => {
                 Metrics::inc(&state.metrics.logouts);
@@ -1007,11 +1031,13 @@ pub fn notify_logout(state: &SharedState, notifications: Vec<LogoutNotification>
         let handle = state.saml.clone_for_blocking();
         let http = state.saml.http.clone();
         let (location, name, now) = (ep.location.clone(), sp.name.clone(), state.now());
+        let sp_entity = sp.entity_id.clone();
         tokio::spawn(async move {
             let loc = location.clone();
             let xml = blocking(move || {
                 response::logout_request(
                     &handle.entity_id,
+                    &sp_entity,
                     &loc,
                     &name_id,
                     &format,

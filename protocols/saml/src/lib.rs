@@ -36,6 +36,8 @@ pub mod status {
     pub const AUTHN_FAILED: &str = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed";
     pub const REQUEST_DENIED: &str = "urn:oasis:names:tc:SAML:2.0:status:RequestDenied";
     pub const PARTIAL_LOGOUT: &str = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout";
+    pub const INVALID_NAME_ID_POLICY: &str =
+        "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy";
 }
 
 pub mod nameid {

@@ -37,7 +37,8 @@ pub struct CheckedAuthnRequest<'a> {
     pub acs_url: String,
     pub force_authn: bool,
     pub is_passive: bool,
-    pub transient_requested: bool,
+    /// The NameID format to answer with.
+    pub name_id_format: String,
     pub signed: bool,
 }
 
@@ -117,6 +118,13 @@ pub fn check_authn_request<'a>(
             let request: AuthnRequest = content
                 .parse()
                 .map_err(|_| SamlError::requester("the signed element is not the AuthnRequest"))?;
+            // Core §5.4.2: the signature is enveloped in the element it
+            // signs. A signed request wrapped in an unsigned one is refused.
+            if request.id != unverified.id {
+                return Err(SamlError::requester(
+                    "the signature does not cover the request's root element",
+                ));
+            }
             (request, true)
         }
         Binding::Post => (unverified, false),
@@ -163,18 +171,31 @@ pub fn check_authn_request<'a>(
     if request.id.is_empty() || request.id.len() > 256 {
         return Err(SamlError::requester("the request has no usable ID"));
     }
-    let transient_requested = request
+    // NameIDPolicy (Core §3.4.1.1): the NameID must have the requested
+    // Format; the SP's configured one, or transient, can be given.
+    let requested = request
         .name_id_policy
         .as_ref()
         .and_then(|p| p.format.as_deref())
-        == Some(crate::nameid::TRANSIENT);
+        .map(str::trim)
+        .filter(|f| *f != crate::nameid::UNSPECIFIED);
+    let name_id_format = match requested {
+        None => sp.name_id_format.clone(),
+        Some(f) if f == sp.name_id_format || f == crate::nameid::TRANSIENT => f.to_owned(),
+        Some(f) => {
+            return Err(SamlError::Status {
+                status: crate::status::INVALID_NAME_ID_POLICY,
+                message: format!("NameID format {f} is not available to this service provider"),
+            })
+        }
+    };
     Ok(CheckedAuthnRequest {
         sp,
         id: request.id.clone(),
         acs_url: acs.url.clone(),
         force_authn: request.force_authn.unwrap_or(false),
         is_passive: request.is_passive.unwrap_or(false),
-        transient_requested,
+        name_id_format,
         signed,
     })
 }
@@ -184,11 +205,37 @@ pub struct CheckedLogoutRequest<'a> {
     pub sp: &'a ServiceProvider,
     pub id: String,
     pub name_id: Option<String>,
-    pub session_index: Option<String>,
+    /// The `samlp:SessionIndex` elements (samael reads them as an attribute).
+    pub session_indexes: Vec<String>,
 }
 
-/// A LogoutRequest from a registered SP. Its signature, when present, must
-/// verify (Redirect: query signature; POST: enveloped).
+fn session_indexes(xml: &str) -> Vec<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut out = Vec::new();
+    let mut inside = false;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) if e.local_name().as_ref() == b"SessionIndex" => inside = true,
+            Ok(Event::End(e)) if e.local_name().as_ref() == b"SessionIndex" => inside = false,
+            Ok(Event::Text(t)) if inside => {
+                if let Ok(v) = t.unescape() {
+                    out.push(v.trim().to_owned());
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+        if out.len() > 16 {
+            break;
+        }
+    }
+    out
+}
+
+/// A LogoutRequest from a registered SP, signed (Profiles §4.4.4.1: the
+/// requester must authenticate itself; on the front channel only a
+/// signature does — else any page could log a user out).
 pub fn check_logout_request<'a>(
     xml: &str,
     binding: Binding,
@@ -212,31 +259,26 @@ pub fn check_logout_request<'a>(
         .ok_or_else(|| {
             SamlError::untrusted(format!("the service provider {issuer} is not registered"))
         })?;
-    let request = match binding {
+    let (request, verified_xml) = match binding {
+        Binding::Redirect(QuerySignature::Valid) => (unverified, xml.to_owned()),
         Binding::Redirect(QuerySignature::Invalid) => {
             return Err(SamlError::untrusted(
                 "the LogoutRequest's signature does not verify",
             ))
         }
-        Binding::Redirect(QuerySignature::Absent) if sp.require_signed_requests => {
-            return Err(SamlError::untrusted(
-                "this service provider's requests must be signed",
-            ))
+        Binding::Redirect(QuerySignature::Absent) => {
+            return Err(SamlError::untrusted("a LogoutRequest must be signed"))
         }
         Binding::Post if has_signature(xml) => {
             let content = verified_content(xml, &sp.signing_certs).map_err(|_| {
                 SamlError::untrusted("the LogoutRequest's signature does not verify")
             })?;
-            content
+            let request: LogoutRequest = content
                 .parse()
-                .map_err(|_| SamlError::untrusted("the signed element is not the LogoutRequest"))?
+                .map_err(|_| SamlError::untrusted("the signed element is not the LogoutRequest"))?;
+            (request, content)
         }
-        Binding::Post if sp.require_signed_requests => {
-            return Err(SamlError::untrusted(
-                "this service provider's requests must be signed",
-            ))
-        }
-        _ => unverified,
+        Binding::Post => return Err(SamlError::untrusted("a LogoutRequest must be signed")),
     };
     if let Some(instant) = &request.issue_instant {
         if !within(instant.timestamp_millis(), limits) {
@@ -248,8 +290,8 @@ pub fn check_logout_request<'a>(
     Ok(CheckedLogoutRequest {
         sp,
         id: request.id.clone().unwrap_or_default(),
-        name_id: request.name_id.as_ref().map(|n| n.value.clone()),
-        session_index: request.session_index.clone(),
+        name_id: request.name_id.as_ref().map(|n| n.value.trim().to_owned()),
+        session_indexes: session_indexes(&verified_xml),
     })
 }
 

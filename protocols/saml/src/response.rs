@@ -338,9 +338,12 @@ Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\" InResponseTo=\"{ir
     }
 }
 
-/// A signed LogoutRequest the IdP sends an SP (back-channel, SOAP).
+/// A signed LogoutRequest the IdP sends an SP (back-channel, SOAP), naming
+/// the subject exactly as the assertion did (qualifiers included).
+#[allow(clippy::too_many_arguments)]
 pub fn logout_request(
     idp_entity_id: &str,
+    sp_entity_id: &str,
     destination: &str,
     name_id: &str,
     name_id_format: &str,
@@ -349,10 +352,20 @@ pub fn logout_request(
     credentials: &IdpCredentials,
 ) -> Result<String, SamlError> {
     let id = new_id();
+    let qualifiers = if name_id_format == nameid::PERSISTENT || name_id_format == nameid::TRANSIENT
+    {
+        format!(
+            " NameQualifier=\"{}\" SPNameQualifier=\"{}\"",
+            escape(idp_entity_id),
+            escape(sp_entity_id)
+        )
+    } else {
+        String::new()
+    };
     let xml = format!(
         "<samlp:LogoutRequest xmlns:samlp=\"{PROTOCOL_NS}\" xmlns:saml=\"{ASSERTION_NS}\" ID=\"{id}\" \
 Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\">\
-<saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:NameID Format=\"{format}\">{name_id}</saml:NameID>\
+<saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:NameID Format=\"{format}\"{qualifiers}>{name_id}</saml:NameID>\
 <samlp:SessionIndex>{session_index}</samlp:SessionIndex></samlp:LogoutRequest>",
         now = instant(now_ms),
         dest = escape(destination),
