@@ -29,6 +29,7 @@ die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------- packages
 DEB_PACKAGES=(
   apache2 libapache2-mod-auth-cas libapache2-mod-auth-openidc
+  libapache2-mod-shib shibboleth-sp-utils
   redis-server xmlsec1
   build-essential pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev
   chromium chromium-driver
