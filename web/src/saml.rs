@@ -780,8 +780,8 @@ pub async fn slo_redirect(
     let query = query.unwrap_or_default();
     let p = params(query.as_bytes());
     if p.contains_key("SAMLResponse") {
-        // An SP answering a logout it was sent: nothing more to do.
-        return crate::logout::signed_out(&state);
+        // An SP answering a logout request of a chain: on to the next.
+        return chain_response(&state, p.get("RelayState").map(String::as_str)).await;
     }
     let Some(message) = p.get("SAMLRequest") else {
         return page(
@@ -826,7 +826,7 @@ pub async fn slo_post(
 ) -> Response {
     let p = params(&body);
     if p.contains_key("SAMLResponse") {
-        return crate::logout::signed_out(&state);
+        return chain_response(&state, p.get("RelayState").map(String::as_str)).await;
     }
     let Some(message) = p.get("SAMLRequest") else {
         return page(
@@ -904,18 +904,34 @@ async fn slo(
             Err(e) => return unavailable(state, &e),
         }
     }
+    let mut front = Vec::new();
     if let Some(id) = session_id.filter(|_| code == status::SUCCESS) {
         match state.engine.logout(&id).await {
             Ok(notifications) => {
                 Metrics::inc(&state.metrics.logouts);
-                // The requester learns it from the LogoutResponse.
-                let others = notifications
-                    .into_iter()
-                    .filter(|n| {
-                        idp.sp_of_callback(&n.service)
-                            .is_none_or(|s| s.name != sp.name)
-                    })
-                    .collect();
+                // The requester learns it from the LogoutResponse; SPs with
+                // only browser SLO endpoints are visited in a chain first.
+                let mut others = Vec::new();
+                for n in notifications {
+                    match idp.sp_of_callback(&n.service) {
+                        Some(s) if s.name == sp.name => {}
+                        Some(s)
+                            if s.slo(castellan_saml::BINDING_SOAP).is_none()
+                                && (s.slo(castellan_saml::BINDING_REDIRECT).is_some()
+                                    || s.slo(castellan_saml::BINDING_POST).is_some()) =>
+                        {
+                            let index = session_tag(&n.ticket_id).unwrap_or_default().to_owned();
+                            if !front.iter().any(|f: &ChainStep| f.sp == s.name && f.session_index == index) {
+                                front.push(ChainStep {
+                                    sp: s.name.clone(),
+                                    session_index: index,
+                                    principal_id: n.principal_id.clone(),
+                                });
+                            }
+                        }
+                        _ => others.push(n),
+                    }
+                }
                 crate::oidc::notify_logout(state, others);
             }
             Err(e) => {
@@ -924,14 +940,172 @@ async fn slo(
             }
         }
     }
+    let requester = Requester {
+        sp: sp.name.clone(),
+        request_id: checked.id.clone(),
+        relay_state,
+        code: code.to_owned(),
+    };
     let clear = cookies::clear_session(state.prefix(), state.settings.secure_cookies());
-    // Answer at the SP's SLO endpoint: Redirect binding when it has one.
+    let mut response = if front.is_empty() {
+        answer_requester(state, &requester).await
+    } else {
+        let chain = Chain {
+            requester,
+            next: front,
+            awaiting: None,
+        };
+        continue_chain(state, &new_ticket_id("SL"), chain).await
+    };
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    response
+}
+
+/// The SP that sent a LogoutRequest, to be answered once the chain is done.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Requester {
+    sp: String,
+    request_id: String,
+    relay_state: Option<String>,
+    code: String,
+}
+
+/// One SP to visit in the front-channel logout chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChainStep {
+    sp: String,
+    session_index: String,
+    principal_id: String,
+}
+
+/// A front-channel logout in progress (kept in the store between the
+/// browser's visits to the SPs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Chain {
+    requester: Requester,
+    next: Vec<ChainStep>,
+    /// The ID of the LogoutRequest whose response is awaited.
+    awaiting: Option<String>,
+}
+
+fn chain_key(id: &str) -> String {
+    format!("saml:slo:{id}")
+}
+
+const CHAIN_TTL: Duration = Duration::from_secs(600);
+
+/// Sends the browser to the next SP of the chain with a LogoutRequest
+/// (RelayState = the chain), or, when none is left, answers the requester.
+async fn continue_chain(state: &SharedState, chain_id: &str, mut chain: Chain) -> Response {
+    let idp = &state.saml;
+    while let Some(step) = chain.next.first().cloned() {
+        chain.next.remove(0);
+        let Some(sp) = idp.sp_by_name(&step.sp) else {
+            continue;
+        };
+        let format = sp.name_id_format.clone();
+        let principal = castellan_core::Principal::new(step.principal_id.clone());
+        let name_id = match format.as_str() {
+            nameid::PERSISTENT | nameid::UNSPECIFIED => idp.name_id(sp, &format, &principal),
+            _ => None,
+        };
+        let Some(name_id) = name_id else {
+            tracing::info!(sp = %sp.name, "front-channel logout skipped: NameID format not derivable");
+            continue;
+        };
+        let (binding, ep) = match (sp.slo(castellan_saml::BINDING_REDIRECT), sp.slo(castellan_saml::BINDING_POST)) {
+            (Some(ep), _) => (castellan_saml::BINDING_REDIRECT, ep.clone()),
+            (None, Some(ep)) => (castellan_saml::BINDING_POST, ep.clone()),
+            (None, None) => continue,
+        };
+        let handle = idp.clone_for_blocking();
+        let (sp_entity, location, now, relay) =
+            (sp.entity_id.clone(), ep.location.clone(), state.now(), chain_id.to_owned());
+        let redirect_binding = binding == castellan_saml::BINDING_REDIRECT;
+        let loc = location.clone();
+        let built = blocking(move || {
+            let params = response::LogoutRequestParams {
+                idp_entity_id: &handle.entity_id,
+                sp_entity_id: &sp_entity,
+                destination: &loc,
+                name_id: &name_id,
+                name_id_format: &format,
+                session_index: &step.session_index,
+                now_ms: now,
+            };
+            let (id, xml) = response::logout_request(&params, !redirect_binding, &handle.credentials)?;
+            if redirect_binding {
+                let query = binding::encode_redirect("SAMLRequest", &xml, Some(&relay), &handle.credentials)?;
+                Ok((id, query))
+            } else {
+                Ok((id, xml))
+            }
+        })
+        .await;
+        let (id, payload) = match built {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, sp = %sp.name, "building a LogoutRequest failed");
+                continue;
+            }
+        };
+        chain.awaiting = Some(id);
+        let stored = serde_json::to_vec(&chain)
+            .map_err(|e| EngineError::Store(castellan_core::StoreError::Corrupt(e.to_string())));
+        match stored {
+            Ok(bytes) => {
+                if let Err(e) = state.engine.store().put_record(&chain_key(chain_id), &bytes, CHAIN_TTL).await {
+                    return unavailable(state, &e.into());
+                }
+            }
+            Err(e) => return unavailable(state, &e),
+        }
+        tracing::info!(sp = %sp.name, "front-channel logout: visiting the service provider");
+        return if redirect_binding {
+            let sep = if location.contains('?') { '&' } else { '?' };
+            redirect(&format!("{location}{sep}{payload}"))
+        } else {
+            post_to(state, &location, "SAMLRequest", &payload, Some(chain_id))
+        };
+    }
+    answer_requester(state, &chain.requester).await
+}
+
+/// An SP's LogoutResponse in a chain we started: on to the next SP.
+async fn chain_response(state: &SharedState, relay_state: Option<&str>) -> Response {
+    let Some(chain_id) = relay_state.filter(|r| r.starts_with("SL-") && r.len() <= 64) else {
+        return crate::logout::signed_out(state);
+    };
+    match state.engine.store().take_record(&chain_key(chain_id)).await {
+        Ok(Some(bytes)) => match serde_json::from_slice::<Chain>(&bytes) {
+            Ok(chain) => continue_chain(state, chain_id, chain).await,
+            Err(_) => crate::logout::signed_out(state),
+        },
+        Ok(None) => crate::logout::signed_out(state),
+        Err(e) => unavailable(state, &e.into()),
+    }
+}
+
+/// The signed LogoutResponse to the SP that asked for the logout, at its
+/// SLO endpoint: Redirect binding when it has one, else POST.
+async fn answer_requester(state: &SharedState, requester: &Requester) -> Response {
+    let Some(sp) = state.saml.sp_by_name(&requester.sp) else {
+        return crate::logout::signed_out(state);
+    };
+    let code: &'static str = if requester.code == status::SUCCESS {
+        status::SUCCESS
+    } else if requester.code == status::REQUESTER {
+        status::REQUESTER
+    } else {
+        status::RESPONDER
+    };
+    let relay_state = requester.relay_state.clone();
     let redirect_ep = sp.slo(castellan_saml::BINDING_REDIRECT);
     let post_ep = sp.slo(castellan_saml::BINDING_POST);
-    let handle = idp.clone_for_blocking();
+    let handle = state.saml.clone_for_blocking();
     let now = state.now();
-    let irt = checked.id.clone();
-    let mut response = if let Some(ep) = redirect_ep {
+    let irt = requester.request_id.clone();
+    if let Some(ep) = redirect_ep {
         let destination = ep
             .response_location
             .clone()
@@ -994,9 +1168,7 @@ async fn slo(
         }
     } else {
         crate::logout::signed_out(state)
-    };
-    response.headers_mut().append(header::SET_COOKIE, clear);
-    response
+    }
 }
 
 /// Back-channel (SOAP) LogoutRequests to the SPs of an ended session that
@@ -1035,16 +1207,16 @@ pub fn notify_logout(state: &SharedState, notifications: Vec<LogoutNotification>
         tokio::spawn(async move {
             let loc = location.clone();
             let xml = blocking(move || {
-                response::logout_request(
-                    &handle.entity_id,
-                    &sp_entity,
-                    &loc,
-                    &name_id,
-                    &format,
-                    &session_index,
-                    now,
-                    &handle.credentials,
-                )
+                let params = response::LogoutRequestParams {
+                    idp_entity_id: &handle.entity_id,
+                    sp_entity_id: &sp_entity,
+                    destination: &loc,
+                    name_id: &name_id,
+                    name_id_format: &format,
+                    session_index: &session_index,
+                    now_ms: now,
+                };
+                response::logout_request(&params, true, &handle.credentials).map(|(_, xml)| xml)
             })
             .await;
             let Ok(xml) = xml else {

@@ -338,27 +338,38 @@ Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\" InResponseTo=\"{ir
     }
 }
 
-/// A signed LogoutRequest the IdP sends an SP (back-channel, SOAP), naming
-/// the subject exactly as the assertion did (qualifiers included).
-#[allow(clippy::too_many_arguments)]
+/// What a LogoutRequest the IdP sends names.
+pub struct LogoutRequestParams<'a> {
+    pub idp_entity_id: &'a str,
+    pub sp_entity_id: &'a str,
+    pub destination: &'a str,
+    pub name_id: &'a str,
+    pub name_id_format: &'a str,
+    pub session_index: &'a str,
+    pub now_ms: u64,
+}
+
+/// A LogoutRequest the IdP sends an SP, naming the subject exactly as the
+/// assertion did (qualifiers included); signed in the document for SOAP and
+/// POST (`sign`), unsigned for the Redirect binding, which signs the query.
+/// Returns its ID and XML.
 pub fn logout_request(
-    idp_entity_id: &str,
-    sp_entity_id: &str,
-    destination: &str,
-    name_id: &str,
-    name_id_format: &str,
-    session_index: &str,
-    now_ms: u64,
+    p: &LogoutRequestParams<'_>,
+    sign: bool,
     credentials: &IdpCredentials,
-) -> Result<String, SamlError> {
+) -> Result<(String, String), SamlError> {
     let id = new_id();
-    let qualifiers = if name_id_format == nameid::PERSISTENT || name_id_format == nameid::TRANSIENT
-    {
+    let qualifiers = if p.name_id_format == nameid::PERSISTENT || p.name_id_format == nameid::TRANSIENT {
         format!(
             " NameQualifier=\"{}\" SPNameQualifier=\"{}\"",
-            escape(idp_entity_id),
-            escape(sp_entity_id)
+            escape(p.idp_entity_id),
+            escape(p.sp_entity_id)
         )
+    } else {
+        String::new()
+    };
+    let signature = if sign {
+        signature_template(&id, &credentials.cert_base64)
     } else {
         String::new()
     };
@@ -367,15 +378,15 @@ pub fn logout_request(
 Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\">\
 <saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:NameID Format=\"{format}\"{qualifiers}>{name_id}</saml:NameID>\
 <samlp:SessionIndex>{session_index}</samlp:SessionIndex></samlp:LogoutRequest>",
-        now = instant(now_ms),
-        dest = escape(destination),
-        issuer = escape(idp_entity_id),
-        signature = signature_template(&id, &credentials.cert_base64),
-        format = escape(name_id_format),
-        name_id = escape(name_id),
-        session_index = escape(session_index),
+        now = instant(p.now_ms),
+        dest = escape(p.destination),
+        issuer = escape(p.idp_entity_id),
+        format = escape(p.name_id_format),
+        name_id = escape(p.name_id),
+        session_index = escape(p.session_index),
     );
-    credentials.sign_xml(&xml)
+    let xml = if sign { credentials.sign_xml(&xml)? } else { xml };
+    Ok((id, xml))
 }
 
 /// The IdP's metadata (SAML Metadata §2.4.3).
