@@ -921,7 +921,10 @@ async fn slo(
                                     || s.slo(castellan_saml::BINDING_POST).is_some()) =>
                         {
                             let index = session_tag(&n.ticket_id).unwrap_or_default().to_owned();
-                            if !front.iter().any(|f: &ChainStep| f.sp == s.name && f.session_index == index) {
+                            if !front
+                                .iter()
+                                .any(|f: &ChainStep| f.sp == s.name && f.session_index == index)
+                            {
                                 front.push(ChainStep {
                                     sp: s.name.clone(),
                                     session_index: index,
@@ -1013,14 +1016,21 @@ async fn continue_chain(state: &SharedState, chain_id: &str, mut chain: Chain) -
             tracing::info!(sp = %sp.name, "front-channel logout skipped: NameID format not derivable");
             continue;
         };
-        let (binding, ep) = match (sp.slo(castellan_saml::BINDING_REDIRECT), sp.slo(castellan_saml::BINDING_POST)) {
+        let (binding, ep) = match (
+            sp.slo(castellan_saml::BINDING_REDIRECT),
+            sp.slo(castellan_saml::BINDING_POST),
+        ) {
             (Some(ep), _) => (castellan_saml::BINDING_REDIRECT, ep.clone()),
             (None, Some(ep)) => (castellan_saml::BINDING_POST, ep.clone()),
             (None, None) => continue,
         };
         let handle = idp.clone_for_blocking();
-        let (sp_entity, location, now, relay) =
-            (sp.entity_id.clone(), ep.location.clone(), state.now(), chain_id.to_owned());
+        let (sp_entity, location, now, relay) = (
+            sp.entity_id.clone(),
+            ep.location.clone(),
+            state.now(),
+            chain_id.to_owned(),
+        );
         let redirect_binding = binding == castellan_saml::BINDING_REDIRECT;
         let loc = location.clone();
         let built = blocking(move || {
@@ -1033,9 +1043,15 @@ async fn continue_chain(state: &SharedState, chain_id: &str, mut chain: Chain) -
                 session_index: &step.session_index,
                 now_ms: now,
             };
-            let (id, xml) = response::logout_request(&params, !redirect_binding, &handle.credentials)?;
+            let (id, xml) =
+                response::logout_request(&params, !redirect_binding, &handle.credentials)?;
             if redirect_binding {
-                let query = binding::encode_redirect("SAMLRequest", &xml, Some(&relay), &handle.credentials)?;
+                let query = binding::encode_redirect(
+                    "SAMLRequest",
+                    &xml,
+                    Some(&relay),
+                    &handle.credentials,
+                )?;
                 Ok((id, query))
             } else {
                 Ok((id, xml))
@@ -1054,7 +1070,12 @@ async fn continue_chain(state: &SharedState, chain_id: &str, mut chain: Chain) -
             .map_err(|e| EngineError::Store(castellan_core::StoreError::Corrupt(e.to_string())));
         match stored {
             Ok(bytes) => {
-                if let Err(e) = state.engine.store().put_record(&chain_key(chain_id), &bytes, CHAIN_TTL).await {
+                if let Err(e) = state
+                    .engine
+                    .store()
+                    .put_record(&chain_key(chain_id), &bytes, CHAIN_TTL)
+                    .await
+                {
                     return unavailable(state, &e.into());
                 }
             }

@@ -359,15 +359,16 @@ pub fn logout_request(
     credentials: &IdpCredentials,
 ) -> Result<(String, String), SamlError> {
     let id = new_id();
-    let qualifiers = if p.name_id_format == nameid::PERSISTENT || p.name_id_format == nameid::TRANSIENT {
-        format!(
-            " NameQualifier=\"{}\" SPNameQualifier=\"{}\"",
-            escape(p.idp_entity_id),
-            escape(p.sp_entity_id)
-        )
-    } else {
-        String::new()
-    };
+    let qualifiers =
+        if p.name_id_format == nameid::PERSISTENT || p.name_id_format == nameid::TRANSIENT {
+            format!(
+                " NameQualifier=\"{}\" SPNameQualifier=\"{}\"",
+                escape(p.idp_entity_id),
+                escape(p.sp_entity_id)
+            )
+        } else {
+            String::new()
+        };
     let signature = if sign {
         signature_template(&id, &credentials.cert_base64)
     } else {
@@ -385,7 +386,11 @@ Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\">\
         name_id = escape(p.name_id),
         session_index = escape(p.session_index),
     );
-    let xml = if sign { credentials.sign_xml(&xml)? } else { xml };
+    let xml = if sign {
+        credentials.sign_xml(&xml)?
+    } else {
+        xml
+    };
     Ok((id, xml))
 }
 
