@@ -1158,3 +1158,49 @@ def test_default_signing_key_generated_and_kept(tmp_path_factory, pki, services,
         check_success(flow, sp, md2)
     finally:
         c.stop()
+
+
+def test_slo_front_channel_chain_visits_the_other_sp(cas, idp, sps, b, recorder):
+    """An SP's logout reaches another SP of the session that has only browser
+    SLO endpoints: the browser carries a signed LogoutRequest there first, the
+    SP's LogoutResponse brings it back, and only then does the requester get
+    its LogoutResponse."""
+    other, main = sps.resp, sps.main  # sp-resp: Redirect and POST SLO, no SOAP
+    resp_other, _, a_other = check_success(b.sso(other), other, idp)
+    resp_main, _, _ = check_success(b.sso(main), main, idp)
+    old_tgc = b.tgc
+    other_index = a_other.find("saml:AuthnStatement", NSMAP).get("SessionIndex")
+
+    reqid, url, rs = main.logout_request(resp_main.name_id, BINDING_HTTP_REDIRECT)
+    flow = b.send_redirect(url)
+    # 1. to the other SP, with a LogoutRequest signed over the query
+    assert flow.location and flow.location.startswith(other.slo_redirect + "?"), flow.trace()
+    ok, params = verify_redirect_signature(flow.location, idp.public_key(), "SAMLRequest")
+    assert ok, f"the LogoutRequest to the other SP does not verify: {params}"
+    chain_relay = params.get("RelayState", "")
+    assert chain_relay and chain_relay != rs
+    lreq = parse_xml(inflate(params["SAMLRequest"]))
+    assert lreq.tag == f"{{{SAMLP}}}LogoutRequest"
+    assert lreq.get("Destination") == other.slo_redirect
+    assert lreq.findtext("samlp:SessionIndex", namespaces=NSMAP) == other_index
+    n = lreq.find("saml:NameID", NSMAP)
+    assert (n.text or "").strip() == name_id(a_other)[0], etree.tostring(n)
+    # pysaml2 (the other SP) accepts it and answers
+    req = other.client.parse_logout_request(params["SAMLRequest"], BINDING_HTTP_REDIRECT)
+    assert req is not None and req.message.id == lreq.get("ID")
+    answer = other.client.create_logout_response(req.message, [BINDING_HTTP_REDIRECT])
+    back = other.client.apply_binding(BINDING_HTTP_REDIRECT, answer, idp.slo[BINDING_HTTP_REDIRECT],
+                                      chain_relay, response=True, sign=True, sigalg=RSA_SHA256)
+    back_url = dict(back["headers"])["Location"]
+    assert "SAMLResponse=" in back_url
+    # 2. back at the IdP, on to the requester with its LogoutResponse
+    flow = b.send_redirect(back_url)
+    assert flow.location and flow.location.startswith(main.slo_redirect + "?"), flow.trace()
+    ok, params = verify_redirect_signature(flow.location, idp.public_key())
+    assert ok and params.get("RelayState", "") == rs, params
+    lr = main.client.parse_logout_request_response(params["SAMLResponse"], BINDING_HTTP_REDIRECT)
+    assert lr is not None and lr.status_ok() and lr.in_response_to == reqid
+    check_session_over(cas, b, old_tgc)
+    # A replayed chain RelayState leads nowhere.
+    r = b.send_redirect(back_url)
+    assert r.location is None or not r.location.startswith(main.slo_redirect), r.trace()
