@@ -24,7 +24,7 @@ import datetime
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlencode, urlparse
+from urllib.parse import parse_qs, quote, urlencode, urljoin, urlparse
 
 import pytest
 import requests
@@ -35,8 +35,10 @@ from saml2.response import StatusNoPassive
 
 from conftest import (
     APP,
+    PASSWORD,
     WEIRD_VALUE,
     Castellan,
+    free_port,
     parse_login_form,
     ticket_from,
     toml_table,
@@ -1204,3 +1206,67 @@ def test_slo_front_channel_chain_visits_the_other_sp(cas, idp, sps, b, recorder)
     # A replayed chain RelayState leads nowhere.
     r = b.send_redirect(back_url)
     assert r.location is None or not r.location.startswith(main.slo_redirect), r.trace()
+
+
+def test_two_nodes_on_one_redis_serve_one_saml_flow(tmp_path, pki, services, sps, idp_keypair):
+    """The AuthnRequest reaches node 1, the login and the callback happen on
+    node 2: the pending request lives in the shared store, and a replay of
+    the same request on node 2 is refused."""
+    from test_multinode import Node, RedisProc
+
+    class SamlNode(Node):
+        def __init__(self, *args, saml: dict, **kw) -> None:
+            super().__init__(*args, **kw)
+            self.saml_table = saml
+
+        def config_text(self) -> str:
+            return super().config_text() + toml_table("saml", self.saml_table)
+
+    key, cert = idp_keypair
+    redis = RedisProc(tmp_path / "redis").start()
+    public = f"http://127.0.0.1:{free_port()}/cas"
+    nodes = []
+    try:
+        for i in (1, 2):
+            n = SamlNode(tmp_path / f"node{i}", data_dir=tmp_path / "shared-data", label=f"saml-node{i}", public_url=public,
+                              services=services + [sps.main.service()], ssl_cert_file=pki.ca_pem,
+                              tickets={"store": "redis", "redis_url": redis.url},
+                              saml={**SAML_CONFIG, "signing_key": str(key), "signing_certificate": str(cert),
+                                    "persistent_id_secret": "two-nodes-share-this-secret"})
+            nodes.append(n.start())
+        n1, n2 = nodes
+        md = IdpMetadata.fetch(n1.url("/idp/metadata"), tmp_path / "idp.xml")
+        sp = ServiceProvider(tmp_path, "sp-main").impersonate(sps.main)
+        sp.attach(md)
+
+        def on(node, url: str) -> str:
+            url = urljoin(public + "/", url)
+            assert url.startswith(public), url
+            return node.base + url[len(public):]
+
+        s = requests.Session()
+        reqid, xml = sp.authn_request(binding=BINDING_HTTP_REDIRECT)
+        url = sp.redirect_url(xml, "two-nodes")
+        r = s.get(on(n1, url), allow_redirects=False, timeout=15)
+        assert r.status_code == 302, f"SSO on node 1: {r.status_code} {r.text[:300]}"
+        page = s.get(on(n2, r.headers["Location"]), allow_redirects=False, timeout=15)
+        form = parse_login_form(page)
+        assert page.status_code == 200 and form, f"login page on node 2: {page.status_code}"
+        r = s.post(on(n2, form.action) if not form.action.startswith("http") else form.action,
+                   data=dict(form.fields, username="casuser", password=PASSWORD), allow_redirects=False, timeout=15)
+        assert r.status_code == 302 and ticket_from(r), f"login POST on node 2: {r.status_code}"
+        r = s.get(on(n2, r.headers["Location"]), allow_redirects=False, timeout=15)
+        forms = saml_forms(r)
+        assert r.status_code == 200 and len(forms) == 1, f"callback on node 2: {r.status_code} {r.text[:300]}"
+        assert forms[0].relay_state == "two-nodes"
+        resp = sp.accept(forms[0].saml_response, reqid)
+        assert resp.name_id.text.strip() and resp.ava.get("mail") == ["casuser@example.org"], resp.ava
+        # The same AuthnRequest again, now on node 2: a replay.
+        r = s.get(on(n2, url), allow_redirects=False, timeout=15)
+        forms = saml_forms(r)
+        assert r.status_code == 200 and len(forms) == 1, f"replay on node 2: {r.status_code}"
+        assert status_codes(forms[0].tree())[0] == STATUS_REQUESTER, status_codes(forms[0].tree())
+    finally:
+        for n in nodes:
+            n.stop()
+        redis.stop()

@@ -79,11 +79,22 @@ impl IdentityProvider {
             .signing_key
             .as_ref()
             .map(|(k, c)| (k.as_path(), c.as_path()));
+        // Nodes starting together on one data_dir: only the first generates.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join(".signing-keys.lock"))
+            .ok();
+        if let Some(lock) = &lock {
+            lock.lock()?;
+        }
         let credentials = IdpCredentials::load_or_generate(data_dir, configured, &host)?;
         let persistent_secret = castellan_saml::keys::persistent_secret(
             data_dir,
             settings.persistent_id_secret.as_deref(),
         )?;
+        drop(lock);
         let mut metadata = response::metadata(&settings.entity_id, &base, &credentials);
         if settings.sign_metadata {
             metadata = sign_metadata(&metadata, &credentials)?;
