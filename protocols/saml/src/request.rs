@@ -314,3 +314,177 @@ pub fn error_target<'a>(
     )?;
     Some((sp, acs.url.clone(), request.id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::IdpCredentials;
+    use crate::response::signature_template;
+    use crate::sp::tests::{registration, METADATA};
+    use crate::status;
+
+    const NOW: u64 = 1_764_084_646_000;
+
+    fn limits() -> Limits {
+        Limits {
+            now_ms: NOW,
+            skew_ms: 60_000,
+            max_age_ms: 300_000,
+            destinations: vec!["https://idp.example/idp/profile/SAML2/POST/SSO".into()],
+        }
+    }
+
+    fn request(id: &str, acs: &str, signature: &str) -> String {
+        format!(
+            "<samlp:AuthnRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" \
+xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" \
+IssueInstant=\"2025-11-25T15:30:00Z\" AssertionConsumerServiceURL=\"{acs}\">\
+<saml:Issuer>https://sp.example/shibboleth</saml:Issuer>{signature}</samlp:AuthnRequest>"
+        )
+    }
+
+    /// An SP (whose key is `creds`) and its signed POST request.
+    fn signed_setup(tag: &str) -> (Vec<ServiceProvider>, String, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("castellan-saml-req-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let creds = IdpCredentials::load_or_generate(&dir, None, "sp").unwrap();
+        let metadata = METADATA.replace(
+            "<md:SingleLogoutService",
+            &format!(
+                "<md:KeyDescriptor use=\"signing\"><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleLogoutService",
+                creds.cert_base64
+            ),
+        );
+        let mut r = registration();
+        r.require_signed_requests = true;
+        let sps = vec![ServiceProvider::from_metadata(&metadata, r).unwrap()];
+        let template = signature_template("_signed", &creds.cert_base64);
+        let signed = creds
+            .sign_xml(&request("_signed", "https://sp.example/acs", &template))
+            .unwrap();
+        (sps, signed, dir)
+    }
+
+    fn status_of(r: Result<CheckedAuthnRequest<'_>, SamlError>) -> String {
+        match r {
+            Ok(c) => format!("ok {}", c.acs_url),
+            Err(SamlError::Status { status, .. }) => status.to_owned(),
+            Err(e) => format!("untrusted: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_signed_post_request_verifies_and_tampering_breaks_it() {
+        let (sps, signed, dir) = signed_setup("ok");
+        assert_eq!(
+            status_of(check_authn_request(&signed, Binding::Post, &sps, &limits())),
+            "ok https://sp.example/acs"
+        );
+        let tampered = signed.replace(
+            "ID=\"_signed\" Version",
+            "ID=\"_signed\" ForceAuthn=\"true\" Version",
+        );
+        assert_eq!(
+            status_of(check_authn_request(
+                &tampered,
+                Binding::Post,
+                &sps,
+                &limits()
+            )),
+            status::REQUESTER
+        );
+        // Unsigned, for an SP that must sign.
+        let unsigned = request("_u", "https://sp.example/acs", "");
+        assert_eq!(
+            status_of(check_authn_request(
+                &unsigned,
+                Binding::Post,
+                &sps,
+                &limits()
+            )),
+            status::REQUESTER
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_signed_request_wrapped_in_an_unsigned_one_is_refused() {
+        let (sps, signed, dir) = signed_setup("wrap");
+        let inner = crate::keys::strip_declaration(&signed).to_owned();
+        // The genuine signed request inside an unsigned root with the same ACS.
+        let wrapped = request(
+            "_evil",
+            "https://sp.example/acs",
+            &format!("<samlp:Extensions>{inner}</samlp:Extensions>"),
+        );
+        assert_eq!(
+            status_of(check_authn_request(
+                &wrapped,
+                Binding::Post,
+                &sps,
+                &limits()
+            )),
+            status::REQUESTER
+        );
+        // Another ACS in the wrapper: not even answered there.
+        let elsewhere = request(
+            "_evil",
+            "https://sp.example/acs2",
+            &format!("<samlp:Extensions>{inner}</samlp:Extensions>"),
+        );
+        assert_ne!(
+            status_of(check_authn_request(
+                &elsewhere,
+                Binding::Post,
+                &sps,
+                &limits()
+            )),
+            "ok https://sp.example/acs2"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let (sps, signed, dir) = signed_setup("dup");
+        // A second element carrying the signed ID, so that a reference could
+        // resolve to either.
+        let duplicated = signed.replace(
+            "<saml:Issuer>",
+            "<samlp:Extensions><x ID=\"_signed\"/></samlp:Extensions><saml:Issuer>",
+        );
+        assert_eq!(
+            status_of(check_authn_request(
+                &duplicated,
+                Binding::Post,
+                &sps,
+                &limits()
+            )),
+            status::REQUESTER
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stale_and_future_requests_are_refused() {
+        let sps = vec![ServiceProvider::from_metadata(METADATA, registration()).unwrap()];
+        let xml = request("_t", "https://sp.example/acs", "");
+        let mut old = limits();
+        old.now_ms = NOW + 3_600_000;
+        assert_eq!(
+            status_of(check_authn_request(&xml, Binding::Post, &sps, &old)),
+            status::REQUESTER
+        );
+        let mut early = limits();
+        early.now_ms = NOW - 3_600_000;
+        assert_eq!(
+            status_of(check_authn_request(&xml, Binding::Post, &sps, &early)),
+            status::REQUESTER
+        );
+        assert!(
+            status_of(check_authn_request(&xml, Binding::Post, &sps, &limits())).starts_with("ok")
+        );
+    }
+}

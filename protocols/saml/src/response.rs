@@ -46,7 +46,7 @@ pub fn oid(attribute: &str) -> Option<&'static str> {
     })
 }
 
-fn signature_template(reference_id: &str, cert_base64: &str) -> String {
+pub(crate) fn signature_template(reference_id: &str, cert_base64: &str) -> String {
     format!(
         "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
 <ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
