@@ -2,7 +2,7 @@
 
 use crate::config::{Settings, StoreKind};
 use crate::metrics::Metrics;
-use crate::{cas_endpoints, login, logout, middleware, oidc, operations, saml};
+use crate::{cas_endpoints, delegation, login, logout, middleware, oidc, operations, saml};
 use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -29,6 +29,7 @@ pub struct AppState {
     pub signing_keys: crate::signing_keys::KeyCell,
     pub oidc: oidc::Provider,
     pub saml: saml::IdentityProvider,
+    pub delegation: delegation::Delegation,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -98,6 +99,7 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         signing_keys,
         oidc: provider,
         saml: idp,
+        delegation: delegation::Delegation::new(&settings.upstreams)?,
         settings,
     }))
 }
@@ -149,6 +151,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/idp/profile/SAML2/Redirect/SLO", get(saml::slo_redirect))
         .route("/idp/profile/SAML2/POST/SLO", post(saml::slo_post))
         .route("/idp/callback", get(saml::callback))
+        .route("/delegated/{name}/callback", get(delegation::callback))
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/static/{file}", get(operations::static_file))

@@ -185,7 +185,7 @@ pub struct ServiceEntry {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // read once delegation exists
+#[allow(dead_code)] // the OIDC, OAuth2 and SAML fields: read once those connectors exist
 pub struct UpstreamEntry {
     pub name: Spanned<String>,
     pub protocol: Spanned<String>,
@@ -201,6 +201,31 @@ pub struct UpstreamEntry {
     pub profile_url: Option<String>,
     pub id_attribute: Option<String>,
     pub metadata: Option<String>,
+    // Not in the contract's example:
+    /// The only way in: `/login` goes straight to it.
+    pub auto_redirect: Option<bool>,
+    /// Upstream attribute name → local name.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Keep only these (local) attribute names.
+    pub keep: Option<Vec<String>>,
+    /// The principal id: `{id}` (default), or e.g. `"campus:{id}"`, `"{mail}"`.
+    pub principal: Option<String>,
+}
+
+/// A configured upstream identity provider.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub display_name: String,
+    pub kind: UpstreamKind,
+    pub mapping: castellan_delegation::mapping::Mapping,
+    pub auto_redirect: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum UpstreamKind {
+    Cas { url: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +249,7 @@ pub struct Settings {
     pub services: Vec<RegisteredService>,
     pub oidc: OidcSettings,
     pub saml: SamlSettings,
+    pub upstreams: Vec<UpstreamSettings>,
     /// Whether the demo defaults are in use (no configuration file).
     #[allow(dead_code)]
     pub demo: bool,
@@ -536,17 +562,81 @@ impl Validator<'_> {
         let (services, clients, sps) = self.services(raw.services, base);
         let oidc = self.oidc(raw.oidc, clients);
         let saml = self.saml(raw.saml, sps, &public_url, base);
-        for upstream in &raw.upstreams {
-            match upstream.protocol.get_ref().as_str() {
-                "cas" | "oidc" | "oauth2" | "saml" => self.warnings.push(format!(
-                    "upstream {:?}: delegated authentication is not available in this version; ignored",
-                    upstream.name.get_ref()
-                )),
-                other => self.problem(
-                    &upstream.protocol,
-                    format!("upstreams.protocol: {other:?} is not \"cas\", \"oidc\", \"oauth2\" or \"saml\""),
-                ),
+        let mut upstreams: Vec<UpstreamSettings> = Vec::new();
+        for upstream in raw.upstreams {
+            let name = upstream.name.get_ref().clone();
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                self.problem(
+                    &upstream.name,
+                    "upstreams.name: 1 to 64 letters, digits, '-' or '_' (it is part of URLs)",
+                );
+                continue;
             }
+            if upstreams.iter().any(|u| u.name == name) {
+                self.problem(
+                    &upstream.name,
+                    format!("upstreams.name: {name:?} is defined twice"),
+                );
+                continue;
+            }
+            let kind = match upstream.protocol.get_ref().as_str() {
+                "cas" => match upstream.url.as_deref().map(Url::parse) {
+                    Some(Ok(u)) if matches!(u.scheme(), "https" | "http") => UpstreamKind::Cas {
+                        url: u.as_str().trim_end_matches('/').to_owned(),
+                    },
+                    _ => {
+                        self.problem(&upstream.name, format!("upstream {name:?}: url (the CAS server's base URL, http(s)) is required"));
+                        continue;
+                    }
+                },
+                "oidc" | "oauth2" | "saml" => {
+                    self.warnings.push(format!(
+                        "upstream {name:?}: delegation to {} providers is not available in this version; ignored",
+                        upstream.protocol.get_ref()
+                    ));
+                    continue;
+                }
+                other => {
+                    self.problem(
+                        &upstream.protocol,
+                        format!("upstreams.protocol: {other:?} is not \"cas\", \"oidc\", \"oauth2\" or \"saml\""),
+                    );
+                    continue;
+                }
+            };
+            if let Some(t) = &upstream.principal {
+                if t.matches('{').count() != t.matches('}').count() || !t.contains('{') {
+                    self.problem(&upstream.name, format!("upstream {name:?}: principal {t:?} must name {{id}} or an attribute in braces"));
+                    continue;
+                }
+            }
+            upstreams.push(UpstreamSettings {
+                display_name: upstream
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| name.clone()),
+                name,
+                kind,
+                mapping: castellan_delegation::mapping::Mapping {
+                    rename: upstream.rename,
+                    keep: upstream.keep,
+                    principal: upstream.principal,
+                },
+                auto_redirect: upstream.auto_redirect.unwrap_or(false),
+            });
+        }
+        if upstreams.iter().filter(|u| u.auto_redirect).count() > 1 {
+            self.problems.push(Problem {
+                line: None,
+                message:
+                    "upstreams: auto_redirect is for the one way in; more than one upstream has it"
+                        .into(),
+            });
         }
         if demo {
             self.warnings.push(
@@ -568,6 +658,7 @@ impl Validator<'_> {
             services,
             oidc,
             saml,
+            upstreams,
             demo,
             warnings: Vec::new(),
         }

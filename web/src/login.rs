@@ -24,6 +24,8 @@ pub struct LoginQuery {
     pub method: Option<String>,
     /// Prefills the username (sent by the OIDC provider from `login_hint`).
     pub login_hint: Option<String>,
+    /// Delegated authentication: the upstream to hand the login to.
+    pub client_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +198,7 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
             error: f.error,
             invalid: f.invalid,
             notice: f.notice,
+            upstreams: state.delegation.links(f.raw_query),
         },
     )
 }
@@ -216,6 +219,18 @@ pub async fn form(
     };
     let renew = flag(query.renew.as_deref());
     let gateway = flag(query.gateway.as_deref());
+
+    // Delegated authentication, asked for by name: the upstream decides.
+    if let Some(name) = query.client_name.as_deref() {
+        return crate::delegation::start(
+            &state,
+            name,
+            target.as_ref().map(|t| t.url.clone()),
+            renew,
+            gateway,
+        )
+        .await;
+    }
 
     // §2.1.1: renew forces credentials whatever the SSO session.
     let session_id = cookies::session_id(&headers).filter(|_| !renew);
@@ -246,6 +261,18 @@ pub async fn form(
         if let Some(target) = &target {
             return redirect(&target.url);
         }
+    }
+    // The only way in is an upstream: go there at once.
+    if let Some(name) = state.delegation.auto_redirect() {
+        let name = name.to_owned();
+        return crate::delegation::start(
+            &state,
+            &name,
+            target.as_ref().map(|t| t.url.clone()),
+            renew,
+            false,
+        )
+        .await;
     }
     login_form(
         &state,

@@ -5,6 +5,7 @@ mod cas_endpoints;
 mod client_address;
 mod config;
 mod cookies;
+mod delegation;
 mod login;
 mod logout;
 mod metrics;

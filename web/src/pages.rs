@@ -16,6 +16,8 @@ pub struct LoginPage {
     /// The error is about the credentials typed (marks the fields invalid).
     pub invalid: bool,
     pub notice: Option<String>,
+    /// One button per upstream identity provider.
+    pub upstreams: Vec<Link>,
 }
 
 pub struct Link {

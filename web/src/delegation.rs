@@ -1,0 +1,412 @@
+//! Delegated authentication: `/login?client_name=NAME` hands the login to an
+//! upstream identity provider, `/delegated/NAME/callback` takes it back.
+//!
+//! The one-time state lives in the shared store and is bound to the browser
+//! by a cookie holding a second random value: a callback with a missing,
+//! wrong or replayed state, or from another browser, fails.
+
+use crate::app::SharedState;
+use crate::config::{UpstreamKind, UpstreamSettings};
+use crate::cookies;
+use crate::metrics::Metrics;
+use crate::pages::{render, Link, MessagePage};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use castellan_cas::service_url::with_ticket;
+use castellan_core::ids::new_ticket_id;
+use castellan_core::EngineError;
+use castellan_delegation::cas::CasConnector;
+use castellan_delegation::mapping::Mapping;
+use castellan_delegation::{Connector, DelegationError, Start};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+const BINDING_COOKIE: &str = "CASDELEG";
+/// How long a login may stay at the upstream.
+const STATE_TTL: Duration = Duration::from_secs(600);
+/// Every call to an upstream is bounded.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Upstream {
+    connector: Arc<dyn Connector>,
+    mapping: Mapping,
+    pub auto_redirect: bool,
+}
+
+pub struct Delegation {
+    upstreams: Vec<Upstream>,
+}
+
+/// A login waiting at an upstream.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    upstream: String,
+    service: Option<String>,
+    renew: bool,
+    gateway: bool,
+    /// The browser's binding value (its cookie).
+    binding: String,
+    /// What the connector needs back.
+    saved: String,
+}
+
+fn state_key(state: &str) -> String {
+    format!("deleg:state:{state}")
+}
+
+impl Delegation {
+    pub fn new(settings: &[UpstreamSettings]) -> anyhow::Result<Self> {
+        let http = castellan_delegation::http_client(UPSTREAM_TIMEOUT)?;
+        let upstreams = settings
+            .iter()
+            .map(|u| {
+                let connector: Arc<dyn Connector> = match &u.kind {
+                    UpstreamKind::Cas { url } => Arc::new(CasConnector::new(
+                        u.name.clone(),
+                        u.display_name.clone(),
+                        url.clone(),
+                        http.clone(),
+                    )),
+                };
+                Upstream {
+                    connector,
+                    mapping: u.mapping.clone(),
+                    auto_redirect: u.auto_redirect,
+                }
+            })
+            .collect();
+        Ok(Self { upstreams })
+    }
+
+    fn get(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.connector.name() == name)
+    }
+
+    pub fn auto_redirect(&self) -> Option<&str> {
+        self.upstreams
+            .iter()
+            .find(|u| u.auto_redirect)
+            .map(|u| u.connector.name())
+    }
+
+    /// The login page's buttons, keeping the request's parameters.
+    pub fn links(&self, raw_query: Option<&str>) -> Vec<Link> {
+        let keep: String = raw_query
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .filter(|(k, _)| matches!(k.as_ref(), "service" | "renew" | "gateway"))
+                    .map(|(k, v)| format!("&{}={}", k, enc(&v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.upstreams
+            .iter()
+            .map(|u| Link {
+                href: format!("login?client_name={}{keep}", enc(u.connector.name())),
+                label: u.connector.display_name().to_owned(),
+            })
+            .collect()
+    }
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn random() -> String {
+    new_ticket_id("DS")
+}
+
+fn binding_cookie(state: &SharedState, value: &str, max_age: Option<u64>) -> HeaderValue {
+    let secure = if state.settings.secure_cookies() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_else(|| "; Max-Age=0".into());
+    let path = format!("{}/delegated", state.prefix());
+    HeaderValue::from_str(&format!(
+        "{BINDING_COOKIE}={value}; Path={path}; HttpOnly; SameSite=Lax{age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("CASDELEG=; Max-Age=0"))
+}
+
+fn binding_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| *k == BINDING_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A failure the user sees: what happened, and a way back.
+fn failure(state: &SharedState, status: StatusCode, message: &str) -> Response {
+    let mut page = MessagePage::error(state.prefix(), "Sign-in failed", message);
+    page.link = Some(Link {
+        href: format!("{}/login", state.prefix()),
+        label: "Back to sign-in".into(),
+    });
+    render(status, &page)
+}
+
+fn callback_url(state: &SharedState, name: &str, st: &str) -> String {
+    format!(
+        "{}/delegated/{}/callback?state={st}",
+        state.settings.public_url.as_str().trim_end_matches('/'),
+        enc(name)
+    )
+}
+
+/// Starts a delegated login (from `/login?client_name=NAME`).
+pub async fn start(
+    state: &SharedState,
+    name: &str,
+    service: Option<String>,
+    renew: bool,
+    gateway: bool,
+) -> Response {
+    let Some(upstream) = state.delegation.get(name) else {
+        return failure(
+            state,
+            StatusCode::BAD_REQUEST,
+            "This sign-in option does not exist.",
+        );
+    };
+    let st = random();
+    let binding = random();
+    let callback = callback_url(state, name, &st);
+    let started = match upstream
+        .connector
+        .start(&Start {
+            callback_url: &callback,
+            state: &st,
+            renew,
+        })
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(upstream = %name, error = %e, "delegated login could not start");
+            return failure(state, StatusCode::BAD_GATEWAY, &e.to_string());
+        }
+    };
+    let pending = Pending {
+        upstream: name.to_owned(),
+        service,
+        renew,
+        gateway,
+        binding: binding.clone(),
+        saved: started.saved,
+    };
+    let Ok(bytes) = serde_json::to_vec(&pending) else {
+        return failure(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The sign-in could not be started.",
+        );
+    };
+    if let Err(e) = state
+        .engine
+        .store()
+        .put_record(&state_key(&st), &bytes, STATE_TTL)
+        .await
+    {
+        tracing::error!(error = %e, "delegation state could not be stored");
+        Metrics::inc(&state.metrics.store_errors);
+        return render(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &MessagePage::unavailable(state.prefix()),
+        );
+    }
+    let mut location = started.redirect;
+    if gateway {
+        location.push_str(if location.contains('?') { "&" } else { "?" });
+        location.push_str("gateway=true");
+    }
+    match HeaderValue::from_str(&location) {
+        Ok(l) => (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, l),
+                (
+                    header::SET_COOKIE,
+                    binding_cookie(state, &binding, Some(STATE_TTL.as_secs())),
+                ),
+            ],
+        )
+            .into_response(),
+        Err(_) => failure(
+            state,
+            StatusCode::BAD_GATEWAY,
+            "The identity provider's address is invalid.",
+        ),
+    }
+}
+
+/// `/delegated/{name}/callback`: verify, map, open the SSO session.
+pub async fn callback(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let clear = binding_cookie(&state, "", None);
+    let mut response = finish(&state, &name, &params, &headers).await;
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    response
+}
+
+async fn finish(
+    state: &SharedState,
+    name: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    let expired = || {
+        failure(
+            state,
+            StatusCode::BAD_REQUEST,
+            "This sign-in expired, was already used, or was started in another browser. Please sign in again.",
+        )
+    };
+    let Some(st) = params.get("state").filter(|s| s.len() <= 64) else {
+        return expired();
+    };
+    let pending: Pending = match state.engine.store().take_record(&state_key(st)).await {
+        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(_) => return expired(),
+        },
+        Ok(None) => return expired(),
+        Err(e) => {
+            tracing::error!(error = %e, "delegation state could not be read");
+            Metrics::inc(&state.metrics.store_errors);
+            return render(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &MessagePage::unavailable(state.prefix()),
+            );
+        }
+    };
+    let bound = binding_of(headers)
+        .is_some_and(|b| bool::from(b.as_bytes().ct_eq(pending.binding.as_bytes())));
+    if pending.upstream != name || !bound {
+        tracing::warn!(upstream = %name, "delegation callback with a state of another browser or upstream");
+        return expired();
+    }
+    let Some(upstream) = state.delegation.get(name) else {
+        return expired();
+    };
+    // CAS gateway: the upstream came back without a login.
+    if pending.gateway && !params.contains_key("ticket") && !params.contains_key("code") {
+        if let Some(service) = pending
+            .service
+            .as_deref()
+            .filter(|s| state.engine.service(s).is_some())
+        {
+            return redirect(service);
+        }
+    }
+    let callback = callback_url(state, name, st);
+    let identity = match upstream
+        .connector
+        .finish(params, &callback, &pending.saved)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(upstream = %name, error = %e, "delegated login failed");
+            let status = match e {
+                DelegationError::Unavailable(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::FORBIDDEN,
+            };
+            return failure(state, status, &e.to_string());
+        }
+    };
+    let Some(principal) = upstream.mapping.apply(identity) else {
+        tracing::warn!(upstream = %name, "the upstream identity lacks what the principal template names");
+        return failure(
+            state,
+            StatusCode::FORBIDDEN,
+            "The identity provider did not send what this service needs to know about you.",
+        );
+    };
+    tracing::info!(upstream = %name, user = %principal.id, "delegated login");
+    let previous = cookies::session_id(headers);
+    let session = match state
+        .engine
+        .replace_session(previous.as_deref(), Arc::new(principal), false)
+        .await
+    {
+        Ok((s, ended)) => {
+            crate::oidc::notify_logout(state, ended);
+            s
+        }
+        Err(e) => return unavailable(state, &e),
+    };
+    Metrics::inc(&state.metrics.logins_succeeded);
+    let cookie = cookies::set_session(state.prefix(), &session.id, state.settings.secure_cookies());
+    let mut response = match pending
+        .service
+        .as_deref()
+        .filter(|s| state.engine.service(s).is_some())
+    {
+        Some(service) => match state
+            .engine
+            .grant_service_ticket(&session.id, service, true)
+            .await
+        {
+            Ok(st) => {
+                Metrics::inc(&state.metrics.service_tickets_granted);
+                redirect(&with_ticket(service, &st.id))
+            }
+            Err(e) => return unavailable(state, &e),
+        },
+        None => render(
+            StatusCode::OK,
+            &MessagePage {
+                prefix: state.prefix().to_owned(),
+                title: "Signed in".into(),
+                heading: "You are signed in".into(),
+                message: format!(
+                    "You are signed in as {} through {}. Applications that use this service will let you in without asking again.",
+                    session.principal.id,
+                    upstream.connector.display_name()
+                ),
+                detail: None,
+                tone: "success",
+                link: None,
+            },
+        ),
+    };
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+}
+
+fn redirect(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(l) => (StatusCode::FOUND, [(header::LOCATION, l)]).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "bad redirect").into_response(),
+    }
+}
+
+fn unavailable(state: &SharedState, e: &EngineError) -> Response {
+    tracing::error!(error = %e, "delegated login failed on the ticket store");
+    Metrics::inc(&state.metrics.store_errors);
+    render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &MessagePage::unavailable(state.prefix()),
+    )
+}
