@@ -4,8 +4,10 @@
 # Drives Debian's Chromium (/usr/bin/chromium) with playwright-core (no browser
 # download), against a castellan it starts itself on a free loopback port,
 # with Node's built-in test runner. The OIDC tests also run their own Apache
-# httpd with mod_auth_openidc as a relying party. Screenshots and the logs of
-# castellan and Apache go to tests/browser/.out/ for a human to look at.
+# httpd with mod_auth_openidc as a relying party, the SAML tests their own
+# Apache with mod_shib and shibd (the Shibboleth SP) as a service provider.
+# Screenshots and the logs of castellan, Apache and shibd go to
+# tests/browser/.out/ for a human to look at.
 #
 # Environment:
 #   CASTELLAN_BIN=...  binary to test (tests/run.sh sets it after building);
@@ -46,6 +48,11 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 # tests/oidc.test.mjs: Apache + mod_auth_openidc as a relying party
 [ -x /usr/sbin/apache2 ] || need+=(apache2)
 [ -e /usr/lib/apache2/modules/mod_auth_openidc.so ] || need+=(libapache2-mod-auth-openidc)
+# tests/saml.test.mjs: Apache + mod_shib + shibd (Shibboleth SP) as a SAML service provider
+[ -e /usr/lib/apache2/modules/mod_shib.so ] || need+=(libapache2-mod-shib)
+[ -x /usr/sbin/shibd ] || need+=(shibboleth-sp-utils)
+[ -e /etc/shibboleth/protocols.xml ] || need+=(shibboleth-sp-common)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ "${#need[@]}" -eq 0 ] || apt_install "${need[@]}"
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
@@ -76,5 +83,5 @@ say "node --test ($(node --version), $("${CHROMIUM_BIN:-/usr/bin/chromium}" --ve
 # shellcheck disable=SC2086
 rc=0
 node --test --test-reporter=spec --test-concurrency=1 --test-timeout=120000 ${NODE_TEST_ARGS:-} tests/*.test.mjs || rc=$?
-say "screenshots and logs (castellan, apache) in $HERE/.out"
+say "screenshots and logs (castellan, apache, shibd) in $HERE/.out"
 exit "$rc"
