@@ -95,7 +95,8 @@ impl Connector for CasConnector {
     }
 
     async fn start(&self, start: &Start<'_>) -> Result<Started, DelegationError> {
-        let mut redirect = format!("{}/login?service={}", self.url, enc(start.callback_url));
+        let service = format!("{}?state={}", start.callback_url, start.state);
+        let mut redirect = format!("{}/login?service={}", self.url, enc(&service));
         if start.renew {
             redirect.push_str("&renew=true");
         }
@@ -109,8 +110,10 @@ impl Connector for CasConnector {
         &self,
         params: &HashMap<String, String>,
         callback_url: &str,
+        state: &str,
         _saved: &str,
     ) -> Result<Principal, DelegationError> {
+        let service = format!("{callback_url}?state={state}");
         let ticket = params
             .get("ticket")
             .filter(|t| !t.is_empty() && t.len() <= 1024)
@@ -118,7 +121,7 @@ impl Connector for CasConnector {
         let url = format!(
             "{}/p3/serviceValidate?service={}&ticket={}&format=JSON",
             self.url,
-            enc(callback_url),
+            enc(&service),
             enc(ticket)
         );
         let response = self

@@ -8,6 +8,8 @@
 
 pub mod cas;
 pub mod mapping;
+pub mod oauth2;
+pub mod oidc;
 
 use async_trait::async_trait;
 use castellan_core::Principal;
@@ -28,10 +30,10 @@ pub enum DelegationError {
 
 /// What a connector is given to start a login.
 pub struct Start<'a> {
-    /// Where the upstream sends the browser back (`/delegated/NAME/callback`,
-    /// with the state in its query).
+    /// Where the upstream sends the browser back: `/delegated/NAME/callback`
+    /// (a CAS connector adds the state to it; OAuth2 sends it as `state`).
     pub callback_url: &'a str,
-    /// The one-time state (also in `callback_url`).
+    /// The one-time state.
     pub state: &'a str,
     /// Ask the upstream for a fresh login (CAS renew, OIDC prompt=login).
     pub renew: bool,
@@ -51,11 +53,12 @@ pub trait Connector: Send + Sync + 'static {
     fn display_name(&self) -> &str;
     async fn start(&self, start: &Start<'_>) -> Result<Started, DelegationError>;
     /// Verifies the callback and returns the upstream's identity (before
-    /// mapping). `callback_url` is the one given to `start`.
+    /// mapping). `callback_url` and `state` are the ones given to `start`.
     async fn finish(
         &self,
         params: &HashMap<String, String>,
         callback_url: &str,
+        state: &str,
         saved: &str,
     ) -> Result<Principal, DelegationError>;
 }

@@ -211,6 +211,8 @@ pub struct UpstreamEntry {
     pub keep: Option<Vec<String>>,
     /// The principal id: `{id}` (default), or e.g. `"campus:{id}"`, `"{mail}"`.
     pub principal: Option<String>,
+    /// OIDC: also fetch userinfo and merge its claims.
+    pub userinfo: Option<bool>,
 }
 
 /// A configured upstream identity provider.
@@ -225,7 +227,25 @@ pub struct UpstreamSettings {
 
 #[derive(Debug, Clone)]
 pub enum UpstreamKind {
-    Cas { url: String },
+    Cas {
+        url: String,
+    },
+    Oidc {
+        issuer: String,
+        client_id: String,
+        client_secret: Option<String>,
+        scopes: Vec<String>,
+        userinfo: bool,
+    },
+    OAuth2 {
+        authorize_url: String,
+        token_url: String,
+        profile_url: String,
+        client_id: String,
+        client_secret: Option<String>,
+        scopes: Vec<String>,
+        id_attribute: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -594,10 +614,78 @@ impl Validator<'_> {
                         continue;
                     }
                 },
-                "oidc" | "oauth2" | "saml" => {
+                "oidc" => {
+                    let issuer = match upstream.issuer.as_deref().map(Url::parse) {
+                        Some(Ok(u)) if matches!(u.scheme(), "https" | "http") => {
+                            upstream.issuer.clone().unwrap_or_default()
+                        }
+                        _ => {
+                            self.problem(
+                                &upstream.name,
+                                format!("upstream {name:?}: issuer (an http(s) URL) is required"),
+                            );
+                            continue;
+                        }
+                    };
+                    let Some(client_id) = upstream.client_id.clone() else {
+                        self.problem(
+                            &upstream.name,
+                            format!("upstream {name:?}: client_id is required"),
+                        );
+                        continue;
+                    };
+                    let mut scopes = upstream.scopes.clone();
+                    if !scopes.iter().any(|s| s == "openid") {
+                        scopes.insert(0, "openid".into());
+                    }
+                    UpstreamKind::Oidc {
+                        issuer,
+                        client_id,
+                        client_secret: upstream.client_secret.clone(),
+                        scopes,
+                        userinfo: upstream.userinfo.unwrap_or(false),
+                    }
+                }
+                "oauth2" => {
+                    let mut urls = Vec::new();
+                    for (key, value) in [
+                        ("authorize_url", &upstream.authorize_url),
+                        ("token_url", &upstream.token_url),
+                        ("profile_url", &upstream.profile_url),
+                    ] {
+                        match value.as_deref().map(Url::parse) {
+                            Some(Ok(u)) if matches!(u.scheme(), "https" | "http") => {
+                                urls.push(value.clone().unwrap_or_default())
+                            }
+                            _ => self.problem(
+                                &upstream.name,
+                                format!("upstream {name:?}: {key} (an http(s) URL) is required"),
+                            ),
+                        }
+                    }
+                    let Some(client_id) = upstream.client_id.clone() else {
+                        self.problem(
+                            &upstream.name,
+                            format!("upstream {name:?}: client_id is required"),
+                        );
+                        continue;
+                    };
+                    if urls.len() != 3 {
+                        continue;
+                    }
+                    UpstreamKind::OAuth2 {
+                        authorize_url: urls[0].clone(),
+                        token_url: urls[1].clone(),
+                        profile_url: urls[2].clone(),
+                        client_id,
+                        client_secret: upstream.client_secret.clone(),
+                        scopes: upstream.scopes.clone(),
+                        id_attribute: upstream.id_attribute.clone().unwrap_or_else(|| "id".into()),
+                    }
+                }
+                "saml" => {
                     self.warnings.push(format!(
-                        "upstream {name:?}: delegation to {} providers is not available in this version; ignored",
-                        upstream.protocol.get_ref()
+                        "upstream {name:?}: delegation to SAML identity providers is not available in this version; ignored"
                     ));
                     continue;
                 }

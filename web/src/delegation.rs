@@ -18,6 +18,8 @@ use castellan_core::ids::new_ticket_id;
 use castellan_core::EngineError;
 use castellan_delegation::cas::CasConnector;
 use castellan_delegation::mapping::Mapping;
+use castellan_delegation::oauth2::OAuth2Connector;
+use castellan_delegation::oidc::OidcConnector;
 use castellan_delegation::{Connector, DelegationError, Start};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -69,6 +71,42 @@ impl Delegation {
                         u.name.clone(),
                         u.display_name.clone(),
                         url.clone(),
+                        http.clone(),
+                    )),
+                    UpstreamKind::Oidc {
+                        issuer,
+                        client_id,
+                        client_secret,
+                        scopes,
+                        userinfo,
+                    } => Arc::new(OidcConnector::new(
+                        u.name.clone(),
+                        u.display_name.clone(),
+                        issuer.clone(),
+                        client_id.clone(),
+                        client_secret.clone(),
+                        scopes.clone(),
+                        *userinfo,
+                        http.clone(),
+                    )),
+                    UpstreamKind::OAuth2 {
+                        authorize_url,
+                        token_url,
+                        profile_url,
+                        client_id,
+                        client_secret,
+                        scopes,
+                        id_attribute,
+                    } => Arc::new(OAuth2Connector::new(
+                        u.name.clone(),
+                        u.display_name.clone(),
+                        authorize_url.clone(),
+                        token_url.clone(),
+                        profile_url.clone(),
+                        client_id.clone(),
+                        client_secret.clone(),
+                        scopes.clone(),
+                        id_attribute.clone(),
                         http.clone(),
                     )),
                 };
@@ -158,9 +196,10 @@ fn failure(state: &SharedState, status: StatusCode, message: &str) -> Response {
     render(status, &page)
 }
 
-fn callback_url(state: &SharedState, name: &str, st: &str) -> String {
+/// The redirect_uri registered at the upstream (the state travels beside it).
+fn callback_url(state: &SharedState, name: &str) -> String {
     format!(
-        "{}/delegated/{}/callback?state={st}",
+        "{}/delegated/{}/callback",
         state.settings.public_url.as_str().trim_end_matches('/'),
         enc(name)
     )
@@ -183,7 +222,7 @@ pub async fn start(
     };
     let st = random();
     let binding = random();
-    let callback = callback_url(state, name, &st);
+    let callback = callback_url(state, name);
     let started = match upstream
         .connector
         .start(&Start {
@@ -319,10 +358,10 @@ async fn finish(
             return redirect(service);
         }
     }
-    let callback = callback_url(state, name, st);
+    let callback = callback_url(state, name);
     let identity = match upstream
         .connector
-        .finish(params, &callback, &pending.saved)
+        .finish(params, &callback, st, &pending.saved)
         .await
     {
         Ok(p) => p,
