@@ -34,6 +34,7 @@ DEB_PACKAGES=(
   build-essential pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev
   chromium chromium-driver
   python3 python3-venv python3-pip
+  nodejs npm
   curl openssl ca-certificates
 )
 
@@ -101,6 +102,16 @@ if [ -z "${SKIP_CARGO_TEST:-}" ]; then
 fi
 
 # ---------------------------------------------------------------- e2e
+# The upstream OpenID Provider of the delegation tests (npm oidc-provider).
+OP_DIR="$ROOT/tests/e2e/upstream_op"
+want="$(cat "$OP_DIR/package.json" "$OP_DIR/package-lock.json" | sha256sum | cut -d' ' -f1)"
+have="$(cat "$OP_DIR/node_modules/.castellan-lock.sha256" 2>/dev/null || true)"
+if [ "$want" != "$have" ] || [ ! -d "$OP_DIR/node_modules/oidc-provider" ]; then
+  step "npm ci (tests/e2e/upstream_op)"
+  (cd "$OP_DIR" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in tests/e2e/upstream_op failed"
+  echo "$want" > "$OP_DIR/node_modules/.castellan-lock.sha256"
+fi
+
 step "pytest tests/e2e"
 export CASTELLAN_BIN="${CASTELLAN_BIN:-$ROOT/target/release/castellan}"
 # shellcheck disable=SC2086

@@ -94,11 +94,18 @@ impl Connector for CasConnector {
         &self.display_name
     }
 
+    fn supports_passive(&self) -> bool {
+        true
+    }
+
     async fn start(&self, start: &Start<'_>) -> Result<Started, DelegationError> {
         let service = format!("{}?state={}", start.callback_url, start.state);
         let mut redirect = format!("{}/login?service={}", self.url, enc(&service));
         if start.renew {
             redirect.push_str("&renew=true");
+        }
+        if start.passive {
+            redirect.push_str("&gateway=true");
         }
         Ok(Started {
             redirect,

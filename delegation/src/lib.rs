@@ -10,6 +10,7 @@ pub mod cas;
 pub mod mapping;
 pub mod oauth2;
 pub mod oidc;
+pub mod saml;
 
 use async_trait::async_trait;
 use castellan_core::Principal;
@@ -37,6 +38,9 @@ pub struct Start<'a> {
     pub state: &'a str,
     /// Ask the upstream for a fresh login (CAS renew, OIDC prompt=login).
     pub renew: bool,
+    /// Ask the upstream not to show anything (CAS gateway, OIDC
+    /// prompt=none, SAML IsPassive); only when [`Connector::supports_passive`].
+    pub passive: bool,
 }
 
 /// Where to send the browser, and what the connector needs back at the
@@ -51,6 +55,15 @@ pub struct Started {
 pub trait Connector: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn display_name(&self) -> &str;
+    /// Whether the upstream can be asked for a login without any page
+    /// (CAS gateway); when not, a gateway request never goes there.
+    fn supports_passive(&self) -> bool {
+        false
+    }
+    /// The SP metadata this connector publishes (SAML upstreams).
+    fn metadata(&self) -> Option<String> {
+        None
+    }
     async fn start(&self, start: &Start<'_>) -> Result<Started, DelegationError>;
     /// Verifies the callback and returns the upstream's identity (before
     /// mapping). `callback_url` and `state` are the ones given to `start`.
@@ -61,6 +74,21 @@ pub trait Connector: Send + Sync + 'static {
         state: &str,
         saved: &str,
     ) -> Result<Principal, DelegationError>;
+}
+
+/// A failed code exchange: the provider unreachable or slow (transport) is
+/// not the provider refusing the code.
+pub(crate) fn exchange_error<RE, T>(e: &openidconnect::RequestTokenError<RE, T>) -> DelegationError
+where
+    RE: std::error::Error + 'static,
+    T: openidconnect::ErrorResponse + 'static,
+{
+    match e {
+        openidconnect::RequestTokenError::Request(inner) => {
+            DelegationError::Unavailable(format!("code exchange: {inner}"))
+        }
+        other => DelegationError::Refused(format!("code exchange: {other}")),
+    }
 }
 
 /// Outbound calls to upstreams: bounded in time, verified TLS.

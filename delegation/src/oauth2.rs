@@ -127,7 +127,7 @@ impl Connector for OAuth2Connector {
             .set_pkce_verifier(PkceCodeVerifier::new(saved.to_owned()))
             .request_async(&self.http)
             .await
-            .map_err(|e| DelegationError::Refused(format!("code exchange: {e}")))?;
+            .map_err(|e| crate::exchange_error(&e))?;
         let response = self
             .http
             .get(&self.profile_url)

@@ -179,6 +179,10 @@ impl Connector for OidcConnector {
         &self.display_name
     }
 
+    fn supports_passive(&self) -> bool {
+        true
+    }
+
     async fn start(&self, start: &Start<'_>) -> Result<Started, DelegationError> {
         let client = self.client(self.metadata(false).await?, start.callback_url)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -191,7 +195,9 @@ impl Connector for OidcConnector {
         for s in self.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(s.clone()));
         }
-        if start.renew {
+        if start.passive {
+            request = request.add_prompt(openidconnect::core::CoreAuthPrompt::None);
+        } else if start.renew {
             request = request.add_prompt(openidconnect::core::CoreAuthPrompt::Login);
         }
         let (url, _, nonce) = request.set_pkce_challenge(challenge).url();
@@ -232,7 +238,7 @@ impl Connector for OidcConnector {
             .set_pkce_verifier(PkceCodeVerifier::new(saved.verifier))
             .request_async(&self.http)
             .await
-            .map_err(|e| DelegationError::Refused(format!("code exchange: {e}")))?;
+            .map_err(|e| crate::exchange_error(&e))?;
         let id_token = openidconnect::TokenResponse::id_token(&tokens)
             .ok_or_else(|| DelegationError::Invalid("no ID token".into()))?;
         let nonce = Nonce::new(saved.nonce);

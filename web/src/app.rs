@@ -70,6 +70,11 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         settings.public_url.as_str(),
         &settings.data_dir,
     )?;
+    let delegation = delegation::Delegation::new(
+        &settings.upstreams,
+        settings.public_url.as_str(),
+        idp.credentials(),
+    )?;
     let mut services = provider.callback_services()?;
     services.extend(idp.callback_services()?);
     services.extend(settings.services.iter().cloned());
@@ -99,7 +104,7 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         signing_keys,
         oidc: provider,
         saml: idp,
-        delegation: delegation::Delegation::new(&settings.upstreams)?,
+        delegation,
         settings,
     }))
 }
@@ -152,6 +157,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/idp/profile/SAML2/POST/SLO", post(saml::slo_post))
         .route("/idp/callback", get(saml::callback))
         .route("/delegated/{name}/callback", get(delegation::callback))
+        .route("/delegated/{name}/metadata", get(delegation::metadata))
+        .route("/delegated/{name}/acs", post(delegation::acs))
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/static/{file}", get(operations::static_file))

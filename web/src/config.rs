@@ -237,6 +237,9 @@ pub enum UpstreamKind {
         scopes: Vec<String>,
         userinfo: bool,
     },
+    Saml {
+        idp: castellan_saml::sp_side::UpstreamIdp,
+    },
     OAuth2 {
         authorize_url: String,
         token_url: String,
@@ -684,10 +687,32 @@ impl Validator<'_> {
                     }
                 }
                 "saml" => {
-                    self.warnings.push(format!(
-                        "upstream {name:?}: delegation to SAML identity providers is not available in this version; ignored"
-                    ));
-                    continue;
+                    let Some(file) = upstream.metadata.as_deref() else {
+                        self.problem(
+                            &upstream.name,
+                            format!(
+                                "upstream {name:?}: metadata (the IdP's metadata file) is required"
+                            ),
+                        );
+                        continue;
+                    };
+                    let path = base.join(file);
+                    let parsed = std::fs::read_to_string(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|x| {
+                            castellan_saml::sp_side::UpstreamIdp::from_metadata(&x)
+                                .map_err(|e| e.to_string())
+                        });
+                    match parsed {
+                        Ok(idp) => UpstreamKind::Saml { idp },
+                        Err(e) => {
+                            self.problem(
+                                &upstream.name,
+                                format!("upstream {name:?}: {}: {e}", path.display()),
+                            );
+                            continue;
+                        }
+                    }
                 }
                 other => {
                     self.problem(

@@ -20,6 +20,7 @@ use castellan_delegation::cas::CasConnector;
 use castellan_delegation::mapping::Mapping;
 use castellan_delegation::oauth2::OAuth2Connector;
 use castellan_delegation::oidc::OidcConnector;
+use castellan_delegation::saml::SamlConnector;
 use castellan_delegation::{Connector, DelegationError, Start};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -61,7 +62,11 @@ fn state_key(state: &str) -> String {
 }
 
 impl Delegation {
-    pub fn new(settings: &[UpstreamSettings]) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: &[UpstreamSettings],
+        public_url: &str,
+        credentials: Arc<castellan_saml::IdpCredentials>,
+    ) -> anyhow::Result<Self> {
         let http = castellan_delegation::http_client(UPSTREAM_TIMEOUT)?;
         let upstreams = settings
             .iter()
@@ -88,6 +93,13 @@ impl Delegation {
                         scopes.clone(),
                         *userinfo,
                         http.clone(),
+                    )),
+                    UpstreamKind::Saml { idp } => Arc::new(SamlConnector::new(
+                        u.name.clone(),
+                        u.display_name.clone(),
+                        idp.clone(),
+                        public_url,
+                        credentials.clone(),
                     )),
                     UpstreamKind::OAuth2 {
                         authorize_url,
@@ -169,8 +181,15 @@ fn binding_cookie(state: &SharedState, value: &str, max_age: Option<u64>) -> Hea
         .map(|a| format!("; Max-Age={a}"))
         .unwrap_or_else(|| "; Max-Age=0".into());
     let path = format!("{}/delegated", state.prefix());
+    // A SAML IdP posts the Response from its own site: a Lax cookie would
+    // not come along. None needs Secure, so plain-http deployments keep Lax.
+    let same_site = if state.settings.secure_cookies() {
+        "None"
+    } else {
+        "Lax"
+    };
     HeaderValue::from_str(&format!(
-        "{BINDING_COOKIE}={value}; Path={path}; HttpOnly; SameSite=Lax{age}{secure}"
+        "{BINDING_COOKIE}={value}; Path={path}; HttpOnly; SameSite={same_site}{age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("CASDELEG=; Max-Age=0"))
 }
@@ -220,6 +239,17 @@ pub async fn start(
             "This sign-in option does not exist.",
         );
     };
+    // Gateway: only an upstream that can answer without a page may be asked.
+    if gateway && !upstream.connector.supports_passive() {
+        return match service.as_deref() {
+            Some(s) => redirect(s),
+            None => failure(
+                state,
+                StatusCode::BAD_REQUEST,
+                "This sign-in option cannot be used silently.",
+            ),
+        };
+    }
     let st = random();
     let binding = random();
     let callback = callback_url(state, name);
@@ -229,6 +259,7 @@ pub async fn start(
             callback_url: &callback,
             state: &st,
             renew,
+            passive: gateway,
         })
         .await
     {
@@ -266,11 +297,7 @@ pub async fn start(
             &MessagePage::unavailable(state.prefix()),
         );
     }
-    let mut location = started.redirect;
-    if gateway {
-        location.push_str(if location.contains('?') { "&" } else { "?" });
-        location.push_str("gateway=true");
-    }
+    let location = started.redirect;
     match HeaderValue::from_str(&location) {
         Ok(l) => (
             StatusCode::FOUND,
@@ -289,6 +316,46 @@ pub async fn start(
             "The identity provider's address is invalid.",
         ),
     }
+}
+
+/// `/delegated/{name}/metadata`: a SAML upstream's SP metadata.
+pub async fn metadata(State(state): State<SharedState>, Path(name): Path<String>) -> Response {
+    match state
+        .delegation
+        .get(&name)
+        .and_then(|u| u.connector.metadata())
+    {
+        Some(xml) => (
+            [(header::CONTENT_TYPE, "application/samlmetadata+xml")],
+            xml,
+        )
+            .into_response(),
+        None => failure(
+            &state,
+            StatusCode::NOT_FOUND,
+            "There is no such service provider here.",
+        ),
+    }
+}
+
+/// `/delegated/{name}/acs`: a SAML upstream's Response (HTTP-POST), the
+/// RelayState carrying the state.
+pub async fn acs(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut params: HashMap<String, String> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if let Some(relay) = params.get("RelayState").cloned() {
+        params.insert("state".into(), relay);
+    }
+    let clear = binding_cookie(&state, "", None);
+    let mut response = finish(&state, &name, &params, &headers).await;
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    response
 }
 
 /// `/delegated/{name}/callback`: verify, map, open the SSO session.
@@ -349,7 +416,11 @@ async fn finish(
         return expired();
     };
     // CAS gateway: the upstream came back without a login.
-    if pending.gateway && !params.contains_key("ticket") && !params.contains_key("code") {
+    if pending.gateway
+        && !params.contains_key("ticket")
+        && !params.contains_key("code")
+        && !params.contains_key("SAMLResponse")
+    {
         if let Some(service) = pending
             .service
             .as_deref()
@@ -365,6 +436,19 @@ async fn finish(
         .await
     {
         Ok(p) => p,
+        // Gateway: no login at the upstream means back to the service,
+        // ticketless, never an error page (CAS 3.0 §2.1.1).
+        Err(e) if pending.gateway && pending.service.is_some() => {
+            tracing::info!(upstream = %name, error = %e, "no passive login at the upstream");
+            match pending
+                .service
+                .as_deref()
+                .filter(|s| state.engine.service(s).is_some())
+            {
+                Some(service) => return redirect(service),
+                None => return failure(state, StatusCode::FORBIDDEN, &e.to_string()),
+            }
+        }
         Err(e) => {
             tracing::warn!(upstream = %name, error = %e, "delegated login failed");
             let status = match e {

@@ -110,6 +110,12 @@ impl IdentityProvider {
         })
     }
 
+    /// The IdP's key and certificate; Castellan signs with them as a SAML
+    /// SP of its upstreams too.
+    pub fn credentials(&self) -> Arc<IdpCredentials> {
+        self.credentials.clone()
+    }
+
     fn callback(&self, sp: &str, request_id: &str) -> String {
         format!("{}{}&req={request_id}", self.callback_prefix, enc(sp))
     }

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod request;
 pub mod response;
 pub mod sp;
+pub mod sp_side;
 pub mod xml;
 
 pub use error::SamlError;
