@@ -123,6 +123,26 @@ impl OidcConnector {
     }
 }
 
+/// For `castellan upstreams test`: the provider's discovery document and
+/// keys, fetched now.
+pub async fn check_discovery(
+    issuer: &str,
+    http: &openidconnect::reqwest::Client,
+) -> Result<String, DelegationError> {
+    let url = IssuerUrl::new(issuer.to_owned())
+        .map_err(|e| DelegationError::Invalid(format!("issuer: {e}")))?;
+    let m = CoreProviderMetadata::discover_async(url, http)
+        .await
+        .map_err(|e| DelegationError::Unavailable(format!("discovery: {e}")))?;
+    Ok(format!(
+        "issuer {}, authorization endpoint {}, token endpoint {}, {} signing key(s)",
+        m.issuer().as_str(),
+        m.authorization_endpoint().as_str(),
+        m.token_endpoint().map(|t| t.as_str()).unwrap_or("(none)"),
+        m.jwks().keys().len()
+    ))
+}
+
 /// The string, number and boolean claims of a JSON object, as attributes.
 pub fn claims_to_attributes(claims: &Value) -> HashMap<String, Vec<String>> {
     let mut out = HashMap::new();

@@ -169,3 +169,47 @@ def test_cas_logout_at_the_downstream_ends_its_session(pair):
     s.get(down.url("/logout"), timeout=15)
     r = s.get(down.url("/login"), params={"service": APP}, allow_redirects=False, timeout=15)
     assert r.status_code == 200 and parse_login_form(r) is not None
+
+
+def test_upstreams_test_command_reaches_each_upstream(pair):
+    import subprocess
+
+    from conftest import BINARY
+
+    _, down = pair
+    ok = subprocess.run([str(BINARY), "upstreams", "test", "--config", str(down.config_path), "campus"],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "campus: ok:" in ok.stdout and "200" in ok.stdout, (ok.stdout, ok.stderr)
+    bad = subprocess.run([str(BINARY), "upstreams", "test", "--config", str(down.config_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "down-upstream: FAILED" in bad.stdout and "campus: ok" in bad.stdout, bad.stdout
+    none = subprocess.run([str(BINARY), "upstreams", "test", "--config", str(down.config_path), "nope"],
+                          capture_output=True, text=True, timeout=60)
+    assert none.returncode == 2
+
+
+def test_auto_redirect_and_kept_attributes(tmp_path, pair, services):
+    """An upstream marked auto_redirect is the only way in: /login goes there
+    at once; `keep` drops every attribute it does not list."""
+    up, _ = pair
+    down = Downstream(tmp_path / "auto", label="downstream-auto", services=services, upstreams=[{
+        "name": "campus", "protocol": "cas", "url": up.base, "auto_redirect": True,
+        "keep": ["cn"], "principal": "{id}"}])
+    # The upstream registered the first downstream's callback only: reuse its port.
+    down.port, down.base = pair[1].port, pair[1].base
+    down.public_url = down.base
+    pair[1].stop()
+    try:
+        down.start()
+        s = requests.Session()
+        r = s.get(down.url("/login"), params={"service": APP}, allow_redirects=False, timeout=15)
+        assert r.status_code == 302 and r.headers["Location"].startswith(up.url("/login")), r.status_code
+        callback = login_upstream(s, up, r)
+        r = s.get(callback, allow_redirects=False, timeout=15)
+        user, attributes, _ = CASClient(version=3, server_url=down.base + "/", service_url=APP).verify_ticket(
+            ticket_from(r))
+        assert user == "casuser"
+        assert "mail" not in attributes, attributes  # released by the service, but not kept from the upstream
+    finally:
+        down.stop()
+        pair[1].start()

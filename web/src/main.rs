@@ -54,12 +54,30 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Delegated authentication: check the configured upstreams.
+    Upstreams {
+        #[command(subcommand)]
+        command: UpstreamsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpstreamsCommand {
+    /// Reach an upstream now (CAS login page, OIDC discovery and keys,
+    /// OAuth2 authorize URL; a SAML IdP's metadata as configured) and say
+    /// what it answered. Exits non-zero when it cannot be used.
+    Test {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: PathBuf,
+        /// The upstream's name (all of them when absent).
+        name: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Add a new active key pair; the old keys stay published for a while.
-    /// Restart the nodes (sharing data_dir) to sign with the new keys.
+    /// Running nodes sharing data_dir pick the new keys up within seconds.
     Rotate {
         #[arg(long, env = "CASTELLAN_CONFIG")]
         config: Option<PathBuf>,
@@ -81,6 +99,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::HashPassword => hash_password(),
         Command::Keys { command } => keys(command),
+        Command::Upstreams {
+            command: UpstreamsCommand::Test { config, name },
+        } => upstreams_test(&config, name.as_deref()),
     }
 }
 
@@ -88,6 +109,77 @@ fn settings_or_defaults(config: Option<&Path>) -> Result<config::Settings, Strin
     match config {
         Some(path) => config::load(path).map_err(|e| e.to_string()),
         None => config::embedded_defaults().map_err(|e| e.to_string()),
+    }
+}
+
+fn upstreams_test(config: &Path, name: Option<&str>) -> ExitCode {
+    use config::UpstreamKind;
+    let settings = match config::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let chosen: Vec<_> = settings
+        .upstreams
+        .iter()
+        .filter(|u| name.is_none_or(|n| n == u.name))
+        .collect();
+    if chosen.is_empty() {
+        eprintln!("no such upstream in {}", config.display());
+        return ExitCode::from(2);
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(http) = castellan_delegation::http_client(std::time::Duration::from_secs(10)) else {
+        return ExitCode::FAILURE;
+    };
+    let mut ok = true;
+    for u in chosen {
+        let outcome: Result<String, String> = runtime.block_on(async {
+            let reach = |url: String| {
+                let http = http.clone();
+                async move {
+                    http.get(&url)
+                        .send()
+                        .await
+                        .map(|r| format!("{url} answered {}", r.status()))
+                        .map_err(|e| format!("{url}: {e}"))
+                }
+            };
+            match &u.kind {
+                UpstreamKind::Cas { url } => reach(format!("{url}/login")).await,
+                UpstreamKind::OAuth2 { authorize_url, .. } => reach(authorize_url.clone()).await,
+                UpstreamKind::Oidc { issuer, .. } => {
+                    castellan_delegation::oidc::check_discovery(issuer, &http)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                UpstreamKind::Saml { idp } => Ok(format!(
+                    "IdP {} (metadata as configured): SSO {}, {} signing certificate(s)",
+                    idp.entity_id,
+                    idp.sso_redirect,
+                    idp.signing_certs.len()
+                )),
+            }
+        });
+        match outcome {
+            Ok(line) => println!("{}: ok: {line}", u.name),
+            Err(e) => {
+                ok = false;
+                println!("{}: FAILED: {e}", u.name);
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
