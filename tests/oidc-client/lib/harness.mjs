@@ -59,7 +59,8 @@ export function freePort() {
   });
 }
 
-async function distinctPorts(n) {
+/** `n` distinct free loopback ports. */
+export async function distinctPorts(n) {
   const ports = new Set();
   while (ports.size < n) ports.add(await freePort());
   return [...ports];
@@ -70,6 +71,8 @@ async function distinctPorts(n) {
 /** A TOML string (basic string; JSON escapes are valid TOML escapes for these values). */
 const q = (s) => JSON.stringify(String(s));
 const list = (xs) => `[${xs.map(q).join(', ')}]`;
+/** TOML basic string and array of strings (for the config functions of startCastellan). */
+export { q as tomlString, list as tomlList };
 
 /** The URLs of the relying party (our Node HTTP server) the clients are registered with. */
 export function rpUrls(rpOrigin) {
@@ -416,15 +419,38 @@ export function parseForm(html, pageUrl, selector = null) {
 }
 
 /**
+ * The links (<a href>) of an HTML page: [{ href (absolute), text }].
+ */
+export function parseLinks(html, pageUrl) {
+  return [...html.matchAll(/<a\b([^>]*)>([\s\S]*?)<\/a>/gi)]
+    .map((m) => ({ a: attrs(m[1]), text: decodeEntities(m[2].replace(/<[^>]*>/g, '')).trim() }))
+    .filter(({ a }) => a.href !== undefined)
+    .map(({ a, text }) => ({ href: new URL(a.href, pageUrl).href, text }));
+}
+
+/**
  * A user agent: fetch with a cookie jar and redirects followed by hand, one
- * hop at a time, as long as they stay on castellan's origin. The first
- * redirect that leaves it (to the relying party) is not followed: its
- * Location is the authorization (or logout) response.
+ * hop at a time, as long as they stay on castellan's origin (or on one of
+ * `also`: other servers the browser walks through, e.g. an upstream CAS
+ * server of delegated authentication). The first redirect that leaves them
+ * (to the relying party) is not followed: its Location is the authorization
+ * (or logout) response.
+ *
+ * The cookie jar is one per host name, like a browser's: cookies ignore
+ * ports (RFC 6265 §8.5), so servers on 127.0.0.1 share it.
  */
 export class Browser {
-  constructor(cas) {
+  /** `also`: more servers (castellan handles or origins / URLs) whose redirects are followed. */
+  constructor(cas, { also = [] } = {}) {
     this.cas = cas;
     this.origin = new URL(cas.base).origin;
+    /** Origins whose redirects are followed (castellan's first). */
+    this.origins = new Set([this.origin, ...also.map((x) => new URL(typeof x === 'string' ? x : x.base).origin)]);
+    for (const o of this.origins) {
+      if (new URL(o).hostname !== new URL(this.origin).hostname) {
+        throw new Error(`Browser: one cookie jar for ${new URL(this.origin).hostname} only, not ${o}`);
+      }
+    }
     /** name -> { value, path } for castellan's host (cookies ignore ports). */
     this.cookies = new Map();
     /** Every request/response of the last `visit` (for failure messages). */
@@ -497,23 +523,38 @@ export class Browser {
   }
 
   /**
-   * GETs `url` and follows redirects on castellan's origin. When the CAS
-   * login form (form#fm1) is shown and `login` is given, fills it in and
-   * POSTs it to its action. Stops at the first redirect off castellan's
-   * origin or at a page (non-redirect) that is not a login form to fill.
-   * Returns { location (off-origin redirect target, or null), final (last response), loginForms }.
+   * GETs `url` and follows redirects on castellan's origin (and the `also`
+   * origins). When the CAS login form (form#fm1) is shown and `follow` is
+   * given, the first time GETs the page's first link whose href matches it
+   * (a string it contains, or a RegExp), e.g. 'client_name=campus' to sign
+   * in at an upstream instead. Otherwise, when `login` is given, fills the
+   * form in and POSTs it to its action (once). Stops at the first redirect
+   * off those origins or at a page (non-redirect) that is not a login form
+   * to fill. Returns { location (off-origin redirect target, or null),
+   * final (last response), loginForms, followed (the link followed, or null) }.
    */
-  async visit(url, { login = null, method = 'GET', form = null, maxHops = 15 } = {}) {
+  async visit(url, { login = null, follow = null, method = 'GET', form = null, maxHops = 15 } = {}) {
     this.hops = [];
     let res = await this.request(url, { method, form });
     let loginForms = 0;
+    let followed = null;
     for (let i = 0; i < maxHops; i += 1) {
       if (res.status >= 300 && res.status < 400 && res.location) {
-        if (new URL(res.location).origin !== this.origin) return { location: res.location, final: res, loginForms };
+        if (!this.origins.has(new URL(res.location).origin)) return { location: res.location, final: res, loginForms, followed };
         res = await this.request(res.location);
         continue;
       }
       const fm1 = res.status === 200 ? parseForm(res.body, res.url, '#fm1') : null;
+      if (fm1 && follow && !followed) {
+        const links = parseLinks(res.body, res.url);
+        const link = links.find((l) => (follow instanceof RegExp ? follow.test(l.href) : l.href.includes(follow)));
+        if (!link) {
+          throw new Error(`no link matching ${follow} on the login page ${res.url}: ${JSON.stringify(links)}\n${this.trace()}`);
+        }
+        followed = link;
+        res = await this.request(link.href);
+        continue;
+      }
       if (fm1 && login && loginForms === 0) {
         loginForms += 1;
         assertDefined(fm1.fields.execution, `login form without an execution field at ${res.url}`);
@@ -523,7 +564,7 @@ export class Browser {
         });
         continue;
       }
-      return { location: null, final: res, loginForms: loginForms + (fm1 ? 1 : 0), loginForm: fm1 };
+      return { location: null, final: res, loginForms: loginForms + (fm1 ? 1 : 0), loginForm: fm1, followed };
     }
     throw new Error(`more than ${maxHops} redirects:\n${this.trace()}`);
   }
@@ -611,8 +652,8 @@ export async function postForm(url, form, { basic = null, headers = {} } = {}) {
  * redirect to the relying party) as a URL. Fails with the redirect trace when
  * the browser does not end up at `redirectUri`.
  */
-export async function authorize(browser, url, { login = USER, redirectUri } = {}) {
-  const v = await browser.visit(url, { login });
+export async function authorize(browser, url, { login = USER, redirectUri, follow = null } = {}) {
+  const v = await browser.visit(url, { login, follow });
   if (!v.location) {
     throw new Error(`the authorization request did not redirect to the relying party; last response ${v.final.status}:\n`
       + `${browser.trace()}\n  body: ${v.final.body.slice(0, 400)}`);
@@ -621,7 +662,7 @@ export async function authorize(browser, url, { login = USER, redirectUri } = {}
   if (redirectUri && `${loc.origin}${loc.pathname}` !== redirectUri) {
     throw new Error(`redirected to ${v.location}, not to ${redirectUri}:\n${browser.trace()}`);
   }
-  return { response: loc, loginForms: v.loginForms, hops: [...browser.hops] };
+  return { response: loc, loginForms: v.loginForms, hops: [...browser.hops], followed: v.followed };
 }
 
 /**
@@ -629,9 +670,9 @@ export async function authorize(browser, url, { login = USER, redirectUri } = {}
  * authorization request, login, authorizationCodeGrant (which validates
  * state, iss, the ID token's iss/aud/exp/iat/nonce/azp...).
  */
-export async function codeFlow(browser, config, { redirectUri, params = {}, login = USER } = {}) {
+export async function codeFlow(browser, config, { redirectUri, params = {}, login = USER, follow = null } = {}) {
   const req = await authorizationRequest(config, { redirect_uri: redirectUri, ...params });
-  const { response, loginForms, hops } = await authorize(browser, req.url, { login, redirectUri });
+  const { response, loginForms, hops, followed } = await authorize(browser, req.url, { login, redirectUri, follow });
   const tokens = await client.authorizationCodeGrant(config, response, {
     pkceCodeVerifier: req.codeVerifier,
     expectedState: req.state,
@@ -639,5 +680,5 @@ export async function codeFlow(browser, config, { redirectUri, params = {}, logi
     idTokenExpected: /\bopenid\b/.test(req.params.scope),
     maxAge: req.params.max_age !== undefined ? Number(req.params.max_age) : undefined,
   });
-  return { tokens, req, response, loginForms, hops };
+  return { tokens, req, response, loginForms, hops, followed };
 }
