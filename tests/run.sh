@@ -34,7 +34,6 @@ DEB_PACKAGES=(
   build-essential pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev
   chromium chromium-driver
   python3 python3-venv python3-pip
-  nodejs npm
   curl openssl ca-certificates
 )
 
@@ -44,6 +43,10 @@ for p in "${DEB_PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+# Node (npm test clients and the upstream OpenID Provider): by command, as a
+# Node from elsewhere (nodesource) conflicts with Debian's npm package.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ -n "${SKIP_APT:-}" ]; then
     echo "run.sh: missing Debian packages (SKIP_APT set, not installing): ${missing[*]}" >&2

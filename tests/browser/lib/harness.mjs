@@ -58,9 +58,13 @@ process.on('exit', () => {
 
 /**
  * `services`: more TOML appended to the config (e.g. [[services]] entries of
- * OIDC clients); `logName`: the log's file name in .out/ (one per test file).
+ * OIDC clients, [[upstreams]] of delegated authentication); `logName`: the
+ * log's file name in .out/ (one per test file); `host`: the host name of the
+ * public_url (default 127.0.0.1; "localhost" gives a second Castellan a site
+ * and a cookie jar of its own: cookies ignore the port). It always listens on
+ * 127.0.0.1.
  */
-export async function startCastellan({ port, appPort, services = '', logName = 'castellan.log' }) {
+export async function startCastellan({ port, appPort, services = '', logName = 'castellan.log', host = '127.0.0.1' }) {
   if (!fs.existsSync(BINARY)) {
     throw new Error(`castellan binary not found at ${BINARY} (run cargo build --release)`);
   }
@@ -68,7 +72,7 @@ export async function startCastellan({ port, appPort, services = '', logName = '
   const config = `
 [server]
 listen = "127.0.0.1:${port}"
-public_url = "http://127.0.0.1:${port}/cas"
+public_url = "http://${host}:${port}/cas"
 data_dir = "${path.join(tmp, 'data')}"
 
 [throttle]
@@ -103,14 +107,14 @@ ${services}`;
   let exited = null;
   child.on('exit', (code, signal) => { exited = { code, signal }; children.delete(child); });
 
-  const base = `http://127.0.0.1:${port}/cas`;
+  const local = `http://127.0.0.1:${port}/cas`;
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (exited) {
       throw new Error(`castellan exited at start (${JSON.stringify(exited)}):\n${tail(logPath)}`);
     }
     try {
-      const r = await fetch(`${base}/health`);
+      const r = await fetch(`${local}/health`);
       if (r.status === 200) break;
     } catch { /* not listening yet */ }
     if (Date.now() > deadline) {
@@ -121,8 +125,8 @@ ${services}`;
   }
 
   return {
-    base,
-    origin: `http://127.0.0.1:${port}`,
+    base: `http://${host}:${port}/cas`,
+    origin: `http://${host}:${port}`,
     logPath,
     async stop() {
       if (!exited) {
