@@ -213,3 +213,22 @@ def test_auto_redirect_and_kept_attributes(tmp_path, pair, services):
     finally:
         down.stop()
         pair[1].start()
+
+
+def test_method_post_survives_the_upstream_trip(pair):
+    """CAS method=POST: the ticket goes back to the service by form post,
+    also when the login went through an upstream."""
+    up, down = pair
+    s = requests.Session()
+    r = s.get(down.url("/login"), params={"service": APP, "client_name": "campus", "method": "POST"},
+              allow_redirects=False, timeout=15)
+    assert r.status_code == 302
+    r = s.get(login_upstream(s, up, r), allow_redirects=False, timeout=15)
+    assert r.status_code == 200 and "Location" not in r.headers, r.status_code
+    assert re.search(r'<form[^>]*method="post"[^>]*action="' + re.escape(APP) + '"', r.text), r.text[:500]
+    st = re.search(r'name="ticket" value="(ST-[^"]+)"', r.text).group(1)
+    user, _, _ = CASClient(version=3, server_url=down.base + "/", service_url=APP).verify_ticket(st)
+    assert user == "campus:casuser"
+    # the login page's button keeps method=POST too
+    page = requests.get(down.url("/login"), params={"service": APP, "method": "POST"}, timeout=15)
+    assert re.search(r'href="login\?client_name=campus[^"]*method=POST', page.text), page.text[:800]

@@ -13,7 +13,6 @@ use crate::pages::{render, Link, MessagePage};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use castellan_cas::service_url::with_ticket;
 use castellan_core::ids::new_ticket_id;
 use castellan_core::EngineError;
 use castellan_delegation::cas::CasConnector;
@@ -49,6 +48,9 @@ pub struct Delegation {
 struct Pending {
     upstream: String,
     service: Option<String>,
+    /// CAS `method=POST`: the ticket goes back by form post.
+    #[serde(default)]
+    method: Option<String>,
     renew: bool,
     gateway: bool,
     /// The browser's binding value (its cookie).
@@ -148,7 +150,9 @@ impl Delegation {
         let keep: String = raw_query
             .map(|q| {
                 url::form_urlencoded::parse(q.as_bytes())
-                    .filter(|(k, _)| matches!(k.as_ref(), "service" | "renew" | "gateway"))
+                    .filter(|(k, _)| {
+                        matches!(k.as_ref(), "service" | "renew" | "gateway" | "method")
+                    })
                     .map(|(k, v)| format!("&{}={}", k, enc(&v)))
                     .collect()
             })
@@ -207,9 +211,23 @@ fn binding_of(headers: &HeaderMap) -> Option<String> {
 
 /// A failure the user sees: what happened, and a way back.
 fn failure(state: &SharedState, status: StatusCode, message: &str) -> Response {
+    failure_for(state, status, message, None)
+}
+
+/// A failure with the way back to the login for the same service.
+fn failure_for(
+    state: &SharedState,
+    status: StatusCode,
+    message: &str,
+    service: Option<&str>,
+) -> Response {
     let mut page = MessagePage::error(state.prefix(), "Sign-in failed", message);
+    let href = match service {
+        Some(s) => format!("{}/login?service={}", state.prefix(), enc(s)),
+        None => format!("{}/login", state.prefix()),
+    };
     page.link = Some(Link {
-        href: format!("{}/login", state.prefix()),
+        href,
         label: "Back to sign-in".into(),
     });
     render(status, &page)
@@ -229,6 +247,7 @@ pub async fn start(
     state: &SharedState,
     name: &str,
     service: Option<String>,
+    method: Option<String>,
     renew: bool,
     gateway: bool,
 ) -> Response {
@@ -272,6 +291,7 @@ pub async fn start(
     let pending = Pending {
         upstream: name.to_owned(),
         service,
+        method: method.filter(|m| m.len() <= 8),
         renew,
         gateway,
         binding: binding.clone(),
@@ -455,7 +475,7 @@ async fn finish(
                 DelegationError::Unavailable(_) => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::FORBIDDEN,
             };
-            return failure(state, status, &e.to_string());
+            return failure_for(state, status, &e.to_string(), pending.service.as_deref());
         }
     };
     let Some(principal) = upstream.mapping.apply(identity) else {
@@ -493,7 +513,7 @@ async fn finish(
         {
             Ok(st) => {
                 Metrics::inc(&state.metrics.service_tickets_granted);
-                redirect(&with_ticket(service, &st.id))
+                crate::login::to_service(state, service, &st.id, pending.method.as_deref())
             }
             Err(e) => return unavailable(state, &e),
         },

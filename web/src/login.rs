@@ -105,7 +105,12 @@ fn redirect(location: &str) -> Response {
 
 /// Sends the browser back to the service with its ticket (302, or a form
 /// POST when the client asked for `method=POST`).
-fn to_service(state: &SharedState, service: &str, ticket: &str, method: Option<&str>) -> Response {
+pub(crate) fn to_service(
+    state: &SharedState,
+    service: &str,
+    ticket: &str,
+    method: Option<&str>,
+) -> Response {
     if method.is_some_and(|m| m.eq_ignore_ascii_case("post")) {
         render(
             StatusCode::OK,
@@ -226,6 +231,7 @@ pub async fn form(
             &state,
             name,
             target.as_ref().map(|t| t.url.clone()),
+            query.method.clone(),
             renew,
             gateway,
         )
@@ -269,6 +275,7 @@ pub async fn form(
             &state,
             &name,
             target.as_ref().map(|t| t.url.clone()),
+            query.method.clone(),
             renew,
             false,
         )

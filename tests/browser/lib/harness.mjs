@@ -1029,10 +1029,17 @@ export function realProblems(problems, documentUrls = []) {
   ));
 }
 
+/**
+ * `scrollWidth` against `innerWidth`, and `clientWidth` (the layout viewport's
+ * width): with `isMobile: true` Chromium zooms out to fit wide content, and
+ * innerWidth grows with it (634 for 634px of content at 375px), so only
+ * `scrollWidth <= clientWidth` catches a horizontal scroll there.
+ */
 export async function noHorizontalScroll(page) {
   return page.evaluate(() => ({
     scrollWidth: document.documentElement.scrollWidth,
     innerWidth: window.innerWidth,
+    clientWidth: document.documentElement.clientWidth,
   }));
 }
 
