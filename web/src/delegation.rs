@@ -10,11 +10,11 @@ use crate::config::{UpstreamKind, UpstreamSettings};
 use crate::cookies;
 use crate::metrics::Metrics;
 use crate::pages::{render, Link, MessagePage};
+use crate::respond::{redirect, unavailable};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use castellan_core::ids::new_ticket_id;
-use castellan_core::EngineError;
 use castellan_delegation::cas::CasConnector;
 use castellan_delegation::mapping::Mapping;
 use castellan_delegation::oauth2::OAuth2Connector;
@@ -310,12 +310,7 @@ pub async fn start(
         .put_record(&state_key(&st), &bytes, STATE_TTL)
         .await
     {
-        tracing::error!(error = %e, "delegation state could not be stored");
-        Metrics::inc(&state.metrics.store_errors);
-        return render(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &MessagePage::unavailable(state.prefix()),
-        );
+        return unavailable(state, &e.into());
     }
     let location = started.redirect;
     match HeaderValue::from_str(&location) {
@@ -417,14 +412,7 @@ async fn finish(
             Err(_) => return expired(),
         },
         Ok(None) => return expired(),
-        Err(e) => {
-            tracing::error!(error = %e, "delegation state could not be read");
-            Metrics::inc(&state.metrics.store_errors);
-            return render(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &MessagePage::unavailable(state.prefix()),
-            );
-        }
+        Err(e) => return unavailable(state, &e.into()),
     };
     let bound = binding_of(headers)
         .is_some_and(|b| bool::from(b.as_bytes().ct_eq(pending.binding.as_bytes())));
@@ -536,20 +524,4 @@ async fn finish(
     };
     response.headers_mut().append(header::SET_COOKIE, cookie);
     response
-}
-
-fn redirect(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(l) => (StatusCode::FOUND, [(header::LOCATION, l)]).into_response(),
-        Err(_) => (StatusCode::BAD_REQUEST, "bad redirect").into_response(),
-    }
-}
-
-fn unavailable(state: &SharedState, e: &EngineError) -> Response {
-    tracing::error!(error = %e, "delegated login failed on the ticket store");
-    Metrics::inc(&state.metrics.store_errors);
-    render(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &MessagePage::unavailable(state.prefix()),
-    )
 }

@@ -5,10 +5,11 @@ use crate::client_address::client_ip;
 use crate::cookies;
 use crate::metrics::Metrics;
 use crate::pages::{render, Link, LoginPage, MessagePage, PostRedirectPage};
+use crate::respond::{redirect, unavailable};
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Form, Query, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
 use castellan_cas::service_url::with_ticket;
 use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
@@ -95,14 +96,6 @@ fn target<'a>(
     }
 }
 
-fn redirect(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
-        // Registered service patterns may still admit odd bytes; never a 500.
-        Err(_) => StatusCode::BAD_REQUEST.into_response(),
-    }
-}
-
 /// Sends the browser back to the service with its ticket (302, or a form
 /// POST when the client asked for `method=POST`).
 pub(crate) fn to_service(
@@ -140,15 +133,6 @@ fn logged_in_page(state: &SharedState, user: &str) -> Response {
                 label: "Sign out".into(),
             }),
         },
-    )
-}
-
-fn unavailable(state: &SharedState, error: &EngineError) -> Response {
-    tracing::error!(error = %error, "login failed on the ticket store");
-    Metrics::inc(&state.metrics.store_errors);
-    render(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &MessagePage::unavailable(state.prefix()),
     )
 }
 

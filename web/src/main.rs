@@ -13,6 +13,7 @@ mod middleware;
 mod oidc;
 mod operations;
 mod pages;
+mod respond;
 mod saml;
 mod signing_keys;
 

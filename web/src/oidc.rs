@@ -8,7 +8,8 @@ use crate::app::SharedState;
 use crate::config::OidcSettings;
 use crate::cookies;
 use crate::metrics::Metrics;
-use crate::pages::{render, MessagePage, PostRedirectPage};
+use crate::pages::{render, PostRedirectPage};
+use crate::respond::{error_page as page, redirect, unavailable};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -323,20 +324,6 @@ fn oauth_error(state: &SharedState, e: &OAuthError) -> Response {
     response
 }
 
-fn page(state: &SharedState, status: StatusCode, heading: &str, message: &str) -> Response {
-    render(
-        status,
-        &MessagePage::error(state.prefix(), heading, message),
-    )
-}
-
-fn redirect(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(l) => (StatusCode::FOUND, [(header::LOCATION, l)]).into_response(),
-        Err(_) => (StatusCode::BAD_REQUEST, "bad redirect").into_response(),
-    }
-}
-
 /// Answers the client at its redirect_uri, by query or by form post.
 fn to_client(
     state: &SharedState,
@@ -492,27 +479,13 @@ async fn authorize(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Resp
         return unavailable(state, &e.into());
     }
     let service = state.oidc.callback(&request.client_id, &id);
-    let mut location = format!("{}/login?service={}", state.prefix(), enc(&service));
-    if request.renew {
-        location.push_str("&renew=true");
-    }
-    if request.prompt_none {
-        location.push_str("&gateway=true");
-    }
+    let mut location =
+        crate::respond::login_location(state, &service, request.renew, request.prompt_none);
     if let Some(hint) = checked.login_hint {
         location.push_str("&login_hint=");
         location.push_str(&enc(&hint));
     }
     redirect(&location)
-}
-
-fn unavailable(state: &SharedState, e: &EngineError) -> Response {
-    tracing::error!(error = %e, "OIDC request failed on the ticket store");
-    Metrics::inc(&state.metrics.store_errors);
-    render(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &MessagePage::unavailable(state.prefix()),
-    )
 }
 
 // ------------------------------------------------------------ callback

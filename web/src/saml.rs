@@ -8,7 +8,8 @@ use crate::app::SharedState;
 use crate::config::SamlSettings;
 use crate::cookies;
 use crate::metrics::Metrics;
-use crate::pages::{render, MessagePage, PostRedirectPage};
+use crate::pages::{render, PostRedirectPage};
+use crate::respond::{error_page as page, redirect, unavailable};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -254,27 +255,37 @@ fn sign_metadata(xml: &str, credentials: &IdpCredentials) -> Result<String, Saml
 
 // ------------------------------------------------------------------ helpers
 
-fn page(state: &SharedState, status: StatusCode, heading: &str, message: &str) -> Response {
-    render(
-        status,
-        &MessagePage::error(state.prefix(), heading, message),
-    )
+fn invalid(state: &SharedState, message: &str) -> Response {
+    page(state, StatusCode::BAD_REQUEST, "Invalid request", message)
 }
 
-fn unavailable(state: &SharedState, e: &EngineError) -> Response {
-    tracing::error!(error = %e, "SAML request failed on the ticket store");
-    Metrics::inc(&state.metrics.store_errors);
-    render(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &MessagePage::unavailable(state.prefix()),
-    )
+/// An SP's SAMLRequest over HTTP-Redirect: inflated, and its query
+/// signature checked against the SP its Issuer names.
+fn redirect_message(
+    state: &SharedState,
+    query: &str,
+    p: &HashMap<String, String>,
+) -> Result<(String, QuerySignature), String> {
+    let message = p
+        .get("SAMLRequest")
+        .ok_or_else(|| "The request carries no SAMLRequest.".to_owned())?;
+    let xml = binding::decode_redirect(message).map_err(|e| e.to_string())?;
+    let signature = match request::issuer_of(&xml)
+        .ok()
+        .and_then(|i| state.saml.settings.sps.iter().find(|sp| sp.entity_id == i))
+    {
+        Some(sp) => binding::verify_query(query, "SAMLRequest", &sp.signing_certs),
+        None => QuerySignature::Absent,
+    };
+    Ok((xml, signature))
 }
 
-fn redirect(location: &str) -> Response {
-    match HeaderValue::from_str(location) {
-        Ok(l) => (StatusCode::FOUND, [(header::LOCATION, l)]).into_response(),
-        Err(_) => (StatusCode::BAD_REQUEST, "bad redirect").into_response(),
-    }
+/// An SP's SAMLRequest over HTTP-POST (its signature, if any, is inside).
+fn post_message(p: &HashMap<String, String>) -> Result<String, String> {
+    let message = p
+        .get("SAMLRequest")
+        .ok_or_else(|| "The request carries no SAMLRequest.".to_owned())?;
+    binding::decode_post(message).map_err(|e| e.to_string())
 }
 
 fn params(raw: &[u8]) -> HashMap<String, String> {
@@ -404,31 +415,9 @@ pub async fn metadata(State(state): State<SharedState>) -> Response {
 pub async fn sso_redirect(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
     let p = params(query.as_bytes());
-    let Some(message) = p.get("SAMLRequest") else {
-        return page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The request carries no SAMLRequest.",
-        );
-    };
-    let xml = match binding::decode_redirect(message) {
-        Ok(x) => x,
-        Err(e) => {
-            return page(
-                &state,
-                StatusCode::BAD_REQUEST,
-                "Invalid request",
-                &e.to_string(),
-            )
-        }
-    };
-    let signature = match request::issuer_of(&xml)
-        .ok()
-        .and_then(|i| state.saml.settings.sps.iter().find(|sp| sp.entity_id == i))
-    {
-        Some(sp) => binding::verify_query(&query, "SAMLRequest", &sp.signing_certs),
-        None => QuerySignature::Absent,
+    let (xml, signature) = match redirect_message(&state, &query, &p) {
+        Ok(m) => m,
+        Err(message) => return invalid(&state, &message),
     };
     sso(
         &state,
@@ -441,24 +430,9 @@ pub async fn sso_redirect(State(state): State<SharedState>, RawQuery(query): Raw
 
 pub async fn sso_post(State(state): State<SharedState>, body: Bytes) -> Response {
     let p = params(&body);
-    let Some(message) = p.get("SAMLRequest") else {
-        return page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The request carries no SAMLRequest.",
-        );
-    };
-    let xml = match binding::decode_post(message) {
+    let xml = match post_message(&p) {
         Ok(x) => x,
-        Err(e) => {
-            return page(
-                &state,
-                StatusCode::BAD_REQUEST,
-                "Invalid request",
-                &e.to_string(),
-            )
-        }
+        Err(message) => return invalid(&state, &message),
     };
     sso(&state, &xml, Binding::Post, p.get("RelayState").cloned()).await
 }
@@ -572,14 +546,12 @@ async fn to_login(state: &SharedState, pending: Pending) -> Response {
         return unavailable(state, &e.into());
     }
     let service = state.saml.callback(&pending.sp, &id);
-    let mut location = format!("{}/login?service={}", state.prefix(), enc(&service));
-    if pending.force_authn {
-        location.push_str("&renew=true");
-    }
-    if pending.is_passive {
-        location.push_str("&gateway=true");
-    }
-    redirect(&location)
+    redirect(&crate::respond::login_location(
+        state,
+        &service,
+        pending.force_authn,
+        pending.is_passive,
+    ))
 }
 
 pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
@@ -800,31 +772,9 @@ pub async fn slo_redirect(
         // An SP answering a logout request of a chain: on to the next.
         return chain_response(&state, p.get("RelayState").map(String::as_str)).await;
     }
-    let Some(message) = p.get("SAMLRequest") else {
-        return page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The request carries no SAMLRequest.",
-        );
-    };
-    let xml = match binding::decode_redirect(message) {
-        Ok(x) => x,
-        Err(e) => {
-            return page(
-                &state,
-                StatusCode::BAD_REQUEST,
-                "Invalid request",
-                &e.to_string(),
-            )
-        }
-    };
-    let signature = match request::issuer_of(&xml)
-        .ok()
-        .and_then(|i| state.saml.settings.sps.iter().find(|sp| sp.entity_id == i))
-    {
-        Some(sp) => binding::verify_query(&query, "SAMLRequest", &sp.signing_certs),
-        None => QuerySignature::Absent,
+    let (xml, signature) = match redirect_message(&state, &query, &p) {
+        Ok(m) => m,
+        Err(message) => return invalid(&state, &message),
     };
     slo(
         &state,
@@ -845,24 +795,9 @@ pub async fn slo_post(
     if p.contains_key("SAMLResponse") {
         return chain_response(&state, p.get("RelayState").map(String::as_str)).await;
     }
-    let Some(message) = p.get("SAMLRequest") else {
-        return page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The request carries no SAMLRequest.",
-        );
-    };
-    let xml = match binding::decode_post(message) {
+    let xml = match post_message(&p) {
         Ok(x) => x,
-        Err(e) => {
-            return page(
-                &state,
-                StatusCode::BAD_REQUEST,
-                "Invalid request",
-                &e.to_string(),
-            )
-        }
+        Err(message) => return invalid(&state, &message),
     };
     slo(
         &state,
@@ -1137,75 +1072,59 @@ async fn answer_requester(state: &SharedState, requester: &Requester) -> Respons
     } else {
         status::RESPONDER
     };
-    let relay_state = requester.relay_state.clone();
-    let redirect_ep = sp.slo(castellan_saml::BINDING_REDIRECT);
-    let post_ep = sp.slo(castellan_saml::BINDING_POST);
+    let (redirect_binding, ep) = match (
+        sp.slo(castellan_saml::BINDING_REDIRECT),
+        sp.slo(castellan_saml::BINDING_POST),
+    ) {
+        (Some(ep), _) => (true, ep),
+        (None, Some(ep)) => (false, ep),
+        (None, None) => return crate::logout::signed_out(state),
+    };
+    let destination = ep
+        .response_location
+        .clone()
+        .unwrap_or_else(|| ep.location.clone());
     let handle = state.saml.clone_for_blocking();
-    let now = state.now();
-    let irt = requester.request_id.clone();
-    if let Some(ep) = redirect_ep {
-        let destination = ep
-            .response_location
-            .clone()
-            .unwrap_or_else(|| ep.location.clone());
-        let dest = destination.clone();
-        let relay = relay_state.clone();
-        let query = blocking(move || {
-            let xml = response::logout_response(
-                &handle.entity_id,
-                &dest,
-                &irt,
-                code,
-                now,
-                false,
-                &handle.credentials,
-            )?;
+    let (now, irt, dest) = (
+        state.now(),
+        requester.request_id.clone(),
+        destination.clone(),
+    );
+    let relay = requester.relay_state.clone();
+    // The Redirect binding signs the query, the POST binding the document.
+    let built = blocking(move || {
+        let xml = response::logout_response(
+            &handle.entity_id,
+            &dest,
+            &irt,
+            code,
+            now,
+            !redirect_binding,
+            &handle.credentials,
+        )?;
+        if redirect_binding {
             binding::encode_redirect("SAMLResponse", &xml, relay.as_deref(), &handle.credentials)
-        })
-        .await;
-        match query {
-            Ok(q) => {
-                let sep = if destination.contains('?') { '&' } else { '?' };
-                redirect(&format!("{destination}{sep}{q}"))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "building a LogoutResponse failed");
-                crate::logout::signed_out(state)
-            }
+        } else {
+            Ok(xml)
         }
-    } else if let Some(ep) = post_ep {
-        let destination = ep
-            .response_location
-            .clone()
-            .unwrap_or_else(|| ep.location.clone());
-        let dest = destination.clone();
-        let xml = blocking(move || {
-            response::logout_response(
-                &handle.entity_id,
-                &dest,
-                &irt,
-                code,
-                now,
-                true,
-                &handle.credentials,
-            )
-        })
-        .await;
-        match xml {
-            Ok(xml) => post_to(
-                state,
-                &destination,
-                "SAMLResponse",
-                &xml,
-                relay_state.as_deref(),
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "building a LogoutResponse failed");
-                crate::logout::signed_out(state)
-            }
+    })
+    .await;
+    match built {
+        Ok(query) if redirect_binding => {
+            let sep = if destination.contains('?') { '&' } else { '?' };
+            redirect(&format!("{destination}{sep}{query}"))
         }
-    } else {
-        crate::logout::signed_out(state)
+        Ok(xml) => post_to(
+            state,
+            &destination,
+            "SAMLResponse",
+            &xml,
+            requester.relay_state.as_deref(),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "building a LogoutResponse failed");
+            crate::logout::signed_out(state)
+        }
     }
 }
 
