@@ -8,6 +8,8 @@ use crate::authn::{Authenticator, Credentials};
 use crate::clock::{Clock, Millis};
 use crate::error::{AuthnError, EngineError};
 use crate::ids::{is_well_formed, new_session_id, new_session_ticket_id, new_ticket_id, redact};
+use crate::login_flow::LoginFlows;
+use crate::pending::PendingFlowBudget;
 use crate::principal::{Attributes, Principal};
 use crate::service::{LogoutMode, RegisteredService, ServiceRegistry};
 use crate::store::TicketStore;
@@ -29,8 +31,11 @@ pub struct TicketPolicy {
     pub session_ttl: Duration,
     /// Idle limit of an SSO session.
     pub session_idle_ttl: Duration,
-    /// How long a rendered login form stays usable.
+    /// How long a rendered login form stays usable, and a protocol's
+    /// pending request (OIDC, SAML, delegation) is kept.
     pub login_flow_ttl: Duration,
+    /// Pending requests of anonymous clients one node keeps at most.
+    pub max_pending_flows: u64,
 }
 
 impl Default for TicketPolicy {
@@ -41,6 +46,7 @@ impl Default for TicketPolicy {
             session_ttl: Duration::from_secs(8 * 3600),
             session_idle_ttl: Duration::from_secs(2 * 3600),
             login_flow_ttl: Duration::from_secs(30 * 60),
+            max_pending_flows: 100_000,
         }
     }
 }
@@ -105,6 +111,8 @@ pub struct Engine {
     policy: TicketPolicy,
     clock: Arc<dyn Clock>,
     proxy_callback: Arc<dyn ProxyCallback>,
+    login_flows: LoginFlows,
+    pending: PendingFlowBudget,
 }
 
 impl Engine {
@@ -118,6 +126,12 @@ impl Engine {
         proxy_callback: Arc<dyn ProxyCallback>,
     ) -> Self {
         Self {
+            login_flows: LoginFlows::new(store.clone(), clock.clone(), policy.login_flow_ttl),
+            pending: PendingFlowBudget::new(
+                policy.max_pending_flows,
+                policy.login_flow_ttl,
+                clock.clone(),
+            ),
             store,
             registry,
             authenticator,
@@ -156,23 +170,21 @@ impl Engine {
         client_ip: Option<IpAddr>,
     ) -> Result<Arc<Principal>, EngineError> {
         let store = self.store.as_ref();
-        self.throttle
-            .check(store, &credentials.username, client_ip)
+        let reservation = self
+            .throttle
+            .reserve(store, &credentials.username, client_ip)
             .await?;
         match self.authenticator.authenticate(credentials).await {
             Ok(principal) => {
-                self.throttle
-                    .record_success(store, &credentials.username)
-                    .await?;
+                self.throttle.succeeded(store, reservation).await?;
                 Ok(principal)
             }
-            Err(AuthnError::InvalidCredentials) => {
-                self.throttle
-                    .record_failure(store, &credentials.username, client_ip)
-                    .await?;
-                Err(AuthnError::InvalidCredentials.into())
+            // The reservation stays counted: it is the failure.
+            Err(AuthnError::InvalidCredentials) => Err(AuthnError::InvalidCredentials.into()),
+            Err(e) => {
+                self.throttle.undecided(store, reservation).await?;
+                Err(e.into())
             }
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -474,28 +486,43 @@ impl Engine {
         Ok(ticket)
     }
 
-    /// Starts a login form: its one-time `execution` token, bound to `service`.
-    pub async fn start_login_flow(&self, service: Option<&str>) -> Result<LoginFlow, EngineError> {
-        let flow = LoginFlow {
-            id: new_ticket_id(TicketKind::LoginFlow.prefix()),
-            service: service.map(str::to_owned),
-        };
-        self.store
-            .add_ticket(Ticket::LoginFlow(flow.clone()), self.policy.login_flow_ttl)
-            .await?;
-        Ok(flow)
+    /// Admits one pending request of a not yet signed-in client (kept for
+    /// at most `login_flow_ttl`); [`EngineError::Busy`] past the ceiling.
+    pub fn admit_pending_flow(&self) -> Result<(), EngineError> {
+        if self.pending.admit() {
+            Ok(())
+        } else {
+            tracing::warn!(
+                ceiling = self.policy.max_pending_flows,
+                "pending sign-in requests at their ceiling: refused"
+            );
+            Err(EngineError::Busy)
+        }
     }
 
-    /// Takes a login form's token back, once; `None` when unknown, expired
-    /// or already used.
-    pub async fn take_login_flow(&self, id: &str) -> Result<Option<LoginFlow>, EngineError> {
-        if !is_well_formed(id, TicketKind::LoginFlow.prefix()) {
-            return Ok(None);
-        }
-        Ok(match self.store.consume_ticket(id).await? {
-            Some(Ticket::LoginFlow(flow)) => Some(flow),
-            _ => None,
+    /// Starts a login form: its one-time `execution` token, bound to
+    /// `service` and to the browser's pre-session id `browser`. Stores
+    /// nothing (see [`LoginFlows`]).
+    pub async fn start_login_flow(
+        &self,
+        service: Option<&str>,
+        browser: &str,
+    ) -> Result<LoginFlow, EngineError> {
+        Ok(LoginFlow {
+            id: self.login_flows.issue(service, browser).await?,
+            service: service.map(str::to_owned),
         })
+    }
+
+    /// Takes a login form's token back, once: `false` when it was not
+    /// rendered for this service in this browser, expired or already used.
+    pub async fn take_login_flow(
+        &self,
+        id: &str,
+        service: Option<&str>,
+        browser: &str,
+    ) -> Result<bool, EngineError> {
+        Ok(self.login_flows.redeem(id, service, browser).await?)
     }
 
     /// Ends a session; returns every service it issued tickets for, once.

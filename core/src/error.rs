@@ -40,6 +40,8 @@ pub enum EngineError {
     InvalidProxyCallback(&'static str),
     #[error("SSO session not found or expired")]
     SessionNotFound,
+    #[error("too many sign-ins in progress; try again shortly")]
+    Busy,
     #[error(transparent)]
     Authentication(#[from] AuthnError),
     #[error(transparent)]

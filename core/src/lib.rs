@@ -11,6 +11,8 @@ pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod ids;
+pub mod login_flow;
+pub mod pending;
 pub mod principal;
 pub mod service;
 pub mod store;

@@ -86,9 +86,22 @@ pub trait TicketStore: Send + Sync + 'static {
     /// Reads a reusable ticket (a PGT) without taking it.
     async fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError>;
 
-    /// Counts one failure under `key` in a window that starts with the first
-    /// failure and lasts `window`; returns the count including this one.
-    async fn count_failure(&self, key: &str, window: Duration) -> Result<u32, StoreError>;
+    /// Reserves one login attempt under `key` before its password is
+    /// verified: counts it and returns `true` while fewer than `limit` are
+    /// counted in the window (which starts with the first attempt and lasts
+    /// `window`); at the limit counts nothing and returns `false`. Atomic: of
+    /// concurrent callers at most `limit` get `true`, on every node sharing
+    /// the store.
+    async fn reserve_attempt(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives back one reserved attempt (a login that succeeded or could not be
+    /// checked), keeping the window; never below zero.
+    async fn release_attempt(&self, key: &str) -> Result<(), StoreError>;
 
     /// Failures counted under `key` in its current window.
     async fn failures(&self, key: &str) -> Result<u32, StoreError>;

@@ -52,44 +52,70 @@ impl Throttle {
         &self.policy
     }
 
-    pub async fn check(
+    /// Reserves one attempt for `username` and for the client address
+    /// before the password is verified, so that parallel attempts cannot all
+    /// pass a check made before any of them is counted. A refusal reserves
+    /// nothing.
+    pub async fn reserve(
         &self,
         store: &dyn TicketStore,
         username: &str,
         ip: Option<IpAddr>,
-    ) -> Result<(), EngineError> {
-        if store.failures(&user_key(username)).await? >= self.policy.failures_per_user {
+    ) -> Result<Reservation, EngineError> {
+        let user = user_key(username);
+        if !store
+            .reserve_attempt(&user, self.policy.failures_per_user, self.policy.window)
+            .await?
+        {
             return Err(AuthnError::Throttled.into());
         }
-        if let Some(ip) = ip {
-            if store.failures(&ip_key(ip)).await? >= self.policy.failures_per_ip {
+        let ip = ip.map(ip_key);
+        if let Some(ip) = &ip {
+            let reserved = store
+                .reserve_attempt(ip, self.policy.failures_per_ip, self.policy.window)
+                .await;
+            if !matches!(reserved, Ok(true)) {
+                store.release_attempt(&user).await?;
+                reserved?;
                 return Err(AuthnError::Throttled.into());
             }
         }
-        Ok(())
+        Ok(Reservation { user, ip })
     }
 
-    pub async fn record_failure(
+    /// The password was right: the user's failures are forgotten, and the
+    /// attempt does not count against the address.
+    pub async fn succeeded(
         &self,
         store: &dyn TicketStore,
-        username: &str,
-        ip: Option<IpAddr>,
+        reservation: Reservation,
     ) -> Result<(), EngineError> {
-        store
-            .count_failure(&user_key(username), self.policy.window)
-            .await?;
-        if let Some(ip) = ip {
-            store.count_failure(&ip_key(ip), self.policy.window).await?;
+        store.clear_failures(&reservation.user).await?;
+        if let Some(ip) = &reservation.ip {
+            store.release_attempt(ip).await?;
         }
         Ok(())
     }
 
-    pub async fn record_success(
+    /// The password could not be checked (the directory is down): the
+    /// attempt is given back, it proved nothing.
+    pub async fn undecided(
         &self,
         store: &dyn TicketStore,
-        username: &str,
+        reservation: Reservation,
     ) -> Result<(), EngineError> {
-        store.clear_failures(&user_key(username)).await?;
+        store.release_attempt(&reservation.user).await?;
+        if let Some(ip) = &reservation.ip {
+            store.release_attempt(ip).await?;
+        }
         Ok(())
     }
+}
+
+/// The counters one login attempt holds. A wrong password keeps them: the
+/// reservation is the failure's count.
+#[must_use]
+pub struct Reservation {
+    user: String,
+    ip: Option<String>,
 }

@@ -110,6 +110,9 @@ pub struct TicketsSection {
     pub sso_session_ttl: Option<Spanned<String>>,
     pub sso_idle_ttl: Option<Spanned<String>>,
     pub login_form_ttl: Option<Spanned<String>>,
+    /// Pending sign-in requests (OIDC, SAML, delegation) one node keeps at
+    /// most before answering 503.
+    pub max_pending_flows: Option<u64>,
 }
 
 /// Not in the contract's example: limits on failed logins (defaults 5 per
@@ -172,6 +175,10 @@ pub struct ServiceEntry {
     pub id_token_signing_alg: Option<Spanned<String>>,
     /// ES256 (default) or RS256.
     pub access_token_signing_alg: Option<Spanned<String>>,
+    /// client_ids of the resource servers that may introspect this
+    /// client's tokens (RFC 7662); by default only the client itself.
+    #[serde(default)]
+    pub resource_servers: Vec<String>,
     // SAML: "assertion" (default), "response" or "both".
     pub sign: Option<Spanned<String>>,
     pub encrypt_assertions: Option<bool>,
@@ -564,6 +571,10 @@ impl Validator<'_> {
                 &raw.tickets.login_form_ttl,
                 defaults.login_flow_ttl,
             ),
+            max_pending_flows: raw
+                .tickets
+                .max_pending_flows
+                .unwrap_or(defaults.max_pending_flows),
         };
 
         let tdefault = ThrottlePolicy::default();
@@ -1103,6 +1114,7 @@ impl Validator<'_> {
             subject,
             id_token_alg,
             access_token_alg,
+            resource_servers: entry.resource_servers,
         })
     }
 

@@ -4,17 +4,66 @@
 use axum::http::{header, HeaderMap, HeaderValue};
 
 pub const SESSION_COOKIE: &str = "CASTGC";
+/// The pre-session cookie: a random id of the browser, set with the login
+/// form, that its `execution` token is bound to (login CSRF: a token fetched
+/// by someone else cannot be posted from this browser).
+pub const BROWSER_COOKIE: &str = "CASBROWSER";
+const MAX_COOKIE_VALUE: usize = 256;
 
-/// The session id from the request's cookies, if any.
-pub fn session_id(headers: &HeaderMap) -> Option<String> {
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .find(|(name, value)| {
+            *name == wanted && !value.is_empty() && value.len() <= MAX_COOKIE_VALUE
+        })
         .map(|(_, value)| value.to_owned())
+}
+
+/// The session id from the request's cookies, if any.
+pub fn session_id(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The browser's pre-session id: the one it sent, or a new one that
+/// [`Browser::cookie`] must then set.
+pub struct Browser {
+    pub id: String,
+    pub fresh: bool,
+}
+
+impl Browser {
+    pub fn of(headers: &HeaderMap) -> Self {
+        match cookie(headers, BROWSER_COOKIE) {
+            Some(id) => Self { id, fresh: false },
+            None => {
+                use base64::Engine as _;
+                let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(rand::random::<[u8; 16]>());
+                Self { id, fresh: true }
+            }
+        }
+    }
+
+    /// The Set-Cookie header for a fresh id: a browser-session cookie,
+    /// HttpOnly, SameSite=Lax (the form posts back to the same site).
+    /// Deliberately not `Secure`: it is no credential (knowing it lets no
+    /// one sign in or forge a token), and a deployment reached over plain
+    /// http in front of an https `public_url` must still be able to sign in.
+    pub fn cookie(&self, prefix: &str) -> Option<HeaderValue> {
+        if !self.fresh {
+            return None;
+        }
+        HeaderValue::from_str(&format!(
+            "{BROWSER_COOKIE}={}; Path={}; HttpOnly; SameSite=Lax",
+            self.id,
+            path(prefix)
+        ))
+        .ok()
+    }
 }
 
 fn path(prefix: &str) -> &str {

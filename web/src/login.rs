@@ -2,7 +2,7 @@
 
 use crate::app::SharedState;
 use crate::client_address::client_ip;
-use crate::cookies;
+use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
 use crate::pages::{render, Link, LoginPage, MessagePage, PostRedirectPage};
 use crate::respond::{redirect, unavailable};
@@ -155,12 +155,13 @@ struct FormState<'a> {
     notice: Option<String>,
     target: Option<&'a Target<'a>>,
     raw_query: Option<&'a str>,
+    browser: &'a Browser,
 }
 
 async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
     let flow = match state
         .engine
-        .start_login_flow(f.target.map(|t| t.url.as_str()))
+        .start_login_flow(f.target.map(|t| t.url.as_str()), &f.browser.id)
         .await
     {
         Ok(flow) => flow,
@@ -170,7 +171,7 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
         Some(q) if !q.is_empty() => format!("login?{q}"),
         _ => "login".to_owned(),
     };
-    render(
+    let mut page = render(
         f.status,
         &LoginPage {
             prefix: state.prefix().to_owned(),
@@ -189,7 +190,41 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
             notice: f.notice,
             upstreams: state.delegation.links(f.raw_query),
         },
-    )
+    );
+    if let Some(cookie) = f.browser.cookie(state.prefix()) {
+        page.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    page
+}
+
+/// Login CSRF, second line (the first is the token's binding to the
+/// browser): a browser that says the form was posted from another site is
+/// refused. Absent headers (older browsers, non-browser clients) pass.
+fn cross_site(state: &SharedState, headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
+        return true;
+    }
+    let Some(origin) = header("origin").filter(|o| *o != "null") else {
+        return false;
+    };
+    let ours = state.settings.public_url.origin().ascii_serialization();
+    if origin.eq_ignore_ascii_case(&ours) {
+        return false;
+    }
+    // Reached under another name than public_url (a test, a second vhost):
+    // same origin as the request itself.
+    let host = header("host").unwrap_or_default();
+    let same_host = url::Url::parse(origin)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        })
+        .is_some_and(|h| !host.is_empty() && h.eq_ignore_ascii_case(host));
+    !same_host
 }
 
 /// GET `/login`.
@@ -208,6 +243,7 @@ pub async fn form(
     };
     let renew = flag(query.renew.as_deref());
     let gateway = flag(query.gateway.as_deref());
+    let browser = Browser::of(&headers);
 
     // Delegated authentication, asked for by name: the upstream decides.
     if let Some(name) = query.client_name.as_deref() {
@@ -278,6 +314,7 @@ pub async fn form(
             notice: None,
             target: target.as_ref(),
             raw_query: raw_query.as_deref(),
+            browser: &browser,
         },
     )
     .await
@@ -299,6 +336,7 @@ pub async fn submit(
         Ok(t) => t,
         Err(page) => return *page,
     };
+    let browser = Browser::of(&headers);
     let again = |status: StatusCode,
                  username: String,
                  error: Option<&str>,
@@ -311,21 +349,45 @@ pub async fn submit(
         notice: notice.map(str::to_owned),
         target: target.as_ref(),
         raw_query: raw_query.as_deref(),
+        browser: &browser,
     };
 
-    // The token must be one this server rendered, unused, for this very service.
-    let flow = match state.engine.take_login_flow(&form.execution).await {
-        Ok(flow) => flow,
-        Err(e) => return unavailable(&state, &e),
-    };
-    if flow.is_none_or(|f| f.service.as_deref() != target.as_ref().map(|t| t.url.as_str())) {
+    if cross_site(&state, &headers) {
+        tracing::warn!("login form posted from another site refused");
         return login_form(
             &state,
             again(
                 StatusCode::FORBIDDEN,
                 String::new(),
                 None,
-                Some("Your sign-in form had expired or was already used. Please sign in again."),
+                Some("This sign-in form was sent from another site. Please sign in here."),
+            ),
+        )
+        .await;
+    }
+    // The token must be one this server rendered, unused, for this very
+    // service, in this very browser.
+    let service = target.as_ref().map(|t| t.url.as_str());
+    let taken = if browser.fresh {
+        Ok(false)
+    } else {
+        state
+            .engine
+            .take_login_flow(&form.execution, service, &browser.id)
+            .await
+    };
+    let taken = match taken {
+        Ok(taken) => taken,
+        Err(e) => return unavailable(&state, &e),
+    };
+    if !taken {
+        return login_form(
+            &state,
+            again(
+                StatusCode::FORBIDDEN,
+                String::new(),
+                None,
+                Some("Your sign-in form had expired or was already used. Please sign in again (cookies must be enabled)."),
             ),
         )
         .await;

@@ -467,6 +467,9 @@ async fn authorize(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Resp
             ),
         );
     }
+    if let Err(e) = state.engine.admit_pending_flow() {
+        return unavailable(state, &e);
+    }
     let id = new_ticket_id("OR");
     if let Err(e) = records(state)
         .put(
@@ -1164,12 +1167,16 @@ pub async fn introspect(
 ) -> Response {
     let result = async {
         let params = parameters(&body)?;
-        confidential(authenticate_client(&state, &headers, &params)?)?;
+        let caller = confidential(authenticate_client(&state, &headers, &params)?)?;
         let token = param(&params, "token")?;
         if token.starts_with("RT-") {
-            return introspect_refresh(&state, token).await;
+            return introspect_refresh(&state, token, &caller.client_id).await;
         }
         Ok(match active_access_token(&state, token).await {
+            Ok((c, _)) if !may_introspect(&state, &c.client_id, &caller.client_id) => {
+                tracing::warn!(caller = %caller.client_id, owner = %c.client_id, "introspection of another client's token refused");
+                json!({"active": false})
+            }
             Ok((c, _)) => json!({
                 "active": true,
                 "iss": c.iss,
@@ -1193,7 +1200,21 @@ pub async fn introspect(
     }
 }
 
-async fn introspect_refresh(state: &SharedState, token: &str) -> Result<Value, OAuthError> {
+/// RFC 7662 §2.2: a client learns only about its own tokens, or those of
+/// clients that name it as their resource server.
+fn may_introspect(state: &SharedState, owner: &str, caller: &str) -> bool {
+    state
+        .oidc
+        .clients
+        .get(owner)
+        .is_some_and(|c| c.may_be_introspected_by(caller))
+}
+
+async fn introspect_refresh(
+    state: &SharedState,
+    token: &str,
+    caller: &str,
+) -> Result<Value, OAuthError> {
     let inactive = json!({"active": false});
     let Some(RefreshRecord::Live(t)) = records(state)
         .get::<RefreshRecord>(&refresh_key(token))
@@ -1201,6 +1222,10 @@ async fn introspect_refresh(state: &SharedState, token: &str) -> Result<Value, O
     else {
         return Ok(inactive);
     };
+    if !may_introspect(state, &t.client_id, caller) {
+        tracing::warn!(%caller, owner = %t.client_id, "introspection of another client's token refused");
+        return Ok(inactive);
+    }
     let Some(grant) = records(state).get::<Grant>(&grant_key(&t.grant_id)).await? else {
         return Ok(inactive);
     };

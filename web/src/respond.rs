@@ -32,6 +32,20 @@ pub fn error_page(
 /// The ticket store failed: logged (the request span names the endpoint),
 /// counted, and a 503 page.
 pub fn unavailable(state: &SharedState, e: &EngineError) -> Response {
+    if matches!(e, EngineError::Busy) {
+        // The ceiling on pending sign-ins (the engine logged it).
+        let mut page = render(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &MessagePage::error(
+                state.prefix(),
+                "Too many sign-ins in progress",
+                "The sign-in service is handling too many requests right now. Please try again in a minute.",
+            ),
+        );
+        page.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return page;
+    }
     tracing::error!(error = %e, "request failed on the ticket store");
     Metrics::inc(&state.metrics.store_errors);
     render(

@@ -433,26 +433,131 @@ async fn repeated_failures_are_throttled_even_with_the_right_password() {
         .is_ok());
 }
 
+/// Counts verifications; slow enough that parallel attempts overlap.
+#[derive(Default)]
+struct CountingAuthenticator {
+    verified: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl Authenticator for CountingAuthenticator {
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+        self.verified
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if credentials.password == "right" {
+            Ok(Arc::new(Principal {
+                id: credentials.username.clone(),
+                attributes: Default::default(),
+            }))
+        } else {
+            Err(AuthnError::InvalidCredentials)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_attempts_never_verify_more_than_the_limit() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let counting = Arc::new(CountingAuthenticator::default());
+    let engine = Arc::new(Engine::new(
+        Arc::new(MemoryStore::new(clock.clone())),
+        Arc::new(ServiceRegistry::new(vec![])),
+        counting.clone(),
+        ThrottlePolicy::default(),
+        TicketPolicy::default(),
+        clock,
+        Arc::new(RecordingCallback::default()),
+    ));
+    let ip: IpAddr = "192.0.2.9".parse().unwrap();
+    let attempts: Vec<_> = (0..60)
+        .map(|_| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let creds = Credentials {
+                    username: "bob".into(),
+                    password: "wrong".into(),
+                };
+                engine.authenticate(&creds, Some(ip)).await
+            })
+        })
+        .collect();
+    let mut throttled = 0;
+    for a in attempts {
+        if matches!(
+            a.await.unwrap(),
+            Err(EngineError::Authentication(AuthnError::Throttled))
+        ) {
+            throttled += 1;
+        }
+    }
+    let verified = counting.verified.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(verified, 5, "only the per-user limit is verified");
+    assert_eq!(throttled, 55);
+    let right = Credentials {
+        username: "bob".into(),
+        password: "right".into(),
+    };
+    assert!(matches!(
+        engine.authenticate(&right, Some(ip)).await,
+        Err(EngineError::Authentication(AuthnError::Throttled))
+    ));
+    // Other users from the same address: the address budget (20) is what is left.
+    let mut wrong_from_address = 0;
+    for n in 0..40 {
+        let creds = Credentials {
+            username: format!("user{n}"),
+            password: "wrong".into(),
+        };
+        if matches!(
+            engine.authenticate(&creds, Some(ip)).await,
+            Err(EngineError::Authentication(AuthnError::InvalidCredentials))
+        ) {
+            wrong_from_address += 1;
+        }
+    }
+    assert_eq!(wrong_from_address, 15);
+}
+
 #[tokio::test]
-async fn login_flow_tokens_are_one_time() {
+async fn login_flow_tokens_are_one_time_and_bound() {
     let f = fixture(true);
-    let flow = f.engine.start_login_flow(Some(APP)).await.unwrap();
-    let taken = f.engine.take_login_flow(&flow.id).await.unwrap().unwrap();
-    assert_eq!(taken.service.as_deref(), Some(APP));
-    assert!(f.engine.take_login_flow(&flow.id).await.unwrap().is_none());
-    let st = f
+    let flow = f
         .engine
-        .grant_service_ticket(&login(&f).await.id, APP, true)
+        .start_login_flow(Some(APP), "browser-1")
         .await
         .unwrap();
+    assert_eq!(flow.service.as_deref(), Some(APP));
+    let take = |id: String, service: Option<&'static str>, browser: &'static str| {
+        let engine = &f.engine;
+        async move { engine.take_login_flow(&id, service, browser).await.unwrap() }
+    };
     assert!(
-        f.engine.take_login_flow(&st.id).await.unwrap().is_none(),
-        "not a flow token"
+        !take(flow.id.clone(), Some(APP), "browser-2").await,
+        "another browser"
     );
     assert!(
-        f.engine.validate(validation(&st.id, APP)).await.is_ok(),
-        "and not consumed"
+        !take(flow.id.clone(), Some(PROXY), "browser-1").await,
+        "another service"
     );
+    assert!(
+        !take(flow.id.clone(), None, "browser-1").await,
+        "no service"
+    );
+    assert!(take(flow.id.clone(), Some(APP), "browser-1").await);
+    assert!(!take(flow.id.clone(), Some(APP), "browser-1").await, "once");
+
+    let mut forged = flow.id.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let fresh = f.engine.start_login_flow(None, "b").await.unwrap();
+    assert!(!take(forged, Some(APP), "browser-1").await, "tampered");
+    assert!(!take("LF-short".into(), None, "b").await);
+    assert!(!take("ST-1-abc".into(), None, "b").await);
+
+    f.clock.advance(Duration::from_secs(31 * 60));
+    assert!(!take(fresh.id, None, "b").await, "expired");
 }
 
 const INTERNAL: &str = "https://idp.example.org/oidc/callback?req=1";

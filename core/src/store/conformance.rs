@@ -597,37 +597,56 @@ async fn unknown_and_malformed_keys<S: TicketStore>(store: Arc<S>) {
 
 async fn failure_counters<S: TicketStore>(store: Arc<S>) {
     let key = format!("user:{}", unique("U"));
+    let short = Duration::from_millis(300);
     assert_eq!(store.failures(&key).await.unwrap(), 0);
     for n in 1..=3 {
-        assert_eq!(
-            store
-                .count_failure(&key, Duration::from_millis(300))
-                .await
-                .unwrap(),
-            n
-        );
+        assert!(store.reserve_attempt(&key, 3, short).await.unwrap());
+        assert_eq!(store.failures(&key).await.unwrap(), n);
     }
-    assert_eq!(store.failures(&key).await.unwrap(), 3);
+    assert!(
+        !store.reserve_attempt(&key, 3, short).await.unwrap(),
+        "the limit holds"
+    );
+    assert_eq!(
+        store.failures(&key).await.unwrap(),
+        3,
+        "a refusal counts nothing"
+    );
+    store.release_attempt(&key).await.unwrap();
+    assert_eq!(store.failures(&key).await.unwrap(), 2);
+    assert!(store.reserve_attempt(&key, 3, short).await.unwrap());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(store.failures(&key).await.unwrap(), 0, "window over");
-    assert_eq!(
-        store
-            .count_failure(&key, Duration::from_secs(10))
-            .await
-            .unwrap(),
-        1
-    );
+    store.release_attempt(&key).await.unwrap();
+    assert_eq!(store.failures(&key).await.unwrap(), 0, "never below zero");
+    let long = Duration::from_secs(10);
+    assert!(store.reserve_attempt(&key, 3, long).await.unwrap());
+    assert_eq!(store.failures(&key).await.unwrap(), 1);
     store.clear_failures(&key).await.unwrap();
     assert_eq!(store.failures(&key).await.unwrap(), 0);
+
+    // Concurrent reservations: exactly the limit gets through.
+    let key = format!("ip:{}", unique("I"));
+    let attempts = (0..40).map(|_| {
+        let store = store.clone();
+        let key = key.clone();
+        tokio::spawn(async move { store.reserve_attempt(&key, 7, long).await.unwrap() })
+    });
+    let mut granted = 0;
+    for a in attempts {
+        if a.await.unwrap() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 7);
+    assert_eq!(store.failures(&key).await.unwrap(), 7);
+
     // A counter key never collides with a ticket of the same name.
     let id = unique("ST");
     store
         .add_ticket(st(&id), Duration::from_secs(10))
         .await
         .unwrap();
-    store
-        .count_failure(&id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    store.reserve_attempt(&id, 5, long).await.unwrap();
     assert!(store.consume_ticket(&id).await.unwrap().is_some());
 }

@@ -364,7 +364,12 @@ impl TicketStore for MemoryStore {
         }
     }
 
-    async fn count_failure(&self, key: &str, window: Duration) -> Result<u32, StoreError> {
+    async fn reserve_attempt(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<bool, StoreError> {
         let key = counter_key(key);
         let now = self.clock.now();
         let mut shard = self.shard(&key).lock();
@@ -379,14 +384,31 @@ impl TicketStore for MemoryStore {
             };
         }
         match &mut entry.value {
-            Value::Counter(n) => {
-                *n = n.saturating_add(1);
-                Ok(*n)
+            Value::Counter(n) if *n < limit => {
+                *n += 1;
+                Ok(true)
             }
+            Value::Counter(_) => Ok(false),
             _ => Err(StoreError::Corrupt(
                 "counter key holds another value".into(),
             )),
         }
+    }
+
+    async fn release_attempt(&self, key: &str) -> Result<(), StoreError> {
+        let key = counter_key(key);
+        let now = self.clock.now();
+        let mut shard = self.shard(&key).lock();
+        if let Some(Entry {
+            value: Value::Counter(n),
+            expires_at,
+        }) = shard.get_mut(key.as_str())
+        {
+            if *expires_at > now {
+                *n = n.saturating_sub(1);
+            }
+        }
+        Ok(())
     }
 
     async fn failures(&self, key: &str) -> Result<u32, StoreError> {

@@ -67,7 +67,8 @@ struct Scripts {
     grant: Script,
     redeem: Script,
     remove: Script,
-    count_failure: Script,
+    reserve_attempt: Script,
+    release_attempt: Script,
 }
 
 // Session scripts take KEYS = [session hash, logout list] and check that the
@@ -146,11 +147,22 @@ table.insert(out, 1, v)
 return out"
             )),
             // KEYS = [counter]; ARGV = [window ms]
-            count_failure: Script::new(
+            // ARGV: window (ms), limit. Counts only below the limit, so
+            // concurrent attempts on any node never get past it.
+            reserve_attempt: Script::new(
                 r"
-local n = redis.call('INCR', KEYS[1])
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[2]) then return 0 end
+n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n",
+return 1",
+            ),
+            // DECR keeps the window's expiry; a counter already gone stays gone.
+            release_attempt: Script::new(
+                r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then redis.call('DECR', KEYS[1]) end
+return 0",
             ),
         }
     }
@@ -572,11 +584,22 @@ impl TicketStore for RedisStore {
         bytes.map(|b| decode(&b)).transpose()
     }
 
-    async fn count_failure(&self, key: &str, window: Duration) -> Result<u32, StoreError> {
-        let mut inv = self.scripts.count_failure.prepare_invoke();
-        inv.key(counter_key(key)).arg(millis(window));
-        let n: i64 = self.invoke(inv).await?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    async fn reserve_attempt(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.reserve_attempt.prepare_invoke();
+        inv.key(counter_key(key)).arg(millis(window)).arg(limit);
+        let reserved: i64 = self.invoke(inv).await?;
+        Ok(reserved == 1)
+    }
+
+    async fn release_attempt(&self, key: &str) -> Result<(), StoreError> {
+        let mut inv = self.scripts.release_attempt.prepare_invoke();
+        inv.key(counter_key(key));
+        self.invoke::<i64>(inv).await.map(|_| ())
     }
 
     async fn failures(&self, key: &str) -> Result<u32, StoreError> {

@@ -82,6 +82,7 @@ impl CasError {
                 tracing::error!(error = %e, "ticket store failed during validation");
                 Self::new(InternalError, "The ticket store is unavailable")
             }
+            EngineError::Busy => Self::new(InternalError, "The server is busy; try again"),
             EngineError::Authentication(e) => {
                 tracing::error!(error = %e, "unexpected authentication error during validation");
                 Self::new(InternalError, "Internal error")

@@ -11,6 +11,12 @@ use std::collections::HashMap;
 
 /// Longest value accepted for any authorization request parameter.
 pub const MAX_PARAM_LEN: usize = 2048;
+/// What an anonymous client makes the server keep for the length of a login
+/// is bounded: clients use 22-64 characters of state and nonce (a random
+/// value or its hash); these leave room for a client that packs a little more.
+pub const MAX_STATE_LEN: usize = 512;
+pub const MAX_NONCE_LEN: usize = 256;
+pub const MAX_LOGIN_HINT_LEN: usize = 256;
 const MAX_SCOPES: usize = 32;
 
 #[derive(Debug)]
@@ -81,7 +87,21 @@ pub fn check<'a>(
         Some("form_post") => ResponseMode::FormPost,
         Some(_) => ResponseMode::Query,
     };
-    let state = get("state").map(str::to_owned);
+    let state = match get("state") {
+        // Not echoed: a value this long is not one the client will check.
+        Some(s) if s.len() > MAX_STATE_LEN => {
+            return Err(Rejection::Redirect {
+                redirect_uri,
+                response_mode,
+                state: None,
+                error: OAuthError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("state is longer than {MAX_STATE_LEN} characters"),
+                ),
+            })
+        }
+        s => s.map(str::to_owned),
+    };
     let reject = |error: ErrorCode, description: &str| Rejection::Redirect {
         redirect_uri: redirect_uri.clone(),
         response_mode: response_mode.clone(),
@@ -199,6 +219,18 @@ pub fn check<'a>(
             &format!("unknown prompt value {p}"),
         ));
     }
+    if get("nonce").is_some_and(|n| n.len() > MAX_NONCE_LEN) {
+        return Err(reject(
+            ErrorCode::InvalidRequest,
+            &format!("nonce is longer than {MAX_NONCE_LEN} characters"),
+        ));
+    }
+    if get("login_hint").is_some_and(|h| h.len() > MAX_LOGIN_HINT_LEN) {
+        return Err(reject(
+            ErrorCode::InvalidRequest,
+            &format!("login_hint is longer than {MAX_LOGIN_HINT_LEN} characters"),
+        ));
+    }
     let max_age = match get("max_age") {
         None => None,
         Some(v) => Some(v.parse::<u64>().map_err(|_| {
@@ -294,6 +326,31 @@ mod tests {
         // A prefix of a registered URI is not the URI.
         p[1] = ("redirect_uri", "https://rp.example/c");
         assert!(error_of(check(&r, &params(&p))).starts_with("page:"));
+    }
+
+    #[test]
+    fn what_a_client_makes_the_server_keep_is_bounded() {
+        let r = registry();
+        let long_state = "s".repeat(MAX_STATE_LEN + 1);
+        let mut p = base("conf");
+        p[4] = ("state", &long_state);
+        match check(&r, &params(&p)) {
+            Err(Rejection::Redirect { state, error, .. }) => {
+                assert_eq!(state, None, "not echoed");
+                assert_eq!(error.error.as_str(), "invalid_request");
+            }
+            _ => panic!("refused to the client"),
+        }
+        let fits = "s".repeat(MAX_STATE_LEN);
+        p[4] = ("state", &fits);
+        assert_eq!(error_of(check(&r, &params(&p))), "ok");
+        let long_nonce = "n".repeat(MAX_NONCE_LEN + 1);
+        p.push(("nonce", &long_nonce));
+        assert_eq!(error_of(check(&r, &params(&p))), "invalid_request");
+        p.pop();
+        let long_hint = "h".repeat(MAX_LOGIN_HINT_LEN + 1);
+        p.push(("login_hint", &long_hint));
+        assert_eq!(error_of(check(&r, &params(&p))), "invalid_request");
     }
 
     #[test]

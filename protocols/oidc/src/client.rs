@@ -41,9 +41,18 @@ pub struct OidcClient {
     pub subject: Subject,
     pub id_token_alg: Algorithm,
     pub access_token_alg: Algorithm,
+    /// Other clients (resource servers) that may introspect this client's
+    /// tokens. A client may always introspect its own.
+    pub resource_servers: Vec<String>,
 }
 
 impl OidcClient {
+    /// RFC 7662 §2.2: whether `caller` may learn about a token issued to
+    /// this client; otherwise the token is "not active" for it.
+    pub fn may_be_introspected_by(&self, caller: &str) -> bool {
+        self.client_id == caller || self.resource_servers.iter().any(|r| r == caller)
+    }
+
     pub fn is_public(&self) -> bool {
         self.secret.is_none()
     }
@@ -189,6 +198,7 @@ pub(crate) mod tests {
             subject: Subject::Public,
             id_token_alg: Algorithm::RS256,
             access_token_alg: Algorithm::ES256,
+            resource_servers: vec![],
         }
     }
 

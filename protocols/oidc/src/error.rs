@@ -121,6 +121,10 @@ impl From<castellan_core::EngineError> for OAuthError {
     fn from(e: castellan_core::EngineError) -> Self {
         match e {
             castellan_core::EngineError::Store(e) => e.into(),
+            castellan_core::EngineError::Busy => OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many sign-ins in progress; try again shortly",
+            ),
             other => OAuthError::invalid_grant(other.to_string()),
         }
     }
