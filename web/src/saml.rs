@@ -20,7 +20,7 @@ use castellan_core::ids::{new_ticket_id, session_tag};
 use castellan_core::{
     EngineError, LogoutMode, LogoutNotification, RegisteredService, ValidationRequest,
 };
-use castellan_saml::binding::{self, QuerySignature};
+use castellan_saml::binding::{self, BindingParameters, QuerySignature};
 use castellan_saml::request::{self, Binding, Limits};
 use castellan_saml::response::{self, ResponseContext, Subject};
 use castellan_saml::{nameid, status, IdpCredentials, SamlError, ServiceProvider};
@@ -28,7 +28,6 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -259,41 +258,49 @@ fn invalid(state: &SharedState, message: &str) -> Response {
     page(state, StatusCode::BAD_REQUEST, "Invalid request", message)
 }
 
+/// An SP's message as the handlers act on it: the request's XML, how its
+/// signature came, and the RelayState, all from one parse of the query
+/// string or form body.
+struct Message {
+    xml: String,
+    binding: Binding,
+    relay_state: Option<String>,
+}
+
 /// An SP's SAMLRequest over HTTP-Redirect: inflated, and its query
-/// signature checked against the SP its Issuer names.
-fn redirect_message(
-    state: &SharedState,
-    query: &str,
-    p: &HashMap<String, String>,
-) -> Result<(String, QuerySignature), String> {
+/// signature checked against the SP its Issuer names, over the very
+/// parameters the request and RelayState are read from.
+fn redirect_message(state: &SharedState, p: &BindingParameters) -> Result<Message, SamlError> {
     let message = p
         .get("SAMLRequest")
-        .ok_or_else(|| "The request carries no SAMLRequest.".to_owned())?;
-    let xml = binding::decode_redirect(message).map_err(|e| e.to_string())?;
+        .ok_or_else(|| SamlError::untrusted("The request carries no SAMLRequest."))?;
+    let relay_state = p.relay_state()?.map(str::to_owned);
+    let xml = binding::decode_redirect(message)?;
     let signature = match request::issuer_of(&xml)
         .ok()
         .and_then(|i| state.saml.settings.sps.iter().find(|sp| sp.entity_id == i))
     {
-        Some(sp) => binding::verify_query(query, "SAMLRequest", &sp.signing_certs),
+        Some(sp) => p.verify_signature("SAMLRequest", &sp.signing_certs),
         None => QuerySignature::Absent,
     };
-    Ok((xml, signature))
+    Ok(Message {
+        xml,
+        binding: Binding::Redirect(signature),
+        relay_state,
+    })
 }
 
 /// An SP's SAMLRequest over HTTP-POST (its signature, if any, is inside).
-fn post_message(p: &HashMap<String, String>) -> Result<String, String> {
+fn post_message(p: &BindingParameters) -> Result<Message, SamlError> {
     let message = p
         .get("SAMLRequest")
-        .ok_or_else(|| "The request carries no SAMLRequest.".to_owned())?;
-    binding::decode_post(message).map_err(|e| e.to_string())
-}
-
-fn params(raw: &[u8]) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(raw) {
-        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
-    }
-    out
+        .ok_or_else(|| SamlError::untrusted("The request carries no SAMLRequest."))?;
+    let relay_state = p.relay_state()?.map(str::to_owned);
+    Ok(Message {
+        xml: binding::decode_post(message)?,
+        binding: Binding::Post,
+        relay_state,
+    })
 }
 
 /// Posts a SAML message to the SP (HTTP-POST binding): an auto-submitting
@@ -414,49 +421,28 @@ pub async fn metadata(State(state): State<SharedState>) -> Response {
 
 pub async fn sso_redirect(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
-    let p = params(query.as_bytes());
-    let (xml, signature) = match redirect_message(&state, &query, &p) {
-        Ok(m) => m,
-        Err(message) => return invalid(&state, &message),
-    };
-    sso(
-        &state,
-        &xml,
-        Binding::Redirect(signature),
-        p.get("RelayState").cloned(),
-    )
-    .await
+    let message = BindingParameters::parse(&query).and_then(|p| redirect_message(&state, &p));
+    match message {
+        Ok(m) => sso(&state, m).await,
+        Err(e) => invalid(&state, &e.to_string()),
+    }
 }
 
 pub async fn sso_post(State(state): State<SharedState>, body: Bytes) -> Response {
-    let p = params(&body);
-    let xml = match post_message(&p) {
-        Ok(x) => x,
-        Err(message) => return invalid(&state, &message),
-    };
-    sso(&state, &xml, Binding::Post, p.get("RelayState").cloned()).await
+    match BindingParameters::parse_form(&body).and_then(|p| post_message(&p)) {
+        Ok(m) => sso(&state, m).await,
+        Err(e) => invalid(&state, &e.to_string()),
+    }
 }
 
-const MAX_RELAY_STATE: usize = 1024;
-
-async fn sso(
-    state: &SharedState,
-    xml: &str,
-    binding: Binding,
-    relay_state: Option<String>,
-) -> Response {
+async fn sso(state: &SharedState, message: Message) -> Response {
+    let Message {
+        xml,
+        binding,
+        relay_state,
+    } = message;
+    let xml = xml.as_str();
     let idp = &state.saml;
-    if relay_state
-        .as_ref()
-        .is_some_and(|r| r.len() > MAX_RELAY_STATE)
-    {
-        return page(
-            state,
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The RelayState is too long.",
-        );
-    }
     let limits = idp.limits(state.now());
     let checked = match request::check_authn_request(xml, binding, &idp.settings.sps, &limits) {
         Ok(c) => c,
@@ -555,7 +541,11 @@ async fn to_login(state: &SharedState, pending: Pending) -> Response {
 }
 
 pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
-    let p = params(query.unwrap_or_default().as_bytes());
+    let query = query.unwrap_or_default();
+    let p = match BindingParameters::parse(&query) {
+        Ok(p) => p,
+        Err(e) => return invalid(&state, &e.to_string()),
+    };
     let Some(provider) = p.get("providerId") else {
         return page(
             &state,
@@ -569,7 +559,7 @@ pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQ
         .settings
         .sps
         .iter()
-        .find(|sp| &sp.entity_id == provider)
+        .find(|sp| sp.entity_id == provider)
     else {
         return page(
             &state,
@@ -590,11 +580,8 @@ pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQ
             "The consumer service is not in the service provider's metadata.",
         );
     };
-    let relay_state = p.get("target").or_else(|| p.get("RelayState")).cloned();
-    if relay_state
-        .as_ref()
-        .is_some_and(|r| r.len() > MAX_RELAY_STATE)
-    {
+    let relay_state = p.get("target").or_else(|| p.get("RelayState"));
+    if relay_state.is_some_and(|r| binding::check_relay_state(r).is_err()) {
         return page(
             &state,
             StatusCode::BAD_REQUEST,
@@ -602,6 +589,7 @@ pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQ
             "The target is too long.",
         );
     }
+    let relay_state = relay_state.map(str::to_owned);
     let pending = Pending {
         sp: sp.name.clone(),
         request_id: None,
@@ -615,7 +603,8 @@ pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQ
 }
 
 pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
-    let p = params(query.unwrap_or_default().as_bytes());
+    let query = query.unwrap_or_default();
+    let parsed = BindingParameters::parse(&query);
     let expired = || {
         page(
             &state,
@@ -623,6 +612,9 @@ pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuer
             "Sign-in expired",
             "This sign-in request expired or was already used. Go back to the application and sign in again.",
         )
+    };
+    let Ok(p) = parsed else {
+        return expired();
     };
     let (Some(sp_name), Some(request_id)) = (p.get("sp"), p.get("req")) else {
         return expired();
@@ -646,7 +638,7 @@ pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuer
     let Some(sp) = state
         .saml
         .sp_by_name(&pending.sp)
-        .filter(|sp| &sp.name == sp_name)
+        .filter(|sp| sp.name == sp_name)
     else {
         return expired();
     };
@@ -767,23 +759,18 @@ pub async fn slo_redirect(
     RawQuery(query): RawQuery,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let p = params(query.as_bytes());
-    if p.contains_key("SAMLResponse") {
-        // An SP answering a logout request of a chain: on to the next.
-        return chain_response(&state, p.get("RelayState").map(String::as_str)).await;
-    }
-    let (xml, signature) = match redirect_message(&state, &query, &p) {
-        Ok(m) => m,
-        Err(message) => return invalid(&state, &message),
+    let p = match BindingParameters::parse(&query) {
+        Ok(p) => p,
+        Err(e) => return invalid(&state, &e.to_string()),
     };
-    slo(
-        &state,
-        &headers,
-        &xml,
-        Binding::Redirect(signature),
-        p.get("RelayState").cloned(),
-    )
-    .await
+    if p.contains("SAMLResponse") {
+        // An SP answering a logout request of a chain: on to the next.
+        return chain_response(&state, p.get("RelayState")).await;
+    }
+    match redirect_message(&state, &p) {
+        Ok(m) => slo(&state, &headers, m).await,
+        Err(e) => invalid(&state, &e.to_string()),
+    }
 }
 
 pub async fn slo_post(
@@ -791,31 +778,26 @@ pub async fn slo_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = params(&body);
-    if p.contains_key("SAMLResponse") {
-        return chain_response(&state, p.get("RelayState").map(String::as_str)).await;
-    }
-    let xml = match post_message(&p) {
-        Ok(x) => x,
-        Err(message) => return invalid(&state, &message),
+    let p = match BindingParameters::parse_form(&body) {
+        Ok(p) => p,
+        Err(e) => return invalid(&state, &e.to_string()),
     };
-    slo(
-        &state,
-        &headers,
-        &xml,
-        Binding::Post,
-        p.get("RelayState").cloned(),
-    )
-    .await
+    if p.contains("SAMLResponse") {
+        return chain_response(&state, p.get("RelayState")).await;
+    }
+    match post_message(&p) {
+        Ok(m) => slo(&state, &headers, m).await,
+        Err(e) => invalid(&state, &e.to_string()),
+    }
 }
 
-async fn slo(
-    state: &SharedState,
-    headers: &HeaderMap,
-    xml: &str,
-    binding: Binding,
-    relay_state: Option<String>,
-) -> Response {
+async fn slo(state: &SharedState, headers: &HeaderMap, message: Message) -> Response {
+    let Message {
+        xml,
+        binding,
+        relay_state,
+    } = message;
+    let xml = xml.as_str();
     let idp = &state.saml;
     let limits = idp.limits(state.now());
     let checked = match request::check_logout_request(xml, binding, &idp.settings.sps, &limits) {
@@ -834,18 +816,24 @@ async fn slo(
     let mut code = status::SUCCESS;
     let session_id = cookies::session_id(headers);
     // The request must name this browser's session (SessionIndex) and user
-    // (NameID): a signed request about another session ends nothing.
+    // (NameID): a signed request about another session ends nothing. A
+    // transient NameID cannot be derived again, so for it the SessionIndex
+    // must be there and name this session.
     if let Some(id) = &session_id {
         match state.engine.session(id).await {
             Ok(Some(session)) => {
                 let tag = session_tag(&session.id).unwrap_or_default();
-                let index_ok = checked.session_indexes.is_empty()
-                    || checked.session_indexes.iter().any(|i| i == tag);
-                let name_ok = match (&checked.name_id, sp.name_id_format.as_str()) {
-                    (Some(presented), f) if f != nameid::TRANSIENT => idp
-                        .name_id(sp, f, &session.principal)
-                        .is_some_and(|expected| &expected == presented),
-                    _ => true,
+                let format = sp.name_id_format.as_str();
+                let name_checked = format != nameid::TRANSIENT
+                    && checked.name_id_format.as_deref() != Some(nameid::TRANSIENT);
+                let name_ok = !name_checked
+                    || idp
+                        .name_id(sp, format, &session.principal)
+                        .is_some_and(|expected| expected == checked.name_id);
+                let index_ok = if checked.session_indexes.is_empty() {
+                    name_checked
+                } else {
+                    checked.session_indexes.iter().any(|i| i == tag)
                 };
                 if !index_ok || !name_ok {
                     tracing::warn!(sp = %sp.name, "LogoutRequest names another session or user: nothing ended");

@@ -204,7 +204,10 @@ pub fn check_authn_request<'a>(
 pub struct CheckedLogoutRequest<'a> {
     pub sp: &'a ServiceProvider,
     pub id: String,
-    pub name_id: Option<String>,
+    /// Core §3.7.1: the principal to log out (required).
+    pub name_id: String,
+    /// The NameID's Format attribute, when given.
+    pub name_id_format: Option<String>,
     /// The `samlp:SessionIndex` elements (samael reads them as an attribute).
     pub session_indexes: Vec<String>,
 }
@@ -287,10 +290,25 @@ pub fn check_logout_request<'a>(
             ));
         }
     }
+    // Core §3.7.1: a LogoutRequest names its principal. One that names
+    // nobody (or only by an EncryptedID, which is not decrypted here) could
+    // not be matched against the session it would end.
+    let name_id = request
+        .name_id
+        .as_ref()
+        .map(|n| n.value.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| SamlError::untrusted("the LogoutRequest names no principal (NameID)"))?;
+    let name_id_format = request
+        .name_id
+        .as_ref()
+        .and_then(|n| n.format.as_deref())
+        .map(|f| f.trim().to_owned());
     Ok(CheckedLogoutRequest {
         sp,
         id: request.id.clone().unwrap_or_default(),
-        name_id: request.name_id.as_ref().map(|n| n.value.trim().to_owned()),
+        name_id,
+        name_id_format,
         session_indexes: session_indexes(&verified_xml),
     })
 }
@@ -465,6 +483,53 @@ IssueInstant=\"2025-11-25T15:30:00Z\" AssertionConsumerServiceURL=\"{acs}\">\
             status::REQUESTER
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn logout_request(name_id: &str, session_index: &str) -> String {
+        format!(
+            "<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" \
+xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_l\" Version=\"2.0\" \
+IssueInstant=\"2025-11-25T15:30:00Z\"><saml:Issuer>https://sp.example/shibboleth</saml:Issuer>\
+{name_id}{session_index}</samlp:LogoutRequest>"
+        )
+    }
+
+    #[test]
+    fn a_logout_request_must_name_its_principal() {
+        let sps = vec![ServiceProvider::from_metadata(METADATA, registration()).unwrap()];
+        // The signature is taken as checked: only the content is at stake.
+        let check = |xml: &str| {
+            check_logout_request(
+                xml,
+                Binding::Redirect(QuerySignature::Valid),
+                &sps,
+                &limits(),
+            )
+        };
+        let named = logout_request(
+            "<saml:NameID>alice</saml:NameID>",
+            "<samlp:SessionIndex>s1</samlp:SessionIndex>",
+        );
+        let c = check(&named).unwrap();
+        assert_eq!(
+            (c.name_id.as_str(), c.session_indexes),
+            ("alice", vec!["s1".to_owned()])
+        );
+        for nobody in [
+            logout_request("", ""),
+            logout_request("", "<samlp:SessionIndex>s1</samlp:SessionIndex>"),
+            logout_request("<saml:NameID> </saml:NameID>", ""),
+        ] {
+            assert!(check(&nobody).is_err(), "{nobody}");
+        }
+        // And unsigned it is refused whatever it says.
+        assert!(check_logout_request(
+            &named,
+            Binding::Redirect(QuerySignature::Absent),
+            &sps,
+            &limits()
+        )
+        .is_err());
     }
 
     #[test]
