@@ -510,6 +510,9 @@ async fn sso(state: &SharedState, message: Message) -> Response {
 }
 
 async fn to_login(state: &SharedState, pending: Pending) -> Response {
+    if let Err(e) = state.engine.admit_pending_flow() {
+        return unavailable(state, &e);
+    }
     let id = new_ticket_id("SR");
     let Ok(bytes) = serde_json::to_vec(&pending) else {
         return page(
