@@ -98,6 +98,53 @@ pub struct ServerSection {
     /// or CIDR ranges); the client address is what throttling counts.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Time a client has to send a whole request head: from connecting, and
+    /// from the first byte of each later request on a kept-alive connection.
+    pub header_read_timeout: Option<Spanned<String>>,
+    /// Time a kept-alive connection may wait for its next request.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Open client connections at most; more wait to be accepted.
+    pub max_connections: Option<Spanned<u32>>,
+    /// "text" (the default) or "json"; `RUST_LOG_FORMAT` overrides it.
+    pub log_format: Option<Spanned<String>>,
+}
+
+/// How client connections are held (`[server]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            // Longer than the 60 s nginx keeps idle upstream connections: the
+            // proxy closes first, so it never reuses one Castellan is closing.
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// How log records are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -272,6 +319,8 @@ pub struct Settings {
     pub prefix: String,
     pub data_dir: PathBuf,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub connections: ConnectionLimits,
+    pub log_format: LogFormat,
     pub store: StoreKind,
     pub tickets: TicketPolicy,
     pub throttle: ThrottlePolicy,
@@ -505,6 +554,14 @@ impl Validator<'_> {
                 ),
             }
         }
+        let connections = self.connection_limits(&raw.server);
+        let log_format = match &raw.server.log_format {
+            None => LogFormat::default(),
+            Some(v) => LogFormat::parse(v.get_ref()).unwrap_or_else(|| {
+                self.problem(v, "server.log_format: expected \"text\" or \"json\"");
+                LogFormat::default()
+            }),
+        };
         let store = match raw
             .tickets
             .store
@@ -775,6 +832,8 @@ impl Validator<'_> {
             prefix,
             data_dir,
             trusted_proxies,
+            connections,
+            log_format,
             store,
             tickets,
             throttle,
@@ -785,6 +844,31 @@ impl Validator<'_> {
             upstreams,
             demo,
             warnings: Vec::new(),
+        }
+    }
+
+    fn connection_limits(&mut self, server: &ServerSection) -> ConnectionLimits {
+        let default = ConnectionLimits::default();
+        let max_connections = match &server.max_connections {
+            None => default.max_connections,
+            Some(v) if *v.get_ref() == 0 => {
+                self.problem(v, "server.max_connections: must be at least 1");
+                default.max_connections
+            }
+            Some(v) => *v.get_ref() as usize,
+        };
+        ConnectionLimits {
+            header_read_timeout: self.duration(
+                "server.header_read_timeout",
+                &server.header_read_timeout,
+                default.header_read_timeout,
+            ),
+            idle_timeout: self.duration(
+                "server.idle_timeout",
+                &server.idle_timeout,
+                default.idle_timeout,
+            ),
+            max_connections,
         }
     }
 
@@ -1484,5 +1568,34 @@ code_ttl = "5m"
         .err()
         .unwrap();
         assert_eq!(bad[0].line, Some(3));
+    }
+
+    #[test]
+    fn connection_limits_and_log_format_have_defaults_and_are_checked() {
+        let d = parse("", Path::new("."), false).unwrap();
+        assert_eq!(d.connections, ConnectionLimits::default());
+        assert_eq!(d.connections.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.log_format, LogFormat::Text);
+        let ok = parse(
+            "[server]\nheader_read_timeout = \"2s\"\nidle_timeout = \"1m\"\n\
+             max_connections = 100\nlog_format = \"json\"\n",
+            Path::new("."),
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.connections.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(ok.connections.idle_timeout, Duration::from_secs(60));
+        assert_eq!(ok.connections.max_connections, 100);
+        assert_eq!(ok.log_format, LogFormat::Json);
+        let bad = parse(
+            "[server]\nheader_read_timeout = \"0s\"\nidle_timeout = \"soon\"\n\
+             max_connections = 0\nlog_format = \"xml\"\n",
+            Path::new("."),
+            false,
+        )
+        .err()
+        .unwrap();
+        let lines: Vec<_> = bad.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(4), Some(2), Some(3), Some(5)], "{bad:?}");
     }
 }

@@ -6,6 +6,7 @@ mod client_address;
 mod config;
 mod cookies;
 mod delegation;
+mod logging;
 mod login;
 mod logout;
 mod metrics;
@@ -15,12 +16,12 @@ mod operations;
 mod pages;
 mod respond;
 mod saml;
+mod server;
 mod signing_keys;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::io::Read as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -311,14 +312,6 @@ fn spawn_allocator_trim() {}
 fn serve(config_path: Option<&Path>) -> ExitCode {
     let started = Instant::now();
     tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let settings = match config_path {
         Some(path) => match config::load(path) {
             Ok(s) => s,
@@ -335,6 +328,13 @@ fn serve(config_path: Option<&Path>) -> ExitCode {
             }
         },
     };
+    match logging::format_from_env(settings.log_format) {
+        Ok(format) => logging::init(format),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -362,11 +362,30 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
         .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
     let listen = settings.listen;
     let public_url = settings.public_url.clone();
+    let https = settings.secure_cookies();
     let services = settings.services.len();
     let oidc_clients = settings.oidc.clients.len();
+    let limits = settings.connections;
+    let open_files = server::raise_open_file_limit().unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        0
+    });
+    let ceiling = if open_files == 0 {
+        limits.max_connections
+    } else {
+        server::connection_ceiling(limits.max_connections, open_files)
+    };
+    if ceiling < limits.max_connections {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_files,
+            "the open-file limit allows {ceiling} client connections only; raise it \
+             (LimitNOFILE= in the systemd unit)"
+        );
+    }
     let state = app::state(settings).await?;
     spawn_allocator_trim();
-    let router = app::router(state);
+    let router = middleware::strict_transport_security(app::router(state), https);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -375,16 +394,11 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
         %public_url,
         services,
         oidc_clients,
+        max_connections = ceiling,
         startup_ms = started.elapsed().as_millis() as u64,
         "Castellan is serving"
     );
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("serving")?;
+    server::serve(listener, router, limits, ceiling, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -76,3 +76,16 @@ pub fn wrap(app: Router) -> Router {
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), ids))
 }
+
+/// RFC 6797: when Castellan is reached over https, browsers keep to https
+/// for a year, so a later plain-http link cannot expose the CASTGC cookie or
+/// a login form. Subdomains are not the identity provider's to decide.
+pub fn strict_transport_security(app: Router, https: bool) -> Router {
+    if !https {
+        return app;
+    }
+    app.layer(SetResponseHeaderLayer::if_not_present(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    ))
+}
