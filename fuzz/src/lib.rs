@@ -1,4 +1,6 @@
-//! Shared oracles for Castellan's fuzz targets.
+//! Castellan's fuzz targets: their checks ([`targets`], one `run(&[u8])`
+//! each, shared by the libFuzzer binaries and the corpus replay test) and the
+//! oracles they share.
 //!
 //! [`parse_well_formed`] is a strict, small XML well-formedness check on top of
 //! quick-xml (the same parser version the CAS crate uses): every event must
@@ -6,6 +8,8 @@
 //! root element, and every character must be one XML 1.0 allows. It returns
 //! the elements in document order so that targets can check that a value they
 //! fed in comes back out unchanged (i.e. was escaped, not interpreted).
+
+pub mod targets;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
