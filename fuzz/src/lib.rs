@@ -39,7 +39,12 @@ pub fn is_xml_char(c: char) -> bool {
 /// no end-of-line normalization, a conforming parser does) `\r` is compared
 /// as `\n`.
 pub fn expected_text(value: &str) -> String {
-    normalize_eol(&value.chars().filter(|c| is_xml_char(*c)).collect::<String>())
+    normalize_eol(
+        &value
+            .chars()
+            .filter(|c| is_xml_char(*c))
+            .collect::<String>(),
+    )
 }
 
 /// XML 1.0 §2.11 end-of-line handling: `\r\n` and a lone `\r` read as `\n`.
@@ -73,7 +78,10 @@ fn name_of(e: &BytesStart<'_>) -> Result<String, String> {
 /// Parses `doc` strictly; `Err` describes the first well-formedness problem.
 pub fn parse_well_formed(doc: &str) -> Result<Vec<Element>, String> {
     if let Some((i, c)) = doc.char_indices().find(|(_, c)| !is_xml_char(*c)) {
-        return Err(format!("character {c:?} (U+{:04X}) at byte {i} is not an XML Char", c as u32));
+        return Err(format!(
+            "character {c:?} (U+{:04X}) at byte {i} is not an XML Char",
+            c as u32
+        ));
     }
     let mut reader = Reader::from_str(doc);
     {

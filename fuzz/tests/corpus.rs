@@ -8,7 +8,7 @@
 //! A failing input is reported by its path and the check's panic message; all
 //! inputs run, so one report lists every failure.
 
-use castellan_fuzz::targets::ALL;
+use castellan_fuzz::targets::{Check, ALL};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,11 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     };
     let mut out: Vec<PathBuf> = entries
         .map(|e| e.expect("a readable directory entry").path())
-        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != "README.md" && n != ".gitkeep"))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .is_some_and(|n| n != "README.md" && n != ".gitkeep")
+        })
         .collect();
     out.sort();
     out
@@ -41,7 +45,7 @@ fn message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs `check` over every input of `target`; returns how many ran and the
 /// failures as "path: message".
-fn replay(target: &str, check: fn(&[u8])) -> (usize, Vec<String>) {
+fn replay(target: &str, check: Check) -> (usize, Vec<String>) {
     let mut inputs = files(&root().join("seeds").join(target));
     inputs.extend(files(&root().join("regressions").join(target)));
     let mut failures = Vec::new();
@@ -62,7 +66,10 @@ fn replay_target(name: &str) {
         .unwrap_or_else(|| panic!("no target {name} in castellan_fuzz::targets::ALL"));
     let (count, failures) = replay(name, *check);
     // An empty or misnamed seed directory must not pass silently.
-    assert!(count > 0, "no inputs for {name} in seeds/{name}/ or regressions/{name}/");
+    assert!(
+        count > 0,
+        "no inputs for {name} in seeds/{name}/ or regressions/{name}/"
+    );
     assert!(
         failures.is_empty(),
         "{} of {count} inputs of {name} fail its check:\n{}",
@@ -101,18 +108,30 @@ fn saml_request() {
 /// `regressions/` belongs to a target (a typo would never be replayed).
 #[test]
 fn every_target_and_directory_is_replayed() {
-    let tested = ["saml_validate_body", "service_url", "response_xml", "oidc_request", "saml_request"];
+    let tested = [
+        "saml_validate_body",
+        "service_url",
+        "response_xml",
+        "oidc_request",
+        "saml_request",
+    ];
     let mut names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
     names.sort_unstable();
     let mut sorted = tested;
     sorted.sort_unstable();
-    assert_eq!(names, sorted, "targets::ALL and the tests in tests/corpus.rs differ");
+    assert_eq!(
+        names, sorted,
+        "targets::ALL and the tests in tests/corpus.rs differ"
+    );
     for dir in ["seeds", "regressions"] {
         for entry in std::fs::read_dir(root().join(dir)).expect("the directory exists") {
             let path = entry.expect("a readable directory entry").path();
             if path.is_dir() {
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                assert!(names.contains(&name), "{dir}/{name}/ is no target's directory");
+                assert!(
+                    names.contains(&name),
+                    "{dir}/{name}/ is no target's directory"
+                );
             }
         }
     }

@@ -9,9 +9,12 @@ pub mod saml_request;
 pub mod saml_validate_body;
 pub mod service_url;
 
+/// A target's check: one input, a panic when a check fails.
+pub type Check = fn(&[u8]);
+
 /// Every target: its name (= the directory names under `seeds/` and
 /// `regressions/`, and the `[[bin]]` name) and its check.
-pub const ALL: &[(&str, fn(&[u8]))] = &[
+pub const ALL: &[(&str, Check)] = &[
     ("saml_validate_body", saml_validate_body::run),
     ("service_url", service_url::run),
     ("response_xml", response_xml::run),

@@ -14,7 +14,10 @@ fn client(id: &str, secret: Option<&str>) -> OidcClient {
         name: id.into(),
         client_id: id.into(),
         secret: secret.map(Into::into),
-        redirect_uris: vec!["https://rp.example/cb".into(), "https://rp.example/cb?x=1".into()],
+        redirect_uris: vec![
+            "https://rp.example/cb".into(),
+            "https://rp.example/cb?x=1".into(),
+        ],
         post_logout_redirect_uris: vec![],
         scopes: vec!["openid".into(), "profile".into(), "groups".into()],
         release: vec![],
@@ -44,7 +47,9 @@ fn keys() -> &'static Keyring {
 pub fn run(data: &[u8]) {
     let mut params = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(data) {
-        params.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        params
+            .entry(k.into_owned())
+            .or_insert_with(|| v.into_owned());
     }
     match check(registry(), &params) {
         Ok(c) => {
@@ -58,7 +63,10 @@ pub fn run(data: &[u8]) {
         Err(Rejection::Redirect { redirect_uri, .. }) => {
             let id = params.get("client_id").expect("a redirect needs a client");
             let client = registry().get(id).expect("a redirect needs a known client");
-            assert!(client.allows_redirect(&redirect_uri), "open redirect to {redirect_uri}");
+            assert!(
+                client.allows_redirect(&redirect_uri),
+                "open redirect to {redirect_uri}"
+            );
         }
         Err(Rejection::Page(_)) => {}
     }

@@ -2,7 +2,9 @@
 //! both bindings.
 
 use castellan_saml::binding::{decode_post, decode_redirect, QuerySignature};
-use castellan_saml::request::{check_authn_request, check_logout_request, error_target, Binding, Limits};
+use castellan_saml::request::{
+    check_authn_request, check_logout_request, error_target, Binding, Limits,
+};
 use castellan_saml::sp::{AttributeNameFormat, Registration};
 use castellan_saml::{ServiceProvider, SignMode};
 use std::sync::OnceLock;

@@ -21,10 +21,16 @@ const PATTERNS: &[(&str, &str)] = &[
     ("app", r"https://app\.example\.org(:443)?(/.*)?"),
     ("www", r"https://(www\.)?example\.com/portal/.*"),
     ("legacy", r"^https://legacy\.example\.net/.*$"),
-    ("either", r"https://a\.example\.org/.*|https://b\.example\.org/.*"),
+    (
+        "either",
+        r"https://a\.example\.org/.*|https://b\.example\.org/.*",
+    ),
     ("case", r"(?i)https://CaseApp\.example\.org/.*"),
     ("local", r"http://localhost:\d{2,5}/.*"),
-    ("ports", r"https://svc\.example\.org:(8443|9443)/cas-client/\S*"),
+    (
+        "ports",
+        r"https://svc\.example\.org:(8443|9443)/cas-client/\S*",
+    ),
 ];
 
 fn registry() -> &'static ServiceRegistry {
@@ -82,7 +88,10 @@ pub fn run(data: &[u8]) {
         assert_eq!(out.len(), service.len() + "?ticket=".len() + t.len());
         if is_well_formed(t, "ST") {
             // The ticket cannot end the query early or start a fragment.
-            assert_eq!(out.find('#'), service.find('#').map(|i| i + "?ticket=".len() + t.len()));
+            assert_eq!(
+                out.find('#'),
+                service.find('#').map(|i| i + "?ticket=".len() + t.len())
+            );
         }
     }
 
@@ -148,7 +157,13 @@ pub fn run(data: &[u8]) {
 
     // Parameter checks, for every combination of present/absent.
     let t = ticket.unwrap_or(service);
-    for (tk, sv) in [(Some(t), Some(service)), (Some(service), Some(t)), (None, Some(service)), (Some(t), None), (None, None)] {
+    for (tk, sv) in [
+        (Some(t), Some(service)),
+        (Some(service), Some(t)),
+        (None, Some(service)),
+        (Some(t), None),
+        (None, None),
+    ] {
         match required(tk, sv) {
             Ok((a, b)) => {
                 assert_eq!((Some(a), Some(b)), (tk, sv));
