@@ -7,9 +7,11 @@
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --version 0.13.2 --locked`).
 # Stable rustc is told to accept cargo-fuzz's nightly flags (RUSTC_BOOTSTRAP).
-# Seeds (committed) are in fuzz/seeds/TARGET/ and are copied into the
-# gitignored working corpus fuzz/corpus/TARGET/, which grows run after run.
-# A crash leaves its input in fuzz/artifacts/TARGET/ and makes this exit 1.
+# Seeds (committed) are in fuzz/seeds/TARGET/, past crashes in
+# fuzz/regressions/TARGET/; both are copied into the gitignored working corpus
+# fuzz/corpus/TARGET/, which grows run after run. A crash leaves its input in
+# fuzz/artifacts/TARGET/ and makes this exit 1; once fixed, add it to
+# fuzz/regressions/TARGET/ (tests/corpus.rs replays it in every test run).
 #
 # Other knobs: FUZZ_SANITIZER (none, address; default none: faster, and the
 # code under test is safe Rust), FUZZ_JOBS (parallel fuzzing jobs per target,
@@ -62,7 +64,7 @@ failed=()
 for t in "${targets[@]}"; do
   corpus="fuzz/corpus/$t" log="fuzz/artifacts/$t/last-run.log"
   mkdir -p "$corpus" "fuzz/artifacts/$t"
-  cp -n "fuzz/seeds/$t"/* "$corpus/" 2>/dev/null || true
+  cp -n "fuzz/seeds/$t"/* "fuzz/regressions/$t"/* "$corpus/" 2>/dev/null || true
   parallel=()
   [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
   echo "=== $t: ${seconds}s, max_len $(max_len "$t"), corpus $(ls "$corpus" | wc -l) files"

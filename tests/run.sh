@@ -5,7 +5,9 @@
 #   1. installs the Debian packages the tests need (only when one is missing),
 #   2. makes the venv tests/.venv and installs tests/requirements.txt into it
 #      (again only when the requirements changed),
-#   3. cargo build --release, cargo test --release --workspace,
+#   3. cargo build --release, cargo test --release --workspace, the fuzz
+#      corpus replay (fuzz/tests/corpus.rs), cargo deny (deny.toml; installs
+#      cargo-deny when missing),
 #   4. the end-to-end tests: pytest tests/e2e against target/release/castellan,
 #   5. tests/browser/run.sh, when that file exists;
 #   6. tests/oidc-client/run.sh (Node openid-client against the OIDC provider).
@@ -14,7 +16,8 @@
 #
 # Environment knobs:
 #   SKIP_APT=1          never call apt-get (tests needing a missing package fail)
-#   SKIP_CARGO_TEST=1   skip the Rust unit tests
+#   SKIP_CARGO_TEST=1   skip the Rust unit tests and the fuzz corpus replay
+#   SKIP_CARGO_DENY=1   skip cargo deny
 #   PYTEST_ARGS="..."   extra arguments for pytest (e.g. "-k proxy")
 #   CASTELLAN_BIN=...   test another binary than target/release/castellan
 set -uo pipefail
@@ -101,6 +104,50 @@ if [ -z "${SKIP_CARGO_TEST:-}" ]; then
   step "cargo test --release --workspace"
   if ! cargo test --release --workspace; then
     status=1; failed+=("cargo test")
+  fi
+fi
+
+# ---------------------------------------------------------------- fuzz corpus
+# Every committed fuzz input (fuzz/seeds/, fuzz/regressions/) through its
+# target's check, as a plain test: no cargo-fuzz, no libFuzzer (the fuzz
+# crate's default feature, left off). The fuzz crate is its own workspace;
+# it builds into the same target dir with the root's release profile, so the
+# dependencies built above are reused, not rebuilt. Not --locked: when a
+# crate gains a dependency, fuzz/Cargo.lock is brought up to date (commit it).
+if [ -z "${SKIP_CARGO_TEST:-}" ]; then
+  step "fuzz corpus replay (cargo test --release in fuzz/)"
+  if ! CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" cargo test --release \
+      --manifest-path "$ROOT/fuzz/Cargo.toml" --no-default-features \
+      --config 'profile.release.debug=false' --config 'profile.release.lto="thin"' \
+      --config 'profile.release.codegen-units=4' --config 'profile.release.strip=true' \
+      --config 'profile.release.panic="unwind"'; then
+    status=1; failed+=("fuzz corpus replay")
+  fi
+fi
+
+# ---------------------------------------------------------------- cargo deny
+# Licences, bans and sources (deny.toml) always; advisories (the RustSec
+# database, a git repository on github.com) only when that is reachable.
+# cargo-deny is installed once (crates.io, ~5 min on 2 cores).
+CARGO_DENY_VERSION=0.20.2
+if [ -z "${SKIP_CARGO_DENY:-}" ]; then
+  if ! cargo deny --version >/dev/null 2>&1; then
+    step "cargo install cargo-deny $CARGO_DENY_VERSION (once)"
+    cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION" \
+      || { status=1; failed+=("cargo install cargo-deny"); }
+  fi
+  if cargo deny --version >/dev/null 2>&1; then
+    checks=(licenses bans sources)
+    if timeout 30 git ls-remote --exit-code https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
+      checks+=(advisories)
+      step "cargo deny check ${checks[*]} ($(cargo deny --version))"
+    else
+      step "cargo deny check ${checks[*]} ($(cargo deny --version))"
+      echo "cargo deny: advisories SKIPPED: the RustSec advisory database (github.com/rustsec/advisory-db) is not reachable from here"
+    fi
+    if ! cargo deny --locked --log-level error check --hide-inclusion-graph "${checks[@]}"; then
+      status=1; failed+=("cargo deny check ${checks[*]}")
+    fi
   fi
 fi
 

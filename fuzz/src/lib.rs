@@ -1,4 +1,6 @@
-//! Shared oracles for Castellan's fuzz targets.
+//! Castellan's fuzz targets: their checks ([`targets`], one `run(&[u8])`
+//! each, shared by the libFuzzer binaries and the corpus replay test) and the
+//! oracles they share.
 //!
 //! [`parse_well_formed`] is a strict, small XML well-formedness check on top of
 //! quick-xml (the same parser version the CAS crate uses): every event must
@@ -6,6 +8,8 @@
 //! root element, and every character must be one XML 1.0 allows. It returns
 //! the elements in document order so that targets can check that a value they
 //! fed in comes back out unchanged (i.e. was escaped, not interpreted).
+
+pub mod targets;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -35,7 +39,12 @@ pub fn is_xml_char(c: char) -> bool {
 /// no end-of-line normalization, a conforming parser does) `\r` is compared
 /// as `\n`.
 pub fn expected_text(value: &str) -> String {
-    normalize_eol(&value.chars().filter(|c| is_xml_char(*c)).collect::<String>())
+    normalize_eol(
+        &value
+            .chars()
+            .filter(|c| is_xml_char(*c))
+            .collect::<String>(),
+    )
 }
 
 /// XML 1.0 §2.11 end-of-line handling: `\r\n` and a lone `\r` read as `\n`.
@@ -69,7 +78,10 @@ fn name_of(e: &BytesStart<'_>) -> Result<String, String> {
 /// Parses `doc` strictly; `Err` describes the first well-formedness problem.
 pub fn parse_well_formed(doc: &str) -> Result<Vec<Element>, String> {
     if let Some((i, c)) = doc.char_indices().find(|(_, c)| !is_xml_char(*c)) {
-        return Err(format!("character {c:?} (U+{:04X}) at byte {i} is not an XML Char", c as u32));
+        return Err(format!(
+            "character {c:?} (U+{:04X}) at byte {i} is not an XML Char",
+            c as u32
+        ));
     }
     let mut reader = Reader::from_str(doc);
     {
