@@ -487,13 +487,15 @@ impl Engine {
     }
 
     /// Admits one pending request of a not yet signed-in client (kept for
-    /// at most `login_flow_ttl`); [`EngineError::Busy`] past the ceiling.
-    pub fn admit_pending_flow(&self) -> Result<(), EngineError> {
-        if self.pending.admit() {
+    /// at most `login_flow_ttl`); [`EngineError::Busy`] past the ceiling or
+    /// past the client address's share of it.
+    pub fn admit_pending_flow(&self, client: Option<IpAddr>) -> Result<(), EngineError> {
+        if self.pending.admit(client) {
             Ok(())
         } else {
             tracing::warn!(
                 ceiling = self.policy.max_pending_flows,
+                client = ?client,
                 "pending sign-in requests at their ceiling: refused"
             );
             Err(EngineError::Busy)

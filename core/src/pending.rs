@@ -5,13 +5,32 @@
 //! ask here first. Each lives at most one `window`; counting the admissions
 //! of the last window bounds how many can be alive at once, per node. Past
 //! the ceiling the request gets a 503 rather than the server its memory.
+//! One client address gets at most a share of the ceiling, so that a single
+//! anonymous client cannot shut everyone else out.
 
 use crate::clock::Clock;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 const SLOTS: u64 = 32;
+/// One address may hold this fraction of the ceiling.
+const ADDRESS_SHARE: u64 = 20;
+/// Addresses tracked per window; past it, new addresses share the global
+/// budget only (the map itself must stay bounded).
+const MAX_ADDRESSES: usize = 100_000;
+
+/// IPv6 clients get a /64 each, so one network is one client.
+fn address_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u128::from(u32::from(v4)),
+            None => u128::from(v6) & !((1u128 << 64) - 1),
+        },
+    }
+}
 
 pub struct PendingFlowBudget {
     ceiling: u64,
@@ -19,6 +38,8 @@ pub struct PendingFlowBudget {
     clock: Arc<dyn Clock>,
     /// (slot number, admissions in it), oldest first, and their sum.
     slots: parking_lot::Mutex<(VecDeque<(u64, u64)>, u64)>,
+    /// Admissions per address in the current fixed window (its number).
+    addresses: parking_lot::Mutex<(u64, HashMap<u128, u64>)>,
 }
 
 impl PendingFlowBudget {
@@ -28,11 +49,37 @@ impl PendingFlowBudget {
             slot_ms: (window.as_millis() as u64 / SLOTS).max(1000),
             clock,
             slots: parking_lot::Mutex::new((VecDeque::new(), 0)),
+            addresses: parking_lot::Mutex::new((0, HashMap::new())),
         }
     }
 
-    /// Counts one pending flow; `false` when the ceiling is reached.
-    pub fn admit(&self) -> bool {
+    /// Counts one pending flow of `client`; `false` when the ceiling, or
+    /// that address's share of it, is reached.
+    pub fn admit(&self, client: Option<IpAddr>) -> bool {
+        if let Some(ip) = client {
+            let window = self.clock.now() / (self.slot_ms * SLOTS);
+            let share = (self.ceiling / ADDRESS_SHARE).max(1);
+            let mut guard = self.addresses.lock();
+            let (current, counts) = &mut *guard;
+            if *current != window {
+                *current = window;
+                counts.clear();
+            }
+            let key = address_key(ip);
+            let tracked = counts.len();
+            match counts.get_mut(&key) {
+                Some(n) if *n >= share => return false,
+                Some(n) => *n += 1,
+                None if tracked < MAX_ADDRESSES => {
+                    counts.insert(key, 1);
+                }
+                None => {}
+            }
+        }
+        self.admit_globally()
+    }
+
+    fn admit_globally(&self) -> bool {
         let now = self.clock.now() / self.slot_ms;
         let mut guard = self.slots.lock();
         let (slots, total) = &mut *guard;
@@ -65,20 +112,44 @@ mod tests {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         let budget = PendingFlowBudget::new(100, Duration::from_secs(64), clock.clone());
         for _ in 0..60 {
-            assert!(budget.admit());
+            assert!(budget.admit(None));
         }
         clock.advance(Duration::from_secs(30));
         for _ in 0..40 {
-            assert!(budget.admit());
+            assert!(budget.admit(None));
         }
-        assert!(!budget.admit(), "ceiling reached");
+        assert!(!budget.admit(None), "ceiling reached");
         clock.advance(Duration::from_secs(40));
-        assert!(budget.admit(), "the first 60 have expired");
+        assert!(budget.admit(None), "the first 60 have expired");
         for _ in 0..59 {
-            assert!(budget.admit());
+            assert!(budget.admit(None));
         }
-        assert!(!budget.admit());
+        assert!(!budget.admit(None));
         clock.advance(Duration::from_secs(200));
-        assert!(budget.admit(), "all expired");
+        assert!(budget.admit(None), "all expired");
+    }
+
+    #[test]
+    fn one_address_gets_only_its_share() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let budget = PendingFlowBudget::new(1000, Duration::from_secs(64), clock.clone());
+        let flooder: IpAddr = "192.0.2.1".parse().unwrap();
+        let same_net: IpAddr = "2001:db8::1".parse().unwrap();
+        let same_net_too: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        for _ in 0..50 {
+            assert!(budget.admit(Some(flooder)));
+        }
+        assert!(!budget.admit(Some(flooder)), "a twentieth of the ceiling");
+        assert!(
+            budget.admit(Some("192.0.2.2".parse().unwrap())),
+            "others go on"
+        );
+        for _ in 0..49 {
+            assert!(budget.admit(Some(same_net)));
+        }
+        assert!(budget.admit(Some(same_net_too)));
+        assert!(!budget.admit(Some(same_net_too)), "one /64 is one client");
+        clock.advance(Duration::from_secs(70));
+        assert!(budget.admit(Some(flooder)), "a new window");
     }
 }

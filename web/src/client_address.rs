@@ -1,9 +1,31 @@
 //! The client's address, for throttling: the peer, or — when the peer is a
 //! trusted reverse proxy — the nearest untrusted hop in `X-Forwarded-For`.
 
+use crate::app::SharedState;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+
+/// The client's address as a handler argument (`None` when the connection
+/// has no peer address, as in in-process tests).
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl FromRequestParts<SharedState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(
+            |ConnectInfo(peer)| {
+                client_ip(peer.ip(), &parts.headers, &state.settings.trusted_proxies)
+            },
+        )))
+    }
+}
 
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));

@@ -5,6 +5,7 @@
 //! semantics of `/p3/serviceValidate`) and answers the client with a code.
 
 use crate::app::SharedState;
+use crate::client_address::ClientAddress;
 use crate::config::OidcSettings;
 use crate::cookies;
 use crate::metrics::Metrics;
@@ -31,6 +32,7 @@ use castellan_oidc::tokens::{
 use castellan_oidc::{ClientRegistry, ErrorCode, Keyring, OAuthError, OidcClient};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -391,21 +393,34 @@ pub async fn configuration(State(state): State<SharedState>) -> Response {
 
 pub async fn authorize_get(
     State(state): State<SharedState>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    authorize(&state, &headers, query.unwrap_or_default().as_bytes()).await
+    authorize(
+        &state,
+        client,
+        &headers,
+        query.unwrap_or_default().as_bytes(),
+    )
+    .await
 }
 
 pub async fn authorize_post(
     State(state): State<SharedState>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    authorize(&state, &headers, &body).await
+    authorize(&state, client, &headers, &body).await
 }
 
-async fn authorize(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Response {
+async fn authorize(
+    state: &SharedState,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> Response {
     let params = match parameters(raw) {
         Ok(p) => p,
         Err(e) => {
@@ -467,7 +482,7 @@ async fn authorize(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Resp
             ),
         );
     }
-    if let Err(e) = state.engine.admit_pending_flow() {
+    if let Err(e) = state.engine.admit_pending_flow(client) {
         return unavailable(state, &e);
     }
     let id = new_ticket_id("OR");

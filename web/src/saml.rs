@@ -5,6 +5,7 @@
 //! signed Response to the SP's assertion consumer service.
 
 use crate::app::SharedState;
+use crate::client_address::ClientAddress;
 use crate::config::SamlSettings;
 use crate::cookies;
 use crate::metrics::Metrics;
@@ -28,6 +29,7 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -419,23 +421,31 @@ pub async fn metadata(State(state): State<SharedState>) -> Response {
 
 // ------------------------------------------------------------------ SSO
 
-pub async fn sso_redirect(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
+pub async fn sso_redirect(
+    State(state): State<SharedState>,
+    ClientAddress(client): ClientAddress,
+    RawQuery(query): RawQuery,
+) -> Response {
     let query = query.unwrap_or_default();
     let message = BindingParameters::parse(&query).and_then(|p| redirect_message(&state, &p));
     match message {
-        Ok(m) => sso(&state, m).await,
+        Ok(m) => sso(&state, client, m).await,
         Err(e) => invalid(&state, &e.to_string()),
     }
 }
 
-pub async fn sso_post(State(state): State<SharedState>, body: Bytes) -> Response {
+pub async fn sso_post(
+    State(state): State<SharedState>,
+    ClientAddress(client): ClientAddress,
+    body: Bytes,
+) -> Response {
     match BindingParameters::parse_form(&body).and_then(|p| post_message(&p)) {
-        Ok(m) => sso(&state, m).await,
+        Ok(m) => sso(&state, client, m).await,
         Err(e) => invalid(&state, &e.to_string()),
     }
 }
 
-async fn sso(state: &SharedState, message: Message) -> Response {
+async fn sso(state: &SharedState, client: Option<IpAddr>, message: Message) -> Response {
     let Message {
         xml,
         binding,
@@ -506,11 +516,11 @@ async fn sso(state: &SharedState, message: Message) -> Response {
         is_passive: checked.is_passive,
         name_id_format: Some(checked.name_id_format.clone()),
     };
-    to_login(state, pending).await
+    to_login(state, client, pending).await
 }
 
-async fn to_login(state: &SharedState, pending: Pending) -> Response {
-    if let Err(e) = state.engine.admit_pending_flow() {
+async fn to_login(state: &SharedState, client: Option<IpAddr>, pending: Pending) -> Response {
+    if let Err(e) = state.engine.admit_pending_flow(client) {
         return unavailable(state, &e);
     }
     let id = new_ticket_id("SR");
@@ -543,7 +553,11 @@ async fn to_login(state: &SharedState, pending: Pending) -> Response {
     ))
 }
 
-pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
+pub async fn unsolicited(
+    State(state): State<SharedState>,
+    ClientAddress(client): ClientAddress,
+    RawQuery(query): RawQuery,
+) -> Response {
     let query = query.unwrap_or_default();
     let p = match BindingParameters::parse(&query) {
         Ok(p) => p,
@@ -602,7 +616,7 @@ pub async fn unsolicited(State(state): State<SharedState>, RawQuery(query): RawQ
         is_passive: false,
         name_id_format: None,
     };
-    to_login(&state, pending).await
+    to_login(&state, client, pending).await
 }
 
 pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
