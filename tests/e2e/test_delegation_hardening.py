@@ -289,6 +289,10 @@ def saml_to_acs(s: requests.Session, up: Castellan, down: Castellan, **params) -
     if parse_login_form(page):
         r = fill_login_form(s, page)
         page = s.get(r.headers["Location"], allow_redirects=False, timeout=15)
+    for _ in range(5):  # through the IdP's SSO session: its own redirects
+        if page.status_code != 302:
+            break
+        page = s.get(urljoin(page.url, page.headers["Location"]), allow_redirects=False, timeout=15)
     assert page.status_code == 200, page.text[:300]
     action, fields = form_fields(page.text)
     assert action == down.url("/delegated/federation/acs"), action
@@ -328,3 +332,44 @@ def test_callback_refuses_a_ticket_given_twice(env):
     # the genuine ticket last, a decoy before it
     r = s.get(callback.replace("&ticket=", "&ticket=ST-1-decoy&ticket="), allow_redirects=False, timeout=15)
     assert r.status_code == 400 and "Location" not in r.headers, (r.status_code, r.headers.get("Location"))
+
+
+def test_saml_only_the_signed_assertion_is_read(env):
+    """Signature wrapping: an unsigned copy of the assertion naming another
+    user, put before the signed one, is never what is read."""
+    up, down = env
+    s = requests.Session()
+    action, fields, _ = saml_to_acs(s, up, down)
+    xml = base64.b64decode(fields["SAMLResponse"]).decode()
+    m = re.search(r"<(\w+:)?Assertion\b.*?</(\w+:)?Assertion>", xml, flags=re.S)
+    assert m, xml[:500]
+    forged = re.sub(r"<ds:Signature.*?</ds:Signature>", "", m.group(0), flags=re.S)
+    forged = forged.replace(">casuser<", ">admin<").replace('ID="', 'ID="x', 1)
+    wrapped = xml[:m.start()] + forged + xml[m.start():]
+    r = s.post(action, data={**fields, "SAMLResponse": base64.b64encode(wrapped.encode()).decode()},
+               allow_redirects=False, timeout=15)
+    if r.status_code == 302:
+        user, _, _ = validate(down, ticket_from(r))
+        assert user == "fed:casuser", user
+    else:
+        assert r.status_code == 403, (r.status_code, r.text[:300])
+
+
+def test_saml_sso_assertion_from_an_earlier_login_is_not_a_new_login(env):
+    """Without renew, an assertion whose AuthnInstant is older than the
+    request (the IdP's SSO session, here more than the 60 s of tolerated
+    clock difference ago) signs in, but not as a new login."""
+    up, down = env
+    s = requests.Session()
+    action, fields, _ = saml_to_acs(s, up, down)
+    r = s.post(action, data=fields, allow_redirects=False, timeout=15)
+    assert r.status_code == 302 and ticket_from(r)
+    res = validate_renew(down, ticket_from(r))
+    assert res.success, res  # credentials just now at the IdP: a new login
+    time.sleep(62)
+    forget_downstream_session(s)
+    action, fields, _ = saml_to_acs(s, up, down)  # SSO at the IdP: no form
+    r = s.post(action, data=fields, allow_redirects=False, timeout=15)
+    assert r.status_code == 302 and ticket_from(r), (r.status_code, r.text[:300])
+    res = validate_renew(down, ticket_from(r))
+    assert not res.success and res.code == "INVALID_TICKET", res
