@@ -3,7 +3,7 @@
 //! the user id is the profile member named by `id_attribute`.
 
 use crate::oidc::claims_to_attributes;
-use crate::{Connector, DelegationError, Start, Started};
+use crate::{Authenticated, Connector, DelegationError, Finish, Start, Started};
 use async_trait::async_trait;
 use castellan_core::Principal;
 use openidconnect::{
@@ -11,7 +11,6 @@ use openidconnect::{
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenUrl,
 };
 use serde_json::Value;
-use std::collections::HashMap;
 
 pub struct OAuth2Connector {
     name: String,
@@ -97,13 +96,10 @@ impl Connector for OAuth2Connector {
         })
     }
 
-    async fn finish(
-        &self,
-        params: &HashMap<String, String>,
-        callback_url: &str,
-        _state: &str,
-        saved: &str,
-    ) -> Result<Principal, DelegationError> {
+    /// A plain OAuth2 provider says nothing about when the user
+    /// authenticated: never fresh (and never asked for a renew).
+    async fn finish(&self, finish: &Finish<'_>) -> Result<Authenticated, DelegationError> {
+        let (params, callback_url, saved) = (finish.params, finish.callback_url, finish.saved);
         if let Some(error) = params.get("error") {
             let description = params.get("error_description").cloned().unwrap_or_default();
             return Err(DelegationError::Refused(
@@ -162,6 +158,9 @@ impl Connector for OAuth2Connector {
                 principal.attributes.insert(k, v);
             }
         }
-        Ok(principal)
+        Ok(Authenticated {
+            principal,
+            fresh: false,
+        })
     }
 }

@@ -4,7 +4,7 @@
 //! expiry). The provider's metadata and keys are cached; an ID token signed
 //! with a key the cache does not know triggers one fresh discovery.
 
-use crate::{Connector, DelegationError, Start, Started};
+use crate::{Authenticated, Connector, DelegationError, Finish, Start, Started};
 use async_trait::async_trait;
 use castellan_core::Principal;
 use openidconnect::core::{
@@ -203,6 +203,10 @@ impl Connector for OidcConnector {
         true
     }
 
+    fn proves_fresh_login(&self) -> bool {
+        true
+    }
+
     async fn start(&self, start: &Start<'_>) -> Result<Started, DelegationError> {
         let client = self.client(self.metadata(false).await?, start.callback_url)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -215,10 +219,14 @@ impl Connector for OidcConnector {
         for s in self.scopes.iter().filter(|s| *s != "openid") {
             request = request.add_scope(Scope::new(s.clone()));
         }
-        if start.passive {
+        if start.renew {
+            // OIDC Core §3.1.2.1: prompt=login asks for credentials again,
+            // max_age=0 makes auth_time a required claim to check it by.
+            request = request
+                .add_prompt(openidconnect::core::CoreAuthPrompt::Login)
+                .set_max_age(std::time::Duration::ZERO);
+        } else if start.passive {
             request = request.add_prompt(openidconnect::core::CoreAuthPrompt::None);
-        } else if start.renew {
-            request = request.add_prompt(openidconnect::core::CoreAuthPrompt::Login);
         }
         let (url, _, nonce) = request.set_pkce_challenge(challenge).url();
         let saved = serde_json::to_string(&Saved {
@@ -232,13 +240,8 @@ impl Connector for OidcConnector {
         })
     }
 
-    async fn finish(
-        &self,
-        params: &HashMap<String, String>,
-        callback_url: &str,
-        _state: &str,
-        saved: &str,
-    ) -> Result<Principal, DelegationError> {
+    async fn finish(&self, finish: &Finish<'_>) -> Result<Authenticated, DelegationError> {
+        let (params, callback_url, saved) = (finish.params, finish.callback_url, finish.saved);
         if let Some(error) = params.get("error") {
             let description = params.get("error_description").cloned().unwrap_or_default();
             return Err(DelegationError::Refused(
@@ -297,12 +300,17 @@ impl Connector for OidcConnector {
                 }
             }
         }
+        // auth_time comes from the verified ID token only, never userinfo.
+        let auth_time = claims
+            .auth_time()
+            .and_then(|t| u64::try_from(t.timestamp()).ok());
+        let fresh = crate::authenticated_since(auth_time, finish.started_at);
         let mut principal = Principal::new(claims.subject().as_str());
         for (k, v) in claims_to_attributes(&json) {
             if k != "sub" && !PROTOCOL_CLAIMS.contains(&k.as_str()) {
                 principal.attributes.insert(k, v);
             }
         }
-        Ok(principal)
+        Ok(Authenticated { principal, fresh })
     }
 }

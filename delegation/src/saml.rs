@@ -4,13 +4,12 @@
 //! actually used, Destination, InResponseTo, Audience, time window, no
 //! comment in the NameID).
 
-use crate::{Connector, DelegationError, Start, Started};
+use crate::{Authenticated, Connector, DelegationError, Finish, Start, Started};
 use async_trait::async_trait;
 use castellan_core::Principal;
 use castellan_saml::binding::encode_redirect;
 use castellan_saml::sp_side::{authn_request, sp_metadata, verify_response, Expect, UpstreamIdp};
 use castellan_saml::{IdpCredentials, SamlError};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub struct SamlConnector {
@@ -74,6 +73,10 @@ impl Connector for SamlConnector {
         true
     }
 
+    fn proves_fresh_login(&self) -> bool {
+        true
+    }
+
     fn metadata(&self) -> Option<String> {
         Some(sp_metadata(&self.entity_id, &self.acs, &self.credentials))
     }
@@ -84,7 +87,7 @@ impl Connector for SamlConnector {
             &self.acs,
             &self.idp.sso_redirect,
             start.renew,
-            start.passive,
+            start.passive && !start.renew,
             now_ms(),
         );
         let query = encode_redirect("SAMLRequest", &xml, Some(start.state), &self.credentials)
@@ -100,27 +103,28 @@ impl Connector for SamlConnector {
         })
     }
 
-    async fn finish(
-        &self,
-        params: &HashMap<String, String>,
-        _callback_url: &str,
-        _state: &str,
-        saved: &str,
-    ) -> Result<Principal, DelegationError> {
-        let response = params
+    async fn finish(&self, finish: &Finish<'_>) -> Result<Authenticated, DelegationError> {
+        let response = finish
+            .params
             .get("SAMLResponse")
             .ok_or_else(|| DelegationError::Refused("no SAMLResponse came back".into()))?;
         let expect = Expect {
             idp: &self.idp,
             sp_entity_id: &self.entity_id,
             acs: &self.acs,
-            request_id: saved,
+            request_id: finish.saved,
             now_ms: now_ms(),
             skew_ms: self.skew_ms,
         };
         let identity = verify_response(response, &expect).map_err(refused)?;
+        // AuthnInstant is read from the signed assertion: ForceAuthn asked
+        // for a fresh login, this says whether there was one.
+        let instant = identity
+            .authn_instant_ms
+            .and_then(|ms| u64::try_from(ms / 1000).ok());
+        let fresh = crate::authenticated_since(instant, finish.started_at);
         let mut principal = Principal::new(identity.name_id);
         principal.attributes = identity.attributes;
-        Ok(principal)
+        Ok(Authenticated { principal, fresh })
     }
 }

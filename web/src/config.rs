@@ -263,8 +263,12 @@ pub struct UpstreamEntry {
     pub rename: BTreeMap<String, String>,
     /// Keep only these (local) attribute names.
     pub keep: Option<Vec<String>>,
-    /// The principal id: `{id}` (default), or e.g. `"campus:{id}"`, `"{mail}"`.
+    /// The principal id: `{upstream}:{id}` (default), or e.g.
+    /// `"campus:{id}"`, `"{mail}"`.
     pub principal: Option<String>,
+    /// CAS: where tickets are validated, below `url` (default
+    /// `/p3/serviceValidate`; `/serviceValidate` for a CAS 2.0 server).
+    pub validate_path: Option<String>,
     /// OIDC: also fetch userinfo and merge its claims.
     pub userinfo: Option<bool>,
 }
@@ -277,6 +281,9 @@ pub struct UpstreamSettings {
     pub kind: UpstreamKind,
     pub mapping: castellan_delegation::mapping::Mapping,
     pub auto_redirect: bool,
+    /// CAS upstreams: where tickets are validated, below the URL (`None`:
+    /// `/p3/serviceValidate`).
+    pub validate_path: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -796,21 +803,45 @@ impl Validator<'_> {
                     continue;
                 }
             }
+            let validate_path = match (&kind, upstream.validate_path.clone()) {
+                (_, None) => None,
+                (UpstreamKind::Cas { .. }, Some(p))
+                    if p.starts_with('/')
+                        && p.len() <= 256
+                        && !p.contains(['?', '#', ' ', '\\']) =>
+                {
+                    Some(p.trim_end_matches('/').to_owned()).filter(|p| !p.is_empty())
+                }
+                (UpstreamKind::Cas { .. }, Some(p)) => {
+                    self.problem(&upstream.name, format!("upstream {name:?}: validate_path {p:?} must be a path below url, starting with '/' (e.g. \"/serviceValidate\")"));
+                    continue;
+                }
+                (_, Some(_)) => {
+                    self.problem(
+                        &upstream.name,
+                        format!("upstream {name:?}: validate_path is for CAS upstreams only"),
+                    );
+                    continue;
+                }
+            };
             upstreams.push(UpstreamSettings {
                 display_name: upstream
                     .display_name
                     .clone()
                     .unwrap_or_else(|| name.clone()),
-                name,
-                kind,
                 mapping: castellan_delegation::mapping::Mapping {
                     rename: upstream.rename,
                     keep: upstream.keep,
                     principal: upstream.principal,
+                    upstream: name.clone(),
                 },
+                name,
+                kind,
                 auto_redirect: upstream.auto_redirect.unwrap_or(false),
+                validate_path,
             });
         }
+        self.principal_collisions(&upstreams, &users);
         if upstreams.iter().filter(|u| u.auto_redirect).count() > 1 {
             self.problems.push(Problem {
                 line: None,
@@ -869,6 +900,52 @@ impl Validator<'_> {
                 default.idle_timeout,
             ),
             max_connections,
+        }
+    }
+
+    /// Principal templates that could make an upstream's user into a local
+    /// account, or into another upstream's user.
+    fn principal_collisions(&mut self, upstreams: &[UpstreamSettings], users: &[StaticUser]) {
+        use castellan_delegation::mapping::Collision;
+        for (i, u) in upstreams.iter().enumerate() {
+            let template = u.mapping.template();
+            for c in u
+                .mapping
+                .collisions(users.iter().map(|l| l.username.as_str()))
+            {
+                self.warnings.push(match c {
+                    Collision::NoNamespace => format!(
+                        "upstream {:?}: principal {template:?} has no literal prefix: the upstream \
+                         chooses the whole user name, and can become a local user or another \
+                         upstream's; use e.g. \"{}:{{id}}\" (the default is \"{{upstream}}:{{id}}\")",
+                        u.name, u.name
+                    ),
+                    Collision::LocalUser(local) => format!(
+                        "upstream {:?}: principal {template:?} can produce the local user {local:?}",
+                        u.name
+                    ),
+                });
+            }
+            let namespace = u.mapping.namespace();
+            for other in &upstreams[i + 1..] {
+                let theirs = other.mapping.namespace();
+                if !namespace.is_empty()
+                    && !theirs.is_empty()
+                    && (namespace.starts_with(&theirs) || theirs.starts_with(&namespace))
+                {
+                    self.warnings.push(format!(
+                        "upstreams {:?} and {:?}: their principal templates share the prefix \
+                         {:?}: the two can produce the same user",
+                        u.name,
+                        other.name,
+                        if namespace.len() < theirs.len() {
+                            &namespace
+                        } else {
+                            &theirs
+                        }
+                    ));
+                }
+            }
         }
     }
 
@@ -1597,5 +1674,84 @@ code_ttl = "5m"
         .unwrap();
         let lines: Vec<_> = bad.iter().map(|p| p.line).collect();
         assert_eq!(lines, vec![Some(4), Some(2), Some(3), Some(5)], "{bad:?}");
+    }
+}
+
+#[cfg(test)]
+mod upstream_tests {
+    use super::*;
+
+    const LOCAL: &str = r#"
+[[users]]
+username = "casuser"
+password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
+"#;
+
+    fn upstream(name: &str, extra: &str) -> String {
+        format!("[[upstreams]]\nname = \"{name}\"\nprotocol = \"cas\"\nurl = \"https://cas.example/cas\"\n{extra}\n")
+    }
+
+    #[test]
+    fn the_default_principal_is_namespaced_and_warns_of_nothing() {
+        let text = format!("{LOCAL}{}", upstream("campus", ""));
+        let s = parse(&text, Path::new("."), false).unwrap();
+        assert_eq!(s.upstreams[0].mapping.template(), "{upstream}:{id}");
+        assert_eq!(s.upstreams[0].mapping.namespace(), "campus:");
+        assert_eq!(s.upstreams[0].validate_path, None);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn templates_that_can_collide_are_warned_about() {
+        let text = format!(
+            "{LOCAL}{}{}{}{}",
+            upstream("a", "principal = \"{id}\""),
+            upstream("b", "principal = \"{mail}@b\""),
+            upstream("c", "principal = \"cas{id}\""),
+            upstream("d", "principal = \"ca{id}\""),
+        );
+        let s = parse(&text, Path::new("."), false).unwrap();
+        let all = s.warnings.join("\n");
+        assert!(
+            all.contains("upstream \"a\": principal \"{id}\" has no literal prefix"),
+            "{all}"
+        );
+        assert!(
+            all.contains("upstream \"b\": principal \"{mail}@b\" has no literal prefix"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "upstream \"c\": principal \"cas{id}\" can produce the local user \"casuser\""
+            ),
+            "{all}"
+        );
+        assert!(all.contains("upstreams \"c\" and \"d\""), "{all}");
+        // Explicit templates keep working.
+        assert_eq!(s.upstreams[3].mapping.template(), "ca{id}");
+    }
+
+    #[test]
+    fn validate_path_is_a_path_for_cas_upstreams() {
+        let ok = upstream("campus", "validate_path = \"/serviceValidate\"");
+        let s = parse(&ok, Path::new("."), false).unwrap();
+        assert_eq!(
+            s.upstreams[0].validate_path.as_deref(),
+            Some("/serviceValidate")
+        );
+        for bad in [
+            "serviceValidate",
+            "/x?format=JSON",
+            "https://other/serviceValidate",
+        ] {
+            let text = upstream("campus", &format!("validate_path = \"{bad}\""));
+            let problems = parse(&text, Path::new("."), false).err().unwrap();
+            assert!(problems[0].message.contains("validate_path"), "{bad}");
+        }
+        let oidc =
+            "[[upstreams]]\nname = \"p\"\nprotocol = \"oidc\"\nissuer = \"https://op.example\"\n\
+                    client_id = \"c\"\nvalidate_path = \"/x\"\n";
+        let problems = parse(oidc, Path::new("."), false).err().unwrap();
+        assert!(problems[0].message.contains("CAS upstreams only"));
     }
 }

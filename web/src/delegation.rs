@@ -20,7 +20,7 @@ use castellan_delegation::mapping::Mapping;
 use castellan_delegation::oauth2::OAuth2Connector;
 use castellan_delegation::oidc::OidcConnector;
 use castellan_delegation::saml::SamlConnector;
-use castellan_delegation::{Connector, DelegationError, Start};
+use castellan_delegation::{Connector, DelegationError, Finish, Start};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +53,10 @@ struct Pending {
     method: Option<String>,
     renew: bool,
     gateway: bool,
+    /// When the login went to the upstream (seconds since the epoch): an
+    /// authentication there before it is not a fresh one.
+    #[serde(default)]
+    started_at: u64,
     /// The browser's binding value (its cookie).
     binding: String,
     /// What the connector needs back.
@@ -78,6 +82,7 @@ impl Delegation {
                         u.name.clone(),
                         u.display_name.clone(),
                         url.clone(),
+                        u.validate_path.clone(),
                         http.clone(),
                     )),
                     UpstreamKind::Oidc {
@@ -245,6 +250,7 @@ fn callback_url(state: &SharedState, name: &str) -> String {
 /// Starts a delegated login (from `/login?client_name=NAME`).
 pub async fn start(
     state: &SharedState,
+    client: Option<std::net::IpAddr>,
     name: &str,
     service: Option<String>,
     method: Option<String>,
@@ -258,6 +264,31 @@ pub async fn start(
             "This sign-in option does not exist.",
         );
     };
+    // CAS 3.0 §2.1.1: renew wins over gateway.
+    let gateway = gateway && !renew;
+    // renew: the login must be a fresh one, which only an upstream that can
+    // prove it may be asked for; anything else would pretend.
+    if renew && !upstream.connector.proves_fresh_login() {
+        tracing::info!(upstream = %name, "renew asked of an upstream that cannot prove a fresh login");
+        let mut page = MessagePage::error(
+            state.prefix(),
+            "Sign-in failed",
+            &format!(
+                "This application asks you to sign in again, and {} cannot confirm a fresh sign-in. \
+                 Please choose another way to sign in.",
+                upstream.connector.display_name()
+            ),
+        );
+        let mut href = format!("{}/login?renew=true", state.prefix());
+        if let Some(s) = &service {
+            href.push_str(&format!("&service={}", enc(s)));
+        }
+        page.link = Some(Link {
+            href,
+            label: "Back to sign-in".into(),
+        });
+        return render(StatusCode::FORBIDDEN, &page);
+    }
     // Gateway: only an upstream that can answer without a page may be asked.
     if gateway && !upstream.connector.supports_passive() {
         return match service.as_deref() {
@@ -272,6 +303,7 @@ pub async fn start(
     let st = random();
     let binding = random();
     let callback = callback_url(state, name);
+    let started_at = state.now() / 1000;
     let started = match upstream
         .connector
         .start(&Start {
@@ -288,12 +320,16 @@ pub async fn start(
             return failure(state, StatusCode::BAD_GATEWAY, &e.to_string());
         }
     };
+    if let Err(e) = state.engine.admit_pending_flow(client) {
+        return unavailable(state, &e);
+    }
     let pending = Pending {
         upstream: name.to_owned(),
         service,
         method: method.filter(|m| m.len() <= 8),
         renew,
         gateway,
+        started_at,
         binding: binding.clone(),
         saved: started.saved,
     };
@@ -353,6 +389,28 @@ pub async fn metadata(State(state): State<SharedState>, Path(name): Path<String>
     }
 }
 
+/// The callback's parameters, each at most once: a parameter given twice
+/// (two SAMLResponses, two RelayStates, two tickets) could be read one way
+/// here and another way by whatever sits in front; it is refused.
+fn single_params(raw: &[u8]) -> Option<HashMap<String, String>> {
+    let mut params = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw) {
+        if params.insert(k.into_owned(), v.into_owned()).is_some() {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+fn duplicated(state: &SharedState, name: &str) -> Response {
+    tracing::warn!(upstream = %name, "delegation callback with a parameter given twice");
+    failure(
+        state,
+        StatusCode::BAD_REQUEST,
+        "The identity provider's answer is malformed (a parameter is given twice).",
+    )
+}
+
 /// `/delegated/{name}/acs`: a SAML upstream's Response (HTTP-POST), the
 /// RelayState carrying the state.
 pub async fn acs(
@@ -361,14 +419,17 @@ pub async fn acs(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let mut params: HashMap<String, String> = url::form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if let Some(relay) = params.get("RelayState").cloned() {
-        params.insert("state".into(), relay);
-    }
     let clear = binding_cookie(&state, "", None);
-    let mut response = finish(&state, &name, &params, &headers).await;
+    let mut response = match single_params(&body) {
+        // The state travels as RelayState only: a `state` in the form is not it.
+        Some(mut params) if !params.contains_key("state") => {
+            if let Some(relay) = params.remove("RelayState") {
+                params.insert("state".into(), relay);
+            }
+            finish(&state, &name, &params, &headers).await
+        }
+        _ => duplicated(&state, &name),
+    };
     response.headers_mut().append(header::SET_COOKIE, clear);
     response
 }
@@ -380,12 +441,11 @@ pub async fn callback(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params: HashMap<String, String> =
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
     let clear = binding_cookie(&state, "", None);
-    let mut response = finish(&state, &name, &params, &headers).await;
+    let mut response = match single_params(query.unwrap_or_default().as_bytes()) {
+        Some(params) => finish(&state, &name, &params, &headers).await,
+        None => duplicated(&state, &name),
+    };
     response.headers_mut().append(header::SET_COOKIE, clear);
     response
 }
@@ -438,12 +498,19 @@ async fn finish(
         }
     }
     let callback = callback_url(state, name);
-    let identity = match upstream
+    let authenticated = match upstream
         .connector
-        .finish(params, &callback, st, &pending.saved)
+        .finish(&Finish {
+            params,
+            callback_url: &callback,
+            state: st,
+            saved: &pending.saved,
+            renew: pending.renew,
+            started_at: pending.started_at,
+        })
         .await
     {
-        Ok(p) => p,
+        Ok(a) => a,
         // Gateway: no login at the upstream means back to the service,
         // ticketless, never an error page (CAS 3.0 §2.1.1).
         Err(e) if pending.gateway && pending.service.is_some() => {
@@ -466,7 +533,23 @@ async fn finish(
             return failure_for(state, status, &e.to_string(), pending.service.as_deref());
         }
     };
-    let Some(principal) = upstream.mapping.apply(identity) else {
+    // renew: the upstream was asked for a fresh login and must have proved
+    // one (CAS 3.0 §2.1.1).
+    if pending.renew && !authenticated.fresh {
+        tracing::warn!(upstream = %name, "renew: the upstream did not prove a fresh login");
+        return failure_for(
+            state,
+            StatusCode::FORBIDDEN,
+            "This application asks you to sign in again, and the identity provider did not confirm a fresh sign-in.",
+            pending.service.as_deref(),
+        );
+    }
+    // The ticket is from a new login only when the upstream proved that the
+    // user presented credentials for this login: a trip through the
+    // upstream's SSO session is not one, or a service validating with
+    // renew=true would accept a login whose renew was dropped on the way.
+    let from_new_login = authenticated.fresh;
+    let Some(principal) = upstream.mapping.apply(authenticated.principal) else {
         tracing::warn!(upstream = %name, "the upstream identity lacks what the principal template names");
         return failure(
             state,
@@ -496,7 +579,7 @@ async fn finish(
     {
         Some(service) => match state
             .engine
-            .grant_service_ticket(&session.id, service, true)
+            .grant_service_ticket(&session.id, service, from_new_login)
             .await
         {
             Ok(st) => {

@@ -1,7 +1,7 @@
 //! `/login`: the SSO entry point (CAS 3.0 §2.1, §2.2).
 
 use crate::app::SharedState;
-use crate::client_address::client_ip;
+use crate::client_address::{client_ip, ClientAddress};
 use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
 use crate::pages::{render, Link, LoginPage, MessagePage, PostRedirectPage};
@@ -230,6 +230,7 @@ fn cross_site(state: &SharedState, headers: &HeaderMap) -> bool {
 /// GET `/login`.
 pub async fn form(
     State(state): State<SharedState>,
+    ClientAddress(client): ClientAddress,
     query: Result<Query<LoginQuery>, QueryRejection>,
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
@@ -249,6 +250,7 @@ pub async fn form(
     if let Some(name) = query.client_name.as_deref() {
         return crate::delegation::start(
             &state,
+            client,
             name,
             target.as_ref().map(|t| t.url.clone()),
             query.method.clone(),
@@ -293,6 +295,7 @@ pub async fn form(
         let name = name.to_owned();
         return crate::delegation::start(
             &state,
+            client,
             &name,
             target.as_ref().map(|t| t.url.clone()),
             query.method.clone(),

@@ -130,6 +130,9 @@ pub struct Expect<'a> {
 pub struct Identity {
     pub name_id: String,
     pub attributes: BTreeMap<String, Vec<String>>,
+    /// The signed AuthnStatement's AuthnInstant (ms since the epoch): when
+    /// the user authenticated at the IdP.
+    pub authn_instant_ms: Option<i64>,
 }
 
 fn parse_instant(s: &str) -> Option<i64> {
@@ -251,6 +254,10 @@ fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
                             && in_window(None, attr(&e, b"NotOnOrAfter")) =>
                     {
                         recipient_ok = true;
+                    }
+                    b"AuthnStatement" => {
+                        identity.authn_instant_ms =
+                            attr(&e, b"AuthnInstant").and_then(|a| parse_instant(&a));
                     }
                     b"Attribute" => {
                         current_attribute = attr(&e, b"FriendlyName").or_else(|| attr(&e, b"Name"));
