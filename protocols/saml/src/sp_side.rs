@@ -6,6 +6,7 @@
 use crate::binding::decode_post;
 use crate::keys::IdpCredentials;
 use crate::xml::{escape, instant, new_id, refuse_dtd};
+use crate::xml_read::{self, Item, TextReader};
 use crate::{SamlError, ASSERTION_NS, BINDING_POST, BINDING_REDIRECT, PROTOCOL_NS};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -138,11 +139,16 @@ fn parse_instant(s: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-fn attr(e: &quick_xml::events::BytesStart<'_>, name: &[u8]) -> Option<String> {
-    e.attributes()
+/// The value of the first attribute with local name `name` (malformed ones
+/// skipped); `Err` for an element with more than
+/// [`xml_read::MAX_ATTRIBUTES`] attributes.
+fn attr(e: &quick_xml::events::BytesStart<'_>, name: &[u8]) -> Result<Option<String>, SamlError> {
+    let attributes = xml_read::attributes(e).map_err(|e| SamlError::requester(e.to_string()))?;
+    Ok(attributes
+        .into_iter()
         .flatten()
         .find(|a| a.key.local_name().as_ref() == name)
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+        .and_then(|a| xml_read::value(&a).ok()))
 }
 
 /// Verifies a Response (base64, from the ACS POST) and returns the subject.
@@ -152,18 +158,18 @@ pub fn verify_response(b64: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
     refuse_dtd(&xml)?;
     // The outer Response, unverified: only its status, Destination and
     // InResponseTo, which must match what this SP sent anyway.
-    let mut reader = quick_xml::Reader::from_str(&xml);
+    let mut reader = TextReader::from_str(&xml);
     let mut depth = 0usize;
     let mut status_ok = false;
     loop {
-        let (e, empty) = match reader.read_event() {
-            Ok(Event::Start(e)) => (e, false),
-            Ok(Event::Empty(e)) => (e, true),
-            Ok(Event::End(_)) => {
+        let (e, empty) = match reader.read() {
+            Ok(Item::Event(Event::Start(e))) => (e, false),
+            Ok(Item::Event(Event::Empty(e))) => (e, true),
+            Ok(Item::Event(Event::End(_))) => {
                 depth = depth.saturating_sub(1);
                 continue;
             }
-            Ok(Event::Eof) => break,
+            Ok(Item::Event(Event::Eof)) => break,
             Err(_) => return Err(bad("the Response is not well-formed XML")),
             _ => continue,
         };
@@ -172,18 +178,18 @@ pub fn verify_response(b64: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
             if local.as_ref() != b"Response" {
                 return Err(bad("not a SAML Response"));
             }
-            if let Some(d) = attr(&e, b"Destination") {
+            if let Some(d) = attr(&e, b"Destination")? {
                 if d != expect.acs {
                     return Err(bad("the Response is for another Destination"));
                 }
             }
-            if attr(&e, b"InResponseTo").as_deref() != Some(expect.request_id) {
+            if attr(&e, b"InResponseTo")?.as_deref() != Some(expect.request_id) {
                 return Err(bad("the Response answers another request"));
             }
         }
         // Response > Status > StatusCode (the top-level one).
         if local.as_ref() == b"StatusCode" && depth == 2 {
-            status_ok = attr(&e, b"Value").as_deref() == Some(crate::status::SUCCESS);
+            status_ok = attr(&e, b"Value")?.as_deref() == Some(crate::status::SUCCESS);
         }
         if !empty {
             depth += 1;
@@ -211,7 +217,7 @@ pub fn verify_response(b64: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
 /// The one Assertion of the verified content, checked.
 fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlError> {
     let bad = |m: &str| SamlError::requester(m.to_owned());
-    let mut reader = quick_xml::Reader::from_str(verified);
+    let mut reader = TextReader::from_str(verified);
     let mut path: Vec<Vec<u8>> = Vec::new();
     let mut assertions = 0;
     let mut issuer = String::new();
@@ -231,47 +237,12 @@ fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
                 .is_some_and(|a| now - skew < a)
     };
     loop {
-        let event = reader
-            .read_event()
+        let item = reader
+            .read()
             .map_err(|_| bad("the assertion is not well-formed"))?;
-        let empty = matches!(event, Event::Empty(_));
-        match event {
-            Event::Start(e) | Event::Empty(e) => {
-                let local = e.local_name().as_ref().to_vec();
-                match local.as_slice() {
-                    b"Assertion" => assertions += 1,
-                    b"Conditions"
-                        if !in_window(attr(&e, b"NotBefore"), attr(&e, b"NotOnOrAfter")) =>
-                    {
-                        return Err(bad("the assertion is outside its validity window"));
-                    }
-                    b"SubjectConfirmationData"
-                        if attr(&e, b"Recipient").as_deref() == Some(expect.acs)
-                            && attr(&e, b"InResponseTo").as_deref() == Some(expect.request_id)
-                            && in_window(None, attr(&e, b"NotOnOrAfter")) =>
-                    {
-                        recipient_ok = true;
-                    }
-                    b"Attribute" => {
-                        current_attribute = attr(&e, b"FriendlyName").or_else(|| attr(&e, b"Name"));
-                    }
-                    _ => {}
-                }
-                if !empty {
-                    path.push(local);
-                }
-            }
-            Event::End(_) => {
-                if path.last().is_some_and(|l| l == b"Attribute") {
-                    current_attribute = None;
-                }
-                path.pop();
-            }
-            Event::Comment(_) if path.last().is_some_and(|l| l == b"NameID") => {
-                name_id_comment = true;
-            }
-            Event::Text(t) => {
-                let text = t.unescape().map_err(|_| bad("bad text"))?.into_owned();
+        let event = match item {
+            Item::Text(t) => {
+                let text = t.map_err(|_| bad("bad text"))?;
                 match path.last().map(Vec::as_slice) {
                     Some(b"Issuer") if path.len() >= 2 && path[path.len() - 2] == b"Assertion" => {
                         issuer.push_str(text.trim())
@@ -289,6 +260,49 @@ fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
                     }
                     _ => {}
                 }
+                continue;
+            }
+            Item::Event(event) => event,
+        };
+        let empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(e) | Event::Empty(e) => {
+                let local = e.local_name().as_ref().to_vec();
+                match local.as_slice() {
+                    b"Assertion" => assertions += 1,
+                    b"Conditions" => {
+                        if !in_window(attr(&e, b"NotBefore")?, attr(&e, b"NotOnOrAfter")?) {
+                            return Err(bad("the assertion is outside its validity window"));
+                        }
+                    }
+                    b"SubjectConfirmationData" => {
+                        if attr(&e, b"Recipient")?.as_deref() == Some(expect.acs)
+                            && attr(&e, b"InResponseTo")?.as_deref() == Some(expect.request_id)
+                            && in_window(None, attr(&e, b"NotOnOrAfter")?)
+                        {
+                            recipient_ok = true;
+                        }
+                    }
+                    b"Attribute" => {
+                        current_attribute = match attr(&e, b"FriendlyName")? {
+                            Some(n) => Some(n),
+                            None => attr(&e, b"Name")?,
+                        };
+                    }
+                    _ => {}
+                }
+                if !empty {
+                    path.push(local);
+                }
+            }
+            Event::End(_) => {
+                if path.last().is_some_and(|l| l == b"Attribute") {
+                    current_attribute = None;
+                }
+                path.pop();
+            }
+            Event::Comment(_) if path.last().is_some_and(|l| l == b"NameID") => {
+                name_id_comment = true;
             }
             Event::Eof => break,
             _ => {}
