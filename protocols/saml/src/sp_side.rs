@@ -332,3 +332,73 @@ fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
     }
     Ok(identity)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idp() -> UpstreamIdp {
+        UpstreamIdp {
+            entity_id: "https://idp.example/?a=1&b=2".into(),
+            sso_redirect: "https://idp.example/sso".into(),
+            signing_certs: vec![],
+        }
+    }
+
+    fn expect(idp: &UpstreamIdp) -> Expect<'_> {
+        Expect {
+            idp,
+            sp_entity_id: "https://sp.example/?x&y",
+            acs: "https://sp.example/acs",
+            request_id: "_req",
+            now_ms: 1_764_084_646_000,
+            skew_ms: 60_000,
+        }
+    }
+
+    fn message(status: &SamlError) -> String {
+        match status {
+            SamlError::Status { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_response_element_with_thousands_of_attributes_is_refused() {
+        // RUSTSEC-2026-0194: quick-xml < 0.41 checked a tag's attributes for
+        // duplicates in quadratic time; no element is read past 64 now, and
+        // the refusal comes before any signature work.
+        let mut xml = String::from("<samlp:Response");
+        for i in 0..5_000 {
+            xml.push_str(&format!(" a{i}=\"\""));
+        }
+        xml.push_str(" InResponseTo=\"_req\"><samlp:Status/></samlp:Response>");
+        let idp = idp();
+        let err = verify_response(&STANDARD.encode(&xml), &expect(&idp)).unwrap_err();
+        assert!(message(&err).contains("more than 64 attributes"), "{err:?}");
+    }
+
+    #[test]
+    fn the_assertion_text_is_read_whole_across_references() {
+        let xml = r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion">
+<saml:Issuer> https://idp.example/?a=1&amp;b=2 </saml:Issuer>
+<saml:Subject><saml:NameID>j&#246;e &amp; co</saml:NameID>
+<saml:SubjectConfirmation><saml:SubjectConfirmationData Recipient="https://sp.example/acs" InResponseTo="_req" NotOnOrAfter="2030-01-01T00:00:00Z"/></saml:SubjectConfirmation></saml:Subject>
+<saml:Conditions NotBefore="2020-01-01T00:00:00Z" NotOnOrAfter="2030-01-01T00:00:00Z"><saml:AudienceRestriction><saml:Audience>https://sp.example/?x&amp;y</saml:Audience></saml:AudienceRestriction></saml:Conditions>
+<saml:AttributeStatement><saml:Attribute Name="cn"><saml:AttributeValue>A &lt;B&gt; &amp; C</saml:AttributeValue><saml:AttributeValue>D</saml:AttributeValue></saml:Attribute></saml:AttributeStatement>
+</saml:Assertion>"#;
+        let idp = idp();
+        let identity = read_assertion(xml, &expect(&idp)).unwrap();
+        assert_eq!(identity.name_id, "jöe & co");
+        assert_eq!(
+            identity.attributes.get("cn"),
+            Some(&vec!["A <B> & C".to_owned(), "D".to_owned()])
+        );
+        // An entity that is not predefined is an error, never expanded.
+        let bad = xml.replace("j&#246;e", "j&ouml;e");
+        assert_eq!(
+            message(&read_assertion(&bad, &expect(&idp)).unwrap_err()),
+            "bad text"
+        );
+    }
+}
