@@ -161,7 +161,8 @@ pub fn parse_well_formed(doc: &str) -> Result<Vec<Element>, String> {
             // without a DTD anything else is not well-formed).
             Event::GeneralRef(r) => {
                 let name = r.decode().map_err(|e| format!("reference: {e}"))?;
-                let text = quick_xml::escape::unescape(&format!("&{name};"))
+                let reference = format!("&{name};");
+                let text = quick_xml::escape::unescape(&reference)
                     .map_err(|e| format!("reference: {e}"))?;
                 add_text(&mut elements, &open, &text)?;
             }
