@@ -48,7 +48,7 @@ pub fn parse_request(body: &[u8]) -> Result<SamlRequest, SamlRequestError> {
         return Err(SamlRequestError::TooLarge);
     }
     let text = std::str::from_utf8(body).map_err(|_| SamlRequestError::NotUtf8)?;
-    let mut reader = TextReader::from_str(text);
+    let mut reader = TextReader::new(text);
     let mut request = SamlRequest::default();
     let mut in_artifact = false;
     let mut found = false;

@@ -158,7 +158,7 @@ pub fn verify_response(b64: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
     refuse_dtd(&xml)?;
     // The outer Response, unverified: only its status, Destination and
     // InResponseTo, which must match what this SP sent anyway.
-    let mut reader = TextReader::from_str(&xml);
+    let mut reader = TextReader::new(&xml);
     let mut depth = 0usize;
     let mut status_ok = false;
     loop {
@@ -217,7 +217,7 @@ pub fn verify_response(b64: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
 /// The one Assertion of the verified content, checked.
 fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlError> {
     let bad = |m: &str| SamlError::requester(m.to_owned());
-    let mut reader = TextReader::from_str(verified);
+    let mut reader = TextReader::new(verified);
     let mut path: Vec<Vec<u8>> = Vec::new();
     let mut assertions = 0;
     let mut issuer = String::new();
@@ -271,17 +271,15 @@ fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
                 match local.as_slice() {
                     b"Assertion" => assertions += 1,
                     b"Conditions" => {
-                        if !in_window(attr(&e, b"NotBefore")?, attr(&e, b"NotOnOrAfter")?) {
+                        let within = in_window(attr(&e, b"NotBefore")?, attr(&e, b"NotOnOrAfter")?);
+                        if !within {
                             return Err(bad("the assertion is outside its validity window"));
                         }
                     }
                     b"SubjectConfirmationData" => {
-                        if attr(&e, b"Recipient")?.as_deref() == Some(expect.acs)
+                        recipient_ok |= attr(&e, b"Recipient")?.as_deref() == Some(expect.acs)
                             && attr(&e, b"InResponseTo")?.as_deref() == Some(expect.request_id)
-                            && in_window(None, attr(&e, b"NotOnOrAfter")?)
-                        {
-                            recipient_ok = true;
-                        }
+                            && in_window(None, attr(&e, b"NotOnOrAfter")?);
                     }
                     b"Attribute" => {
                         current_attribute = match attr(&e, b"FriendlyName")? {

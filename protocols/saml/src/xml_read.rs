@@ -45,7 +45,7 @@ pub struct TextReader<'a> {
 }
 
 impl<'a> TextReader<'a> {
-    pub fn from_str(xml: &'a str) -> Self {
+    pub fn new(xml: &'a str) -> Self {
         let mut reader = Reader::from_str(xml);
         // A stray `&` is reported through the text (below), as before.
         reader.config_mut().allow_dangling_amp = true;
@@ -123,7 +123,7 @@ mod tests {
     use super::*;
 
     fn items(xml: &str) -> Vec<String> {
-        let mut reader = TextReader::from_str(xml);
+        let mut reader = TextReader::new(xml);
         let mut out = Vec::new();
         loop {
             match reader.read() {
@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn attribute_values_are_unescaped_not_normalised() {
         let xml = "<a k=\"1 &amp; &#10;2\tx\" j='&bogus;'/>";
-        let mut reader = TextReader::from_str(xml);
+        let mut reader = TextReader::new(xml);
         let Ok(Item::Event(Event::Empty(e))) = reader.read() else {
             panic!("no element")
         };
@@ -193,7 +193,7 @@ mod tests {
     }
 
     fn start_tag(xml: &str) -> BytesStart<'_> {
-        match TextReader::from_str(xml).read() {
+        match TextReader::new(xml).read() {
             Ok(Item::Event(Event::Empty(e))) => e,
             other => panic!("{other:?}"),
         }
