@@ -129,7 +129,7 @@ pub fn parse_validation_xml(xml: &str) -> Result<Principal, DelegationError> {
                             .try_get_attribute("code")
                             .ok()
                             .flatten()
-                            .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()));
+                            .and_then(|a| attribute_value(&a));
                         failure = Some(code.unwrap_or_else(|| "?".into()));
                     }
                     // Attributes: one element per value.
@@ -145,7 +145,7 @@ pub fn parse_validation_xml(xml: &str) -> Result<Principal, DelegationError> {
                             e.try_get_attribute(k)
                                 .ok()
                                 .flatten()
-                                .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+                                .and_then(|a| attribute_value(&a))
                         };
                         if let (Some(n), Some(v)) = (get("name"), get("value")) {
                             attributes.entry(n).or_default().push(v);
@@ -175,7 +175,18 @@ pub fn parse_validation_xml(xml: &str) -> Result<Principal, DelegationError> {
             }
             Event::Text(t) => {
                 let text = t
-                    .unescape()
+                    .decode()
+                    .map_err(|_| invalid("the validation response is not UTF-8"))?;
+                append_text(&path, &mut user, &mut value, &text);
+            }
+            // quick-xml hands each reference on its own: only XML's
+            // predefined entities and character references are resolved.
+            Event::GeneralRef(r) => {
+                let name = r
+                    .decode()
+                    .map_err(|_| invalid("the validation response is not UTF-8"))?;
+                let reference = format!("&{name};");
+                let text = quick_xml::escape::unescape(&reference)
                     .map_err(|_| invalid("the validation response names an unknown entity"))?;
                 append_text(&path, &mut user, &mut value, &text);
             }
@@ -205,6 +216,16 @@ pub fn parse_validation_xml(xml: &str) -> Result<Principal, DelegationError> {
     let mut principal = Principal::new(user);
     principal.attributes = attributes;
     Ok(principal)
+}
+
+/// An attribute's value with XML's predefined entities and character
+/// references resolved, exactly as written otherwise (no whitespace
+/// normalisation).
+fn attribute_value(a: &quick_xml::events::attributes::Attribute<'_>) -> Option<String> {
+    let raw = std::str::from_utf8(&a.value).ok()?;
+    quick_xml::escape::unescape(raw)
+        .ok()
+        .map(|v| v.into_owned())
 }
 
 fn append_text(

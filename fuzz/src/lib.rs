@@ -60,9 +60,13 @@ fn attributes(e: &BytesStart<'_>) -> Result<Vec<(String, String)>, String> {
         let key = std::str::from_utf8(a.key.as_ref())
             .map_err(|e| format!("attribute name: {e}"))?
             .to_owned();
-        let value = a
-            .unescape_value()
-            .map_err(|e| format!("attribute {key}: {e}"))?
+        // Entities and character references resolved, no attribute-value
+        // normalization (the escaper writes \t, \n, \r as references).
+        let value = std::str::from_utf8(&a.value)
+            .map_err(|e| format!("attribute {key}: {e}"))
+            .and_then(|raw| {
+                quick_xml::escape::unescape(raw).map_err(|e| format!("attribute {key}: {e}"))
+            })?
             .into_owned();
         out.push((key, value));
     }
@@ -73,6 +77,17 @@ fn name_of(e: &BytesStart<'_>) -> Result<String, String> {
     std::str::from_utf8(e.name().as_ref())
         .map(str::to_owned)
         .map_err(|e| format!("element name: {e}"))
+}
+
+/// Appends character data to the open element; outside the root only
+/// whitespace may appear.
+fn add_text(elements: &mut [Element], open: &[usize], text: &str) -> Result<(), String> {
+    match open.last() {
+        Some(&i) => elements[i].text.push_str(text),
+        None if text.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
+        None => return Err(format!("text outside the root element: {text:?}")),
+    }
+    Ok(())
 }
 
 /// Parses `doc` strictly; `Err` describes the first well-formedness problem.
@@ -138,12 +153,18 @@ pub fn parse_well_formed(doc: &str) -> Result<Vec<Element>, String> {
                 }
             }
             Event::Text(t) => {
-                let text = t.unescape().map_err(|e| format!("text: {e}"))?;
-                match open.last() {
-                    Some(&i) => elements[i].text.push_str(&text),
-                    None if text.trim_matches([' ', '\t', '\n', '\r']).is_empty() => {}
-                    None => return Err(format!("text outside the root element: {text:?}")),
-                }
+                let text = t.decode().map_err(|e| format!("text: {e}"))?;
+                add_text(&mut elements, &open, &text)?;
+            }
+            // quick-xml splits text at each reference: this is one, resolved
+            // here (predefined entities and character references only;
+            // without a DTD anything else is not well-formed).
+            Event::GeneralRef(r) => {
+                let name = r.decode().map_err(|e| format!("reference: {e}"))?;
+                let reference = format!("&{name};");
+                let text = quick_xml::escape::unescape(&reference)
+                    .map_err(|e| format!("reference: {e}"))?;
+                add_text(&mut elements, &open, &text)?;
             }
             Event::CData(c) => match open.last() {
                 Some(&i) => elements[i]

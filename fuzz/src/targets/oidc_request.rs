@@ -13,6 +13,7 @@ fn client(id: &str, secret: Option<&str>) -> OidcClient {
     OidcClient {
         name: id.into(),
         client_id: id.into(),
+        resource_servers: vec![],
         secret: secret.map(Into::into),
         redirect_uris: vec![
             "https://rp.example/cb".into(),

@@ -7,9 +7,9 @@ use crate::response::{CasResponse, SOAP_XML};
 use crate::time_format::iso8601_millis;
 use crate::validate::required;
 use crate::xml::escape;
+use crate::xml_read::{self, Item, TextReader};
 use castellan_core::{Assertion, Engine, ValidationRequest};
 use quick_xml::events::Event;
-use quick_xml::Reader;
 use rand::RngCore;
 use std::fmt::Write as _;
 
@@ -35,6 +35,8 @@ pub enum SamlRequestError {
     DocType,
     #[error("malformed XML: {0}")]
     Malformed(String),
+    #[error("{0}")]
+    TooManyAttributes(#[from] xml_read::TooManyAttributes),
     #[error("no AssertionArtifact in the request")]
     NoArtifact,
 }
@@ -46,20 +48,19 @@ pub fn parse_request(body: &[u8]) -> Result<SamlRequest, SamlRequestError> {
         return Err(SamlRequestError::TooLarge);
     }
     let text = std::str::from_utf8(body).map_err(|_| SamlRequestError::NotUtf8)?;
-    let mut reader = Reader::from_str(text);
+    let mut reader = TextReader::new(text);
     let mut request = SamlRequest::default();
     let mut in_artifact = false;
     let mut found = false;
     loop {
-        match reader.read_event() {
-            Ok(Event::DocType(_)) => return Err(SamlRequestError::DocType),
-            Ok(Event::Start(e)) => {
+        match reader.read() {
+            Ok(Item::Event(Event::DocType(_))) => return Err(SamlRequestError::DocType),
+            Ok(Item::Event(Event::Start(e))) => {
                 let name = e.local_name();
                 if name.as_ref() == b"Request" {
-                    for attr in e.attributes().flatten() {
+                    for attr in xml_read::attributes(&e)?.into_iter().flatten() {
                         if attr.key.local_name().as_ref() == b"RequestID" {
-                            request.request_id = attr
-                                .unescape_value()
+                            request.request_id = xml_read::value(&attr)
                                 .ok()
                                 .map(|v| v.chars().take(128).collect());
                         }
@@ -68,17 +69,17 @@ pub fn parse_request(body: &[u8]) -> Result<SamlRequest, SamlRequestError> {
                     in_artifact = true;
                 }
             }
-            Ok(Event::Text(t)) if in_artifact => {
-                let v = t
-                    .unescape()
-                    .map_err(|e| SamlRequestError::Malformed(e.to_string()))?;
+            Ok(Item::Text(t)) if in_artifact => {
+                let v = t.map_err(|e| SamlRequestError::Malformed(e.to_string()))?;
                 request.artifact.push_str(v.trim());
             }
-            Ok(Event::End(e)) if in_artifact && e.local_name().as_ref() == b"AssertionArtifact" => {
+            Ok(Item::Event(Event::End(e)))
+                if in_artifact && e.local_name().as_ref() == b"AssertionArtifact" =>
+            {
                 in_artifact = false;
                 found = true;
             }
-            Ok(Event::Eof) => break,
+            Ok(Item::Event(Event::Eof)) => break,
             Ok(_) => {}
             Err(e) => return Err(SamlRequestError::Malformed(e.to_string())),
         }
@@ -275,6 +276,58 @@ mod tests {
             parse_request(&vec![b' '; MAX_REQUEST_BYTES + 1]),
             Err(SamlRequestError::TooLarge)
         );
+    }
+
+    #[test]
+    fn references_in_the_artifact_and_request_id_are_resolved() {
+        // quick-xml splits text at references; the artifact is still one.
+        let body = r#"<samlp:Request RequestID="_a&amp;b&#33;"><samlp:AssertionArtifact> ST&#45;1&#x2D;a &amp; b </samlp:AssertionArtifact></samlp:Request>"#;
+        let r = parse_request(body.as_bytes()).unwrap();
+        assert_eq!(r.artifact, "ST-1-a & b");
+        assert_eq!(r.request_id.as_deref(), Some("_a&b!"));
+        // No entity but the predefined ones, inside the artifact or not.
+        for bad in [
+            "<Request><AssertionArtifact>ST-&x;</AssertionArtifact></Request>",
+            "<Request><AssertionArtifact>ST-1 & 2</AssertionArtifact></Request>",
+        ] {
+            assert!(
+                matches!(
+                    parse_request(bad.as_bytes()),
+                    Err(SamlRequestError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        // Text the parser does not read (outside the artifact) does not matter.
+        let stray =
+            "<Request><Other>a & b</Other><AssertionArtifact>ST-1</AssertionArtifact></Request>";
+        assert_eq!(parse_request(stray.as_bytes()).unwrap().artifact, "ST-1");
+    }
+
+    #[test]
+    fn a_request_element_with_thousands_of_attributes_is_refused() {
+        // RUSTSEC-2026-0194: quick-xml < 0.41 checked a tag's attributes for
+        // duplicates in quadratic time; no element is read past 64 now.
+        let mut body = String::from("<samlp:Request");
+        for i in 0..1_500 {
+            body.push_str(&format!(" a{i}=\"\""));
+        }
+        body.push_str("><samlp:AssertionArtifact>ST-1</samlp:AssertionArtifact></samlp:Request>");
+        assert!(body.len() <= MAX_REQUEST_BYTES);
+        assert_eq!(
+            parse_request(body.as_bytes()),
+            Err(SamlRequestError::TooManyAttributes(
+                crate::xml_read::TooManyAttributes
+            ))
+        );
+        // 64 are fine.
+        let mut body = String::from("<samlp:Request RequestID=\"_r\"");
+        for i in 1..crate::xml_read::MAX_ATTRIBUTES {
+            body.push_str(&format!(" a{i}=\"\""));
+        }
+        body.push_str("><samlp:AssertionArtifact>ST-1</samlp:AssertionArtifact></samlp:Request>");
+        let r = parse_request(body.as_bytes()).unwrap();
+        assert_eq!(r.request_id.as_deref(), Some("_r"));
     }
 
     #[test]

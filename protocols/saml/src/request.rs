@@ -213,20 +213,21 @@ pub struct CheckedLogoutRequest<'a> {
 }
 
 fn session_indexes(xml: &str) -> Vec<String> {
+    use crate::xml_read::{Item, TextReader};
     use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut reader = TextReader::new(xml);
     let mut out = Vec::new();
     let mut inside = false;
     loop {
-        match reader.read_event() {
-            Ok(Event::Start(e)) if e.local_name().as_ref() == b"SessionIndex" => inside = true,
-            Ok(Event::End(e)) if e.local_name().as_ref() == b"SessionIndex" => inside = false,
-            Ok(Event::Text(t)) if inside => {
-                if let Ok(v) = t.unescape() {
-                    out.push(v.trim().to_owned());
-                }
+        match reader.read() {
+            Ok(Item::Event(Event::Start(e))) if e.local_name().as_ref() == b"SessionIndex" => {
+                inside = true
             }
-            Ok(Event::Eof) | Err(_) => break,
+            Ok(Item::Event(Event::End(e))) if e.local_name().as_ref() == b"SessionIndex" => {
+                inside = false
+            }
+            Ok(Item::Text(Ok(v))) if inside => out.push(v.trim().to_owned()),
+            Ok(Item::Event(Event::Eof)) | Err(_) => break,
             _ => {}
         }
         if out.len() > 16 {

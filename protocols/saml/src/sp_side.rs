@@ -6,6 +6,7 @@
 use crate::binding::decode_post;
 use crate::keys::IdpCredentials;
 use crate::xml::{escape, instant, new_id, refuse_dtd};
+use crate::xml_read::{self, Item, TextReader};
 use crate::{SamlError, ASSERTION_NS, BINDING_POST, BINDING_REDIRECT, PROTOCOL_NS};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -141,11 +142,16 @@ fn parse_instant(s: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-fn attr(e: &quick_xml::events::BytesStart<'_>, name: &[u8]) -> Option<String> {
-    e.attributes()
+/// The value of the first attribute with local name `name` (malformed ones
+/// skipped); `Err` for an element with more than
+/// [`xml_read::MAX_ATTRIBUTES`] attributes.
+fn attr(e: &quick_xml::events::BytesStart<'_>, name: &[u8]) -> Result<Option<String>, SamlError> {
+    let attributes = xml_read::attributes(e).map_err(|e| SamlError::requester(e.to_string()))?;
+    Ok(attributes
+        .into_iter()
         .flatten()
         .find(|a| a.key.local_name().as_ref() == name)
-        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
+        .and_then(|a| xml_read::value(&a).ok()))
 }
 
 /// Verifies a Response (base64, from the ACS POST) and returns the subject.
@@ -155,18 +161,18 @@ pub fn verify_response(b64: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
     refuse_dtd(&xml)?;
     // The outer Response, unverified: only its status, Destination and
     // InResponseTo, which must match what this SP sent anyway.
-    let mut reader = quick_xml::Reader::from_str(&xml);
+    let mut reader = TextReader::new(&xml);
     let mut depth = 0usize;
     let mut status_ok = false;
     loop {
-        let (e, empty) = match reader.read_event() {
-            Ok(Event::Start(e)) => (e, false),
-            Ok(Event::Empty(e)) => (e, true),
-            Ok(Event::End(_)) => {
+        let (e, empty) = match reader.read() {
+            Ok(Item::Event(Event::Start(e))) => (e, false),
+            Ok(Item::Event(Event::Empty(e))) => (e, true),
+            Ok(Item::Event(Event::End(_))) => {
                 depth = depth.saturating_sub(1);
                 continue;
             }
-            Ok(Event::Eof) => break,
+            Ok(Item::Event(Event::Eof)) => break,
             Err(_) => return Err(bad("the Response is not well-formed XML")),
             _ => continue,
         };
@@ -175,18 +181,18 @@ pub fn verify_response(b64: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
             if local.as_ref() != b"Response" {
                 return Err(bad("not a SAML Response"));
             }
-            if let Some(d) = attr(&e, b"Destination") {
+            if let Some(d) = attr(&e, b"Destination")? {
                 if d != expect.acs {
                     return Err(bad("the Response is for another Destination"));
                 }
             }
-            if attr(&e, b"InResponseTo").as_deref() != Some(expect.request_id) {
+            if attr(&e, b"InResponseTo")?.as_deref() != Some(expect.request_id) {
                 return Err(bad("the Response answers another request"));
             }
         }
         // Response > Status > StatusCode (the top-level one).
         if local.as_ref() == b"StatusCode" && depth == 2 {
-            status_ok = attr(&e, b"Value").as_deref() == Some(crate::status::SUCCESS);
+            status_ok = attr(&e, b"Value")?.as_deref() == Some(crate::status::SUCCESS);
         }
         if !empty {
             depth += 1;
@@ -214,7 +220,7 @@ pub fn verify_response(b64: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
 /// The one Assertion of the verified content, checked.
 fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlError> {
     let bad = |m: &str| SamlError::requester(m.to_owned());
-    let mut reader = quick_xml::Reader::from_str(verified);
+    let mut reader = TextReader::new(verified);
     let mut path: Vec<Vec<u8>> = Vec::new();
     let mut assertions = 0;
     let mut issuer = String::new();
@@ -234,51 +240,12 @@ fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
                 .is_some_and(|a| now - skew < a)
     };
     loop {
-        let event = reader
-            .read_event()
+        let item = reader
+            .read()
             .map_err(|_| bad("the assertion is not well-formed"))?;
-        let empty = matches!(event, Event::Empty(_));
-        match event {
-            Event::Start(e) | Event::Empty(e) => {
-                let local = e.local_name().as_ref().to_vec();
-                match local.as_slice() {
-                    b"Assertion" => assertions += 1,
-                    b"Conditions"
-                        if !in_window(attr(&e, b"NotBefore"), attr(&e, b"NotOnOrAfter")) =>
-                    {
-                        return Err(bad("the assertion is outside its validity window"));
-                    }
-                    b"SubjectConfirmationData"
-                        if attr(&e, b"Recipient").as_deref() == Some(expect.acs)
-                            && attr(&e, b"InResponseTo").as_deref() == Some(expect.request_id)
-                            && in_window(None, attr(&e, b"NotOnOrAfter")) =>
-                    {
-                        recipient_ok = true;
-                    }
-                    b"AuthnStatement" => {
-                        identity.authn_instant_ms =
-                            attr(&e, b"AuthnInstant").and_then(|a| parse_instant(&a));
-                    }
-                    b"Attribute" => {
-                        current_attribute = attr(&e, b"FriendlyName").or_else(|| attr(&e, b"Name"));
-                    }
-                    _ => {}
-                }
-                if !empty {
-                    path.push(local);
-                }
-            }
-            Event::End(_) => {
-                if path.last().is_some_and(|l| l == b"Attribute") {
-                    current_attribute = None;
-                }
-                path.pop();
-            }
-            Event::Comment(_) if path.last().is_some_and(|l| l == b"NameID") => {
-                name_id_comment = true;
-            }
-            Event::Text(t) => {
-                let text = t.unescape().map_err(|_| bad("bad text"))?.into_owned();
+        let event = match item {
+            Item::Text(t) => {
+                let text = t.map_err(|_| bad("bad text"))?;
                 match path.last().map(Vec::as_slice) {
                     Some(b"Issuer") if path.len() >= 2 && path[path.len() - 2] == b"Assertion" => {
                         issuer.push_str(text.trim())
@@ -296,6 +263,51 @@ fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
                     }
                     _ => {}
                 }
+                continue;
+            }
+            Item::Event(event) => event,
+        };
+        let empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(e) | Event::Empty(e) => {
+                let local = e.local_name().as_ref().to_vec();
+                match local.as_slice() {
+                    b"Assertion" => assertions += 1,
+                    b"Conditions" => {
+                        let within = in_window(attr(&e, b"NotBefore")?, attr(&e, b"NotOnOrAfter")?);
+                        if !within {
+                            return Err(bad("the assertion is outside its validity window"));
+                        }
+                    }
+                    b"SubjectConfirmationData" => {
+                        recipient_ok |= attr(&e, b"Recipient")?.as_deref() == Some(expect.acs)
+                            && attr(&e, b"InResponseTo")?.as_deref() == Some(expect.request_id)
+                            && in_window(None, attr(&e, b"NotOnOrAfter")?);
+                    }
+                    b"AuthnStatement" => {
+                        identity.authn_instant_ms =
+                            attr(&e, b"AuthnInstant")?.and_then(|a| parse_instant(&a));
+                    }
+                    b"Attribute" => {
+                        current_attribute = match attr(&e, b"FriendlyName")? {
+                            Some(n) => Some(n),
+                            None => attr(&e, b"Name")?,
+                        };
+                    }
+                    _ => {}
+                }
+                if !empty {
+                    path.push(local);
+                }
+            }
+            Event::End(_) => {
+                if path.last().is_some_and(|l| l == b"Attribute") {
+                    current_attribute = None;
+                }
+                path.pop();
+            }
+            Event::Comment(_) if path.last().is_some_and(|l| l == b"NameID") => {
+                name_id_comment = true;
             }
             Event::Eof => break,
             _ => {}
@@ -324,4 +336,74 @@ fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
         return Err(bad("the assertion names no subject"));
     }
     Ok(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idp() -> UpstreamIdp {
+        UpstreamIdp {
+            entity_id: "https://idp.example/?a=1&b=2".into(),
+            sso_redirect: "https://idp.example/sso".into(),
+            signing_certs: vec![],
+        }
+    }
+
+    fn expect(idp: &UpstreamIdp) -> Expect<'_> {
+        Expect {
+            idp,
+            sp_entity_id: "https://sp.example/?x&y",
+            acs: "https://sp.example/acs",
+            request_id: "_req",
+            now_ms: 1_764_084_646_000,
+            skew_ms: 60_000,
+        }
+    }
+
+    fn message(status: &SamlError) -> String {
+        match status {
+            SamlError::Status { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_response_element_with_thousands_of_attributes_is_refused() {
+        // RUSTSEC-2026-0194: quick-xml < 0.41 checked a tag's attributes for
+        // duplicates in quadratic time; no element is read past 64 now, and
+        // the refusal comes before any signature work.
+        let mut xml = String::from("<samlp:Response");
+        for i in 0..5_000 {
+            xml.push_str(&format!(" a{i}=\"\""));
+        }
+        xml.push_str(" InResponseTo=\"_req\"><samlp:Status/></samlp:Response>");
+        let idp = idp();
+        let err = verify_response(&STANDARD.encode(&xml), &expect(&idp)).unwrap_err();
+        assert!(message(&err).contains("more than 64 attributes"), "{err:?}");
+    }
+
+    #[test]
+    fn the_assertion_text_is_read_whole_across_references() {
+        let xml = r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion">
+<saml:Issuer> https://idp.example/?a=1&amp;b=2 </saml:Issuer>
+<saml:Subject><saml:NameID>j&#246;e &amp; co</saml:NameID>
+<saml:SubjectConfirmation><saml:SubjectConfirmationData Recipient="https://sp.example/acs" InResponseTo="_req" NotOnOrAfter="2030-01-01T00:00:00Z"/></saml:SubjectConfirmation></saml:Subject>
+<saml:Conditions NotBefore="2020-01-01T00:00:00Z" NotOnOrAfter="2030-01-01T00:00:00Z"><saml:AudienceRestriction><saml:Audience>https://sp.example/?x&amp;y</saml:Audience></saml:AudienceRestriction></saml:Conditions>
+<saml:AttributeStatement><saml:Attribute Name="cn"><saml:AttributeValue>A &lt;B&gt; &amp; C</saml:AttributeValue><saml:AttributeValue>D</saml:AttributeValue></saml:Attribute></saml:AttributeStatement>
+</saml:Assertion>"#;
+        let idp = idp();
+        let identity = read_assertion(xml, &expect(&idp)).unwrap();
+        assert_eq!(identity.name_id, "jöe & co");
+        assert_eq!(
+            identity.attributes.get("cn"),
+            Some(&vec!["A <B> & C".to_owned(), "D".to_owned()])
+        );
+        // An entity that is not predefined is an error, never expanded.
+        let bad = xml.replace("j&#246;e", "j&ouml;e");
+        assert_eq!(
+            message(&read_assertion(&bad, &expect(&idp)).unwrap_err()),
+            "bad text"
+        );
+    }
 }
