@@ -1077,6 +1077,16 @@ impl Validator<'_> {
                 self.problem(v, "oidc.code_ttl: at most 60s (codes are short-lived)");
             }
         }
+        for c in &clients {
+            for rs in &c.resource_servers {
+                if !clients.iter().any(|o| &o.client_id == rs) {
+                    self.warnings.push(format!(
+                        "services: client {:?} names {rs:?} in resource_servers, and no client has that client_id",
+                        c.client_id
+                    ));
+                }
+            }
+        }
         let pairwise = clients
             .iter()
             .any(|c| matches!(c.subject, castellan_oidc::Subject::Pairwise { .. }));
@@ -1567,6 +1577,36 @@ redirect_uris = ["https://wiki.example.org/callback"]
         assert!(wiki.is_public());
         assert!(!wiki.grant_types.client_credentials);
         assert_eq!(wiki.scopes, vec!["openid", "profile", "email"]);
+    }
+
+    #[test]
+    fn resource_servers_must_be_clients() {
+        let text = r#"
+[[services]]
+name = "a"
+protocol = "oidc"
+client_id = "a"
+client_secret = "a-secret-0123456789"
+redirect_uris = ["https://a.example/cb"]
+resource_servers = ["api", "b"]
+
+[[services]]
+name = "b"
+protocol = "oidc"
+client_id = "b"
+client_secret = "b-secret-0123456789"
+redirect_uris = ["https://b.example/cb"]
+"#;
+        let settings = parse(text, Path::new("."), false).unwrap();
+        let named: Vec<_> = settings
+            .warnings
+            .iter()
+            .filter(|w| w.contains("resource_servers"))
+            .collect();
+        assert_eq!(named.len(), 1, "{:?}", settings.warnings);
+        assert!(named[0].contains("\"api\""), "{}", named[0]);
+        let a = settings.oidc.clients.iter().find(|c| c.client_id == "a");
+        assert_eq!(a.unwrap().resource_servers, ["api", "b"]);
     }
 
     #[test]
