@@ -128,12 +128,13 @@ fi
 # ---------------------------------------------------------------- cargo deny
 # Licences, bans and sources (deny.toml) always; advisories (the RustSec
 # database, a git repository on github.com) only when that is reachable.
-# cargo-deny is installed once (crates.io, ~5 min on 2 cores).
+# cargo-deny is installed once from crates.io, unoptimised (--debug): 1.5 min
+# on 2 cores instead of 5, and its checks still take seconds.
 CARGO_DENY_VERSION=0.20.2
 if [ -z "${SKIP_CARGO_DENY:-}" ]; then
   if ! cargo deny --version >/dev/null 2>&1; then
     step "cargo install cargo-deny $CARGO_DENY_VERSION (once)"
-    cargo install --locked cargo-deny --version "$CARGO_DENY_VERSION" \
+    cargo install --locked --debug cargo-deny --version "$CARGO_DENY_VERSION" \
       || { status=1; failed+=("cargo install cargo-deny"); }
   fi
   if cargo deny --version >/dev/null 2>&1; then
