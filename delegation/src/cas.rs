@@ -129,7 +129,7 @@ pub fn parse_validation_xml(xml: &str) -> Result<Principal, DelegationError> {
                             .try_get_attribute("code")
                             .ok()
                             .flatten()
-                            .and_then(|a| attribute_value(&a));
+                            .and_then(|a| castellan_xml::value(&a).ok());
                         failure = Some(code.unwrap_or_else(|| "?".into()));
                     }
                     // Attributes: one element per value.
@@ -145,7 +145,7 @@ pub fn parse_validation_xml(xml: &str) -> Result<Principal, DelegationError> {
                             e.try_get_attribute(k)
                                 .ok()
                                 .flatten()
-                                .and_then(|a| attribute_value(&a))
+                                .and_then(|a| castellan_xml::value(&a).ok())
                         };
                         if let (Some(n), Some(v)) = (get("name"), get("value")) {
                             attributes.entry(n).or_default().push(v);
@@ -216,16 +216,6 @@ pub fn parse_validation_xml(xml: &str) -> Result<Principal, DelegationError> {
     let mut principal = Principal::new(user);
     principal.attributes = attributes;
     Ok(principal)
-}
-
-/// An attribute's value with XML's predefined entities and character
-/// references resolved, exactly as written otherwise (no whitespace
-/// normalisation).
-fn attribute_value(a: &quick_xml::events::attributes::Attribute<'_>) -> Option<String> {
-    let raw = std::str::from_utf8(&a.value).ok()?;
-    quick_xml::escape::unescape(raw)
-        .ok()
-        .map(|v| v.into_owned())
 }
 
 fn append_text(

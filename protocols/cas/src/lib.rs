@@ -15,7 +15,6 @@ pub mod single_logout;
 pub mod time_format;
 pub mod validate;
 pub mod xml;
-pub mod xml_read;
 
 pub use error::{CasError, CasErrorCode};
 pub use proxy::{proxy, ProxyParams};

@@ -7,8 +7,8 @@ use crate::response::{CasResponse, SOAP_XML};
 use crate::time_format::iso8601_millis;
 use crate::validate::required;
 use crate::xml::escape;
-use crate::xml_read::{self, Item, TextReader};
 use castellan_core::{Assertion, Engine, ValidationRequest};
+use castellan_xml::{self as xml_read, Item, TextReader};
 use quick_xml::events::Event;
 use rand::RngCore;
 use std::fmt::Write as _;
@@ -317,12 +317,12 @@ mod tests {
         assert_eq!(
             parse_request(body.as_bytes()),
             Err(SamlRequestError::TooManyAttributes(
-                crate::xml_read::TooManyAttributes
+                castellan_xml::TooManyAttributes
             ))
         );
         // 64 are fine.
         let mut body = String::from("<samlp:Request RequestID=\"_r\"");
-        for i in 1..crate::xml_read::MAX_ATTRIBUTES {
+        for i in 1..castellan_xml::MAX_ATTRIBUTES {
             body.push_str(&format!(" a{i}=\"\""));
         }
         body.push_str("><samlp:AssertionArtifact>ST-1</samlp:AssertionArtifact></samlp:Request>");

@@ -18,7 +18,6 @@ pub mod response;
 pub mod sp;
 pub mod sp_side;
 pub mod xml;
-pub mod xml_read;
 
 pub use error::SamlError;
 pub use keys::IdpCredentials;

@@ -213,7 +213,7 @@ pub struct CheckedLogoutRequest<'a> {
 }
 
 fn session_indexes(xml: &str) -> Vec<String> {
-    use crate::xml_read::{Item, TextReader};
+    use castellan_xml::{Item, TextReader};
     use quick_xml::events::Event;
     let mut reader = TextReader::new(xml);
     let mut out = Vec::new();

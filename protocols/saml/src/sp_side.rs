@@ -6,10 +6,10 @@
 use crate::binding::decode_post;
 use crate::keys::IdpCredentials;
 use crate::xml::{escape, instant, new_id, refuse_dtd};
-use crate::xml_read::{self, Item, TextReader};
 use crate::{SamlError, ASSERTION_NS, BINDING_POST, BINDING_REDIRECT, PROTOCOL_NS};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use castellan_xml::{self as xml_read, Item, TextReader};
 use quick_xml::events::Event;
 use samael::crypto::{CertificateDer, Crypto, CryptoProvider, ReduceMode};
 use samael::metadata::EntityDescriptor;
