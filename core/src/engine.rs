@@ -5,10 +5,12 @@
 //! it into an [`Assertion`], grant a proxy ticket, log a session out.
 
 use crate::authn::{Authenticator, Credentials};
+use crate::client::InProcessClient;
 use crate::clock::{Clock, Millis};
 use crate::error::{AuthnError, EngineError};
 use crate::ids::{is_well_formed, new_session_id, new_session_ticket_id, new_ticket_id, redact};
 use crate::login_flow::LoginFlows;
+use crate::logout::{Dispatched, EndedSession, FrontChannelVisit, Initiator, SingleLogout};
 use crate::pending::PendingFlowBudget;
 use crate::principal::{Attributes, Principal};
 use crate::service::{LogoutMode, RegisteredService, ServiceRegistry};
@@ -113,6 +115,43 @@ pub struct Engine {
     proxy_callback: Arc<dyn ProxyCallback>,
     login_flows: LoginFlows,
     pending: PendingFlowBudget,
+    single_logout: SingleLogout,
+    clients: Vec<Arc<dyn InProcessClient>>,
+}
+
+/// A login to turn into a session (and a ticket), the same way whatever
+/// proved who the user is: the password form, an upstream, (next) MFA.
+#[derive(Debug, Clone)]
+pub struct SignIn<'a> {
+    /// The session the browser holds already (its `CASTGC`), if any.
+    pub previous: Option<&'a str>,
+    pub principal: Arc<Principal>,
+    pub long_term: bool,
+    /// The service to grant a ticket for, if the login was for one.
+    pub service: Option<&'a str>,
+    /// Whether the user presented credentials for this very login.
+    pub from_new_login: bool,
+}
+
+/// A new session and, when asked for a service, its ticket.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub session: TicketGrantingTicket,
+    pub ticket: Option<ServiceTicket>,
+    /// Parties of a session the login ended (another user's) to visit in
+    /// the browser; usually none.
+    pub visits: Vec<FrontChannelVisit>,
+}
+
+/// What a logout did.
+#[derive(Debug, Default)]
+pub struct LoggedOut {
+    /// The user whose session ended, when one did.
+    pub user: Option<String>,
+    /// Parties to tell through the browser (front-channel logout).
+    pub visits: Vec<FrontChannelVisit>,
+    /// The background deliveries (tests wait for them).
+    pub deliveries: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Engine {
@@ -139,7 +178,51 @@ impl Engine {
             policy,
             clock,
             proxy_callback,
+            single_logout: SingleLogout::default(),
+            clients: Vec::new(),
         }
+    }
+
+    /// Who is told when a session ends (no one by default).
+    pub fn with_single_logout(mut self, single_logout: SingleLogout) -> Self {
+        self.single_logout = single_logout;
+        self
+    }
+
+    /// The protocol modules that sign users in through the core.
+    pub fn with_clients(mut self, clients: Vec<Arc<dyn InProcessClient>>) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    /// How the login page names the application a service URL belongs
+    /// to: an in-process client's party, else the registration's name.
+    pub fn display_name(&self, service: &str) -> Option<String> {
+        for c in &self.clients {
+            if let Some((party, _)) = c.callbacks().parse(service) {
+                return c.display_name(&party);
+            }
+        }
+        self.registry.find(service).map(|r| r.name.clone())
+    }
+
+    /// Validates, at an in-process client's callback, the ticket that the
+    /// login sent there (`renew` when the client forced a fresh login).
+    pub async fn validate_callback(
+        &self,
+        ticket: &str,
+        service: &str,
+        renew: bool,
+    ) -> Result<Assertion, EngineError> {
+        self.validate(ValidationRequest {
+            ticket,
+            service,
+            renew,
+            pgt_url: None,
+            allow_proxy_tickets: false,
+            in_process: true,
+        })
+        .await
     }
 
     pub fn store(&self) -> &Arc<dyn TicketStore> {
@@ -215,13 +298,13 @@ impl Engine {
     /// When the same user logged in again (renew, `prompt=login`,
     /// `max_age`), the new session takes over the previous one's
     /// single-logout records and nobody is logged out; when another user
-    /// logs in, the previous session's services are returned to be told.
-    pub async fn replace_session(
+    /// logs in, the previous session's services are told.
+    async fn replace_session(
         &self,
         previous: Option<&str>,
         principal: Arc<Principal>,
         long_term: bool,
-    ) -> Result<(TicketGrantingTicket, Vec<LogoutNotification>), EngineError> {
+    ) -> Result<(TicketGrantingTicket, Dispatched), EngineError> {
         let old = match previous {
             Some(id) if is_well_formed(id, TicketKind::TicketGranting.prefix()) => {
                 self.store.remove_session(id).await?
@@ -246,22 +329,65 @@ impl Engine {
             .create_session(&session, self.policy.session_idle_ttl)
             .await?;
         tracing::info!(user = %session.principal.id, session = %redact(&session.id), "SSO session opened");
-        let notifications = match ended {
+        let dispatched = match ended {
             Some(old) => {
                 tracing::info!(user = %old.principal.id, session = %redact(&old.id), "SSO session ended by another user's login");
-                old.services
-                    .into_iter()
-                    .map(|r| LogoutNotification {
-                        service: r.service,
-                        ticket_id: r.ticket_id,
-                        principal_id: old.principal.id.clone(),
-                        mode: r.logout,
-                    })
-                    .collect()
+                self.tell_ended(old, None).await
             }
-            None => Vec::new(),
+            None => Dispatched::default(),
         };
-        Ok((session, notifications))
+        Ok((session, dispatched))
+    }
+
+    /// The sign-in sequence: the browser's previous session is replaced
+    /// (see [`Engine::replace_session`]) and, when the login was for a
+    /// service, a ticket is granted for it.
+    pub async fn sign_in(&self, request: SignIn<'_>) -> Result<SignedIn, EngineError> {
+        if let Some(service) = request.service {
+            if self.registry.find(service).is_none() {
+                return Err(EngineError::UnauthorizedService);
+            }
+        }
+        let (session, dispatched) = self
+            .replace_session(request.previous, request.principal, request.long_term)
+            .await?;
+        let ticket = match request.service {
+            Some(service) => Some(
+                self.grant_service_ticket(&session.id, service, request.from_new_login)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(SignedIn {
+            session,
+            ticket,
+            visits: dispatched.visits,
+        })
+    }
+
+    /// Hands an ended session's services to their single-logout owners.
+    async fn tell_ended(
+        &self,
+        session: TicketGrantingTicket,
+        initiator: Option<&Initiator>,
+    ) -> Dispatched {
+        let notifications = session
+            .services
+            .into_iter()
+            .map(|r| LogoutNotification {
+                service: r.service,
+                ticket_id: r.ticket_id,
+                principal_id: session.principal.id.clone(),
+                mode: r.logout,
+            })
+            .collect();
+        let ended = EndedSession {
+            session_id: session.id,
+            principal: session.principal,
+        };
+        self.single_logout
+            .dispatch(ended, notifications, initiator)
+            .await
     }
 
     /// A live session by the id in the `CASTGC` cookie; using it keeps it alive.
@@ -527,25 +653,27 @@ impl Engine {
         Ok(self.login_flows.redeem(id, service, browser).await?)
     }
 
-    /// Ends a session; returns every service it issued tickets for, once.
-    pub async fn logout(&self, session_id: &str) -> Result<Vec<LogoutNotification>, EngineError> {
+    /// Ends a session and tells every service it issued tickets for,
+    /// once, but the `initiator` (which learns it from its own answer).
+    pub async fn logout(
+        &self,
+        session_id: &str,
+        initiator: Option<&Initiator>,
+    ) -> Result<LoggedOut, EngineError> {
         if !is_well_formed(session_id, TicketKind::TicketGranting.prefix()) {
-            return Ok(vec![]);
+            return Ok(LoggedOut::default());
         }
         let Some(session) = self.store.remove_session(session_id).await? else {
-            return Ok(vec![]);
+            return Ok(LoggedOut::default());
         };
         tracing::info!(user = %session.principal.id, session = %redact(&session.id), "SSO session ended");
-        Ok(session
-            .services
-            .into_iter()
-            .map(|r| LogoutNotification {
-                service: r.service,
-                ticket_id: r.ticket_id,
-                principal_id: session.principal.id.clone(),
-                mode: r.logout,
-            })
-            .collect())
+        let user = session.principal.id.clone();
+        let dispatched = self.tell_ended(session, initiator).await;
+        Ok(LoggedOut {
+            user: Some(user),
+            visits: dispatched.visits,
+            deliveries: dispatched.deliveries,
+        })
     }
 }
 

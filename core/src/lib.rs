@@ -7,24 +7,33 @@
 //! CAS client calls the CAS endpoints.
 
 pub mod authn;
+pub mod client;
 pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod login_flow;
+pub mod logout;
 pub mod pending;
 pub mod principal;
+pub mod record;
 pub mod service;
 pub mod store;
 pub mod throttle;
 pub mod ticket;
 
 pub use authn::{Authenticator, Credentials, StaticUser, StaticUserAuthenticator, UserSecret};
+pub use client::{CallbackUrls, InProcessClient};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    Assertion, Engine, LogoutNotification, ProxyCallback, TicketPolicy, ValidationRequest,
+    Assertion, Engine, LoggedOut, LogoutNotification, ProxyCallback, SignIn, SignedIn,
+    TicketPolicy, ValidationRequest,
 };
 pub use error::{AuthnError, EngineError, StoreError};
+pub use logout::{
+    Attempt, DeliveryPolicy, EndedSession, FrontChannelVisit, Initiator, LogoutMessage,
+    LogoutParticipant, SingleLogout,
+};
 pub use principal::{Attributes, Principal};
 pub use service::{LogoutMode, RegisteredService, ServiceRegistry};
 pub use store::{memory::MemoryStore, TicketStore};

@@ -7,12 +7,13 @@ use anyhow::Context as _;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use castellan_cas::{BackChannelLogout, HttpProxyCallback};
+use castellan_cas::{CasLogout, HttpProxyCallback};
 use castellan_core::store::redis::{RedisStore, RedisTimeouts};
 use castellan_core::{
-    Clock, Engine, MemoryStore, ServiceRegistry, StaticUserAuthenticator, SystemClock, TicketStore,
+    Clock, DeliveryPolicy, Engine, LogoutParticipant, MemoryStore, ServiceRegistry, SingleLogout,
+    StaticUserAuthenticator, SystemClock, TicketStore,
 };
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Largest request body accepted by any endpoint (login forms, SOAP).
@@ -21,7 +22,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub engine: Engine,
     pub settings: Settings,
-    pub logout: BackChannelLogout,
     pub metrics: Metrics,
     pub memory_store: Option<Arc<MemoryStore>>,
     /// `{public_url}` as issuer of SAML 1.1 assertions.
@@ -80,6 +80,20 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
     services.extend(settings.services.iter().cloned());
     let authenticator =
         StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let web_state = Arc::new(OnceLock::new());
+    // CAS last: it owns every service the others do not.
+    let participants: Vec<Arc<dyn LogoutParticipant>> = vec![
+        Arc::new(crate::single_logout::WebParticipant::oidc(
+            web_state.clone(),
+        )),
+        Arc::new(crate::single_logout::WebParticipant::saml(
+            web_state.clone(),
+        )),
+        Arc::new(
+            CasLogout::new(Duration::from_secs(5), clock.clone())
+                .context("building the single logout client")?,
+        ),
+    ];
     let engine = Engine::new(
         store,
         Arc::new(ServiceRegistry::new(services)),
@@ -88,16 +102,15 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         settings.tickets.clone(),
         clock,
         Arc::new(HttpProxyCallback::new().context("building the proxy callback client")?),
-    );
+    )
+    .with_single_logout(SingleLogout::new(participants, DeliveryPolicy::default()));
     let issuer = settings
         .public_url
         .as_str()
         .trim_end_matches('/')
         .to_owned();
-    Ok(Arc::new(AppState {
+    let state = Arc::new(AppState {
         engine,
-        logout: BackChannelLogout::new(Duration::from_secs(5))
-            .context("building the single logout client")?,
         metrics: Metrics::default(),
         memory_store,
         issuer,
@@ -106,7 +119,9 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         saml: idp,
         delegation,
         settings,
-    }))
+    });
+    let _ = web_state.set(Arc::downgrade(&state));
+    Ok(state)
 }
 
 pub fn router(state: SharedState) -> Router {

@@ -7,8 +7,6 @@
 
 use crate::app::SharedState;
 use crate::config::{UpstreamKind, UpstreamSettings};
-use crate::cookies;
-use crate::metrics::Metrics;
 use crate::pages::{render, Link, MessagePage};
 use crate::respond::{redirect, unavailable};
 use axum::extract::{Path, RawQuery, State};
@@ -558,53 +556,39 @@ async fn finish(
         );
     };
     tracing::info!(upstream = %name, user = %principal.id, "delegated login");
-    let previous = cookies::session_id(headers);
-    let session = match state
-        .engine
-        .replace_session(previous.as_deref(), Arc::new(principal), false)
-        .await
-    {
-        Ok((s, ended)) => {
-            crate::oidc::notify_logout(state, ended);
-            s
-        }
-        Err(e) => return unavailable(state, &e),
-    };
-    Metrics::inc(&state.metrics.logins_succeeded);
-    let cookie = cookies::set_session(state.prefix(), &session.id, state.settings.secure_cookies());
-    let mut response = match pending
+    let service = pending
         .service
         .as_deref()
-        .filter(|s| state.engine.service(s).is_some())
-    {
-        Some(service) => match state
-            .engine
-            .grant_service_ticket(&session.id, service, from_new_login)
-            .await
-        {
-            Ok(st) => {
-                Metrics::inc(&state.metrics.service_tickets_granted);
-                crate::login::to_service(state, service, &st.id, pending.method.as_deref())
-            }
-            Err(e) => return unavailable(state, &e),
-        },
-        None => render(
-            StatusCode::OK,
-            &MessagePage {
-                prefix: state.prefix().to_owned(),
-                title: "Signed in".into(),
-                heading: "You are signed in".into(),
-                message: format!(
-                    "You are signed in as {} through {}. Applications that use this service will let you in without asking again.",
-                    session.principal.id,
-                    upstream.connector.display_name()
-                ),
-                detail: None,
-                tone: "success",
-                link: None,
-            },
-        ),
-    };
-    response.headers_mut().append(header::SET_COOKIE, cookie);
-    response
+        .filter(|s| state.engine.service(s).is_some());
+    let signed_in = crate::login::complete_sign_in(
+        state,
+        headers,
+        Arc::new(principal),
+        service,
+        from_new_login,
+        pending.method.as_deref(),
+    )
+    .await;
+    match signed_in {
+        Ok(response) => response,
+        Err(page) => {
+            let message = format!(
+                "You are signed in as {} through {}. Applications that use this service will let you in without asking again.",
+                page.signed.session.principal.id,
+                upstream.connector.display_name()
+            );
+            page.with_page(render(
+                StatusCode::OK,
+                &MessagePage {
+                    prefix: state.prefix().to_owned(),
+                    title: "Signed in".into(),
+                    heading: "You are signed in".into(),
+                    message,
+                    detail: None,
+                    tone: "success",
+                    link: None,
+                },
+            ))
+        }
+    }
 }

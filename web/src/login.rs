@@ -8,14 +8,17 @@ use crate::pages::{render, Link, LoginPage, MessagePage, PostRedirectPage};
 use crate::respond::{redirect, unavailable};
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Form, Query, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use castellan_cas::service_url::with_ticket;
 use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
-use castellan_core::{AuthnError, Credentials, EngineError, RegisteredService};
+use castellan_core::{
+    AuthnError, Credentials, EngineError, Principal, RegisteredService, SignIn, SignedIn,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LoginQuery {
@@ -442,34 +445,78 @@ pub async fn submit(
 
     // A new login replaces the browser's previous session: the same user's
     // (renew) carries its applications over, another user's is logged out.
-    let previous = cookies::session_id(&headers);
-    let session = match state
+    let service = target.as_ref().map(|t| t.url.as_str());
+    complete_sign_in(
+        &state,
+        &headers,
+        principal,
+        service,
+        true,
+        query.method.as_deref(),
+    )
+    .await
+    .unwrap_or_else(|p| {
+        let page = logged_in_page(&state, &p.signed.session.principal.id);
+        p.with_page(page)
+    })
+}
+
+/// The web side of the one sign-in sequence ([`Engine::sign_in`]), for
+/// whatever proved who the user is (the password form, an upstream): the
+/// session cookie, and the service's ticket sent back to it. `Err` holds
+/// the sign-in when it was for no service, for the caller's own page; the
+/// caller then adds [`session_cookie`].
+///
+/// [`Engine::sign_in`]: castellan_core::Engine::sign_in
+pub async fn complete_sign_in(
+    state: &SharedState,
+    headers: &HeaderMap,
+    principal: Arc<Principal>,
+    service: Option<&str>,
+    from_new_login: bool,
+    method: Option<&str>,
+) -> Result<Response, SignedInPage> {
+    let previous = cookies::session_id(headers);
+    let signed = state
         .engine
-        .replace_session(previous.as_deref(), principal, false)
-        .await
-    {
-        Ok((s, ended)) => {
-            crate::oidc::notify_logout(&state, ended);
-            s
-        }
-        Err(e) => return unavailable(&state, &e),
+        .sign_in(SignIn {
+            previous: previous.as_deref(),
+            principal,
+            long_term: false,
+            service,
+            from_new_login,
+        })
+        .await;
+    let signed = match signed {
+        Ok(s) => s,
+        Err(e) => return Ok(unavailable(state, &e)),
     };
     Metrics::inc(&state.metrics.logins_succeeded);
-    let cookie = cookies::set_session(state.prefix(), &session.id, state.settings.secure_cookies());
-    let mut response = match &target {
-        None => logged_in_page(&state, &session.principal.id),
-        Some(target) => match state
-            .engine
-            .grant_service_ticket(&session.id, &target.url, true)
-            .await
-        {
-            Ok(st) => {
-                Metrics::inc(&state.metrics.service_tickets_granted);
-                to_service(&state, &target.url, &st.id, query.method.as_deref())
-            }
-            Err(e) => return unavailable(&state, &e),
-        },
+    let cookie = session_cookie(state, &signed.session.id);
+    let mut response = match (&signed.ticket, service) {
+        (Some(st), Some(service)) => {
+            Metrics::inc(&state.metrics.service_tickets_granted);
+            to_service(state, service, &st.id, method)
+        }
+        _ => return Err(SignedInPage { signed, cookie }),
     };
     response.headers_mut().append(header::SET_COOKIE, cookie);
-    response
+    Ok(response)
+}
+
+/// A sign-in for no service: the caller renders its page and sets the cookie.
+pub struct SignedInPage {
+    pub signed: SignedIn,
+    cookie: HeaderValue,
+}
+
+impl SignedInPage {
+    pub fn with_page(self, mut page: Response) -> Response {
+        page.headers_mut().append(header::SET_COOKIE, self.cookie);
+        page
+    }
+}
+
+fn session_cookie(state: &SharedState, session_id: &str) -> HeaderValue {
+    cookies::set_session(state.prefix(), session_id, state.settings.secure_cookies())
 }

@@ -24,10 +24,11 @@ pub async fn logout(
     let service = query.ok().and_then(|Query(q)| q.service);
     let mut ended = true;
     if let Some(id) = cookies::session_id(&headers) {
-        match state.engine.logout(&id).await {
-            Ok(notifications) => {
-                Metrics::inc(&state.metrics.logouts);
-                crate::oidc::notify_logout(&state, notifications);
+        match state.engine.logout(&id, None).await {
+            Ok(out) => {
+                if out.user.is_some() {
+                    Metrics::inc(&state.metrics.logouts);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "logout failed on the ticket store");

@@ -18,6 +18,7 @@ mod respond;
 mod saml;
 mod server;
 mod signing_keys;
+mod single_logout;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};

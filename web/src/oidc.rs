@@ -129,6 +129,12 @@ impl Provider {
         })
     }
 
+    /// The client id of a callback service URL.
+    pub fn party(&self, service: &str) -> Option<String> {
+        self.client_of_callback(service)
+            .map(|c| c.client_id.clone())
+    }
+
     /// The client a callback service URL belongs to.
     fn client_of_callback(&self, service: &str) -> Option<&OidcClient> {
         let rest = service.strip_prefix(&self.callback_prefix)?;
@@ -1383,10 +1389,11 @@ async fn logout(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Respons
         }
     };
     if let Some(id) = cookies::session_id(headers) {
-        match state.engine.logout(&id).await {
-            Ok(notifications) => {
-                Metrics::inc(&state.metrics.logouts);
-                notify_logout(state, notifications);
+        match state.engine.logout(&id, None).await {
+            Ok(out) => {
+                if out.user.is_some() {
+                    Metrics::inc(&state.metrics.logouts);
+                }
             }
             Err(e) => return unavailable(state, &e),
         }
@@ -1410,19 +1417,10 @@ async fn logout(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Respons
     response
 }
 
-/// Tells every application of an ended session: CAS services by CAS single
-/// logout, OIDC clients by a back-channel logout token.
+/// Tells the OIDC clients of an ended session by a back-channel logout token.
 pub fn notify_logout(state: &SharedState, notifications: Vec<LogoutNotification>) {
-    let (oidc, rest): (Vec<_>, Vec<_>) = notifications
-        .into_iter()
-        .partition(|n| n.service.starts_with(&state.oidc.callback_prefix));
-    let (saml, cas): (Vec<_>, Vec<_>) = rest
-        .into_iter()
-        .partition(|n| state.saml.is_callback(&n.service));
-    state.logout.notify(cas, state.now());
-    crate::saml::notify_logout(state, saml);
     let mut told = HashSet::new();
-    for n in oidc {
+    for n in notifications {
         if n.mode != LogoutMode::BackChannel {
             continue;
         }

@@ -19,7 +19,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use castellan_core::ids::{new_ticket_id, session_tag};
 use castellan_core::{
-    EngineError, LogoutMode, LogoutNotification, RegisteredService, ValidationRequest,
+    EngineError, FrontChannelVisit, Initiator, LogoutMode, LogoutNotification, RegisteredService,
+    ValidationRequest,
 };
 use castellan_saml::binding::{self, BindingParameters, QuerySignature};
 use castellan_saml::request::{self, Binding, Limits};
@@ -163,8 +164,9 @@ impl IdentityProvider {
         self.sp_by_name(&name)
     }
 
-    pub fn is_callback(&self, service: &str) -> bool {
-        service.starts_with(&self.callback_prefix)
+    /// The SP name of a callback service URL.
+    pub fn party(&self, service: &str) -> Option<String> {
+        self.sp_of_callback(service).map(|sp| sp.name.clone())
     }
 
     /// How the login page names an SP.
@@ -863,36 +865,21 @@ async fn slo(state: &SharedState, headers: &HeaderMap, message: Message) -> Resp
     }
     let mut front = Vec::new();
     if let Some(id) = session_id.filter(|_| code == status::SUCCESS) {
-        match state.engine.logout(&id).await {
-            Ok(notifications) => {
+        // The requester learns it from the LogoutResponse; SPs with only
+        // browser SLO endpoints are visited in a chain first.
+        let initiator = Initiator {
+            participant: PARTICIPANT,
+            party: sp.name.clone(),
+        };
+        match state.engine.logout(&id, Some(&initiator)).await {
+            Ok(out) => {
                 Metrics::inc(&state.metrics.logouts);
-                // The requester learns it from the LogoutResponse; SPs with
-                // only browser SLO endpoints are visited in a chain first.
-                let mut others = Vec::new();
-                for n in notifications {
-                    match idp.sp_of_callback(&n.service) {
-                        Some(s) if s.name == sp.name => {}
-                        Some(s)
-                            if s.slo(castellan_saml::BINDING_SOAP).is_none()
-                                && (s.slo(castellan_saml::BINDING_REDIRECT).is_some()
-                                    || s.slo(castellan_saml::BINDING_POST).is_some()) =>
-                        {
-                            let index = session_tag(&n.ticket_id).unwrap_or_default().to_owned();
-                            if !front
-                                .iter()
-                                .any(|f: &ChainStep| f.sp == s.name && f.session_index == index)
-                            {
-                                front.push(ChainStep {
-                                    sp: s.name.clone(),
-                                    session_index: index,
-                                    principal_id: n.principal_id.clone(),
-                                });
-                            }
-                        }
-                        _ => others.push(n),
-                    }
-                }
-                crate::oidc::notify_logout(state, others);
+                front.extend(
+                    out.visits
+                        .iter()
+                        .filter(|v| v.participant == PARTICIPANT)
+                        .filter_map(|v| serde_json::from_str::<ChainStep>(&v.data).ok()),
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "logout failed on the ticket store");
@@ -1131,6 +1118,50 @@ async fn answer_requester(state: &SharedState, requester: &Requester) -> Respons
             crate::logout::signed_out(state)
         }
     }
+}
+
+/// The name SAML goes by in single logout.
+pub const PARTICIPANT: &str = "saml";
+
+/// The SPs of an ended session that have only browser SLO endpoints: to be
+/// visited in a front-channel chain, once per SP and session index.
+pub fn front_channel_visits(
+    state: &SharedState,
+    notifications: &[LogoutNotification],
+) -> Vec<FrontChannelVisit> {
+    let mut front: Vec<ChainStep> = Vec::new();
+    for n in notifications {
+        let Some(s) = state.saml.sp_of_callback(&n.service) else {
+            continue;
+        };
+        let front_only = s.slo(castellan_saml::BINDING_SOAP).is_none()
+            && (s.slo(castellan_saml::BINDING_REDIRECT).is_some()
+                || s.slo(castellan_saml::BINDING_POST).is_some());
+        if !front_only {
+            continue;
+        }
+        let index = session_tag(&n.ticket_id).unwrap_or_default().to_owned();
+        if !front
+            .iter()
+            .any(|f| f.sp == s.name && f.session_index == index)
+        {
+            front.push(ChainStep {
+                sp: s.name.clone(),
+                session_index: index,
+                principal_id: n.principal_id.clone(),
+            });
+        }
+    }
+    front
+        .into_iter()
+        .filter_map(|step| {
+            Some(FrontChannelVisit {
+                participant: PARTICIPANT.into(),
+                party: step.sp.clone(),
+                data: serde_json::to_string(&step).ok()?,
+            })
+        })
+        .collect()
 }
 
 /// Back-channel (SOAP) LogoutRequests to the SPs of an ended session that

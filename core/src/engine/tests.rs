@@ -21,10 +21,51 @@ impl ProxyCallback for RecordingCallback {
     }
 }
 
+/// Owns every service; records the notifications it was handed.
+#[derive(Default)]
+struct Told {
+    notes: Mutex<Vec<LogoutNotification>>,
+}
+
+#[async_trait]
+impl crate::logout::LogoutParticipant for Told {
+    fn name(&self) -> &'static str {
+        "all"
+    }
+    fn party(&self, service: &str) -> Option<String> {
+        Some(service.to_owned())
+    }
+    async fn messages(
+        &self,
+        _: &crate::logout::EndedSession,
+        notes: &[LogoutNotification],
+    ) -> Vec<crate::logout::LogoutMessage> {
+        self.notes.lock().extend_from_slice(notes);
+        Vec::new()
+    }
+    async fn send(&self, _: &crate::logout::LogoutMessage) -> crate::logout::Attempt {
+        crate::logout::Attempt::Delivered
+    }
+}
+
+impl Told {
+    /// What the engine handed over since the last call.
+    async fn take(
+        &self,
+        deliveries: Option<tokio::task::JoinHandle<()>>,
+    ) -> Vec<LogoutNotification> {
+        if let Some(d) = deliveries {
+            d.await.unwrap();
+        }
+        std::mem::take(&mut *self.notes.lock())
+    }
+}
+
 struct Fixture {
     engine: Engine,
     clock: Arc<ManualClock>,
     callback: Arc<RecordingCallback>,
+    told: Arc<Told>,
 }
 
 const APP: &str = "https://app.example.org/";
@@ -94,10 +135,16 @@ fn fixture(accept_callbacks: bool) -> Fixture {
         clock.clone(),
         callback.clone(),
     );
+    let told = Arc::new(Told::default());
+    let engine = engine.with_single_logout(crate::logout::SingleLogout::new(
+        vec![told.clone()],
+        crate::logout::DeliveryPolicy::default(),
+    ));
     Fixture {
         engine,
         clock,
         callback,
+        told,
     }
 }
 
@@ -261,7 +308,7 @@ async fn a_ticket_dies_with_its_session() {
         .grant_service_ticket(&tgt.id, APP, true)
         .await
         .unwrap();
-    f.engine.logout(&tgt.id).await.unwrap();
+    f.engine.logout(&tgt.id, None).await.unwrap();
     assert!(f.engine.validate(validation(&st.id, APP)).await.is_err());
     assert!(matches!(
         f.engine.grant_service_ticket(&tgt.id, APP, false).await,
@@ -398,13 +445,17 @@ async fn logout_returns_every_service_once() {
         .grant_service_ticket(&tgt.id, PROXY, false)
         .await
         .unwrap();
-    let notes = f.engine.logout(&tgt.id).await.unwrap();
+    let out = f.engine.logout(&tgt.id, None).await.unwrap();
+    assert_eq!(out.user.as_deref(), Some("alice"));
+    let notes = f.told.take(out.deliveries).await;
     assert_eq!(notes.len(), 2);
     assert_eq!(notes[0].ticket_id, a.id);
     assert_eq!(notes[0].mode, LogoutMode::BackChannel);
     assert_eq!(notes[1].ticket_id, b.id);
     assert_eq!(notes[1].mode, LogoutMode::None);
-    assert!(f.engine.logout(&tgt.id).await.unwrap().is_empty());
+    let again = f.engine.logout(&tgt.id, None).await.unwrap();
+    assert!(again.user.is_none());
+    assert!(f.told.take(again.deliveries).await.is_empty());
 }
 
 #[tokio::test]
@@ -606,10 +657,14 @@ async fn the_same_user_logging_in_again_keeps_the_session_s_applications() {
         .replace_session(Some(&first.id), alice, false)
         .await
         .unwrap();
-    assert!(ended.is_empty(), "nobody is logged out on a renewed login");
+    assert!(
+        f.told.take(ended.deliveries).await.is_empty(),
+        "nobody is logged out on a renewed login"
+    );
     assert!(f.engine.session(&first.id).await.unwrap().is_none());
     // Logging out of the new session still reaches the application.
-    let told = f.engine.logout(&second.id).await.unwrap();
+    let out = f.engine.logout(&second.id, None).await.unwrap();
+    let told = f.told.take(out.deliveries).await;
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].service, APP);
 
@@ -625,6 +680,75 @@ async fn the_same_user_logging_in_again_keeps_the_session_s_applications() {
         .replace_session(Some(&third.id), bob, false)
         .await
         .unwrap();
+    let ended = f.told.take(ended.deliveries).await;
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0].principal_id, "alice");
+}
+
+#[tokio::test]
+async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
+    let f = fixture(true);
+    let alice = Arc::new(crate::Principal::new("alice"));
+    let signed = f
+        .engine
+        .sign_in(SignIn {
+            previous: None,
+            principal: alice.clone(),
+            long_term: false,
+            service: Some(APP),
+            from_new_login: false,
+        })
+        .await
+        .unwrap();
+    let st = signed.ticket.expect("a ticket for the service");
+    let a = f.engine.validate(validation(&st.id, APP)).await.unwrap();
+    assert_eq!(a.principal.id, "alice");
+    assert!(!a.from_new_login, "as the sign-in said");
+    assert_eq!(a.session_id, signed.session.id);
+
+    // Another user's sign-in in that browser ends alice's session and
+    // tells her application.
+    let bob = Arc::new(crate::Principal::new("bob"));
+    let signed_bob = f
+        .engine
+        .sign_in(SignIn {
+            previous: Some(&signed.session.id),
+            principal: bob,
+            long_term: false,
+            service: None,
+            from_new_login: true,
+        })
+        .await
+        .unwrap();
+    assert!(signed_bob.ticket.is_none());
+    assert!(f
+        .engine
+        .session(&signed.session.id)
+        .await
+        .unwrap()
+        .is_none());
+    // The deliveries run in the background: wait for them.
+    for _ in 0..100 {
+        if !f.told.notes.lock().is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let told = f.told.take(None).await;
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].principal_id, "alice");
+
+    // An unregistered service gets nothing, and no session is opened.
+    assert!(matches!(
+        f.engine
+            .sign_in(SignIn {
+                previous: None,
+                principal: alice,
+                long_term: false,
+                service: Some("https://evil.example.com/"),
+                from_new_login: true,
+            })
+            .await,
+        Err(EngineError::UnauthorizedService)
+    ));
 }

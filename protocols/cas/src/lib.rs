@@ -21,7 +21,7 @@ pub use proxy::{proxy, ProxyParams};
 pub use proxy_callback::HttpProxyCallback;
 pub use response::CasResponse;
 pub use saml11::saml_validate;
-pub use single_logout::BackChannelLogout;
+pub use single_logout::CasLogout;
 pub use validate::{validate, ValidateParams, ValidationEndpoint};
 
 /// Longest service URL accepted anywhere (browsers stop near 2k-8k).

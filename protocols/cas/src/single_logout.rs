@@ -1,19 +1,18 @@
 //! Back-channel single logout: a SAML 2.0 `LogoutRequest` POSTed to each
 //! service as the form parameter `logoutRequest`, as Apereo CAS sends it.
-//! Sent in the background with timeouts and a bounded retry; the user never
-//! waits for it.
+//! The engine sends it in the background, with its one delivery policy;
+//! the user never waits for it.
 
 use crate::proxy_callback::http_client;
 use crate::time_format::iso8601_millis;
 use crate::xml::escape;
-use castellan_core::{ids::new_ticket_id, LogoutMode, LogoutNotification};
+use async_trait::async_trait;
+use castellan_core::ids::new_ticket_id;
+use castellan_core::{
+    Attempt, Clock, EndedSession, LogoutMessage, LogoutMode, LogoutNotification, LogoutParticipant,
+};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
-
-const ATTEMPTS: u32 = 3;
-/// Logout requests in flight at once, across all sessions.
-const CONCURRENCY: usize = 64;
 
 pub fn logout_request(principal_id: &str, ticket_id: &str, now_millis: u64) -> String {
     format!(
@@ -25,62 +24,70 @@ pub fn logout_request(principal_id: &str, ticket_id: &str, now_millis: u64) -> S
     )
 }
 
-#[derive(Clone)]
-pub struct BackChannelLogout {
+/// The CAS services' part of single logout. It owns every service URL no
+/// other protocol claims, so it is registered last. The engine's
+/// [`castellan_core::DeliveryPolicy`] decides when to send again.
+pub struct CasLogout {
     client: reqwest::Client,
-    permits: Arc<Semaphore>,
-    retry_pause: Duration,
+    clock: Arc<dyn Clock>,
 }
 
-impl BackChannelLogout {
-    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+impl CasLogout {
+    pub fn new(timeout: Duration, clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
         Ok(Self {
             client: http_client(false, timeout)?,
-            permits: Arc::new(Semaphore::new(CONCURRENCY)),
-            retry_pause: Duration::from_secs(1),
+            clock,
         })
     }
+}
 
-    /// Starts delivery to every back-channel service and returns at once.
-    pub fn notify(&self, notifications: Vec<LogoutNotification>, now_millis: u64) {
-        for n in notifications
-            .into_iter()
-            .filter(|n| n.mode == LogoutMode::BackChannel)
-        {
-            let this = self.clone();
-            let body = logout_request(&n.principal_id, &n.ticket_id, now_millis);
-            tokio::spawn(async move {
-                let Ok(_permit) = this.permits.acquire().await else {
-                    return;
-                };
-                this.deliver(&n.service, &body).await;
-            });
-        }
+#[async_trait]
+impl LogoutParticipant for CasLogout {
+    fn name(&self) -> &'static str {
+        "cas"
     }
 
-    async fn deliver(&self, service: &str, body: &str) -> bool {
-        for attempt in 1..=ATTEMPTS {
-            let sent = self
-                .client
-                .post(service)
-                .form(&[("logoutRequest", body)])
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() || r.status().is_redirection() => return true,
-                // A 4xx will not get better by asking again.
-                Ok(r) if r.status().is_client_error() => {
-                    tracing::warn!(status = %r.status(), "single logout refused by service");
-                    return false;
-                }
-                Ok(r) => tracing::warn!(status = %r.status(), attempt, "single logout failed"),
-                Err(e) => tracing::warn!(error = %e, attempt, "single logout failed"),
+    fn party(&self, service: &str) -> Option<String> {
+        Some(service.to_owned())
+    }
+
+    async fn messages(
+        &self,
+        _ended: &EndedSession,
+        notifications: &[LogoutNotification],
+    ) -> Vec<LogoutMessage> {
+        let now = self.clock.now();
+        notifications
+            .iter()
+            .filter(|n| n.mode == LogoutMode::BackChannel)
+            .map(|n| LogoutMessage {
+                party: n.service.clone(),
+                endpoint: n.service.clone(),
+                payload: logout_request(&n.principal_id, &n.ticket_id, now),
+            })
+            .collect()
+    }
+
+    async fn send(&self, message: &LogoutMessage) -> Attempt {
+        let sent = self
+            .client
+            .post(&message.endpoint)
+            .form(&[("logoutRequest", message.payload.as_str())])
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() || r.status().is_redirection() => Attempt::Delivered,
+            // A 4xx will not get better by asking again.
+            Ok(r) if r.status().is_client_error() => Attempt::Refused,
+            Ok(r) => {
+                tracing::debug!(status = %r.status(), "CAS single logout not accepted");
+                Attempt::Failed
             }
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(self.retry_pause * attempt).await;
+            Err(e) => {
+                tracing::debug!(error = %e, "CAS single logout not delivered");
+                Attempt::Failed
             }
         }
-        false
     }
 }
 

@@ -1,0 +1,129 @@
+//! The in-process client seam: how a protocol module (OIDC, SAML) is a
+//! client of the core like an outside CAS client. It keeps a pending
+//! request, sends the browser to `/login` with a callback service URL of
+//! its own, and validates the ticket that comes back to that URL.
+//!
+//! The callback URL is `{prefix}{party}&req={request}`, where `prefix` is
+//! the module's callback endpoint with its party parameter
+//! (`https://idp.example.org/oidc/callback?client_id=`), `party` the
+//! form-encoded client id or SP name, and `request` the pending request's
+//! id. [`CallbackUrls`] builds, matches and parses it in one place.
+
+use crate::service::{LogoutMode, RegisteredService};
+
+/// Builds, recognises and parses one module's callback service URLs.
+#[derive(Debug, Clone)]
+pub struct CallbackUrls {
+    prefix: String,
+}
+
+/// The longest pending-request id a callback URL may carry.
+pub const MAX_REQUEST_ID: usize = 64;
+
+fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl CallbackUrls {
+    /// `prefix` ends with the party parameter's `=`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The service URL a login for `party`'s pending `request` returns to.
+    pub fn build(&self, party: &str, request: &str) -> String {
+        format!("{}{}&req={request}", self.prefix, form_encode(party))
+    }
+
+    /// Whether a service URL is one of this module's callbacks.
+    pub fn owns(&self, service: &str) -> bool {
+        service.starts_with(&self.prefix)
+    }
+
+    /// The party and request id of a callback service URL.
+    pub fn parse<'a>(&self, service: &'a str) -> Option<(String, &'a str)> {
+        let rest = service.strip_prefix(&self.prefix)?;
+        let (party, request) = rest.split_once("&req=")?;
+        let party = form_urlencoded::parse(format!("p={party}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())?;
+        let well_formed = !request.is_empty()
+            && request.len() <= MAX_REQUEST_ID
+            && request
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        well_formed.then_some((party, request))
+    }
+
+    /// The implicit registration of `party`'s callbacks: internal (no
+    /// outside CAS client may validate its tickets), releasing what the
+    /// party's configuration releases.
+    pub fn registration(
+        &self,
+        name: &str,
+        party: &str,
+        release: Vec<String>,
+        logout: LogoutMode,
+    ) -> Result<RegisteredService, regex::Error> {
+        let pattern = format!(
+            "{}[A-Za-z0-9-]+",
+            regex::escape(&format!("{}{}&req=", self.prefix, form_encode(party)))
+        );
+        Ok(RegisteredService::new(name.to_owned(), &pattern, release, None, logout)?.internal())
+    }
+}
+
+/// A protocol module that signs users in through the core.
+pub trait InProcessClient: Send + Sync + 'static {
+    fn callbacks(&self) -> &CallbackUrls;
+
+    /// How the login page names the party of one of its callback URLs.
+    fn display_name(&self, party: &str) -> Option<String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIX: &str = "https://idp.example.org/oidc/callback?client_id=";
+
+    #[test]
+    fn a_callback_url_parses_back_into_its_party_and_request() {
+        let urls = CallbackUrls::new(PREFIX);
+        let url = urls.build("my app&co", "REQ-123");
+        assert_eq!(
+            url,
+            format!("{PREFIX}my+app%26co&req=REQ-123"),
+            "the party is form-encoded"
+        );
+        assert!(urls.owns(&url));
+        assert_eq!(urls.parse(&url), Some(("my app&co".to_owned(), "REQ-123")));
+        assert_eq!(urls.parse("https://elsewhere/?client_id=x&req=1"), None);
+        assert_eq!(urls.parse(&format!("{PREFIX}x&req=a/b")), None);
+        assert_eq!(urls.parse(&format!("{PREFIX}x&req=")), None);
+    }
+
+    #[test]
+    fn the_registration_matches_only_that_party_s_callbacks() {
+        let urls = CallbackUrls::new(PREFIX);
+        let reg = urls
+            .registration("App", "app.1", vec![], LogoutMode::None)
+            .unwrap();
+        assert!(reg.internal);
+        assert!(reg.pattern.is_match(&urls.build("app.1", "R-1")));
+        assert!(
+            !reg.pattern.is_match(&urls.build("app21", "R-1")),
+            "the dot is literal"
+        );
+        assert!(!reg.pattern.is_match(&urls.build("app.1x", "R-1")));
+        assert!(!reg
+            .pattern
+            .is_match(&format!("{}&x=1", urls.build("app.1", "R-1"))));
+    }
+}
