@@ -691,6 +691,79 @@ impl TicketStore for RedisStore {
 }
 
 #[cfg(test)]
+mod pinned {
+    //! Key names and value encodings are what nodes of different versions
+    //! share on one Redis: a change here breaks a rolling upgrade, so it
+    //! must be deliberate (and bump `FORMAT_V1`).
+    use super::*;
+    use crate::service::LogoutMode;
+    use crate::ticket::{ServiceRecord, ServiceTicket, Ticket, TicketGrantingTicket};
+    use crate::Principal;
+
+    const SESSION: &str = "TGT-1-abcdefghijklmnopqrstuvwxyz012345-TAGTAGTAGTAGTAG0";
+
+    #[test]
+    fn key_names_are_fixed() {
+        assert_eq!(session_tag(SESSION), Some("TAGTAGTAGTAGTAG0"));
+        assert_eq!(
+            session_keys(SESSION),
+            (
+                "castellan:{TAGTAGTAGTAGTAG0}:s".to_owned(),
+                "castellan:{TAGTAGTAGTAGTAG0}:l".to_owned()
+            )
+        );
+        let st = SESSION.replacen("TGT", "ST", 1);
+        assert_eq!(
+            ticket_key(&st),
+            format!("castellan:{{TAGTAGTAGTAGTAG0}}:t:{st}")
+        );
+        assert_eq!(ticket_key("ST-1-x"), "castellan:t:ST-1-x");
+        assert_eq!(counter_key("u:alice"), "castellan:f:u:alice");
+        assert_eq!(record_key("oidc:code:c"), "castellan:r:oidc:code:c");
+    }
+
+    #[test]
+    fn value_encodings_are_fixed() {
+        let session = TicketGrantingTicket {
+            id: "TGT-1-s".into(),
+            principal: Arc::new(Principal::new("al")),
+            authenticated_at: 1,
+            expires_at: 2,
+            long_term: false,
+            services: vec![ServiceRecord {
+                ticket_id: "ST-1".into(),
+                service: "s".into(),
+                logout: LogoutMode::BackChannel,
+            }],
+        };
+        let bytes = encode(&session).unwrap_or_default();
+        assert_eq!(
+            bytes,
+            [
+                FORMAT_V1, 7, b'T', b'G', b'T', b'-', b'1', b'-', b's', 2, b'a', b'l', 0, 1, 2, 0,
+                1, 4, b'S', b'T', b'-', b'1', 1, b's', 1
+            ]
+        );
+        assert_eq!(decode::<TicketGrantingTicket>(&bytes).ok(), Some(session));
+        let ticket = Ticket::Service(ServiceTicket {
+            id: "ST-1".into(),
+            session_id: "TGT-1-s".into(),
+            service: "s".into(),
+            from_new_login: true,
+        });
+        let bytes = encode(&ticket).unwrap_or_default();
+        assert_eq!(
+            bytes,
+            [
+                FORMAT_V1, 0, 4, b'S', b'T', b'-', b'1', 7, b'T', b'G', b'T', b'-', b'1', b'-',
+                b's', 1, b's', 1
+            ]
+        );
+        assert_eq!(decode::<Ticket>(&bytes).ok(), Some(ticket));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::conformance;
