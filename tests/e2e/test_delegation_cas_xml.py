@@ -11,6 +11,7 @@ too), failures.  Gateway and renew go through to mama-cas as well.
 from __future__ import annotations
 
 import re
+import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -198,5 +199,11 @@ def test_renew_goes_through_to_mama_cas_and_is_checked_there(down, upstream):
     mark = upstream.log_path.stat().st_size
     r = s.get(r.headers["Location"], allow_redirects=False, timeout=15)
     assert r.status_code == 403 and "Location" not in r.headers, (r.status_code, r.headers.get("Location"))
+    # The dev server writes its access log line after answering: wait for it.
+    wanted = re.compile(r"GET /cas/p3/serviceValidate\?[^\"]*renew=true")
+    deadline = time.monotonic() + 5
     log = upstream.log_path.read_text(errors="replace")[mark:]
-    assert re.search(r"GET /cas/p3/serviceValidate\?[^\"]*renew=true", log), log[-2000:]
+    while not wanted.search(log) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log = upstream.log_path.read_text(errors="replace")[mark:]
+    assert wanted.search(log), log[-2000:]

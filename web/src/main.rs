@@ -6,6 +6,8 @@ mod client_address;
 mod config;
 mod cookies;
 mod delegation;
+#[cfg(test)]
+mod layering;
 mod logging;
 mod login;
 mod logout;
