@@ -61,3 +61,6 @@ pub mod nameid {
     pub const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
     pub const ALL: [&str; 4] = [UNSPECIFIED, EMAIL, PERSISTENT, TRANSIENT];
 }
+
+#[cfg(test)]
+mod tests;
