@@ -10,9 +10,10 @@ use axum::Router;
 use castellan_cas::{CasLogout, HttpProxyCallback};
 use castellan_core::store::redis::{RedisStore, RedisTimeouts};
 use castellan_core::{
-    Clock, DeliveryPolicy, Engine, LogoutParticipant, MemoryStore, ServiceRegistry, SingleLogout,
-    StaticUserAuthenticator, SystemClock, TicketStore,
+    Clock, DeliveryPolicy, Engine, InProcessClient, LogoutParticipant, MemoryStore,
+    ServiceRegistry, SingleLogout, StaticUserAuthenticator, SystemClock, TicketStore,
 };
+use castellan_saml::{IdentityProvider, SamlLogout};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ pub struct AppState {
     pub issuer: String,
     pub signing_keys: crate::signing_keys::KeyCell,
     pub oidc: oidc::Provider,
-    pub saml: saml::IdentityProvider,
+    pub saml: Arc<IdentityProvider>,
     pub delegation: delegation::Delegation,
 }
 
@@ -65,11 +66,11 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         crate::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared).await?;
     let provider = oidc::Provider::new(settings.oidc.clone(), settings.public_url.as_str())?;
     // The OIDC callbacks first: a broad CAS pattern must not capture them.
-    let idp = saml::IdentityProvider::new(
+    let idp = Arc::new(IdentityProvider::new(
         settings.saml.clone(),
         settings.public_url.as_str(),
         &settings.data_dir,
-    )?;
+    )?);
     let delegation = delegation::Delegation::new(
         &settings.upstreams,
         settings.public_url.as_str(),
@@ -86,9 +87,15 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         Arc::new(crate::single_logout::WebParticipant::oidc(
             web_state.clone(),
         )),
-        Arc::new(crate::single_logout::WebParticipant::saml(
-            web_state.clone(),
-        )),
+        Arc::new(
+            SamlLogout::new(
+                idp.clone(),
+                store.clone(),
+                clock.clone(),
+                Duration::from_secs(5),
+            )
+            .context("building the SAML single logout client")?,
+        ),
         Arc::new(
             CasLogout::new(Duration::from_secs(5), clock.clone())
                 .context("building the single logout client")?,
@@ -103,7 +110,8 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         clock,
         Arc::new(HttpProxyCallback::new().context("building the proxy callback client")?),
     )
-    .with_single_logout(SingleLogout::new(participants, DeliveryPolicy::default()));
+    .with_single_logout(SingleLogout::new(participants, DeliveryPolicy::default()))
+    .with_clients(vec![idp.clone() as Arc<dyn InProcessClient>]);
     let issuer = settings
         .public_url
         .as_str()

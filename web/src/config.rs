@@ -49,19 +49,7 @@ pub struct SamlSection {
     pub persistent_id_secret: Option<Spanned<String>>,
 }
 
-/// The SAML IdP's settings.
-#[derive(Debug, Clone)]
-pub struct SamlSettings {
-    pub sps: Vec<castellan_saml::ServiceProvider>,
-    /// Default `{public_url}/idp`.
-    pub entity_id: String,
-    pub signing_key: Option<(PathBuf, PathBuf)>,
-    pub sign_metadata: bool,
-    pub clock_skew: Duration,
-    pub request_max_age: Duration,
-    pub assertion_ttl: Duration,
-    pub persistent_id_secret: Option<String>,
-}
+pub use castellan_saml::SamlSettings;
 
 /// Not in the contract's example: lifetimes of what the OIDC provider issues.
 #[derive(Debug, Deserialize, Default)]

@@ -183,7 +183,12 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
                 state
                     .oidc
                     .display_name(&t.url)
-                    .or_else(|| state.saml.display_name(&t.url))
+                    .or_else(|| {
+                        state
+                            .saml
+                            .party(&t.url)
+                            .and_then(|_| state.engine.display_name(&t.url))
+                    })
                     .unwrap_or_else(|| t.display_name())
             }),
             username: f.username,

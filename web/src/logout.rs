@@ -23,12 +23,15 @@ pub async fn logout(
 ) -> Response {
     let service = query.ok().and_then(|Query(q)| q.service);
     let mut ended = true;
+    let mut visits = Vec::new();
     if let Some(id) = cookies::session_id(&headers) {
         match state.engine.logout(&id, None).await {
             Ok(out) => {
                 if out.user.is_some() {
                     Metrics::inc(&state.metrics.logouts);
                 }
+                // SAML SPs with only browser SLO endpoints are visited first.
+                visits = out.visits;
             }
             Err(e) => {
                 tracing::error!(error = %e, "logout failed on the ticket store");
@@ -43,6 +46,9 @@ pub async fn logout(
         .as_deref()
         .filter(|s| s.len() <= MAX_SERVICE_LEN && state.engine.service(s).is_some());
     let mut response = match (registered, ended) {
+        (destination, true) if !visits.is_empty() => {
+            crate::saml::front_channel_logout(&state, &visits, destination.map(str::to_owned)).await
+        }
         (Some(url), true) => match HeaderValue::from_str(url) {
             Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
             Err(_) => signed_out(&state),
@@ -58,19 +64,5 @@ pub async fn logout(
 }
 
 pub fn signed_out(state: &SharedState) -> Response {
-    render(
-        StatusCode::OK,
-        &MessagePage {
-            prefix: state.prefix().to_owned(),
-            title: "Signed out".into(),
-            heading: "You have signed out".into(),
-            message: "Your single sign-on session has ended. For security, close your browser if you used applications that keep their own sessions.".into(),
-            detail: None,
-            tone: "success",
-            link: Some(crate::pages::Link {
-                href: format!("{}/login", state.prefix()),
-                label: "Sign in again".into(),
-            }),
-        },
-    )
+    render(StatusCode::OK, &MessagePage::signed_out(state.prefix()))
 }

@@ -78,6 +78,22 @@ impl MessagePage {
         }
     }
 
+    /// The end of a logout.
+    pub fn signed_out(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            title: "Signed out".into(),
+            heading: "You have signed out".into(),
+            message: "Your single sign-on session has ended. For security, close your browser if you used applications that keep their own sessions.".into(),
+            detail: None,
+            tone: "success",
+            link: Some(Link {
+                href: format!("{prefix}/login"),
+                label: "Sign in again".into(),
+            }),
+        }
+    }
+
     pub fn unavailable(prefix: &str) -> Self {
         Self::error(
             prefix,

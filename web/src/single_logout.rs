@@ -1,6 +1,6 @@
-//! OIDC's and SAML's single logout behind the core's participant seam.
+//! OIDC's single logout behind the core's participant seam.
 //!
-//! A first step: they still call the web modules' delivery functions. The
+//! A first step: it still calls the web module's delivery function. The
 //! state is reached through a weak reference set once it is built, since
 //! the engine (inside the state) holds the participants.
 
@@ -31,16 +31,6 @@ impl WebParticipant {
             party: |s, service| s.oidc.party(service),
             notify: crate::oidc::notify_logout,
             visits: None,
-        }
-    }
-
-    pub fn saml(state: Arc<OnceLock<Weak<AppState>>>) -> Self {
-        Self {
-            name: crate::saml::PARTICIPANT,
-            state,
-            party: |s, service| s.saml.party(service),
-            notify: crate::saml::notify_logout,
-            visits: Some(crate::saml::front_channel_visits),
         }
     }
 

@@ -1,4 +1,5 @@
 use crate::status;
+use castellan_core::{EngineError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamlError {
@@ -11,12 +12,18 @@ pub enum SamlError {
         status: &'static str,
         message: String,
     },
+    /// The pending sign-in this callback names expired or was used.
+    #[error("the sign-in request expired or was already used")]
+    Expired,
     #[error("IdP credentials: {0}")]
     Credentials(String),
     #[error("XML security: {0}")]
     Crypto(String),
     #[error("SP metadata: {0}")]
     Metadata(String),
+    /// The engine or its ticket store failed (or is busy).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
 impl SamlError {
@@ -29,6 +36,12 @@ impl SamlError {
 
     pub fn untrusted(message: impl Into<String>) -> Self {
         SamlError::Untrusted(message.into())
+    }
+}
+
+impl From<StoreError> for SamlError {
+    fn from(e: StoreError) -> Self {
+        SamlError::Engine(EngineError::Store(e))
     }
 }
 

@@ -3,25 +3,38 @@
 //! logs in at `/login`; the service ticket that comes back is validated
 //! through the engine and turned into a signed Response.
 //!
-//! This crate holds what is independent of HTTP: the IdP's credentials and
-//! metadata, the registered service providers, the bindings, request checks
-//! and the XML the IdP writes. samael (libxml2 + xmlsec) parses SAML objects
+//! This crate holds the IdP's rules, independent of the web framework: its
+//! credentials and metadata, the registered service providers, the
+//! bindings, request checks, NameIDs, the XML the IdP writes, the records
+//! it keeps between requests, the front-channel logout chain and its
+//! single-logout participant (which sends the SOAP requests). samael (libxml2 + xmlsec) parses SAML objects
 //! and makes and verifies XML signatures; what it does not cover (the
 //! Redirect binding's query signatures, encryption) is done here with
 //! openssl and tested.
 
 pub mod binding;
 pub mod error;
+pub mod idp;
 pub mod keys;
+pub mod participant;
+pub mod records;
 pub mod request;
 pub mod response;
+pub mod settings;
+pub mod slo;
 pub mod sp;
 pub mod sp_side;
+pub mod sso;
 pub mod xml;
 
 pub use error::SamlError;
+pub use idp::{IdentityProvider, NameId};
 pub use keys::IdpCredentials;
+pub use participant::SamlLogout;
+pub use settings::SamlSettings;
+pub use slo::{LogoutAnswer, LogoutStep, PARTICIPANT};
 pub use sp::{ServiceProvider, SignMode};
+pub use sso::{Answer, PostForm, SamlMessage, SsoNext, ToLogin};
 
 pub const PROTOCOL_NS: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 pub const ASSERTION_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
@@ -48,3 +61,6 @@ pub mod nameid {
     pub const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
     pub const ALL: [&str; 4] = [UNSPECIFIED, EMAIL, PERSISTENT, TRANSIENT];
 }
+
+#[cfg(test)]
+mod tests;

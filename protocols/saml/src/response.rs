@@ -3,6 +3,7 @@
 //! metadata. Values go through [`escape`]; signatures are xmlsec's, over
 //! templates placed where SAML Core §5 puts them (after the Issuer).
 
+use crate::idp::NameId;
 use crate::keys::IdpCredentials;
 use crate::sp::{AttributeNameFormat, ServiceProvider};
 use crate::xml::{escape, instant, new_id};
@@ -341,10 +342,9 @@ Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\" InResponseTo=\"{ir
 /// What a LogoutRequest the IdP sends names.
 pub struct LogoutRequestParams<'a> {
     pub idp_entity_id: &'a str,
-    pub sp_entity_id: &'a str,
     pub destination: &'a str,
-    pub name_id: &'a str,
-    pub name_id_format: &'a str,
+    /// The NameID exactly as the SP was sent it.
+    pub name_id: &'a NameId,
     pub session_index: &'a str,
     pub now_ms: u64,
 }
@@ -359,16 +359,13 @@ pub fn logout_request(
     credentials: &IdpCredentials,
 ) -> Result<(String, String), SamlError> {
     let id = new_id();
-    let qualifiers =
-        if p.name_id_format == nameid::PERSISTENT || p.name_id_format == nameid::TRANSIENT {
-            format!(
-                " NameQualifier=\"{}\" SPNameQualifier=\"{}\"",
-                escape(p.idp_entity_id),
-                escape(p.sp_entity_id)
-            )
-        } else {
-            String::new()
-        };
+    let mut qualifiers = String::new();
+    if let Some(q) = &p.name_id.name_qualifier {
+        qualifiers.push_str(&format!(" NameQualifier=\"{}\"", escape(q)));
+    }
+    if let Some(q) = &p.name_id.sp_name_qualifier {
+        qualifiers.push_str(&format!(" SPNameQualifier=\"{}\"", escape(q)));
+    }
     let signature = if sign {
         signature_template(&id, &credentials.cert_base64)
     } else {
@@ -382,8 +379,8 @@ Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\">\
         now = instant(p.now_ms),
         dest = escape(p.destination),
         issuer = escape(p.idp_entity_id),
-        format = escape(p.name_id_format),
-        name_id = escape(p.name_id),
+        format = escape(&p.name_id.format),
+        name_id = escape(&p.name_id.value),
         session_index = escape(p.session_index),
     );
     let xml = if sign {
