@@ -13,6 +13,7 @@ use castellan_core::{
     Clock, DeliveryPolicy, Engine, LogoutParticipant, MemoryStore, ServiceRegistry, SingleLogout,
     StaticUserAuthenticator, SystemClock, TicketStore,
 };
+use castellan_oidc::OidcLogout;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -26,8 +27,7 @@ pub struct AppState {
     pub memory_store: Option<Arc<MemoryStore>>,
     /// `{public_url}` as issuer of SAML 1.1 assertions.
     pub issuer: String,
-    pub signing_keys: crate::signing_keys::KeyCell,
-    pub oidc: oidc::Provider,
+    pub oidc: Arc<castellan_oidc::Provider>,
     pub saml: saml::IdentityProvider,
     pub delegation: delegation::Delegation,
 }
@@ -62,8 +62,14 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
     };
     let shared = matches!(settings.store, StoreKind::Redis { .. });
     let signing_keys =
-        crate::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared).await?;
-    let provider = oidc::Provider::new(settings.oidc.clone(), settings.public_url.as_str())?;
+        castellan_oidc::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared)
+            .await?;
+    let provider = Arc::new(castellan_oidc::Provider::new(
+        settings.oidc.clone(),
+        settings.public_url.as_str(),
+        signing_keys,
+        clock.clone(),
+    )?);
     // The OIDC callbacks first: a broad CAS pattern must not capture them.
     let idp = saml::IdentityProvider::new(
         settings.saml.clone(),
@@ -83,9 +89,10 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
     let web_state = Arc::new(OnceLock::new());
     // CAS last: it owns every service the others do not.
     let participants: Vec<Arc<dyn LogoutParticipant>> = vec![
-        Arc::new(crate::single_logout::WebParticipant::oidc(
-            web_state.clone(),
-        )),
+        Arc::new(
+            OidcLogout::new(provider.clone(), Duration::from_secs(5))
+                .context("building the back-channel logout client")?,
+        ),
         Arc::new(crate::single_logout::WebParticipant::saml(
             web_state.clone(),
         )),
@@ -103,7 +110,8 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         clock,
         Arc::new(HttpProxyCallback::new().context("building the proxy callback client")?),
     )
-    .with_single_logout(SingleLogout::new(participants, DeliveryPolicy::default()));
+    .with_single_logout(SingleLogout::new(participants, DeliveryPolicy::default()))
+    .with_clients(vec![provider.clone()]);
     let issuer = settings
         .public_url
         .as_str()
@@ -114,7 +122,6 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         metrics: Metrics::default(),
         memory_store,
         issuer,
-        signing_keys,
         oidc: provider,
         saml: idp,
         delegation,

@@ -180,9 +180,13 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
             prefix: state.prefix().to_owned(),
             action,
             service_name: f.target.map(|t| {
+                // An OIDC callback is named by its client (the engine asks
+                // the in-process client that owns it).
                 state
                     .oidc
-                    .display_name(&t.url)
+                    .is_callback(&t.url)
+                    .then(|| state.engine.display_name(&t.url))
+                    .flatten()
                     .or_else(|| state.saml.display_name(&t.url))
                     .unwrap_or_else(|| t.display_name())
             }),

@@ -17,7 +17,6 @@ mod pages;
 mod respond;
 mod saml;
 mod server;
-mod signing_keys;
 mod single_logout;
 
 use anyhow::Context as _;
@@ -203,7 +202,7 @@ fn keys(command: KeysCommand) -> ExitCode {
                     )
                 })?;
             let fresh = keys
-                .rotate(signing_keys::unix_now(), keep.as_secs())
+                .rotate(castellan_oidc::signing_keys::unix_now(), keep.as_secs())
                 .map_err(|e| e.to_string())?;
             keys.save(dir).map_err(|e| e.to_string())?;
             println!("new active keys: {}", fresh.join(" "));

@@ -1,4 +1,4 @@
-//! OIDC's and SAML's single logout behind the core's participant seam.
+//! SAML's single logout behind the core's participant seam.
 //!
 //! A first step: they still call the web modules' delivery functions. The
 //! state is reached through a weak reference set once it is built, since
@@ -24,16 +24,6 @@ pub struct WebParticipant {
 }
 
 impl WebParticipant {
-    pub fn oidc(state: Arc<OnceLock<Weak<AppState>>>) -> Self {
-        Self {
-            name: "oidc",
-            state,
-            party: |s, service| s.oidc.party(service),
-            notify: crate::oidc::notify_logout,
-            visits: None,
-        }
-    }
-
     pub fn saml(state: Arc<OnceLock<Weak<AppState>>>) -> Self {
         Self {
             name: crate::saml::PARTICIPANT,
