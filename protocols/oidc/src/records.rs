@@ -2,7 +2,7 @@
 //! authorization requests waiting for a login, codes, grants and refresh
 //! tokens. Each is a store record, so that any node continues any flow.
 
-use castellan_core::record::{decode, encode};
+pub use castellan_core::record::{decode, encode};
 use castellan_core::{Attributes, StoreError, TicketStore};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
