@@ -195,15 +195,13 @@ impl Engine {
         self
     }
 
-    /// How the login page names the application a service URL belongs
-    /// to: an in-process client's party, else the registration's name.
+    /// How the login page names the party of an in-process client's
+    /// callback URL (an OIDC client, a SAML SP); `None` for other services.
     pub fn display_name(&self, service: &str) -> Option<String> {
-        for c in &self.clients {
-            if let Some((party, _)) = c.callbacks().parse(service) {
-                return c.display_name(&party);
-            }
-        }
-        self.registry.find(service).map(|r| r.name.clone())
+        self.clients.iter().find_map(|c| {
+            let (party, _) = c.callbacks().parse(service)?;
+            c.display_name(&party)
+        })
     }
 
     /// Validates, at an in-process client's callback, the ticket that the

@@ -13,8 +13,9 @@ use castellan_core::{
     Clock, DeliveryPolicy, Engine, InProcessClient, LogoutParticipant, MemoryStore,
     ServiceRegistry, SingleLogout, StaticUserAuthenticator, SystemClock, TicketStore,
 };
+use castellan_oidc::OidcLogout;
 use castellan_saml::{IdentityProvider, SamlLogout};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest request body accepted by any endpoint (login forms, SOAP).
@@ -27,8 +28,7 @@ pub struct AppState {
     pub memory_store: Option<Arc<MemoryStore>>,
     /// `{public_url}` as issuer of SAML 1.1 assertions.
     pub issuer: String,
-    pub signing_keys: crate::signing_keys::KeyCell,
-    pub oidc: oidc::Provider,
+    pub oidc: Arc<castellan_oidc::Provider>,
     pub saml: Arc<IdentityProvider>,
     pub delegation: delegation::Delegation,
 }
@@ -63,8 +63,14 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
     };
     let shared = matches!(settings.store, StoreKind::Redis { .. });
     let signing_keys =
-        crate::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared).await?;
-    let provider = oidc::Provider::new(settings.oidc.clone(), settings.public_url.as_str())?;
+        castellan_oidc::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared)
+            .await?;
+    let provider = Arc::new(castellan_oidc::Provider::new(
+        settings.oidc.clone(),
+        settings.public_url.as_str(),
+        signing_keys,
+        clock.clone(),
+    )?);
     // The OIDC callbacks first: a broad CAS pattern must not capture them.
     let idp = Arc::new(IdentityProvider::new(
         settings.saml.clone(),
@@ -81,12 +87,12 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
     services.extend(settings.services.iter().cloned());
     let authenticator =
         StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
-    let web_state = Arc::new(OnceLock::new());
     // CAS last: it owns every service the others do not.
     let participants: Vec<Arc<dyn LogoutParticipant>> = vec![
-        Arc::new(crate::single_logout::WebParticipant::oidc(
-            web_state.clone(),
-        )),
+        Arc::new(
+            OidcLogout::new(provider.clone(), Duration::from_secs(5))
+                .context("building the back-channel logout client")?,
+        ),
         Arc::new(
             SamlLogout::new(
                 idp.clone(),
@@ -111,7 +117,10 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         Arc::new(HttpProxyCallback::new().context("building the proxy callback client")?),
     )
     .with_single_logout(SingleLogout::new(participants, DeliveryPolicy::default()))
-    .with_clients(vec![idp.clone() as Arc<dyn InProcessClient>]);
+    .with_clients(vec![
+        provider.clone() as Arc<dyn InProcessClient>,
+        idp.clone() as Arc<dyn InProcessClient>,
+    ]);
     let issuer = settings
         .public_url
         .as_str()
@@ -122,13 +131,11 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         metrics: Metrics::default(),
         memory_store,
         issuer,
-        signing_keys,
         oidc: provider,
         saml: idp,
         delegation,
         settings,
     });
-    let _ = web_state.set(Arc::downgrade(&state));
     Ok(state)
 }
 

@@ -65,16 +65,7 @@ pub struct OidcSection {
 }
 
 /// The OIDC provider's settings.
-#[derive(Debug, Clone)]
-pub struct OidcSettings {
-    pub clients: Vec<castellan_oidc::OidcClient>,
-    pub code_ttl: Duration,
-    pub access_token_ttl: Duration,
-    pub id_token_ttl: Duration,
-    pub refresh_token_ttl: Duration,
-    pub offline_token_ttl: Duration,
-    pub pairwise_salt: String,
-}
+pub use castellan_oidc::OidcSettings;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -74,7 +74,8 @@ fn no_module_of_the_web_crate_imports_itself_in_a_circle() {
         .filter_map(|e| {
             let path = e.ok()?.path();
             let name = path.file_stem()?.to_str()?.to_owned();
-            (path.extension()? == "rs").then(|| Some((name, std::fs::read_to_string(&path).ok()?)))?
+            (path.extension()? == "rs")
+                .then(|| Some((name, std::fs::read_to_string(&path).ok()?)))?
         })
         .collect();
     let modules: BTreeSet<String> = files.iter().map(|(n, _)| n.clone()).collect();
@@ -87,7 +88,11 @@ fn no_module_of_the_web_crate_imports_itself_in_a_circle() {
             (n.clone(), deps)
         })
         .collect();
-    assert_eq!(circle(&graph), None, "web modules import each other in a circle");
+    assert_eq!(
+        circle(&graph),
+        None,
+        "web modules import each other in a circle"
+    );
 }
 
 #[test]

@@ -180,15 +180,11 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
             prefix: state.prefix().to_owned(),
             action,
             service_name: f.target.map(|t| {
+                // An OIDC or SAML callback is named by its client or SP
+                // (the engine asks the in-process client that owns it).
                 state
-                    .oidc
+                    .engine
                     .display_name(&t.url)
-                    .or_else(|| {
-                        state
-                            .saml
-                            .party(&t.url)
-                            .and_then(|_| state.engine.display_name(&t.url))
-                    })
                     .unwrap_or_else(|| t.display_name())
             }),
             username: f.username,

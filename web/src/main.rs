@@ -19,8 +19,6 @@ mod pages;
 mod respond;
 mod saml;
 mod server;
-mod signing_keys;
-mod single_logout;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -205,7 +203,7 @@ fn keys(command: KeysCommand) -> ExitCode {
                     )
                 })?;
             let fresh = keys
-                .rotate(signing_keys::unix_now(), keep.as_secs())
+                .rotate(castellan_oidc::signing_keys::unix_now(), keep.as_secs())
                 .map_err(|e| e.to_string())?;
             keys.save(dir).map_err(|e| e.to_string())?;
             println!("new active keys: {}", fresh.join(" "));

@@ -27,7 +27,7 @@ pub async fn health(State(state): State<SharedState>) -> Response {
 
 /// The token signing keys' public halves (RFC 7517).
 pub async fn jwks(State(state): State<SharedState>) -> Response {
-    let Some(keys) = state.signing_keys.get() else {
+    let Some(keys) = state.oidc.signing_keys().get() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "application/json")],
@@ -37,7 +37,7 @@ pub async fn jwks(State(state): State<SharedState>) -> Response {
     };
     let body = keys
         .keys()
-        .jwks(crate::signing_keys::unix_now())
+        .jwks(castellan_oidc::signing_keys::unix_now())
         .to_string();
     (
         [

@@ -3,17 +3,36 @@
 //! ticket store while the browser logs in at `/login`, and comes back with a
 //! service ticket that the provider validates through the engine API.
 //!
-//! This crate holds what is independent of HTTP: clients, request checks,
-//! the records kept in the store, the tokens and the signing keys. The web
-//! crate maps them to endpoints.
+//! This crate holds the provider's rules, independent of HTTP framing: the
+//! web crate parses requests, calls a [`Provider`] method and renders its
+//! answer.
 
+pub mod access;
 pub mod authorize;
 pub mod client;
+pub mod discovery;
 pub mod error;
+pub mod grants;
+mod http;
 pub mod keys;
+pub mod logout;
+pub mod parameters;
+pub mod provider;
 pub mod records;
+pub mod sign_in;
+pub mod signing_keys;
 pub mod tokens;
 
 pub use client::{ClientRegistry, GrantTypes, OidcClient, Subject};
+pub use discovery::DiscoveryError;
 pub use error::{ErrorCode, OAuthError};
 pub use keys::{Algorithm, KeyError, Keyring, SigningKeys};
+pub use logout::{EndSessionError, OidcLogout};
+pub use parameters::{parameters, MAX_TOKEN_LEN};
+pub use provider::{OidcSettings, Provider};
+pub use records::ResponseMode;
+pub use sign_in::{ClientAnswer, LoginRequest, SignInError};
+pub use signing_keys::{KeyCell, SigningKeysError};
+
+#[cfg(test)]
+mod tests;

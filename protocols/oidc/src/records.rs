@@ -2,29 +2,14 @@
 //! authorization requests waiting for a login, codes, grants and refresh
 //! tokens. Each is a store record, so that any node continues any flow.
 
+pub use castellan_core::record::{decode, encode};
 use castellan_core::{Attributes, StoreError, TicketStore};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Format version, first byte of every record: a node never misreads a
-/// record written by another version.
-const VERSION: u8 = 1;
-
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    postcard::to_extend(value, vec![VERSION])
-        .map_err(|e| StoreError::Corrupt(format!("encoding an OIDC record: {e}")))
-}
-
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    match bytes.split_first() {
-        Some((&VERSION, rest)) => postcard::from_bytes(rest)
-            .map_err(|e| StoreError::Corrupt(format!("decoding an OIDC record: {e}"))),
-        _ => Err(StoreError::Corrupt(
-            "OIDC record of an unknown format".into(),
-        )),
-    }
-}
+// Every record is encoded as the core encodes all flow records: a format
+// version byte (1), then postcard. The fixture test below pins the bytes.
 
 pub fn request_key(id: &str) -> String {
     format!("oidc:req:{id}")
@@ -245,6 +230,65 @@ mod tests {
             RefreshRecord::Spent(s) => assert_eq!(s.grant_id, "G"),
             RefreshRecord::Live(_) => panic!("a marker decoded as a live token"),
         }
+    }
+
+    /// Pinned: nodes of the release before and after share these records
+    /// on one store, so their bytes may not change.
+    #[test]
+    fn a_pending_request_and_a_grant_keep_their_bytes() {
+        let request = PendingRequest {
+            client_id: "rp".into(),
+            redirect_uri: "https://rp/cb".into(),
+            scopes: vec!["openid".into()],
+            state: Some("S".into()),
+            nonce: None,
+            code_challenge: None,
+            response_mode: ResponseMode::FormPost,
+            prompt_none: false,
+            renew: true,
+            max_age: Some(300),
+        };
+        let mut expected = vec![1, 2, b'r', b'p', 13];
+        expected.extend_from_slice(b"https://rp/cb");
+        expected.extend_from_slice(&[1, 6]);
+        expected.extend_from_slice(b"openid");
+        // state Some("S"), nonce None, code_challenge None, FormPost,
+        // prompt_none false, renew true, max_age Some(300) as a varint.
+        expected.extend_from_slice(&[1, 1, b'S', 0, 0, 1, 0, 1, 1, 0xAC, 0x02]);
+        let bytes = encode(&request).unwrap();
+        assert_eq!(bytes, expected);
+        let back: PendingRequest = decode(&bytes).unwrap();
+        assert_eq!(back.max_age, Some(300));
+        assert_eq!(back.response_mode, ResponseMode::FormPost);
+
+        let mut attributes = Attributes::new();
+        attributes.insert("mail".into(), vec!["a@x".into()]);
+        let grant = Grant {
+            client_id: "rp".into(),
+            principal_id: "alice".into(),
+            attributes,
+            scopes: vec!["openid".into()],
+            session_id: "TGT-1".into(),
+            auth_time: 1_700_000_000,
+            fresh_login: true,
+            offline: false,
+        };
+        let mut expected = vec![1, 2, b'r', b'p', 5];
+        expected.extend_from_slice(b"alice");
+        expected.extend_from_slice(&[1, 4]);
+        expected.extend_from_slice(b"mail");
+        expected.extend_from_slice(&[1, 3]);
+        expected.extend_from_slice(b"a@x");
+        expected.extend_from_slice(&[1, 6]);
+        expected.extend_from_slice(b"openid");
+        expected.push(5);
+        expected.extend_from_slice(b"TGT-1");
+        expected.extend_from_slice(&[0x80, 0xE2, 0xCF, 0xAA, 0x06, 1, 0]);
+        let bytes = encode(&grant).unwrap();
+        assert_eq!(bytes, expected);
+        let back: Grant = decode(&bytes).unwrap();
+        assert_eq!(back.attributes, grant.attributes);
+        assert_eq!(back.auth_time, grant.auth_time);
     }
 
     #[test]

@@ -4,12 +4,14 @@
 
 use crate::client::{OidcClient, Subject};
 use crate::keys::{Algorithm, Keyring};
+use crate::records::Grant;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use castellan_core::ids::session_tag;
 use castellan_core::Attributes;
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -141,6 +143,75 @@ pub fn subject(client: &OidcClient, principal_id: &str, pairwise_salt: &str) -> 
             URL_SAFE_NO_PAD.encode(h.finalize())
         }
     }
+}
+
+/// The claims of an ID token (OIDC Core §2, §3.1.3.6) for a grant: the
+/// user claims its scopes release, then who issued it to whom, when, for
+/// which login and session, and the hash of the access token beside it.
+#[allow(clippy::too_many_arguments)]
+pub fn id_token_claims(
+    issuer: &str,
+    client: &OidcClient,
+    sub: &str,
+    grant: &Grant,
+    nonce: Option<&str>,
+    access_token: &str,
+    now: u64,
+    lifetime: u64,
+) -> Map<String, Value> {
+    let mut claims = scope_claims(
+        grant.scopes.iter().map(String::as_str),
+        &grant.principal_id,
+        &grant.attributes,
+    );
+    claims.insert("iss".into(), json!(issuer));
+    claims.insert("sub".into(), json!(sub));
+    claims.insert("aud".into(), json!(client.client_id));
+    claims.insert("azp".into(), json!(client.client_id));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("exp".into(), json!(now + lifetime));
+    claims.insert("auth_time".into(), json!(grant.auth_time));
+    // "1": the user presented credentials for this login; "0": SSO.
+    claims.insert(
+        "acr".into(),
+        json!(if grant.fresh_login { "1" } else { "0" }),
+    );
+    if let Some(nonce) = nonce {
+        claims.insert("nonce".into(), json!(nonce));
+    }
+    if let Some(sid) = session_tag(&grant.session_id) {
+        claims.insert("sid".into(), json!(sid));
+    }
+    claims.insert("at_hash".into(), json!(at_hash(access_token)));
+    claims
+}
+
+/// How long a logout token is valid (seconds).
+pub const LOGOUT_TOKEN_LIFETIME: u64 = 120;
+
+/// The claims of a logout token (OIDC Back-Channel Logout 1.0 §2.4): no
+/// nonce, the logout event, and `sid` when the session has one.
+pub fn logout_token_claims(
+    issuer: &str,
+    client_id: &str,
+    sub: &str,
+    sid: Option<&str>,
+    jti: &str,
+    now: u64,
+) -> Value {
+    let mut claims = json!({
+        "iss": issuer,
+        "aud": client_id,
+        "iat": now,
+        "exp": now + LOGOUT_TOKEN_LIFETIME,
+        "jti": jti,
+        "sub": sub,
+        "events": { BACKCHANNEL_LOGOUT_EVENT: {} },
+    });
+    if let Some(sid) = sid {
+        claims["sid"] = json!(sid);
+    }
+    claims
 }
 
 /// The first value of the first of `names` present.

@@ -2,9 +2,8 @@
 //! first start, and never generated when other nodes sharing the ticket
 //! store already use keys (they would sign tokens this node cannot verify).
 
-use anyhow::{anyhow, Context as _};
+use crate::keys::{KeyError, Keyring, SigningKeys};
 use castellan_core::TicketStore;
-use castellan_oidc::{Keyring, SigningKeys};
 use std::path::Path;
 
 /// Seconds since the epoch, from the core's clock.
@@ -13,20 +12,28 @@ pub fn unix_now() -> u64 {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PrepareError {
+pub enum SigningKeysError {
     /// No keys here, and the shared store cannot say whether other nodes
     /// have some: wait for it rather than generate.
     #[error("no signing keys in data_dir, and the ticket store cannot be asked whether other nodes use some: {0}")]
     StoreUnavailable(String),
-    #[error("{0:#}")]
-    Fatal(anyhow::Error),
+    #[error("locking the signing keys of data_dir: {0}")]
+    Lock(std::io::Error),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(
+        "no signing keys in {dir} while other nodes sharing the ticket store use keys {keys}: \
+         refusing to generate different ones. Give this node the same data_dir \
+         (see deploy/REDIS.md)"
+    )]
+    OtherNodesKeys { dir: String, keys: String },
 }
 
 pub async fn prepare(
     data_dir: &Path,
     store: &dyn TicketStore,
     shared: bool,
-) -> Result<SigningKeys, PrepareError> {
+) -> Result<SigningKeys, SigningKeysError> {
     // Nodes starting together on one shared data_dir: the first generates,
     // the others wait for it here and load its keys.
     // A read-only data_dir (keys mounted from a secret) takes no lock file;
@@ -38,31 +45,24 @@ pub async fn prepare(
         .open(data_dir.join(".signing-keys.lock"))
         .ok();
     if let Some(lock) = &lock {
-        lock.lock()
-            .context("locking the signing keys of data_dir")
-            .map_err(PrepareError::Fatal)?;
+        lock.lock().map_err(SigningKeysError::Lock)?;
     }
-    let keys = match SigningKeys::load(data_dir).map_err(|e| PrepareError::Fatal(e.into()))? {
+    let keys = match SigningKeys::load(data_dir)? {
         Some(keys) => keys,
         None => {
             // Whether other nodes use keys must be known before generating.
             let published = store
                 .published_key_ids()
                 .await
-                .map_err(|e| PrepareError::StoreUnavailable(e.to_string()))?;
+                .map_err(|e| SigningKeysError::StoreUnavailable(e.to_string()))?;
             if !published.is_empty() {
-                return Err(PrepareError::Fatal(anyhow!(
-                    "no signing keys in {} while other nodes sharing the ticket store use keys {}: \
-                     refusing to generate different ones. Give this node the same data_dir \
-                     (see deploy/REDIS.md)",
-                    data_dir.display(),
-                    published.join(", ")
-                )));
+                return Err(SigningKeysError::OtherNodesKeys {
+                    dir: data_dir.display().to_string(),
+                    keys: published.join(", "),
+                });
             }
-            let keys =
-                SigningKeys::generate(unix_now()).map_err(|e| PrepareError::Fatal(e.into()))?;
-            keys.save(data_dir)
-                .map_err(|e| PrepareError::Fatal(e.into()))?;
+            let keys = SigningKeys::generate(unix_now())?;
+            keys.save(data_dir)?;
             tracing::info!(keys = %keys.key_ids().join(", "), dir = %data_dir.display(), "signing keys generated");
             keys
         }
@@ -106,7 +106,7 @@ impl KeyCell {
         self.0.read().clone()
     }
 
-    pub fn set(&self, keys: SigningKeys) -> Result<(), castellan_oidc::KeyError> {
+    pub fn set(&self, keys: SigningKeys) -> Result<(), KeyError> {
         let ring = Keyring::new(keys)?;
         *self.0.write() = Some(std::sync::Arc::new(ring));
         Ok(())
@@ -122,7 +122,7 @@ fn modified(path: &Path) -> Option<std::time::SystemTime> {
 /// shared data_dir follows the same rotation).
 fn watch(cell: KeyCell, data_dir: std::path::PathBuf, store: std::sync::Arc<dyn TicketStore>) {
     tokio::spawn(async move {
-        let path = data_dir.join(castellan_oidc::keys::FILE_NAME);
+        let path = data_dir.join(crate::keys::FILE_NAME);
         let mut seen = modified(&path);
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
@@ -163,15 +163,14 @@ pub async fn prepare_or_retry(
     data_dir: &Path,
     store: std::sync::Arc<dyn TicketStore>,
     shared: bool,
-) -> anyhow::Result<KeyCell> {
+) -> Result<KeyCell, SigningKeysError> {
     let cell: KeyCell = Default::default();
     match prepare(data_dir, store.as_ref(), shared).await {
         Ok(keys) => {
             cell.set(keys)?;
             watch(cell.clone(), data_dir.to_owned(), store.clone());
         }
-        Err(PrepareError::Fatal(e)) => return Err(e),
-        Err(e @ PrepareError::StoreUnavailable(_)) => {
+        Err(e @ SigningKeysError::StoreUnavailable(_)) => {
             tracing::warn!("{e}; retrying in the background");
             let (dir, retry_cell) = (data_dir.to_owned(), cell.clone());
             tokio::spawn(async move {
@@ -189,15 +188,16 @@ pub async fn prepare_or_retry(
                                 break;
                             }
                         },
-                        Err(PrepareError::StoreUnavailable(_)) => {}
-                        Err(PrepareError::Fatal(e)) => {
-                            tracing::error!("signing keys: {e:#}; OIDC keys stay unavailable");
+                        Err(SigningKeysError::StoreUnavailable(_)) => {}
+                        Err(e) => {
+                            tracing::error!("signing keys: {e}; OIDC keys stay unavailable");
                             break;
                         }
                     }
                 }
             });
         }
+        Err(e) => return Err(e),
     }
     Ok(cell)
 }
