@@ -16,7 +16,8 @@ persistent value when the logout started elsewhere.
   by its own request (Success, session over), and is sent its transient
   NameID when the logout starts at another SP;
 * a CAS /logout in a browser visits a SAML SP that has only browser SLO
-  endpoints, then goes on to the registered `service`.
+  endpoints, then goes on to the registered `service`; an OIDC RP-initiated
+  logout does the same, then goes on to the post_logout_redirect_uri.
 
 pysaml2 SPs are never served: the test takes the LogoutRequest out of the
 redirect, checks it with the SP's client (signature, NameID against the one
@@ -33,7 +34,7 @@ from lxml import etree
 
 from saml2 import BINDING_HTTP_REDIRECT
 
-from conftest import APP, parse_login_form, ticket_from, unique_path
+from conftest import APP, OidcClient, parse_login_form, ticket_from, unique_path
 from saml_shib import SamlCastellan, ShibBrowser, ShibbolethSp, redirect_message, shibboleth_available
 from saml_sp import (
     NAMEID_EMAIL,
@@ -93,10 +94,16 @@ def shib():
     sp.cleanup()
 
 
+# An OIDC relying party of the same Castellan (it starts logouts only).
+RP = OidcClient("slo-rp", "https://rp.example.test/cb", "slo-rp-secret-0123456789")
+RP_BYE = "https://rp.example.test/bye"
+
+
 @pytest.fixture(scope="module")
 def cas(tmp_path_factory, pki, services, sps, shib):
+    rp = RP.service(post_logout_redirect_uris=[RP_BYE], scopes=["openid"])
     c = SamlCastellan(tmp_path_factory.mktemp("slo-castellan"), label="slo-castellan", ssl_cert_file=pki.ca_pem,
-                      services=services + [shib.service()] + [sp.service() for sp in sps.all()],
+                      services=services + [shib.service()] + [sp.service() for sp in sps.all()] + [rp],
                       saml={"clock_skew": "60s"}).start()
     yield c
     c.stop()
@@ -248,3 +255,20 @@ def test_cas_logout_in_a_browser_reaches_a_front_channel_only_saml_sp(cas, idp, 
     back = visit(sps.main, idp, r.headers.get("Location", ""), nid, idx)
     r = b.s.get(back, allow_redirects=False, timeout=15)
     assert r.status_code == 200 and "signed out" in r.text.lower(), (r.status_code, r.text[:500])
+
+
+def test_oidc_logout_in_a_browser_reaches_a_front_channel_only_saml_sp(cas, idp, sps):
+    b = SamlBrowser(cas)
+    nid, idx = sign_in(b, sps.main)
+    r = b.s.get(cas.url("/oidc/logout"), params={
+        "client_id": RP.client_id, "post_logout_redirect_uri": RP_BYE, "state": "bye-1"},
+        allow_redirects=False, timeout=15)
+    assert r.status_code == 302, f"/oidc/logout answered {r.status_code}: {r.text[:500]}"
+    assert not b.tgc, "CASTGC still in the browser after /oidc/logout"
+    # the SAML SP first (it has only a browser SLO endpoint) ...
+    back = visit(sps.main, idp, r.headers["Location"], nid, idx)
+    # ... then the relying party's post_logout_redirect_uri, with its state
+    r = b.s.get(back, allow_redirects=False, timeout=15)
+    assert r.status_code == 302 and r.headers["Location"] == f"{RP_BYE}?state=bye-1", (
+        r.status_code, r.headers.get("Location"))
+    check_session_over(cas, b)

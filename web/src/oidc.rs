@@ -389,17 +389,24 @@ async fn logout(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Respons
         Ok(t) => t,
         Err(e) => return bad(&e.to_string()),
     };
+    let mut visits = Vec::new();
     if let Some(id) = cookies::session_id(headers) {
         match state.engine.logout(&id, None).await {
             Ok(out) => {
                 if out.user.is_some() {
                     Metrics::inc(&state.metrics.logouts);
                 }
+                visits = out.visits;
             }
             Err(e) => return unavailable(state, &e),
         }
     }
     let mut response = match target {
+        // SAML SPs with only browser SLO endpoints are visited first, as
+        // after a CAS or a SAML logout; then on to the relying party.
+        target if !visits.is_empty() => {
+            crate::saml::front_channel_logout(state, &visits, target).await
+        }
         Some(location) => redirect(&location),
         None => crate::logout::signed_out(state),
     };
