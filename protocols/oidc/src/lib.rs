@@ -9,6 +9,7 @@
 
 pub mod authorize;
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod keys;
 pub mod records;

@@ -11,6 +11,7 @@
 //! openssl and tested.
 
 pub mod binding;
+pub mod config;
 pub mod error;
 pub mod keys;
 pub mod request;
