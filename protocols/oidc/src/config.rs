@@ -300,6 +300,19 @@ pub struct ProviderConfig {
     pub pairwise_salt: String,
 }
 
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            code_ttl: MAX_CODE_TTL,
+            access_token_ttl: Duration::from_secs(300),
+            id_token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(8 * 3600),
+            offline_token_ttl: Duration::from_secs(30 * 86_400),
+            pairwise_salt: String::new(),
+        }
+    }
+}
+
 /// Codes are short-lived (RFC 6749 §4.1.2 recommends 10 minutes at most;
 /// one is plenty for a redirect).
 const MAX_CODE_TTL: Duration = Duration::from_secs(60);
@@ -367,16 +380,17 @@ pub fn provider(
     if !problems.is_empty() {
         return Err(problems);
     }
+    let defaults = ProviderConfig::default();
     Ok(ProviderConfig {
         code_ttl,
-        access_token_ttl: input.access_token_ttl.unwrap_or(Duration::from_secs(300)),
-        id_token_ttl: input.id_token_ttl.unwrap_or(Duration::from_secs(300)),
+        access_token_ttl: input.access_token_ttl.unwrap_or(defaults.access_token_ttl),
+        id_token_ttl: input.id_token_ttl.unwrap_or(defaults.id_token_ttl),
         refresh_token_ttl: input
             .refresh_token_ttl
-            .unwrap_or(Duration::from_secs(8 * 3600)),
+            .unwrap_or(defaults.refresh_token_ttl),
         offline_token_ttl: input
             .offline_token_ttl
-            .unwrap_or(Duration::from_secs(30 * 86_400)),
+            .unwrap_or(defaults.offline_token_ttl),
         pairwise_salt,
     })
 }

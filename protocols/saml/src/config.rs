@@ -212,6 +212,22 @@ pub struct IdentityProviderConfig {
     pub persistent_id_secret: Option<String>,
 }
 
+impl IdentityProviderConfig {
+    /// The section's defaults: the entityID `{public_url}/idp`, a key made
+    /// in the data directory.
+    pub fn defaults(public_url: &str) -> Self {
+        IdentityProviderConfig {
+            entity_id: format!("{}/idp", public_url.trim_end_matches('/')),
+            signing_key: None,
+            sign_metadata: false,
+            clock_skew: Duration::from_secs(60),
+            request_max_age: Duration::from_secs(300),
+            assertion_ttl: Duration::from_secs(300),
+            persistent_id_secret: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityProviderConfigError {
     #[error("saml.entity_id: empty")]
@@ -237,13 +253,14 @@ pub fn identity_provider(
     public_url: &str,
 ) -> Result<IdentityProviderConfig, Vec<IdentityProviderConfigError>> {
     let mut problems = Vec::new();
+    let defaults = IdentityProviderConfig::defaults(public_url);
     let entity_id = match input.entity_id {
         Some(e) if !e.is_empty() => e,
         Some(_) => {
             problems.push(IdentityProviderConfigError::EmptyEntityId);
             String::new()
         }
-        None => format!("{}/idp", public_url.trim_end_matches('/')),
+        None => defaults.entity_id,
     };
     let signing_key = match (input.signing_key, input.signing_certificate) {
         (Some(k), Some(c)) => Some((k, c)),
@@ -267,10 +284,10 @@ pub fn identity_provider(
     Ok(IdentityProviderConfig {
         entity_id,
         signing_key,
-        sign_metadata: input.sign_metadata.unwrap_or(false),
-        clock_skew: input.clock_skew.unwrap_or(Duration::from_secs(60)),
-        request_max_age: input.request_max_age.unwrap_or(Duration::from_secs(300)),
-        assertion_ttl: input.assertion_ttl.unwrap_or(Duration::from_secs(300)),
+        sign_metadata: input.sign_metadata.unwrap_or(defaults.sign_metadata),
+        clock_skew: input.clock_skew.unwrap_or(defaults.clock_skew),
+        request_max_age: input.request_max_age.unwrap_or(defaults.request_max_age),
+        assertion_ttl: input.assertion_ttl.unwrap_or(defaults.assertion_ttl),
         persistent_id_secret: input.persistent_id_secret,
     })
 }
