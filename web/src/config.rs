@@ -1406,56 +1406,16 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFz
     }
 
     #[test]
-    fn templates_that_can_collide_are_warned_about() {
-        let text = format!(
-            "{LOCAL}{}{}{}{}",
-            upstream("a", "principal = \"{id}\""),
-            upstream("b", "principal = \"{mail}@b\""),
-            upstream("c", "principal = \"cas{id}\""),
-            upstream("d", "principal = \"ca{id}\""),
-        );
-        let s = parse(&text, Path::new("."), false).unwrap();
-        let all = s.warnings.join("\n");
-        assert!(
-            all.contains("upstream \"a\": principal \"{id}\" has no literal prefix"),
-            "{all}"
-        );
-        assert!(
-            all.contains("upstream \"b\": principal \"{mail}@b\" has no literal prefix"),
-            "{all}"
-        );
-        assert!(
-            all.contains(
-                "upstream \"c\": principal \"cas{id}\" can produce the local user \"casuser\""
-            ),
-            "{all}"
-        );
-        assert!(all.contains("upstreams \"c\" and \"d\""), "{all}");
-        // Explicit templates keep working.
-        assert_eq!(s.upstreams[3].mapping.template(), "ca{id}");
-    }
-
-    #[test]
-    fn validate_path_is_a_path_for_cas_upstreams() {
-        let ok = upstream("campus", "validate_path = \"/serviceValidate\"");
-        let s = parse(&ok, Path::new("."), false).unwrap();
-        assert_eq!(
-            s.upstreams[0].validate_path.as_deref(),
-            Some("/serviceValidate")
-        );
-        for bad in [
-            "serviceValidate",
-            "/x?format=JSON",
-            "https://other/serviceValidate",
-        ] {
-            let text = upstream("campus", &format!("validate_path = \"{bad}\""));
-            let problems = parse(&text, Path::new("."), false).err().unwrap();
-            assert!(problems[0].message.contains("validate_path"), "{bad}");
-        }
-        let oidc =
-            "[[upstreams]]\nname = \"p\"\nprotocol = \"oidc\"\nissuer = \"https://op.example\"\n\
-                    client_id = \"c\"\nvalidate_path = \"/x\"\n";
-        let problems = parse(oidc, Path::new("."), false).err().unwrap();
-        assert!(problems[0].message.contains("CAS upstreams only"));
+    fn upstream_problems_are_at_the_name_or_the_protocol() {
+        let text = "[[upstreams]]\nname = \"campus\"\nprotocol = \"cas\"\n\n\
+                    [[upstreams]]\nname = \"x\"\nprotocol = \"ldap\"\n\n\
+                    [[upstreams]]\nname = \"a\"\nprotocol = \"cas\"\nurl = \"https://a\"\nauto_redirect = true\n\n\
+                    [[upstreams]]\nname = \"b\"\nprotocol = \"cas\"\nurl = \"https://b\"\nauto_redirect = true\n";
+        let problems = parse(text, Path::new("."), false).err().unwrap();
+        let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(2), Some(7), None], "{problems:?}");
+        assert!(problems[0]
+            .message
+            .contains("url (the CAS server's base URL"));
     }
 }
