@@ -2,15 +2,24 @@
 //! identity provider and map the identity that comes back into a CAS
 //! principal. One trait, [`Connector`]; one file per upstream kind.
 //!
-//! The web layer owns the flow around a connector: it keeps the one-time
-//! state in the shared ticket store, bound to the browser, and opens the SSO
-//! session with the principal a connector returns.
+//! The configuration of upstreams is checked here ([`config`]), and their
+//! connectors built from it ([`upstreams`]). The web layer owns the flow
+//! around a connector: it keeps the one-time state ([`pending`]) in the
+//! shared ticket store, bound to the browser, and opens the SSO session with
+//! the principal a connector returns.
 
 pub mod cas;
+pub mod config;
 pub mod mapping;
 pub mod oauth2;
 pub mod oidc;
+pub mod pending;
 pub mod saml;
+pub mod upstreams;
+
+pub use config::{UpstreamKind, UpstreamSettings};
+pub use pending::PendingLogin;
+pub use upstreams::{Upstream, UpstreamRegistry};
 
 use async_trait::async_trait;
 use castellan_core::Principal;

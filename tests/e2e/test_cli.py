@@ -45,6 +45,25 @@ def test_check_config(tmp_path, services):
     assert p.returncode != 0, p.stdout + p.stderr
 
 
+def test_check_config_refuses_keys_of_another_protocol(tmp_path, services):
+    """Unknown keys are errors (the contract), a key of another protocol too: a CAS service
+    with an OIDC client's secret, an OIDC client with a CAS service's logout."""
+    mixed = Castellan(tmp_path / "mixed", services=services + [
+        {"name": "mixed-cas", "protocol": "cas", "service": r"^https://mixed\.example\.test/.*$",
+         "release": [], "client_secret": "s3cret"},
+        {"name": "mixed-oidc", "protocol": "oidc", "client_id": "mixed", "logout": "back-channel",
+         "redirect_uris": ["https://mixed.example.test/cb"]}])
+    mixed.write_config()
+    p = run("check-config", "--config", str(mixed.config_path))
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    lines = mixed.config_path.read_text().splitlines()
+    secret = lines.index('client_secret = "s3cret"') + 1
+    logout = max(i for i, line in enumerate(lines, 1) if line == 'logout = "back-channel"')
+    assert f'{mixed.config_path}:{secret}: service "mixed-cas": client_secret is not a key of a CAS service' in out, out
+    assert f'{mixed.config_path}:{logout}: service "mixed-oidc": logout is not a key of an OIDC client' in out, out
+
+
 def test_serve_refuses_bad_config(tmp_path, services):
     bad = Castellan(tmp_path / "bad", services=services)
     bad.config_path.write_text(bad.config_text() + "\n[bogus_section]\nx = 1\n")

@@ -3,12 +3,12 @@
 
 use castellan_core::{
     authn::{hash_password, is_password_hash},
-    Attributes, LogoutMode, RegisteredService, StaticUser, ThrottlePolicy, TicketPolicy,
-    UserSecret,
+    Attributes, RegisteredService, StaticUser, ThrottlePolicy, TicketPolicy, UserSecret,
 };
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -168,57 +168,97 @@ pub struct UserEntry {
     pub attributes: BTreeMap<String, AttributeValue>,
 }
 
+/// A `[[services]]` entry: the keys of every protocol, each with its place
+/// in the file. Which keys a protocol takes, and what their values may be,
+/// is its own crate's to say (`castellan_cas::config`,
+/// `castellan_oidc::config`, `castellan_saml::config`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-// The SAML fields are parsed (so the contract's file is accepted) but only
-// read once that protocol module exists.
-#[allow(dead_code)]
 pub struct ServiceEntry {
     pub name: Spanned<String>,
     pub protocol: Spanned<String>,
+    // CAS services
     pub service: Option<Spanned<String>>,
-    #[serde(default)]
-    pub release: Vec<String>,
+    pub release: Option<Spanned<Vec<String>>>,
     pub proxy_callback: Option<Spanned<String>>,
     pub logout: Option<Spanned<String>>,
     // OAuth2 / OIDC clients
     pub client_id: Option<Spanned<String>>,
     pub client_secret: Option<Spanned<String>>,
-    #[serde(default)]
-    pub redirect_uris: Vec<String>,
-    #[serde(default)]
-    pub post_logout_redirect_uris: Vec<String>,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Not in the contract's example: OIDC Back-Channel Logout 1.0.
+    pub redirect_uris: Option<Spanned<Vec<String>>>,
+    pub post_logout_redirect_uris: Option<Spanned<Vec<String>>>,
+    pub scopes: Option<Spanned<Vec<String>>>,
     pub backchannel_logout_uri: Option<Spanned<String>>,
-    /// Default: authorization_code and refresh_token, plus
-    /// client_credentials for a confidential client.
     pub grant_types: Option<Spanned<Vec<String>>>,
-    /// "public" (default) or "pairwise".
     pub subject: Option<Spanned<String>>,
-    /// RS256 (default) or ES256.
     pub id_token_signing_alg: Option<Spanned<String>>,
-    /// ES256 (default) or RS256.
     pub access_token_signing_alg: Option<Spanned<String>>,
-    /// client_ids of the resource servers that may introspect this
-    /// client's tokens (RFC 7662); by default only the client itself.
-    #[serde(default)]
-    pub resource_servers: Vec<String>,
-    // SAML: "assertion" (default), "response" or "both".
-    pub sign: Option<Spanned<String>>,
-    pub encrypt_assertions: Option<bool>,
-    /// "uri" (default) or "basic".
-    pub attribute_name_format: Option<Spanned<String>>,
-    pub require_signed_requests: Option<bool>,
+    pub resource_servers: Option<Spanned<Vec<String>>>,
     // SAML2 service providers
+    pub sign: Option<Spanned<String>>,
+    pub encrypt_assertions: Option<Spanned<bool>>,
+    pub attribute_name_format: Option<Spanned<String>>,
+    pub require_signed_requests: Option<Spanned<bool>>,
     pub metadata: Option<Spanned<String>>,
     pub name_id_format: Option<Spanned<String>>,
 }
 
+/// The value of an optional key, without its place.
+fn value<T>(v: Option<Spanned<T>>) -> Option<T> {
+    v.map(Spanned::into_inner)
+}
+
+/// The value of an optional list, empty when absent.
+fn list(v: Option<Spanned<Vec<String>>>) -> Vec<String> {
+    value(v).unwrap_or_default()
+}
+
+/// Where each key written in a table is.
+struct Written(Vec<(&'static str, Range<usize>)>);
+
+impl Written {
+    fn span(&self, key: &str) -> Option<Range<usize>> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, span)| span.clone())
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.0.iter().map(|(k, _)| (*k).to_owned()).collect()
+    }
+}
+
+/// Lists the keys of `$table` that are written, with their places.
+macro_rules! written {
+    ($table:expr; $($key:ident),* $(,)?) => {{
+        let mut keys = Vec::new();
+        $(
+            if let Some(v) = &$table.$key {
+                keys.push((stringify!($key), v.span()));
+            }
+        )*
+        Written(keys)
+    }};
+}
+
+impl ServiceEntry {
+    fn written(&self) -> Written {
+        let mut w = written!(self;
+            service, release, proxy_callback, logout, client_id, client_secret,
+            redirect_uris, post_logout_redirect_uris, scopes, backchannel_logout_uri,
+            grant_types, subject, id_token_signing_alg, access_token_signing_alg,
+            resource_servers, sign, encrypt_assertions, attribute_name_format,
+            require_signed_requests, metadata, name_id_format,
+        );
+        w.0.insert(0, ("protocol", self.protocol.span()));
+        w.0.insert(0, ("name", self.name.span()));
+        w
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // the OIDC, OAuth2 and SAML fields: read once those connectors exist
 pub struct UpstreamEntry {
     pub name: Spanned<String>,
     pub protocol: Spanned<String>,
@@ -252,44 +292,7 @@ pub struct UpstreamEntry {
     pub userinfo: Option<bool>,
 }
 
-/// A configured upstream identity provider.
-#[derive(Debug, Clone)]
-pub struct UpstreamSettings {
-    pub name: String,
-    pub display_name: String,
-    pub kind: UpstreamKind,
-    pub mapping: castellan_delegation::mapping::Mapping,
-    pub auto_redirect: bool,
-    /// CAS upstreams: where tickets are validated, below the URL (`None`:
-    /// `/p3/serviceValidate`).
-    pub validate_path: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub enum UpstreamKind {
-    Cas {
-        url: String,
-    },
-    Oidc {
-        issuer: String,
-        client_id: String,
-        client_secret: Option<String>,
-        scopes: Vec<String>,
-        userinfo: bool,
-    },
-    Saml {
-        idp: castellan_saml::sp_side::UpstreamIdp,
-    },
-    OAuth2 {
-        authorize_url: String,
-        token_url: String,
-        profile_url: String,
-        client_id: String,
-        client_secret: Option<String>,
-        scopes: Vec<String>,
-        id_attribute: String,
-    },
-}
+pub use castellan_delegation::config::UpstreamSettings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
@@ -459,32 +462,56 @@ impl Validator<'_> {
         });
     }
 
+    /// A problem at `span`, or of the whole file.
+    fn problem_in(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: span.map(|s| line_of(self.text, s.start)),
+            message: message.into(),
+        });
+    }
+
+    /// A protocol crate's problems with a table: each at the key it names
+    /// when written, else at `fallback`.
+    fn report<E: KeyedError>(
+        &mut self,
+        errors: &[E],
+        written: &Written,
+        fallback: Option<Range<usize>>,
+    ) {
+        for e in errors {
+            let span = e
+                .key()
+                .and_then(|k| written.span(k))
+                .or_else(|| fallback.clone());
+            self.problem_in(span, e.to_string());
+        }
+    }
+
     fn duration(
         &mut self,
         key: &str,
         value: &Option<Spanned<String>>,
         default: Duration,
     ) -> Duration {
-        let Some(v) = value else { return default };
+        self.optional_duration(key, value).unwrap_or(default)
+    }
+
+    /// `None` when absent, or wrong (a problem then).
+    fn optional_duration(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+    ) -> Option<Duration> {
+        let v = value.as_ref()?;
         match parse_duration(v.get_ref()) {
             Ok(d) if d.is_zero() => {
                 self.problem(v, format!("{key}: must be longer than zero"));
-                default
+                None
             }
-            Ok(d) => d,
+            Ok(d) => Some(d),
             Err(e) => {
                 self.problem(v, format!("{key}: {e}"));
-                default
-            }
-        }
-    }
-
-    fn regex(&mut self, key: &str, value: &Spanned<String>) -> bool {
-        match regex::Regex::new(value.get_ref()) {
-            Ok(_) => true,
-            Err(e) => {
-                self.problem(value, format!("{key}: bad regular expression: {e}"));
-                false
+                None
             }
         }
     }
@@ -639,196 +666,8 @@ impl Validator<'_> {
         let (services, clients, sps) = self.services(raw.services, base);
         let oidc = self.oidc(raw.oidc, clients);
         let saml = self.saml(raw.saml, sps, &public_url, base);
-        let mut upstreams: Vec<UpstreamSettings> = Vec::new();
-        for upstream in raw.upstreams {
-            let name = upstream.name.get_ref().clone();
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                self.problem(
-                    &upstream.name,
-                    "upstreams.name: 1 to 64 letters, digits, '-' or '_' (it is part of URLs)",
-                );
-                continue;
-            }
-            if upstreams.iter().any(|u| u.name == name) {
-                self.problem(
-                    &upstream.name,
-                    format!("upstreams.name: {name:?} is defined twice"),
-                );
-                continue;
-            }
-            let kind = match upstream.protocol.get_ref().as_str() {
-                "cas" => match upstream.url.as_deref().map(Url::parse) {
-                    Some(Ok(u)) if matches!(u.scheme(), "https" | "http") => UpstreamKind::Cas {
-                        url: u.as_str().trim_end_matches('/').to_owned(),
-                    },
-                    _ => {
-                        self.problem(&upstream.name, format!("upstream {name:?}: url (the CAS server's base URL, http(s)) is required"));
-                        continue;
-                    }
-                },
-                "oidc" => {
-                    let issuer = match upstream.issuer.as_deref().map(Url::parse) {
-                        Some(Ok(u)) if matches!(u.scheme(), "https" | "http") => {
-                            upstream.issuer.clone().unwrap_or_default()
-                        }
-                        _ => {
-                            self.problem(
-                                &upstream.name,
-                                format!("upstream {name:?}: issuer (an http(s) URL) is required"),
-                            );
-                            continue;
-                        }
-                    };
-                    let Some(client_id) = upstream.client_id.clone() else {
-                        self.problem(
-                            &upstream.name,
-                            format!("upstream {name:?}: client_id is required"),
-                        );
-                        continue;
-                    };
-                    let mut scopes = upstream.scopes.clone();
-                    if !scopes.iter().any(|s| s == "openid") {
-                        scopes.insert(0, "openid".into());
-                    }
-                    UpstreamKind::Oidc {
-                        issuer,
-                        client_id,
-                        client_secret: upstream.client_secret.clone(),
-                        scopes,
-                        userinfo: upstream.userinfo.unwrap_or(false),
-                    }
-                }
-                "oauth2" => {
-                    let mut urls = Vec::new();
-                    for (key, value) in [
-                        ("authorize_url", &upstream.authorize_url),
-                        ("token_url", &upstream.token_url),
-                        ("profile_url", &upstream.profile_url),
-                    ] {
-                        match value.as_deref().map(Url::parse) {
-                            Some(Ok(u)) if matches!(u.scheme(), "https" | "http") => {
-                                urls.push(value.clone().unwrap_or_default())
-                            }
-                            _ => self.problem(
-                                &upstream.name,
-                                format!("upstream {name:?}: {key} (an http(s) URL) is required"),
-                            ),
-                        }
-                    }
-                    let Some(client_id) = upstream.client_id.clone() else {
-                        self.problem(
-                            &upstream.name,
-                            format!("upstream {name:?}: client_id is required"),
-                        );
-                        continue;
-                    };
-                    if urls.len() != 3 {
-                        continue;
-                    }
-                    UpstreamKind::OAuth2 {
-                        authorize_url: urls[0].clone(),
-                        token_url: urls[1].clone(),
-                        profile_url: urls[2].clone(),
-                        client_id,
-                        client_secret: upstream.client_secret.clone(),
-                        scopes: upstream.scopes.clone(),
-                        id_attribute: upstream.id_attribute.clone().unwrap_or_else(|| "id".into()),
-                    }
-                }
-                "saml" => {
-                    let Some(file) = upstream.metadata.as_deref() else {
-                        self.problem(
-                            &upstream.name,
-                            format!(
-                                "upstream {name:?}: metadata (the IdP's metadata file) is required"
-                            ),
-                        );
-                        continue;
-                    };
-                    let path = base.join(file);
-                    let parsed = std::fs::read_to_string(&path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|x| {
-                            castellan_saml::sp_side::UpstreamIdp::from_metadata(&x)
-                                .map_err(|e| e.to_string())
-                        });
-                    match parsed {
-                        Ok(idp) => UpstreamKind::Saml { idp },
-                        Err(e) => {
-                            self.problem(
-                                &upstream.name,
-                                format!("upstream {name:?}: {}: {e}", path.display()),
-                            );
-                            continue;
-                        }
-                    }
-                }
-                other => {
-                    self.problem(
-                        &upstream.protocol,
-                        format!("upstreams.protocol: {other:?} is not \"cas\", \"oidc\", \"oauth2\" or \"saml\""),
-                    );
-                    continue;
-                }
-            };
-            if let Some(t) = &upstream.principal {
-                if t.matches('{').count() != t.matches('}').count() || !t.contains('{') {
-                    self.problem(&upstream.name, format!("upstream {name:?}: principal {t:?} must name {{id}} or an attribute in braces"));
-                    continue;
-                }
-            }
-            let validate_path = match (&kind, upstream.validate_path.clone()) {
-                (_, None) => None,
-                (UpstreamKind::Cas { .. }, Some(p))
-                    if p.starts_with('/')
-                        && p.len() <= 256
-                        && !p.contains(['?', '#', ' ', '\\']) =>
-                {
-                    Some(p.trim_end_matches('/').to_owned()).filter(|p| !p.is_empty())
-                }
-                (UpstreamKind::Cas { .. }, Some(p)) => {
-                    self.problem(&upstream.name, format!("upstream {name:?}: validate_path {p:?} must be a path below url, starting with '/' (e.g. \"/serviceValidate\")"));
-                    continue;
-                }
-                (_, Some(_)) => {
-                    self.problem(
-                        &upstream.name,
-                        format!("upstream {name:?}: validate_path is for CAS upstreams only"),
-                    );
-                    continue;
-                }
-            };
-            upstreams.push(UpstreamSettings {
-                display_name: upstream
-                    .display_name
-                    .clone()
-                    .unwrap_or_else(|| name.clone()),
-                mapping: castellan_delegation::mapping::Mapping {
-                    rename: upstream.rename,
-                    keep: upstream.keep,
-                    principal: upstream.principal,
-                    upstream: name.clone(),
-                },
-                name,
-                kind,
-                auto_redirect: upstream.auto_redirect.unwrap_or(false),
-                validate_path,
-            });
-        }
-        self.principal_collisions(&upstreams, &users);
-        if upstreams.iter().filter(|u| u.auto_redirect).count() > 1 {
-            self.problems.push(Problem {
-                line: None,
-                message:
-                    "upstreams: auto_redirect is for the one way in; more than one upstream has it"
-                        .into(),
-            });
-        }
+        let local_users: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+        let upstreams = self.upstreams(raw.upstreams, base, &local_users);
         if demo {
             self.warnings.push(
                 "no configuration file: running the demo defaults with user casuser/Mellon; \
@@ -882,48 +721,49 @@ impl Validator<'_> {
         }
     }
 
-    /// Principal templates that could make an upstream's user into a local
-    /// account, or into another upstream's user.
-    fn principal_collisions(&mut self, upstreams: &[UpstreamSettings], users: &[StaticUser]) {
-        use castellan_delegation::mapping::Collision;
-        for (i, u) in upstreams.iter().enumerate() {
-            let template = u.mapping.template();
-            for c in u
-                .mapping
-                .collisions(users.iter().map(|l| l.username.as_str()))
-            {
-                self.warnings.push(match c {
-                    Collision::NoNamespace => format!(
-                        "upstream {:?}: principal {template:?} has no literal prefix: the upstream \
-                         chooses the whole user name, and can become a local user or another \
-                         upstream's; use e.g. \"{}:{{id}}\" (the default is \"{{upstream}}:{{id}}\")",
-                        u.name, u.name
-                    ),
-                    Collision::LocalUser(local) => format!(
-                        "upstream {:?}: principal {template:?} can produce the local user {local:?}",
-                        u.name
-                    ),
-                });
+    fn upstreams(
+        &mut self,
+        entries: Vec<UpstreamEntry>,
+        base: &Path,
+        local_users: &[&str],
+    ) -> Vec<UpstreamSettings> {
+        let mut upstreams = castellan_delegation::config::Upstreams::default();
+        for entry in entries {
+            let written = Written(vec![
+                ("name", entry.name.span()),
+                ("protocol", entry.protocol.span()),
+            ]);
+            let input = castellan_delegation::config::UpstreamInput {
+                name: entry.name.into_inner(),
+                protocol: entry.protocol.into_inner(),
+                display_name: entry.display_name,
+                url: entry.url,
+                issuer: entry.issuer,
+                client_id: entry.client_id,
+                client_secret: entry.client_secret,
+                scopes: entry.scopes,
+                authorize_url: entry.authorize_url,
+                token_url: entry.token_url,
+                profile_url: entry.profile_url,
+                id_attribute: entry.id_attribute,
+                metadata: entry.metadata.map(|m| base.join(m)),
+                auto_redirect: entry.auto_redirect,
+                rename: entry.rename,
+                keep: entry.keep,
+                principal: entry.principal,
+                validate_path: entry.validate_path,
+                userinfo: entry.userinfo,
+            };
+            if let Err(errors) = upstreams.add(input) {
+                let at_name = written.span("name");
+                self.report(&errors, &written, at_name);
             }
-            let namespace = u.mapping.namespace();
-            for other in &upstreams[i + 1..] {
-                let theirs = other.mapping.namespace();
-                if !namespace.is_empty()
-                    && !theirs.is_empty()
-                    && (namespace.starts_with(&theirs) || theirs.starts_with(&namespace))
-                {
-                    self.warnings.push(format!(
-                        "upstreams {:?} and {:?}: their principal templates share the prefix \
-                         {:?}: the two can produce the same user",
-                        u.name,
-                        other.name,
-                        if namespace.len() < theirs.len() {
-                            &namespace
-                        } else {
-                            &theirs
-                        }
-                    ));
-                }
+        }
+        match upstreams.finish(local_users, &mut self.warnings) {
+            Ok(upstreams) => upstreams,
+            Err(e) => {
+                self.problem_in(None, e.to_string());
+                Vec::new()
             }
         }
     }
@@ -935,337 +775,86 @@ impl Validator<'_> {
         public_url: &Url,
         base: &Path,
     ) -> SamlSettings {
-        let entity_id = match &raw.entity_id {
-            Some(e) if !e.get_ref().is_empty() => e.get_ref().clone(),
-            Some(e) => {
-                self.problem(e, "saml.entity_id: empty");
-                String::new()
-            }
-            None => format!("{}/idp", public_url.as_str().trim_end_matches('/')),
+        let written = written!(raw;
+            entity_id, signing_key, signing_certificate, clock_skew, request_max_age,
+            assertion_ttl, persistent_id_secret,
+        );
+        // The durations' problems come after the section's own, as they did.
+        let before = self.problems.len();
+        let durations = [
+            self.optional_duration("saml.clock_skew", &raw.clock_skew),
+            self.optional_duration("saml.request_max_age", &raw.request_max_age),
+            self.optional_duration("saml.assertion_ttl", &raw.assertion_ttl),
+        ];
+        let duration_problems: Vec<Problem> = self.problems.drain(before..).collect();
+        let input = castellan_saml::config::IdentityProviderInput {
+            entity_id: value(raw.entity_id),
+            signing_key: raw.signing_key.map(|k| base.join(k.get_ref())),
+            signing_certificate: raw.signing_certificate.map(|c| base.join(c.get_ref())),
+            sign_metadata: raw.sign_metadata,
+            clock_skew: durations[0],
+            request_max_age: durations[1],
+            assertion_ttl: durations[2],
+            persistent_id_secret: value(raw.persistent_id_secret),
         };
-        let signing_key = match (&raw.signing_key, &raw.signing_certificate) {
-            (Some(k), Some(c)) => Some((base.join(k.get_ref()), base.join(c.get_ref()))),
-            (None, None) => None,
-            (Some(s), None) | (None, Some(s)) => {
-                self.problem(
-                    s,
-                    "saml: give both signing_key and signing_certificate, or neither",
-                );
-                None
-            }
-        };
+        let idp = castellan_saml::config::identity_provider(input, public_url.as_str())
+            .unwrap_or_else(|errors| {
+                self.report(&errors, &written, None);
+                castellan_saml::config::IdentityProviderConfig::defaults(public_url.as_str())
+            });
+        self.problems.extend(duration_problems);
         SamlSettings {
             sps,
-            entity_id,
-            signing_key,
-            sign_metadata: raw.sign_metadata.unwrap_or(false),
-            clock_skew: self.duration("saml.clock_skew", &raw.clock_skew, Duration::from_secs(60)),
-            request_max_age: self.duration(
-                "saml.request_max_age",
-                &raw.request_max_age,
-                Duration::from_secs(300),
-            ),
-            assertion_ttl: self.duration(
-                "saml.assertion_ttl",
-                &raw.assertion_ttl,
-                Duration::from_secs(300),
-            ),
-            persistent_id_secret: raw.persistent_id_secret.map(Spanned::into_inner),
+            entity_id: idp.entity_id,
+            signing_key: idp.signing_key,
+            sign_metadata: idp.sign_metadata,
+            clock_skew: idp.clock_skew,
+            request_max_age: idp.request_max_age,
+            assertion_ttl: idp.assertion_ttl,
+            persistent_id_secret: idp.persistent_id_secret,
         }
     }
 
-    fn saml_sp(
-        &mut self,
-        entry: ServiceEntry,
-        base: &Path,
-    ) -> Option<castellan_saml::ServiceProvider> {
-        use castellan_saml::sp::{AttributeNameFormat, Registration};
-        use castellan_saml::SignMode;
-        let name = entry.name.get_ref().clone();
-        let Some(metadata) = &entry.metadata else {
-            self.problem(&entry.name, format!("service {name:?}: metadata (the SP's metadata file) is required for protocol \"saml\""));
-            return None;
-        };
-        let path = base.join(metadata.get_ref());
-        let xml = match std::fs::read_to_string(&path) {
-            Ok(x) => x,
-            Err(e) => {
-                self.problem(
-                    metadata,
-                    format!("services.metadata: {}: {e}", path.display()),
-                );
-                return None;
-            }
-        };
-        let sign = match entry.sign.as_ref().map(|s| (s, s.get_ref().as_str())) {
-            None | Some((_, "assertion")) => SignMode::Assertion,
-            Some((_, "response")) => SignMode::Response,
-            Some((_, "both")) => SignMode::Both,
-            Some((s, other)) => {
-                self.problem(
-                    s,
-                    format!(
-                        "services.sign: {other:?} is not \"assertion\", \"response\" or \"both\""
-                    ),
-                );
-                return None;
-            }
-        };
-        let attribute_format = match entry
-            .attribute_name_format
-            .as_ref()
-            .map(|s| (s, s.get_ref().as_str()))
-        {
-            None | Some((_, "uri")) => AttributeNameFormat::Uri,
-            Some((_, "basic")) => AttributeNameFormat::Basic,
-            Some((s, other)) => {
-                self.problem(
-                    s,
-                    format!(
-                        "services.attribute_name_format: {other:?} is not \"uri\" or \"basic\""
-                    ),
-                );
-                return None;
-            }
-        };
-        let registration = Registration {
-            name: name.clone(),
-            release: entry.release,
-            name_id_format: entry.name_id_format.map(Spanned::into_inner),
-            sign,
-            encrypt: entry.encrypt_assertions.unwrap_or(false),
-            attribute_format,
-            require_signed_requests: entry.require_signed_requests.unwrap_or(false),
-        };
-        match castellan_saml::ServiceProvider::from_metadata(&xml, registration) {
-            Ok(sp) => Some(sp),
-            Err(e) => {
-                self.problem(
-                    metadata,
-                    format!("service {name:?}: {}: {e}", path.display()),
-                );
-                None
-            }
-        }
-    }
-
-    fn oidc(&mut self, raw: OidcSection, clients: Vec<castellan_oidc::OidcClient>) -> OidcSettings {
-        let code_ttl = self.duration("oidc.code_ttl", &raw.code_ttl, Duration::from_secs(60));
-        if let Some(v) = &raw.code_ttl {
-            if code_ttl > Duration::from_secs(60) {
-                self.problem(v, "oidc.code_ttl: at most 60s (codes are short-lived)");
-            }
-        }
-        for c in &clients {
-            for rs in &c.resource_servers {
-                if !clients.iter().any(|o| &o.client_id == rs) {
-                    self.warnings.push(format!(
-                        "services: client {:?} names {rs:?} in resource_servers, and no client has that client_id",
-                        c.client_id
-                    ));
-                }
-            }
-        }
-        let pairwise = clients
-            .iter()
-            .any(|c| matches!(c.subject, castellan_oidc::Subject::Pairwise { .. }));
-        let pairwise_salt = match &raw.pairwise_salt {
-            Some(s) if s.get_ref().len() >= 16 => s.get_ref().clone(),
-            Some(s) => {
-                self.problem(s, "oidc.pairwise_salt: use at least 16 random characters");
-                String::new()
-            }
-            None => {
-                if pairwise {
-                    self.problems.push(Problem {
-                        line: None,
-                        message: "a client uses subject = \"pairwise\": set oidc.pairwise_salt \
-                                  (a secret shared by every node)"
-                            .into(),
-                    });
-                }
-                String::new()
-            }
-        };
-        OidcSettings {
-            clients,
-            code_ttl,
-            access_token_ttl: self.duration(
-                "oidc.access_token_ttl",
-                &raw.access_token_ttl,
-                Duration::from_secs(300),
-            ),
-            id_token_ttl: self.duration(
-                "oidc.id_token_ttl",
-                &raw.id_token_ttl,
-                Duration::from_secs(300),
-            ),
-            refresh_token_ttl: self.duration(
-                "oidc.refresh_token_ttl",
-                &raw.refresh_token_ttl,
-                Duration::from_secs(8 * 3600),
-            ),
-            offline_token_ttl: self.duration(
-                "oidc.offline_token_ttl",
-                &raw.offline_token_ttl,
-                Duration::from_secs(30 * 86_400),
-            ),
+    fn oidc(&mut self, raw: OidcSection, clients: castellan_oidc::config::Clients) -> OidcSettings {
+        let written = written!(raw;
+            code_ttl, access_token_ttl, id_token_ttl, refresh_token_ttl, offline_token_ttl,
             pairwise_salt,
-        }
-    }
-
-    fn oidc_client(&mut self, entry: ServiceEntry) -> Option<castellan_oidc::OidcClient> {
-        use castellan_oidc::{Algorithm, GrantTypes, Subject};
-        let name = entry.name.get_ref().clone();
-        let Some(client_id) = entry.client_id.as_ref().map(|c| c.get_ref().clone()) else {
-            self.problem(
-                &entry.name,
-                format!("service {name:?}: client_id is required for protocol \"oidc\""),
-            );
-            return None;
-        };
-        let mut ok = true;
-        if client_id.is_empty() || client_id.len() > 255 || client_id.contains(':') {
-            self.problem(
-                &entry.name,
-                format!("service {name:?}: client_id must be 1 to 255 characters without ':'"),
-            );
-            ok = false;
-        }
-        if entry.service.is_some() || entry.proxy_callback.is_some() {
-            self.problem(
-                &entry.name,
-                format!("service {name:?}: `service` and `proxy_callback` are for CAS services; an OIDC client has redirect_uris"),
-            );
-            ok = false;
-        }
-        if entry.redirect_uris.is_empty() {
-            self.problem(
-                &entry.name,
-                format!("service {name:?}: redirect_uris needs at least one URI"),
-            );
-            ok = false;
-        }
-        for uri in entry
-            .redirect_uris
-            .iter()
-            .chain(&entry.post_logout_redirect_uris)
-            .chain(entry.backchannel_logout_uri.as_ref().map(|u| u.get_ref()))
-        {
-            match Url::parse(uri) {
-                Ok(u) if matches!(u.scheme(), "https" | "http") && u.fragment().is_none() => {
-                    if u.scheme() == "http"
-                        && !matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
-                    {
-                        self.warnings.push(format!(
-                            "service {name:?}: {uri} is plain http: codes and tokens travel unprotected"
-                        ));
-                    }
-                }
-                _ => {
-                    self.problem(
-                        &entry.name,
-                        format!("service {name:?}: {uri:?} is not an absolute http(s) URI without a fragment"),
-                    );
-                    ok = false;
-                }
-            }
-        }
-        let secret = entry.client_secret.as_ref().map(|s| s.get_ref().clone());
-        let confidential = secret.is_some();
-        let grant_types = match &entry.grant_types {
-            None => GrantTypes {
-                authorization_code: true,
-                refresh_token: true,
-                client_credentials: confidential,
-            },
-            Some(list) => {
-                let mut g = GrantTypes {
-                    authorization_code: false,
-                    refresh_token: false,
-                    client_credentials: false,
-                };
-                for t in list.get_ref() {
-                    match t.as_str() {
-                        "authorization_code" => g.authorization_code = true,
-                        "refresh_token" => g.refresh_token = true,
-                        "client_credentials" if confidential => g.client_credentials = true,
-                        "client_credentials" => {
-                            self.problem(
-                                list,
-                                "services.grant_types: client_credentials needs a client_secret",
-                            );
-                            ok = false;
-                        }
-                        other => {
-                            self.problem(list, format!("services.grant_types: {other:?} is not authorization_code, refresh_token or client_credentials"));
-                            ok = false;
-                        }
-                    }
-                }
-                g
-            }
-        };
-        let subject = match entry.subject.as_ref().map(|s| (s, s.get_ref().as_str())) {
-            None | Some((_, "public")) => Subject::Public,
-            Some((_, "pairwise")) => Subject::Pairwise {
-                sector: entry
-                    .redirect_uris
-                    .first()
-                    .and_then(|u| Url::parse(u).ok())
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                    .unwrap_or_default(),
-            },
-            Some((s, other)) => {
-                self.problem(
-                    s,
-                    format!("services.subject: {other:?} is not \"public\" or \"pairwise\""),
-                );
-                ok = false;
-                Subject::Public
-            }
-        };
-        let mut alg = |v: &Option<Spanned<String>>, key: &str, default| match v {
-            None => default,
-            Some(s) => Algorithm::parse(s.get_ref()).unwrap_or_else(|| {
-                self.problem(
-                    s,
-                    format!("services.{key}: {:?} is not RS256 or ES256", s.get_ref()),
-                );
-                ok = false;
-                default
-            }),
-        };
-        let id_token_alg = alg(
-            &entry.id_token_signing_alg,
-            "id_token_signing_alg",
-            Algorithm::RS256,
         );
-        let access_token_alg = alg(
-            &entry.access_token_signing_alg,
-            "access_token_signing_alg",
-            Algorithm::ES256,
-        );
-        let scopes = if entry.scopes.is_empty() {
-            vec!["openid".into(), "profile".into(), "email".into()]
-        } else {
-            entry.scopes
+        let code_ttl = self.optional_duration("oidc.code_ttl", &raw.code_ttl);
+        // The other durations' problems come after the section's own, as
+        // they did.
+        let before = self.problems.len();
+        let durations = [
+            self.optional_duration("oidc.access_token_ttl", &raw.access_token_ttl),
+            self.optional_duration("oidc.id_token_ttl", &raw.id_token_ttl),
+            self.optional_duration("oidc.refresh_token_ttl", &raw.refresh_token_ttl),
+            self.optional_duration("oidc.offline_token_ttl", &raw.offline_token_ttl),
+        ];
+        let duration_problems: Vec<Problem> = self.problems.drain(before..).collect();
+        let input = castellan_oidc::config::ProviderInput {
+            code_ttl,
+            access_token_ttl: durations[0],
+            id_token_ttl: durations[1],
+            refresh_token_ttl: durations[2],
+            offline_token_ttl: durations[3],
+            pairwise_salt: value(raw.pairwise_salt),
         };
-        ok.then(|| castellan_oidc::OidcClient {
-            name,
-            client_id,
-            secret,
-            redirect_uris: entry.redirect_uris,
-            post_logout_redirect_uris: entry.post_logout_redirect_uris,
-            scopes,
-            release: entry.release,
-            backchannel_logout_uri: entry.backchannel_logout_uri.map(Spanned::into_inner),
-            grant_types,
-            subject,
-            id_token_alg,
-            access_token_alg,
-            resource_servers: entry.resource_servers,
-        })
+        let provider =
+            castellan_oidc::config::provider(input, clients.as_slice(), &mut self.warnings);
+        let provider = provider.unwrap_or_else(|errors| {
+            self.report(&errors, &written, None);
+            castellan_oidc::config::ProviderConfig::default()
+        });
+        self.problems.extend(duration_problems);
+        OidcSettings {
+            clients: clients.into_vec(),
+            code_ttl: provider.code_ttl,
+            access_token_ttl: provider.access_token_ttl,
+            id_token_ttl: provider.id_token_ttl,
+            refresh_token_ttl: provider.refresh_token_ttl,
+            offline_token_ttl: provider.offline_token_ttl,
+            pairwise_salt: provider.pairwise_salt,
+        }
     }
 
     fn users(&mut self, entries: Vec<UserEntry>, demo: bool) -> Vec<StaticUser> {
@@ -1339,15 +928,13 @@ impl Validator<'_> {
         base: &Path,
     ) -> (
         Vec<RegisteredService>,
-        Vec<castellan_oidc::OidcClient>,
+        castellan_oidc::config::Clients,
         Vec<castellan_saml::ServiceProvider>,
     ) {
         let mut names = HashSet::new();
-        let mut client_ids = HashSet::new();
-        let mut entity_ids = HashSet::new();
         let mut services = Vec::new();
-        let mut clients = Vec::new();
-        let mut sps = Vec::new();
+        let mut clients = castellan_oidc::config::Clients::default();
+        let mut sps = castellan_saml::config::ServiceProviders::default();
         for entry in entries {
             let name = entry.name.get_ref().clone();
             if !names.insert(name.clone()) {
@@ -1356,36 +943,59 @@ impl Validator<'_> {
                     format!("services.name: {name:?} is defined twice"),
                 );
             }
+            let written = entry.written();
+            let at_name = Some(entry.name.span());
             match entry.protocol.get_ref().as_str() {
-                "cas" => {}
-                "oidc" => {
-                    let at = entry.name.clone();
-                    if let Some(client) = self.oidc_client(entry) {
-                        if !client_ids.insert(client.client_id.clone()) {
-                            self.problem(
-                                &at,
-                                format!("services.client_id: {:?} is used twice", client.client_id),
-                            );
-                        }
-                        clients.push(client);
+                "cas" => {
+                    let input = castellan_cas::config::ServiceInput {
+                        name,
+                        service: value(entry.service),
+                        release: list(entry.release),
+                        proxy_callback: value(entry.proxy_callback),
+                        logout: value(entry.logout),
+                        keys: written.keys(),
+                    };
+                    match castellan_cas::config::service(input) {
+                        Ok(service) => services.push(service),
+                        Err(errors) => self.report(&errors, &written, at_name),
                     }
-                    continue;
+                }
+                "oidc" => {
+                    let input = castellan_oidc::config::ClientInput {
+                        name,
+                        client_id: value(entry.client_id),
+                        client_secret: value(entry.client_secret),
+                        redirect_uris: list(entry.redirect_uris),
+                        post_logout_redirect_uris: list(entry.post_logout_redirect_uris),
+                        scopes: list(entry.scopes),
+                        release: list(entry.release),
+                        backchannel_logout_uri: value(entry.backchannel_logout_uri),
+                        grant_types: value(entry.grant_types),
+                        subject: value(entry.subject),
+                        id_token_signing_alg: value(entry.id_token_signing_alg),
+                        access_token_signing_alg: value(entry.access_token_signing_alg),
+                        resource_servers: list(entry.resource_servers),
+                        keys: written.keys(),
+                    };
+                    if let Err(errors) = clients.add(input, &mut self.warnings) {
+                        self.report(&errors, &written, at_name);
+                    }
                 }
                 "saml" => {
-                    let at = entry.name.clone();
-                    if let Some(sp) = self.saml_sp(entry, base) {
-                        if !entity_ids.insert(sp.entity_id.clone()) {
-                            self.problem(
-                                &at,
-                                format!(
-                                    "services.metadata: entityID {:?} is registered twice",
-                                    sp.entity_id
-                                ),
-                            );
-                        }
-                        sps.push(sp);
+                    let input = castellan_saml::config::ServiceProviderInput {
+                        name,
+                        metadata: entry.metadata.map(|m| base.join(m.get_ref())),
+                        release: list(entry.release),
+                        name_id_format: value(entry.name_id_format),
+                        sign: value(entry.sign),
+                        encrypt_assertions: value(entry.encrypt_assertions),
+                        attribute_name_format: value(entry.attribute_name_format),
+                        require_signed_requests: value(entry.require_signed_requests),
+                        keys: written.keys(),
+                    };
+                    if let Err(errors) = sps.add(input) {
+                        self.report(&errors, &written, at_name);
                     }
-                    continue;
                 }
                 other => {
                     self.problem(
@@ -1394,48 +1004,39 @@ impl Validator<'_> {
                             "services.protocol: {other:?} is not \"cas\", \"oidc\" or \"saml\""
                         ),
                     );
-                    continue;
                 }
-            }
-            let Some(pattern) = &entry.service else {
-                self.problem(
-                    &entry.name,
-                    format!("service {name:?}: `service` (a regex) is required"),
-                );
-                continue;
-            };
-            let mut ok = self.regex("services.service", pattern);
-            if let Some(cb) = &entry.proxy_callback {
-                ok &= self.regex("services.proxy_callback", cb);
-            }
-            let logout = match entry.logout.as_ref().map(|l| (l, l.get_ref().as_str())) {
-                None | Some((_, "none")) => LogoutMode::None,
-                Some((_, "back-channel")) => LogoutMode::BackChannel,
-                Some((l, other)) => {
-                    self.problem(
-                        l,
-                        format!("services.logout: {other:?} is not \"back-channel\" or \"none\""),
-                    );
-                    LogoutMode::None
-                }
-            };
-            if !ok {
-                continue;
-            }
-            match RegisteredService::new(
-                name,
-                pattern.get_ref(),
-                entry.release,
-                entry.proxy_callback.as_ref().map(|c| c.get_ref().as_str()),
-                logout,
-            ) {
-                Ok(s) => services.push(s),
-                Err(e) => self.problem(pattern, format!("services.service: {e}")),
             }
         }
-        (services, clients, sps)
+        (services, clients, sps.into_vec())
     }
 }
+
+/// A protocol crate's configuration error: its message, and the key it is
+/// about (`None`: the table as a whole).
+trait KeyedError: std::fmt::Display {
+    fn key(&self) -> Option<&str>;
+}
+
+macro_rules! keyed_errors {
+    ($($error:ty),* $(,)?) => {
+        $(
+            impl KeyedError for $error {
+                fn key(&self) -> Option<&str> {
+                    <$error>::key(self)
+                }
+            }
+        )*
+    };
+}
+
+keyed_errors!(
+    castellan_cas::config::ServiceConfigError,
+    castellan_oidc::config::ClientConfigError,
+    castellan_oidc::config::ProviderConfigError,
+    castellan_saml::config::ServiceProviderConfigError,
+    castellan_saml::config::IdentityProviderConfigError,
+    castellan_delegation::config::UpstreamConfigError,
+);
 
 /// For `castellan hash-password`.
 pub fn hash(password: &str) -> Result<String, String> {
@@ -1445,6 +1046,7 @@ pub fn hash(password: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use castellan_core::LogoutMode;
 
     #[test]
     fn embedded_defaults_are_a_demo() {
@@ -1504,6 +1106,68 @@ password_hash = "plain"
         let problems = parse(text, Path::new("."), false).err().unwrap();
         let lines: Vec<_> = problems.iter().map(|p| p.line.unwrap()).collect();
         assert_eq!(lines, vec![3, 18, 8, 14], "{problems:?}");
+    }
+
+    #[test]
+    fn keys_of_another_protocol_are_errors_at_their_line() {
+        let text = r#"
+[[services]]
+name = "portal"
+protocol = "cas"
+service = '^https://portal\.example/.*$'
+client_secret = "s3cret"
+redirect_uris = ["https://portal.example/cb"]
+
+[[services]]
+name = "wiki"
+protocol = "oidc"
+client_id = "wiki"
+redirect_uris = ["https://wiki.example/cb"]
+logout = "back-channel"
+name_id_format = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+
+[[services]]
+name = "hr"
+protocol = "saml"
+proxy_callback = '^https://hr\.example/pgt$'
+metadata = "hr.xml"
+"#;
+        let problems = parse(text, Path::new("/nonexistent"), false).err().unwrap();
+        let found: Vec<_> = problems
+            .iter()
+            .map(|p| (p.line.unwrap(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            found[..5],
+            [
+                (
+                    6,
+                    "service \"portal\": client_secret is not a key of a CAS service"
+                ),
+                (
+                    7,
+                    "service \"portal\": redirect_uris is not a key of a CAS service"
+                ),
+                (
+                    14,
+                    "service \"wiki\": logout is not a key of an OIDC client"
+                ),
+                (
+                    15,
+                    "service \"wiki\": name_id_format is not a key of an OIDC client"
+                ),
+                (
+                    20,
+                    "service \"hr\": proxy_callback is not a key of a SAML service provider"
+                ),
+            ],
+            "{problems:?}"
+        );
+        // The SP's metadata is still read, and its absence told.
+        assert_eq!(found.len(), 6, "{problems:?}");
+        assert!(found[5]
+            .1
+            .starts_with("services.metadata: /nonexistent/hr.xml"));
     }
 
     #[test]
@@ -1721,56 +1385,16 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFz
     }
 
     #[test]
-    fn templates_that_can_collide_are_warned_about() {
-        let text = format!(
-            "{LOCAL}{}{}{}{}",
-            upstream("a", "principal = \"{id}\""),
-            upstream("b", "principal = \"{mail}@b\""),
-            upstream("c", "principal = \"cas{id}\""),
-            upstream("d", "principal = \"ca{id}\""),
-        );
-        let s = parse(&text, Path::new("."), false).unwrap();
-        let all = s.warnings.join("\n");
-        assert!(
-            all.contains("upstream \"a\": principal \"{id}\" has no literal prefix"),
-            "{all}"
-        );
-        assert!(
-            all.contains("upstream \"b\": principal \"{mail}@b\" has no literal prefix"),
-            "{all}"
-        );
-        assert!(
-            all.contains(
-                "upstream \"c\": principal \"cas{id}\" can produce the local user \"casuser\""
-            ),
-            "{all}"
-        );
-        assert!(all.contains("upstreams \"c\" and \"d\""), "{all}");
-        // Explicit templates keep working.
-        assert_eq!(s.upstreams[3].mapping.template(), "ca{id}");
-    }
-
-    #[test]
-    fn validate_path_is_a_path_for_cas_upstreams() {
-        let ok = upstream("campus", "validate_path = \"/serviceValidate\"");
-        let s = parse(&ok, Path::new("."), false).unwrap();
-        assert_eq!(
-            s.upstreams[0].validate_path.as_deref(),
-            Some("/serviceValidate")
-        );
-        for bad in [
-            "serviceValidate",
-            "/x?format=JSON",
-            "https://other/serviceValidate",
-        ] {
-            let text = upstream("campus", &format!("validate_path = \"{bad}\""));
-            let problems = parse(&text, Path::new("."), false).err().unwrap();
-            assert!(problems[0].message.contains("validate_path"), "{bad}");
-        }
-        let oidc =
-            "[[upstreams]]\nname = \"p\"\nprotocol = \"oidc\"\nissuer = \"https://op.example\"\n\
-                    client_id = \"c\"\nvalidate_path = \"/x\"\n";
-        let problems = parse(oidc, Path::new("."), false).err().unwrap();
-        assert!(problems[0].message.contains("CAS upstreams only"));
+    fn upstream_problems_are_at_the_name_or_the_protocol() {
+        let text = "[[upstreams]]\nname = \"campus\"\nprotocol = \"cas\"\n\n\
+                    [[upstreams]]\nname = \"x\"\nprotocol = \"ldap\"\n\n\
+                    [[upstreams]]\nname = \"a\"\nprotocol = \"cas\"\nurl = \"https://a\"\nauto_redirect = true\n\n\
+                    [[upstreams]]\nname = \"b\"\nprotocol = \"cas\"\nurl = \"https://b\"\nauto_redirect = true\n";
+        let problems = parse(text, Path::new("."), false).err().unwrap();
+        let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(2), Some(7), None], "{problems:?}");
+        assert!(problems[0]
+            .message
+            .contains("url (the CAS server's base URL"));
     }
 }

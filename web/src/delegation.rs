@@ -6,63 +6,26 @@
 //! wrong or replayed state, or from another browser, fails.
 
 use crate::app::SharedState;
-use crate::config::{UpstreamKind, UpstreamSettings};
+use crate::config::UpstreamSettings;
 use crate::pages::{render, Link, MessagePage};
 use crate::respond::{redirect, unavailable};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use castellan_core::ids::new_ticket_id;
-use castellan_delegation::cas::CasConnector;
-use castellan_delegation::mapping::Mapping;
-use castellan_delegation::oauth2::OAuth2Connector;
-use castellan_delegation::oidc::OidcConnector;
-use castellan_delegation::saml::SamlConnector;
-use castellan_delegation::{Connector, DelegationError, Finish, Start};
-use serde::{Deserialize, Serialize};
+use castellan_delegation::pending::{state_key, PendingLogin, STATE_TTL};
+use castellan_delegation::{DelegationError, Finish, Start, Upstream, UpstreamRegistry};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 const BINDING_COOKIE: &str = "CASDELEG";
-/// How long a login may stay at the upstream.
-const STATE_TTL: Duration = Duration::from_secs(600);
 /// Every call to an upstream is bounded.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct Upstream {
-    connector: Arc<dyn Connector>,
-    mapping: Mapping,
-    pub auto_redirect: bool,
-}
-
 pub struct Delegation {
-    upstreams: Vec<Upstream>,
-}
-
-/// A login waiting at an upstream.
-#[derive(Debug, Serialize, Deserialize)]
-struct Pending {
-    upstream: String,
-    service: Option<String>,
-    /// CAS `method=POST`: the ticket goes back by form post.
-    #[serde(default)]
-    method: Option<String>,
-    renew: bool,
-    gateway: bool,
-    /// When the login went to the upstream (seconds since the epoch): an
-    /// authentication there before it is not a fresh one.
-    #[serde(default)]
-    started_at: u64,
-    /// The browser's binding value (its cookie).
-    binding: String,
-    /// What the connector needs back.
-    saved: String,
-}
-
-fn state_key(state: &str) -> String {
-    format!("deleg:state:{state}")
+    upstreams: UpstreamRegistry,
 }
 
 impl Delegation {
@@ -71,81 +34,22 @@ impl Delegation {
         public_url: &str,
         credentials: Arc<castellan_saml::IdpCredentials>,
     ) -> anyhow::Result<Self> {
-        let http = castellan_delegation::http_client(UPSTREAM_TIMEOUT)?;
-        let upstreams = settings
-            .iter()
-            .map(|u| {
-                let connector: Arc<dyn Connector> = match &u.kind {
-                    UpstreamKind::Cas { url } => Arc::new(CasConnector::new(
-                        u.name.clone(),
-                        u.display_name.clone(),
-                        url.clone(),
-                        u.validate_path.clone(),
-                        http.clone(),
-                    )),
-                    UpstreamKind::Oidc {
-                        issuer,
-                        client_id,
-                        client_secret,
-                        scopes,
-                        userinfo,
-                    } => Arc::new(OidcConnector::new(
-                        u.name.clone(),
-                        u.display_name.clone(),
-                        issuer.clone(),
-                        client_id.clone(),
-                        client_secret.clone(),
-                        scopes.clone(),
-                        *userinfo,
-                        http.clone(),
-                    )),
-                    UpstreamKind::Saml { idp } => Arc::new(SamlConnector::new(
-                        u.name.clone(),
-                        u.display_name.clone(),
-                        idp.clone(),
-                        public_url,
-                        credentials.clone(),
-                    )),
-                    UpstreamKind::OAuth2 {
-                        authorize_url,
-                        token_url,
-                        profile_url,
-                        client_id,
-                        client_secret,
-                        scopes,
-                        id_attribute,
-                    } => Arc::new(OAuth2Connector::new(
-                        u.name.clone(),
-                        u.display_name.clone(),
-                        authorize_url.clone(),
-                        token_url.clone(),
-                        profile_url.clone(),
-                        client_id.clone(),
-                        client_secret.clone(),
-                        scopes.clone(),
-                        id_attribute.clone(),
-                        http.clone(),
-                    )),
-                };
-                Upstream {
-                    connector,
-                    mapping: u.mapping.clone(),
-                    auto_redirect: u.auto_redirect,
-                }
-            })
-            .collect();
-        Ok(Self { upstreams })
+        Ok(Self {
+            upstreams: UpstreamRegistry::build(
+                settings,
+                public_url,
+                credentials,
+                UPSTREAM_TIMEOUT,
+            )?,
+        })
     }
 
     fn get(&self, name: &str) -> Option<&Upstream> {
-        self.upstreams.iter().find(|u| u.connector.name() == name)
+        self.upstreams.get(name)
     }
 
     pub fn auto_redirect(&self) -> Option<&str> {
-        self.upstreams
-            .iter()
-            .find(|u| u.auto_redirect)
-            .map(|u| u.connector.name())
+        self.upstreams.auto_redirect()
     }
 
     /// The login page's buttons, keeping the request's parameters.
@@ -163,8 +67,8 @@ impl Delegation {
         self.upstreams
             .iter()
             .map(|u| Link {
-                href: format!("login?client_name={}{keep}", enc(u.connector.name())),
-                label: u.connector.display_name().to_owned(),
+                href: format!("login?client_name={}{keep}", enc(u.connector().name())),
+                label: u.connector().display_name().to_owned(),
             })
             .collect()
     }
@@ -266,7 +170,7 @@ pub async fn start(
     let gateway = gateway && !renew;
     // renew: the login must be a fresh one, which only an upstream that can
     // prove it may be asked for; anything else would pretend.
-    if renew && !upstream.connector.proves_fresh_login() {
+    if renew && !upstream.connector().proves_fresh_login() {
         tracing::info!(upstream = %name, "renew asked of an upstream that cannot prove a fresh login");
         let mut page = MessagePage::error(
             state.prefix(),
@@ -274,7 +178,7 @@ pub async fn start(
             &format!(
                 "This application asks you to sign in again, and {} cannot confirm a fresh sign-in. \
                  Please choose another way to sign in.",
-                upstream.connector.display_name()
+                upstream.connector().display_name()
             ),
         );
         let mut href = format!("{}/login?renew=true", state.prefix());
@@ -288,7 +192,7 @@ pub async fn start(
         return render(StatusCode::FORBIDDEN, &page);
     }
     // Gateway: only an upstream that can answer without a page may be asked.
-    if gateway && !upstream.connector.supports_passive() {
+    if gateway && !upstream.connector().supports_passive() {
         return match service.as_deref() {
             Some(s) => redirect(s),
             None => failure(
@@ -303,7 +207,7 @@ pub async fn start(
     let callback = callback_url(state, name);
     let started_at = state.now() / 1000;
     let started = match upstream
-        .connector
+        .connector()
         .start(&Start {
             callback_url: &callback,
             state: &st,
@@ -321,7 +225,7 @@ pub async fn start(
     if let Err(e) = state.engine.admit_pending_flow(client) {
         return unavailable(state, &e);
     }
-    let pending = Pending {
+    let pending = PendingLogin {
         upstream: name.to_owned(),
         service,
         method: method.filter(|m| m.len() <= 8),
@@ -331,7 +235,7 @@ pub async fn start(
         binding: binding.clone(),
         saved: started.saved,
     };
-    let Ok(bytes) = serde_json::to_vec(&pending) else {
+    let Ok(bytes) = pending.encode() else {
         return failure(
             state,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -372,7 +276,7 @@ pub async fn metadata(State(state): State<SharedState>, Path(name): Path<String>
     match state
         .delegation
         .get(&name)
-        .and_then(|u| u.connector.metadata())
+        .and_then(|u| u.connector().metadata())
     {
         Some(xml) => (
             [(header::CONTENT_TYPE, "application/samlmetadata+xml")],
@@ -464,8 +368,8 @@ async fn finish(
     let Some(st) = params.get("state").filter(|s| s.len() <= 64) else {
         return expired();
     };
-    let pending: Pending = match state.engine.store().take_record(&state_key(st)).await {
-        Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+    let pending = match state.engine.store().take_record(&state_key(st)).await {
+        Ok(Some(bytes)) => match PendingLogin::decode(&bytes) {
             Ok(p) => p,
             Err(_) => return expired(),
         },
@@ -497,7 +401,7 @@ async fn finish(
     }
     let callback = callback_url(state, name);
     let authenticated = match upstream
-        .connector
+        .connector()
         .finish(&Finish {
             params,
             callback_url: &callback,
@@ -547,7 +451,7 @@ async fn finish(
     // upstream's SSO session is not one, or a service validating with
     // renew=true would accept a login whose renew was dropped on the way.
     let from_new_login = authenticated.fresh;
-    let Some(principal) = upstream.mapping.apply(authenticated.principal) else {
+    let Some(principal) = upstream.mapping().apply(authenticated.principal) else {
         tracing::warn!(upstream = %name, "the upstream identity lacks what the principal template names");
         return failure(
             state,
@@ -575,7 +479,7 @@ async fn finish(
             let message = format!(
                 "You are signed in as {} through {}. Applications that use this service will let you in without asking again.",
                 page.signed.session.principal.id,
-                upstream.connector.display_name()
+                upstream.connector().display_name()
             );
             page.with_page(render(
                 StatusCode::OK,

@@ -116,7 +116,6 @@ fn settings_or_defaults(config: Option<&Path>) -> Result<config::Settings, Strin
 }
 
 fn upstreams_test(config: &Path, name: Option<&str>) -> ExitCode {
-    use config::UpstreamKind;
     let settings = match config::load(config) {
         Ok(s) => s,
         Err(e) => {
@@ -144,33 +143,7 @@ fn upstreams_test(config: &Path, name: Option<&str>) -> ExitCode {
     };
     let mut ok = true;
     for u in chosen {
-        let outcome: Result<String, String> = runtime.block_on(async {
-            let reach = |url: String| {
-                let http = http.clone();
-                async move {
-                    http.get(&url)
-                        .send()
-                        .await
-                        .map(|r| format!("{url} answered {}", r.status()))
-                        .map_err(|e| format!("{url}: {e}"))
-                }
-            };
-            match &u.kind {
-                UpstreamKind::Cas { url } => reach(format!("{url}/login")).await,
-                UpstreamKind::OAuth2 { authorize_url, .. } => reach(authorize_url.clone()).await,
-                UpstreamKind::Oidc { issuer, .. } => {
-                    castellan_delegation::oidc::check_discovery(issuer, &http)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                UpstreamKind::Saml { idp } => Ok(format!(
-                    "IdP {} (metadata as configured): SSO {}, {} signing certificate(s)",
-                    idp.entity_id,
-                    idp.sso_redirect,
-                    idp.signing_certs.len()
-                )),
-            }
-        });
+        let outcome = runtime.block_on(castellan_delegation::upstreams::probe(u, &http));
         match outcome {
             Ok(line) => println!("{}: ok: {line}", u.name),
             Err(e) => {

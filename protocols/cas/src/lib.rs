@@ -5,6 +5,7 @@
 //! XML, JSON, SAML 1.1), how PGTs reach a proxy callback and how single
 //! logout reaches a service. The web layer only routes HTTP to it.
 
+pub mod config;
 pub mod error;
 pub mod proxy;
 pub mod proxy_callback;

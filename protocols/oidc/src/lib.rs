@@ -10,6 +10,7 @@
 pub mod access;
 pub mod authorize;
 pub mod client;
+pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod grants;

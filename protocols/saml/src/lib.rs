@@ -13,6 +13,7 @@
 //! openssl and tested.
 
 pub mod binding;
+pub mod config;
 pub mod error;
 pub mod idp;
 pub mod keys;

@@ -1,0 +1,596 @@
+//! The provider's configuration: OAuth2 / OpenID Connect clients as the
+//! configuration file registers them (`[[services]]` with
+//! `protocol = "oidc"`), and the `[oidc]` section's lifetimes and pairwise
+//! salt.
+//!
+//! The web crate parses the file and knows where each key was written; this
+//! module gets the plain values and names the key of every problem (`key()`
+//! of each error), so that the file's line can be told.
+
+use crate::client::{GrantTypes, OidcClient, Subject};
+use crate::keys::Algorithm;
+use std::collections::HashSet;
+use std::time::Duration;
+use url::Url;
+
+/// The keys an OIDC client may have; any other key written for it (a CAS
+/// service's `logout`, a SAML SP's `metadata`) is an error.
+pub const KEYS: &[&str] = &[
+    "name",
+    "protocol",
+    "release",
+    "client_id",
+    "client_secret",
+    "redirect_uris",
+    "post_logout_redirect_uris",
+    "scopes",
+    "backchannel_logout_uri",
+    "grant_types",
+    "subject",
+    "id_token_signing_alg",
+    "access_token_signing_alg",
+    "resource_servers",
+];
+
+/// The CAS service's keys, refused with a message of their own: the one
+/// mistake made when turning a CAS service into an OIDC client.
+const CAS_KEYS: [&str; 2] = ["service", "proxy_callback"];
+
+/// One `[[services]]` entry with `protocol = "oidc"`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInput {
+    pub name: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    pub release: Vec<String>,
+    /// OIDC Back-Channel Logout 1.0.
+    pub backchannel_logout_uri: Option<String>,
+    /// Default: authorization_code and refresh_token, plus
+    /// client_credentials for a confidential client.
+    pub grant_types: Option<Vec<String>>,
+    /// "public" (default) or "pairwise".
+    pub subject: Option<String>,
+    /// RS256 (default) or ES256.
+    pub id_token_signing_alg: Option<String>,
+    /// ES256 (default) or RS256.
+    pub access_token_signing_alg: Option<String>,
+    /// client_ids of the resource servers that may introspect this
+    /// client's tokens (RFC 7662); by default only the client itself.
+    pub resource_servers: Vec<String>,
+    /// Every key written in the entry, for the check that each belongs to an
+    /// OIDC client.
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientConfigError {
+    #[error("service {name:?}: {key} is not a key of an OIDC client")]
+    ForeignKey { name: String, key: String },
+    #[error("service {name:?}: `service` and `proxy_callback` are for CAS services; an OIDC client has redirect_uris")]
+    CasKeys { name: String },
+    #[error("service {name:?}: client_id is required for protocol \"oidc\"")]
+    MissingClientId { name: String },
+    #[error("service {name:?}: client_id must be 1 to 255 characters without ':'")]
+    BadClientId { name: String },
+    #[error("service {name:?}: redirect_uris needs at least one URI")]
+    NoRedirectUri { name: String },
+    #[error("service {name:?}: {uri:?} is not an absolute http(s) URI without a fragment")]
+    BadUri { name: String, uri: String },
+    #[error("services.grant_types: client_credentials needs a client_secret")]
+    ClientCredentialsWithoutSecret,
+    #[error("services.grant_types: {0:?} is not authorization_code, refresh_token or client_credentials")]
+    UnknownGrantType(String),
+    #[error("services.subject: {0:?} is not \"public\" or \"pairwise\"")]
+    BadSubject(String),
+    #[error("services.{key}: {value:?} is not RS256 or ES256")]
+    BadAlgorithm { key: &'static str, value: String },
+    #[error("services.client_id: {0:?} is used twice")]
+    DuplicateClientId(String),
+}
+
+impl ClientConfigError {
+    /// The key whose value is wrong; `None`: the client as a whole.
+    pub fn key(&self) -> Option<&str> {
+        use ClientConfigError::*;
+        match self {
+            ForeignKey { key, .. } => Some(key),
+            ClientCredentialsWithoutSecret | UnknownGrantType(_) => Some("grant_types"),
+            BadSubject(_) => Some("subject"),
+            BadAlgorithm { key, .. } => Some(key),
+            CasKeys { .. }
+            | MissingClientId { .. }
+            | BadClientId { .. }
+            | NoRedirectUri { .. }
+            | BadUri { .. }
+            | DuplicateClientId(_) => None,
+        }
+    }
+}
+
+/// The registered clients, checked one by one and against each other.
+#[derive(Debug, Default)]
+pub struct Clients {
+    clients: Vec<OidcClient>,
+    client_ids: HashSet<String>,
+}
+
+impl Clients {
+    /// Checks one client and registers it; every problem found is returned.
+    /// Warnings (plain-http URIs) go to `warnings`.
+    pub fn add(
+        &mut self,
+        input: ClientInput,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), Vec<ClientConfigError>> {
+        let client = client(input, warnings)?;
+        let duplicate = !self.client_ids.insert(client.client_id.clone());
+        let client_id = client.client_id.clone();
+        self.clients.push(client);
+        if duplicate {
+            return Err(vec![ClientConfigError::DuplicateClientId(client_id)]);
+        }
+        Ok(())
+    }
+
+    pub fn into_vec(self) -> Vec<OidcClient> {
+        self.clients
+    }
+
+    pub fn as_slice(&self) -> &[OidcClient] {
+        &self.clients
+    }
+}
+
+/// Checks one client on its own.
+pub fn client(
+    input: ClientInput,
+    warnings: &mut Vec<String>,
+) -> Result<OidcClient, Vec<ClientConfigError>> {
+    use ClientConfigError::*;
+    let name = input.name;
+    let mut problems: Vec<ClientConfigError> = input
+        .keys
+        .iter()
+        .filter(|k| !KEYS.contains(&k.as_str()) && !CAS_KEYS.contains(&k.as_str()))
+        .map(|k| ForeignKey {
+            name: name.clone(),
+            key: k.clone(),
+        })
+        .collect();
+    let Some(client_id) = input.client_id else {
+        problems.push(MissingClientId { name });
+        return Err(problems);
+    };
+    if client_id.is_empty() || client_id.len() > 255 || client_id.contains(':') {
+        problems.push(BadClientId { name: name.clone() });
+    }
+    if input.keys.iter().any(|k| CAS_KEYS.contains(&k.as_str())) {
+        problems.push(CasKeys { name: name.clone() });
+    }
+    if input.redirect_uris.is_empty() {
+        problems.push(NoRedirectUri { name: name.clone() });
+    }
+    for uri in input
+        .redirect_uris
+        .iter()
+        .chain(&input.post_logout_redirect_uris)
+        .chain(input.backchannel_logout_uri.as_ref())
+    {
+        match Url::parse(uri) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") && u.fragment().is_none() => {
+                if u.scheme() == "http"
+                    && !matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
+                {
+                    warnings.push(format!(
+                        "service {name:?}: {uri} is plain http: codes and tokens travel unprotected"
+                    ));
+                }
+            }
+            _ => problems.push(BadUri {
+                name: name.clone(),
+                uri: uri.clone(),
+            }),
+        }
+    }
+    let confidential = input.client_secret.is_some();
+    let grant_types = match &input.grant_types {
+        None => GrantTypes {
+            authorization_code: true,
+            refresh_token: true,
+            client_credentials: confidential,
+        },
+        Some(list) => {
+            let mut g = GrantTypes {
+                authorization_code: false,
+                refresh_token: false,
+                client_credentials: false,
+            };
+            for t in list {
+                match t.as_str() {
+                    "authorization_code" => g.authorization_code = true,
+                    "refresh_token" => g.refresh_token = true,
+                    "client_credentials" if confidential => g.client_credentials = true,
+                    "client_credentials" => problems.push(ClientCredentialsWithoutSecret),
+                    other => problems.push(UnknownGrantType(other.to_owned())),
+                }
+            }
+            g
+        }
+    };
+    let subject = match input.subject.as_deref() {
+        None | Some("public") => Subject::Public,
+        Some("pairwise") => Subject::Pairwise {
+            sector: input
+                .redirect_uris
+                .first()
+                .and_then(|u| Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default(),
+        },
+        Some(other) => {
+            problems.push(BadSubject(other.to_owned()));
+            Subject::Public
+        }
+    };
+    let mut alg = |value: Option<String>, key: &'static str, default| match value {
+        None => default,
+        Some(value) => Algorithm::parse(&value).unwrap_or_else(|| {
+            problems.push(BadAlgorithm { key, value });
+            default
+        }),
+    };
+    let id_token_alg = alg(
+        input.id_token_signing_alg,
+        "id_token_signing_alg",
+        Algorithm::RS256,
+    );
+    let access_token_alg = alg(
+        input.access_token_signing_alg,
+        "access_token_signing_alg",
+        Algorithm::ES256,
+    );
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let scopes = if input.scopes.is_empty() {
+        vec!["openid".into(), "profile".into(), "email".into()]
+    } else {
+        input.scopes
+    };
+    Ok(OidcClient {
+        name,
+        client_id,
+        secret: input.client_secret,
+        redirect_uris: input.redirect_uris,
+        post_logout_redirect_uris: input.post_logout_redirect_uris,
+        scopes,
+        release: input.release,
+        backchannel_logout_uri: input.backchannel_logout_uri,
+        grant_types,
+        subject,
+        id_token_alg,
+        access_token_alg,
+        resource_servers: input.resource_servers,
+    })
+}
+
+/// The `[oidc]` section, durations already read.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderInput {
+    pub code_ttl: Option<Duration>,
+    pub access_token_ttl: Option<Duration>,
+    pub id_token_ttl: Option<Duration>,
+    pub refresh_token_ttl: Option<Duration>,
+    pub offline_token_ttl: Option<Duration>,
+    /// Secret mixed into pairwise subjects; required when a client uses them.
+    pub pairwise_salt: Option<String>,
+}
+
+/// The `[oidc]` section, checked, with its defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderConfig {
+    pub code_ttl: Duration,
+    pub access_token_ttl: Duration,
+    pub id_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub offline_token_ttl: Duration,
+    pub pairwise_salt: String,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            code_ttl: MAX_CODE_TTL,
+            access_token_ttl: Duration::from_secs(300),
+            id_token_ttl: Duration::from_secs(300),
+            refresh_token_ttl: Duration::from_secs(8 * 3600),
+            offline_token_ttl: Duration::from_secs(30 * 86_400),
+            pairwise_salt: String::new(),
+        }
+    }
+}
+
+/// Codes are short-lived (RFC 6749 §4.1.2 recommends 10 minutes at most;
+/// one is plenty for a redirect).
+const MAX_CODE_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderConfigError {
+    #[error("oidc.code_ttl: at most 60s (codes are short-lived)")]
+    CodeTtlTooLong,
+    #[error("oidc.pairwise_salt: use at least 16 random characters")]
+    ShortPairwiseSalt,
+    #[error("a client uses subject = \"pairwise\": set oidc.pairwise_salt (a secret shared by every node)")]
+    MissingPairwiseSalt,
+}
+
+impl ProviderConfigError {
+    /// The key of the `[oidc]` section whose value is wrong; `None`: the
+    /// configuration as a whole.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ProviderConfigError::CodeTtlTooLong => Some("code_ttl"),
+            ProviderConfigError::ShortPairwiseSalt => Some("pairwise_salt"),
+            ProviderConfigError::MissingPairwiseSalt => None,
+        }
+    }
+}
+
+/// Checks the `[oidc]` section against the registered clients. Warnings
+/// (a resource server that is no client) go to `warnings`.
+pub fn provider(
+    input: ProviderInput,
+    clients: &[OidcClient],
+    warnings: &mut Vec<String>,
+) -> Result<ProviderConfig, Vec<ProviderConfigError>> {
+    let mut problems = Vec::new();
+    let code_ttl = input.code_ttl.unwrap_or(MAX_CODE_TTL);
+    if code_ttl > MAX_CODE_TTL {
+        problems.push(ProviderConfigError::CodeTtlTooLong);
+    }
+    for c in clients {
+        for rs in &c.resource_servers {
+            if !clients.iter().any(|o| &o.client_id == rs) {
+                warnings.push(format!(
+                    "services: client {:?} names {rs:?} in resource_servers, and no client has that client_id",
+                    c.client_id
+                ));
+            }
+        }
+    }
+    let pairwise = clients
+        .iter()
+        .any(|c| matches!(c.subject, Subject::Pairwise { .. }));
+    let pairwise_salt = match input.pairwise_salt {
+        Some(s) if s.len() >= 16 => s,
+        Some(_) => {
+            problems.push(ProviderConfigError::ShortPairwiseSalt);
+            String::new()
+        }
+        None => {
+            if pairwise {
+                problems.push(ProviderConfigError::MissingPairwiseSalt);
+            }
+            String::new()
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let defaults = ProviderConfig::default();
+    Ok(ProviderConfig {
+        code_ttl,
+        access_token_ttl: input.access_token_ttl.unwrap_or(defaults.access_token_ttl),
+        id_token_ttl: input.id_token_ttl.unwrap_or(defaults.id_token_ttl),
+        refresh_token_ttl: input
+            .refresh_token_ttl
+            .unwrap_or(defaults.refresh_token_ttl),
+        offline_token_ttl: input
+            .offline_token_ttl
+            .unwrap_or(defaults.offline_token_ttl),
+        pairwise_salt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(client_id: &str, extra_keys: &[&str]) -> ClientInput {
+        ClientInput {
+            name: client_id.into(),
+            client_id: Some(client_id.into()),
+            redirect_uris: vec![format!("https://{client_id}.example/cb")],
+            keys: ["name", "protocol", "client_id", "redirect_uris"]
+                .iter()
+                .chain(extra_keys)
+                .map(|k| k.to_string())
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn errors(input: ClientInput) -> Vec<ClientConfigError> {
+        client(input, &mut Vec::new()).unwrap_err()
+    }
+
+    #[test]
+    fn a_public_client_gets_the_defaults() {
+        let mut warnings = Vec::new();
+        let c = client(input("wiki", &[]), &mut warnings).unwrap();
+        assert!(c.is_public());
+        assert!(c.grant_types.authorization_code && c.grant_types.refresh_token);
+        assert!(!c.grant_types.client_credentials);
+        assert_eq!(c.scopes, ["openid", "profile", "email"]);
+        assert_eq!(c.subject, Subject::Public);
+        assert_eq!(c.id_token_alg, Algorithm::RS256);
+        assert_eq!(c.access_token_alg, Algorithm::ES256);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_confidential_client_may_use_client_credentials() {
+        let mut i = input("api", &["client_secret", "grant_types"]);
+        i.client_secret = Some("s3cret".into());
+        i.grant_types = Some(vec!["client_credentials".into()]);
+        let c = client(i, &mut Vec::new()).unwrap();
+        assert!(c.grant_types.client_credentials && !c.grant_types.authorization_code);
+        let mut i = input("api", &["grant_types"]);
+        i.grant_types = Some(vec!["client_credentials".into(), "implicit".into()]);
+        let problems = errors(i);
+        assert_eq!(
+            problems,
+            [
+                ClientConfigError::ClientCredentialsWithoutSecret,
+                ClientConfigError::UnknownGrantType("implicit".into())
+            ]
+        );
+        assert!(problems.iter().all(|p| p.key() == Some("grant_types")));
+    }
+
+    #[test]
+    fn keys_of_another_protocol_are_errors() {
+        for key in [
+            "logout",
+            "metadata",
+            "name_id_format",
+            "sign",
+            "encrypt_assertions",
+        ] {
+            let problems = errors(input("wiki", &[key]));
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].key(), Some(key));
+            assert_eq!(
+                problems[0].to_string(),
+                format!("service \"wiki\": {key} is not a key of an OIDC client")
+            );
+        }
+        // The CAS keys keep their message, once for both, at the client.
+        let problems = errors(input("wiki", &["service", "proxy_callback"]));
+        assert_eq!(
+            problems,
+            [ClientConfigError::CasKeys {
+                name: "wiki".into()
+            }]
+        );
+        assert_eq!(problems[0].key(), None);
+    }
+
+    #[test]
+    fn client_ids_and_uris_are_checked() {
+        let mut i = input("c", &[]);
+        i.client_id = None;
+        assert_eq!(
+            errors(i)[0].to_string(),
+            "service \"c\": client_id is required for protocol \"oidc\""
+        );
+        let mut i = input("a:b", &["post_logout_redirect_uris"]);
+        i.redirect_uris = vec!["/relative".into()];
+        i.post_logout_redirect_uris = vec!["https://a.example/#bye".into()];
+        let all: Vec<_> = errors(i).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            all,
+            [
+                "service \"a:b\": client_id must be 1 to 255 characters without ':'",
+                "service \"a:b\": \"/relative\" is not an absolute http(s) URI without a fragment",
+                "service \"a:b\": \"https://a.example/#bye\" is not an absolute http(s) URI without a fragment",
+            ]
+        );
+        let mut i = input("d", &[]);
+        i.redirect_uris.clear();
+        assert_eq!(
+            errors(i),
+            [ClientConfigError::NoRedirectUri { name: "d".into() }]
+        );
+    }
+
+    #[test]
+    fn plain_http_is_warned_about_except_on_loopback() {
+        let mut warnings = Vec::new();
+        let mut i = input("w", &[]);
+        i.redirect_uris = vec![
+            "http://w.example/cb".into(),
+            "http://127.0.0.1:8000/cb".into(),
+        ];
+        client(i, &mut warnings).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("http://w.example/cb is plain http"));
+    }
+
+    #[test]
+    fn subject_and_algorithms_are_checked() {
+        let mut i = input("p", &["subject"]);
+        i.subject = Some("pairwise".into());
+        let c = client(i, &mut Vec::new()).unwrap();
+        assert_eq!(
+            c.subject,
+            Subject::Pairwise {
+                sector: "p.example".into()
+            }
+        );
+        let mut i = input("p", &["subject", "id_token_signing_alg"]);
+        i.subject = Some("secret".into());
+        i.id_token_signing_alg = Some("HS256".into());
+        let problems = errors(i);
+        let keys: Vec<_> = problems.iter().map(ClientConfigError::key).collect();
+        assert_eq!(keys, [Some("subject"), Some("id_token_signing_alg")]);
+        assert_eq!(
+            problems[1].to_string(),
+            "services.id_token_signing_alg: \"HS256\" is not RS256 or ES256"
+        );
+    }
+
+    #[test]
+    fn a_client_id_is_registered_once() {
+        let mut clients = Clients::default();
+        clients.add(input("a", &[]), &mut Vec::new()).unwrap();
+        let mut again = input("a", &[]);
+        again.name = "b".into();
+        let problems = clients.add(again, &mut Vec::new()).unwrap_err();
+        assert_eq!(problems, [ClientConfigError::DuplicateClientId("a".into())]);
+        assert_eq!(
+            problems[0].to_string(),
+            "services.client_id: \"a\" is used twice"
+        );
+        assert_eq!(clients.as_slice().len(), 2);
+    }
+
+    #[test]
+    fn the_provider_section_has_defaults_and_limits() {
+        let p = provider(ProviderInput::default(), &[], &mut Vec::new()).unwrap();
+        assert_eq!(p.code_ttl, Duration::from_secs(60));
+        assert_eq!(p.access_token_ttl, Duration::from_secs(300));
+        assert_eq!(p.offline_token_ttl, Duration::from_secs(30 * 86_400));
+        let long = ProviderInput {
+            code_ttl: Some(Duration::from_secs(300)),
+            pairwise_salt: Some("short".into()),
+            ..Default::default()
+        };
+        let problems = provider(long, &[], &mut Vec::new()).unwrap_err();
+        let keys: Vec<_> = problems.iter().map(ProviderConfigError::key).collect();
+        assert_eq!(keys, [Some("code_ttl"), Some("pairwise_salt")]);
+    }
+
+    #[test]
+    fn pairwise_subjects_need_a_salt_and_resource_servers_are_clients() {
+        let mut pw = input("pw", &["subject", "resource_servers"]);
+        pw.subject = Some("pairwise".into());
+        pw.resource_servers = vec!["api".into(), "pw".into()];
+        let clients = [client(pw, &mut Vec::new()).unwrap()];
+        let mut warnings = Vec::new();
+        let problems = provider(ProviderInput::default(), &clients, &mut warnings).unwrap_err();
+        assert_eq!(problems, [ProviderConfigError::MissingPairwiseSalt]);
+        assert_eq!(problems[0].key(), None);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("names \"api\" in resource_servers"));
+        let salted = ProviderInput {
+            pairwise_salt: Some("0123456789abcdef".into()),
+            ..Default::default()
+        };
+        let p = provider(salted, &clients, &mut Vec::new()).unwrap();
+        assert_eq!(p.pairwise_salt, "0123456789abcdef");
+    }
+}
