@@ -1,7 +1,7 @@
 //! Routes of the CAS validation and proxy endpoints to the protocol crate.
 
-use crate::app::SharedState;
 use crate::metrics::Metrics;
+use crate::state::SharedState;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

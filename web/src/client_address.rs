@@ -1,7 +1,7 @@
 //! The client's address, for throttling: the peer, or — when the peer is a
 //! trusted reverse proxy — the nearest untrusted hop in `X-Forwarded-For`.
 
-use crate::app::SharedState;
+use crate::state::SharedState;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;

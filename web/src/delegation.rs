@@ -5,73 +5,39 @@
 //! by a cookie holding a second random value: a callback with a missing,
 //! wrong or replayed state, or from another browser, fails.
 
-use crate::app::SharedState;
-use crate::config::UpstreamSettings;
 use crate::pages::{render, Link, MessagePage};
 use crate::respond::{redirect, unavailable};
+use crate::state::SharedState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use castellan_core::ids::new_ticket_id;
 use castellan_delegation::pending::{state_key, PendingLogin, STATE_TTL};
-use castellan_delegation::{DelegationError, Finish, Start, Upstream, UpstreamRegistry};
+use castellan_delegation::{DelegationError, Finish, Start};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 const BINDING_COOKIE: &str = "CASDELEG";
-/// Every call to an upstream is bounded.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct Delegation {
-    upstreams: UpstreamRegistry,
-}
-
-impl Delegation {
-    pub fn new(
-        settings: &[UpstreamSettings],
-        public_url: &str,
-        credentials: Arc<castellan_saml::IdpCredentials>,
-    ) -> anyhow::Result<Self> {
-        Ok(Self {
-            upstreams: UpstreamRegistry::build(
-                settings,
-                public_url,
-                credentials,
-                UPSTREAM_TIMEOUT,
-            )?,
+/// The login page's buttons, keeping the request's parameters.
+pub fn links(state: &SharedState, raw_query: Option<&str>) -> Vec<Link> {
+    let keep: String = raw_query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| matches!(k.as_ref(), "service" | "renew" | "gateway" | "method"))
+                .map(|(k, v)| format!("&{}={}", k, enc(&v)))
+                .collect()
         })
-    }
-
-    fn get(&self, name: &str) -> Option<&Upstream> {
-        self.upstreams.get(name)
-    }
-
-    pub fn auto_redirect(&self) -> Option<&str> {
-        self.upstreams.auto_redirect()
-    }
-
-    /// The login page's buttons, keeping the request's parameters.
-    pub fn links(&self, raw_query: Option<&str>) -> Vec<Link> {
-        let keep: String = raw_query
-            .map(|q| {
-                url::form_urlencoded::parse(q.as_bytes())
-                    .filter(|(k, _)| {
-                        matches!(k.as_ref(), "service" | "renew" | "gateway" | "method")
-                    })
-                    .map(|(k, v)| format!("&{}={}", k, enc(&v)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.upstreams
-            .iter()
-            .map(|u| Link {
-                href: format!("login?client_name={}{keep}", enc(u.connector().name())),
-                label: u.connector().display_name().to_owned(),
-            })
-            .collect()
-    }
+        .unwrap_or_default();
+    state
+        .upstreams
+        .iter()
+        .map(|u| Link {
+            href: format!("login?client_name={}{keep}", enc(u.connector().name())),
+            label: u.connector().display_name().to_owned(),
+        })
+        .collect()
 }
 
 fn enc(s: &str) -> String {
@@ -159,7 +125,7 @@ pub async fn start(
     renew: bool,
     gateway: bool,
 ) -> Response {
-    let Some(upstream) = state.delegation.get(name) else {
+    let Some(upstream) = state.upstreams.get(name) else {
         return failure(
             state,
             StatusCode::BAD_REQUEST,
@@ -274,7 +240,7 @@ pub async fn start(
 /// `/delegated/{name}/metadata`: a SAML upstream's SP metadata.
 pub async fn metadata(State(state): State<SharedState>, Path(name): Path<String>) -> Response {
     match state
-        .delegation
+        .upstreams
         .get(&name)
         .and_then(|u| u.connector().metadata())
     {
@@ -382,7 +348,7 @@ async fn finish(
         tracing::warn!(upstream = %name, "delegation callback with a state of another browser or upstream");
         return expired();
     }
-    let Some(upstream) = state.delegation.get(name) else {
+    let Some(upstream) = state.upstreams.get(name) else {
         return expired();
     };
     // CAS gateway: the upstream came back without a login.
@@ -464,7 +430,7 @@ async fn finish(
         .service
         .as_deref()
         .filter(|s| state.engine.service(s).is_some());
-    let signed_in = crate::login::complete_sign_in(
+    let signed_in = crate::sign_in::complete_sign_in(
         state,
         headers,
         Arc::new(principal),

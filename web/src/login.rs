@@ -1,24 +1,20 @@
 //! `/login`: the SSO entry point (CAS 3.0 §2.1, §2.2).
 
-use crate::app::SharedState;
 use crate::client_address::{client_ip, ClientAddress};
 use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
-use crate::pages::{render, Link, LoginPage, MessagePage, PostRedirectPage};
+use crate::pages::{render, Link, LoginPage, MessagePage};
 use crate::respond::{redirect, unavailable};
+use crate::state::SharedState;
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Form, Query, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use castellan_cas::service_url::with_ticket;
 use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
-use castellan_core::{
-    AuthnError, Credentials, EngineError, Principal, RegisteredService, SignIn, SignedIn,
-};
+use castellan_core::{AuthnError, Credentials, EngineError, RegisteredService};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct LoginQuery {
@@ -99,28 +95,6 @@ fn target<'a>(
     }
 }
 
-/// Sends the browser back to the service with its ticket (302, or a form
-/// POST when the client asked for `method=POST`).
-pub(crate) fn to_service(
-    state: &SharedState,
-    service: &str,
-    ticket: &str,
-    method: Option<&str>,
-) -> Response {
-    if method.is_some_and(|m| m.eq_ignore_ascii_case("post")) {
-        render(
-            StatusCode::OK,
-            &PostRedirectPage {
-                prefix: state.prefix().to_owned(),
-                action: service.to_owned(),
-                fields: vec![("ticket".to_owned(), ticket.to_owned())],
-            },
-        )
-    } else {
-        redirect(&with_ticket(service, ticket))
-    }
-}
-
 fn logged_in_page(state: &SharedState, user: &str) -> Response {
     render(
         StatusCode::OK,
@@ -192,7 +166,7 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
             error: f.error,
             invalid: f.invalid,
             notice: f.notice,
-            upstreams: state.delegation.links(f.raw_query),
+            upstreams: crate::delegation::links(state, f.raw_query),
         },
     );
     if let Some(cookie) = f.browser.cookie(state.prefix()) {
@@ -276,7 +250,12 @@ pub async fn form(
             {
                 Ok(st) => {
                     Metrics::inc(&state.metrics.service_tickets_granted);
-                    return to_service(&state, &target.url, &st.id, query.method.as_deref());
+                    return crate::sign_in::to_service(
+                        &state,
+                        &target.url,
+                        &st.id,
+                        query.method.as_deref(),
+                    );
                 }
                 Err(EngineError::SessionNotFound) => {}
                 Err(e) => return unavailable(&state, &e),
@@ -295,7 +274,7 @@ pub async fn form(
         }
     }
     // The only way in is an upstream: go there at once.
-    if let Some(name) = state.delegation.auto_redirect() {
+    if let Some(name) = state.upstreams.auto_redirect() {
         let name = name.to_owned();
         return crate::delegation::start(
             &state,
@@ -447,7 +426,7 @@ pub async fn submit(
     // A new login replaces the browser's previous session: the same user's
     // (renew) carries its applications over, another user's is logged out.
     let service = target.as_ref().map(|t| t.url.as_str());
-    complete_sign_in(
+    crate::sign_in::complete_sign_in(
         &state,
         &headers,
         principal,
@@ -460,64 +439,4 @@ pub async fn submit(
         let page = logged_in_page(&state, &p.signed.session.principal.id);
         p.with_page(page)
     })
-}
-
-/// The web side of the one sign-in sequence ([`Engine::sign_in`]), for
-/// whatever proved who the user is (the password form, an upstream): the
-/// session cookie, and the service's ticket sent back to it. `Err` holds
-/// the sign-in when it was for no service, for the caller's own page; the
-/// caller then adds [`session_cookie`].
-///
-/// [`Engine::sign_in`]: castellan_core::Engine::sign_in
-pub async fn complete_sign_in(
-    state: &SharedState,
-    headers: &HeaderMap,
-    principal: Arc<Principal>,
-    service: Option<&str>,
-    from_new_login: bool,
-    method: Option<&str>,
-) -> Result<Response, SignedInPage> {
-    let previous = cookies::session_id(headers);
-    let signed = state
-        .engine
-        .sign_in(SignIn {
-            previous: previous.as_deref(),
-            principal,
-            long_term: false,
-            service,
-            from_new_login,
-        })
-        .await;
-    let signed = match signed {
-        Ok(s) => s,
-        Err(e) => return Ok(unavailable(state, &e)),
-    };
-    Metrics::inc(&state.metrics.logins_succeeded);
-    let cookie = session_cookie(state, &signed.session.id);
-    let mut response = match (&signed.ticket, service) {
-        (Some(st), Some(service)) => {
-            Metrics::inc(&state.metrics.service_tickets_granted);
-            to_service(state, service, &st.id, method)
-        }
-        _ => return Err(SignedInPage { signed, cookie }),
-    };
-    response.headers_mut().append(header::SET_COOKIE, cookie);
-    Ok(response)
-}
-
-/// A sign-in for no service: the caller renders its page and sets the cookie.
-pub struct SignedInPage {
-    pub signed: SignedIn,
-    cookie: HeaderValue,
-}
-
-impl SignedInPage {
-    pub fn with_page(self, mut page: Response) -> Response {
-        page.headers_mut().append(header::SET_COOKIE, self.cookie);
-        page
-    }
-}
-
-fn session_cookie(state: &SharedState, session_id: &str) -> HeaderValue {
-    cookies::set_session(state.prefix(), session_id, state.settings.secure_cookies())
 }

@@ -1,9 +1,9 @@
 //! `/logout` (CAS 3.0 §2.3): ends the SSO session and starts single logout.
 
-use crate::app::SharedState;
 use crate::cookies;
 use crate::metrics::Metrics;
 use crate::pages::{render, MessagePage};
+use crate::state::SharedState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -19,6 +19,8 @@ mod pages;
 mod respond;
 mod saml;
 mod server;
+mod sign_in;
+mod state;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -357,7 +359,7 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
              (LimitNOFILE= in the systemd unit)"
         );
     }
-    let state = app::state(settings).await?;
+    let state = state::build(settings).await?;
     spawn_allocator_trim();
     let router = middleware::strict_transport_security(app::router(state), https);
     let listener = tokio::net::TcpListener::bind(listen)

@@ -2,12 +2,12 @@
 //! request, calls the [`castellan_oidc::Provider`], and renders its answer
 //! (JSON, a redirect, a form post, an error page).
 
-use crate::app::SharedState;
 use crate::client_address::ClientAddress;
 use crate::cookies;
 use crate::metrics::Metrics;
 use crate::pages::{render, PostRedirectPage};
 use crate::respond::{error_page as page, redirect, unavailable};
+use crate::state::SharedState;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -1,6 +1,6 @@
 //! `/health`, `/metrics` and the pages' static files.
 
-use crate::app::SharedState;
+use crate::state::SharedState;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,8 +1,8 @@
 //! Responses every endpoint module gives the same way.
 
-use crate::app::SharedState;
 use crate::metrics::Metrics;
 use crate::pages::{render, MessagePage};
+use crate::state::SharedState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use castellan_core::EngineError;

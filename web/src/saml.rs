@@ -2,12 +2,12 @@
 //! calls the identity provider of `castellan_saml` and renders what it
 //! answers (a redirect, an auto-submitting form, a page).
 
-use crate::app::SharedState;
 use crate::client_address::ClientAddress;
 use crate::cookies;
 use crate::metrics::Metrics;
 use crate::pages::{render, MessagePage, PostRedirectPage};
 use crate::respond::{error_page as page, login_location, redirect, unavailable};
+use crate::state::SharedState;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

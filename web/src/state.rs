@@ -1,0 +1,141 @@
+//! The application's state: the engine with its protocol modules and
+//! seams, built once from validated settings. Handlers read it; it knows no
+//! handler.
+
+use crate::config::{Settings, StoreKind};
+use crate::metrics::Metrics;
+use anyhow::Context as _;
+use castellan_cas::{CasLogout, HttpProxyCallback};
+use castellan_core::store::redis::{RedisStore, RedisTimeouts};
+use castellan_core::{
+    Clock, DeliveryPolicy, Engine, InProcessClient, LogoutParticipant, MemoryStore,
+    ServiceRegistry, SingleLogout, StaticUserAuthenticator, SystemClock, TicketStore,
+};
+use castellan_delegation::UpstreamRegistry;
+use castellan_oidc::OidcLogout;
+use castellan_saml::{IdentityProvider, SamlLogout};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Every call to an upstream is bounded.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct AppState {
+    pub engine: Engine,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub memory_store: Option<Arc<MemoryStore>>,
+    /// `{public_url}` as issuer of SAML 1.1 assertions.
+    pub issuer: String,
+    pub oidc: Arc<castellan_oidc::Provider>,
+    pub saml: Arc<IdentityProvider>,
+    /// The upstream identity providers (delegation).
+    pub upstreams: UpstreamRegistry,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn prefix(&self) -> &str {
+        &self.settings.prefix
+    }
+
+    pub fn now(&self) -> u64 {
+        self.engine.clock().now()
+    }
+}
+
+/// Builds the state from validated settings. Needs a tokio runtime (the
+/// memory store's sweeper runs on it).
+pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (store, memory_store): (Arc<dyn TicketStore>, _) = match &settings.store {
+        StoreKind::Memory => {
+            let memory = Arc::new(MemoryStore::new(clock.clone()));
+            memory.spawn_sweeper(Duration::from_secs(2));
+            (memory.clone(), Some(memory))
+        }
+        StoreKind::Redis { url } => {
+            let redis = RedisStore::new(url, RedisTimeouts::default())
+                .map_err(|e| anyhow::anyhow!("tickets.redis_url: {e}"))?;
+            (Arc::new(redis), None)
+        }
+    };
+    let shared = matches!(settings.store, StoreKind::Redis { .. });
+    let signing_keys =
+        castellan_oidc::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared)
+            .await?;
+    let provider = Arc::new(castellan_oidc::Provider::new(
+        settings.oidc.clone(),
+        settings.public_url.as_str(),
+        signing_keys,
+        clock.clone(),
+    )?);
+    // The OIDC callbacks first: a broad CAS pattern must not capture them.
+    let idp = Arc::new(IdentityProvider::new(
+        settings.saml.clone(),
+        settings.public_url.as_str(),
+        &settings.data_dir,
+    )?);
+    let upstreams = UpstreamRegistry::build(
+        &settings.upstreams,
+        settings.public_url.as_str(),
+        idp.credentials(),
+        UPSTREAM_TIMEOUT,
+    )?;
+    let mut services = provider.callback_services()?;
+    services.extend(idp.callback_services()?);
+    services.extend(settings.services.iter().cloned());
+    let authenticator =
+        StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    // CAS last: it owns every service the others do not.
+    let participants: Vec<Arc<dyn LogoutParticipant>> = vec![
+        Arc::new(
+            OidcLogout::new(provider.clone(), Duration::from_secs(5))
+                .context("building the back-channel logout client")?,
+        ),
+        Arc::new(
+            SamlLogout::new(
+                idp.clone(),
+                store.clone(),
+                clock.clone(),
+                Duration::from_secs(5),
+            )
+            .context("building the SAML single logout client")?,
+        ),
+        Arc::new(
+            CasLogout::new(Duration::from_secs(5), clock.clone())
+                .context("building the single logout client")?,
+        ),
+    ];
+    let engine = Engine::new(
+        store,
+        Arc::new(ServiceRegistry::new(services)),
+        Arc::new(authenticator),
+        settings.throttle.clone(),
+        settings.tickets.clone(),
+        clock,
+        Arc::new(HttpProxyCallback::new().context("building the proxy callback client")?),
+    )
+    .with_single_logout(SingleLogout::new(participants, DeliveryPolicy::default()))
+    .with_clients(vec![
+        provider.clone() as Arc<dyn InProcessClient>,
+        idp.clone() as Arc<dyn InProcessClient>,
+    ]);
+    let issuer = settings
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    let state = Arc::new(AppState {
+        engine,
+        metrics: Metrics::default(),
+        memory_store,
+        issuer,
+        oidc: provider,
+        saml: idp,
+        upstreams,
+        settings,
+    });
+    Ok(state)
+}
