@@ -669,8 +669,14 @@ def test_logout_reaches_the_other_sp_by_soap(sp, sp_enc, cas):
             f"--- its shibd.log ---\n{sp_enc.log_since(mark)[-5000:]}\n"
             f"--- its access.log ---\n{(sp_enc.logs / 'access.log').read_text()[-2000:]}")
         time.sleep(0.2)
-    access = (sp_enc.logs / "access.log").read_text(errors="replace")
-    calls = [line for line in access.splitlines() if "/Shibboleth.sso/SLO/SOAP" in line]
+    # Apache writes the access log line after answering: wait for it.
+    deadline = time.monotonic() + 5
+    while True:
+        access = (sp_enc.logs / "access.log").read_text(errors="replace")
+        calls = [line for line in access.splitlines() if "/Shibboleth.sso/SLO/SOAP" in line]
+        if calls or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert calls and all('"POST ' in line and '" 200 ' in line for line in calls), (
         f"SOAP logout calls at the other SP: {calls}\n{sp_enc.log_since(mark)[-4000:]}")
     # and it needs a login form again (the CAS session is gone too)
