@@ -24,9 +24,41 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A source of accounts: the built-in `[[users]]`, a directory, a database.
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
+    /// The principal when the password is right. A source that does not
+    /// know the username answers [`AuthnError::UnknownUser`] (the next
+    /// source is asked); one that knows it decides: a wrong password is
+    /// [`AuthnError::InvalidCredentials`], an account it will not let in
+    /// is [`AuthnError::Refused`].
     async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError>;
+}
+
+/// The sources in the order configured (`[[users]]`, then each of
+/// `[[authenticators]]`): the first that knows the username decides.
+pub struct AuthenticatorChain {
+    sources: Vec<Arc<dyn Authenticator>>,
+}
+
+impl AuthenticatorChain {
+    pub fn new(sources: Vec<Arc<dyn Authenticator>>) -> Self {
+        Self { sources }
+    }
+}
+
+#[async_trait]
+impl Authenticator for AuthenticatorChain {
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+        for source in &self.sources {
+            match source.authenticate(credentials).await {
+                Err(AuthnError::UnknownUser) => continue,
+                decided => return decided,
+            }
+        }
+        // Nobody knows the user: to the outside, a wrong password.
+        Err(AuthnError::InvalidCredentials)
+    }
 }
 
 #[derive(Clone)]
@@ -148,9 +180,12 @@ impl Authenticator for StaticUserAuthenticator {
         })
         .await
         .map_err(|e| AuthnError::Backend(e.to_string()))?;
+        // The same work was done whether the user exists or not (the decoy
+        // verification): the answers differ only for the chain.
         match (accepted, self.users.get(&credentials.username)) {
             (true, Some((_, principal))) => Ok(principal.clone()),
-            _ => Err(AuthnError::InvalidCredentials),
+            (_, Some(_)) => Err(AuthnError::InvalidCredentials),
+            (_, None) => Err(AuthnError::UnknownUser),
         }
     }
 }
@@ -193,18 +228,133 @@ mod tests {
             s.authenticate(&creds("plain", "open")).await.unwrap().id,
             "plain"
         );
-        for (u, p) in [
-            ("hashed", "S3cret"),
-            ("plain", "ope"),
-            ("nobody", "open"),
-            ("hashed", ""),
-        ] {
+        for (u, p) in [("hashed", "S3cret"), ("plain", "ope"), ("hashed", "")] {
             assert_eq!(
                 s.authenticate(&creds(u, p)).await.unwrap_err(),
                 AuthnError::InvalidCredentials
             );
         }
+        assert_eq!(
+            s.authenticate(&creds("nobody", "open")).await.unwrap_err(),
+            AuthnError::UnknownUser
+        );
         assert_eq!(s.plain_password_users(), vec!["plain"]);
+    }
+
+    /// A source that knows one user, with one password, and counts calls.
+    struct Fixed {
+        user: &'static str,
+        password: &'static str,
+        answer_unknown_as: AuthnError,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Fixed {
+        fn new(user: &'static str, password: &'static str) -> Arc<Self> {
+            Arc::new(Self {
+                user,
+                password,
+                answer_unknown_as: AuthnError::UnknownUser,
+                calls: Default::default(),
+            })
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl Authenticator for Fixed {
+        async fn authenticate(&self, c: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if c.username != self.user {
+                return Err(self.answer_unknown_as.clone());
+            }
+            if c.password == self.password {
+                Ok(Arc::new(Principal::new(format!(
+                    "{}@{}",
+                    self.user, self.password
+                ))))
+            } else {
+                Err(AuthnError::InvalidCredentials)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_source_that_knows_the_user_decides() {
+        let first = Fixed::new("alice", "one");
+        let second = Fixed::new("alice", "two");
+        let third = Fixed::new("bob", "three");
+        let chain = AuthenticatorChain::new(vec![
+            Arc::new(store()),
+            first.clone(),
+            second.clone(),
+            third.clone(),
+        ]);
+        // [[users]] first.
+        assert_eq!(
+            chain
+                .authenticate(&creds("plain", "open"))
+                .await
+                .unwrap()
+                .id,
+            "plain"
+        );
+        assert_eq!(first.calls(), 0);
+        // A wrong password at [[users]] is final.
+        assert_eq!(
+            chain
+                .authenticate(&creds("plain", "two"))
+                .await
+                .unwrap_err(),
+            AuthnError::InvalidCredentials
+        );
+        assert_eq!(first.calls(), 0);
+        // alice: the first directory decides, a wrong password there is
+        // not a reason to try the second one with the same name.
+        assert_eq!(
+            chain.authenticate(&creds("alice", "one")).await.unwrap().id,
+            "alice@one"
+        );
+        assert_eq!(
+            chain
+                .authenticate(&creds("alice", "two"))
+                .await
+                .unwrap_err(),
+            AuthnError::InvalidCredentials
+        );
+        assert_eq!(second.calls(), 0);
+        // bob is known only to the third.
+        assert_eq!(
+            chain.authenticate(&creds("bob", "three")).await.unwrap().id,
+            "bob@three"
+        );
+        // Nobody knows carol: a wrong password to the outside.
+        assert_eq!(
+            chain.authenticate(&creds("carol", "x")).await.unwrap_err(),
+            AuthnError::InvalidCredentials
+        );
+        assert_eq!(third.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_source_that_is_down_stops_the_chain() {
+        let down = Arc::new(Fixed {
+            user: "alice",
+            password: "one",
+            answer_unknown_as: AuthnError::Backend("directory down".into()),
+            calls: Default::default(),
+        });
+        let later = Fixed::new("bob", "two");
+        let chain = AuthenticatorChain::new(vec![down, later.clone()]);
+        // Whether bob is known there cannot be told: not a wrong password,
+        // and not a reason to ask the next source either.
+        assert_eq!(
+            chain.authenticate(&creds("bob", "two")).await.unwrap_err(),
+            AuthnError::Backend("directory down".into())
+        );
+        assert_eq!(later.calls(), 0);
     }
 
     #[test]
