@@ -10,8 +10,8 @@ use axum::Router;
 use castellan_cas::{CasLogout, HttpProxyCallback};
 use castellan_core::store::redis::{RedisStore, RedisTimeouts};
 use castellan_core::{
-    Clock, DeliveryPolicy, Engine, LogoutParticipant, MemoryStore, ServiceRegistry, SingleLogout,
-    StaticUserAuthenticator, SystemClock, TicketStore,
+    Authenticator, AuthenticatorChain, Clock, DeliveryPolicy, Engine, LogoutParticipant,
+    MemoryStore, ServiceRegistry, SingleLogout, StaticUserAuthenticator, SystemClock, TicketStore,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -78,8 +78,16 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
     let mut services = provider.callback_services()?;
     services.extend(idp.callback_services()?);
     services.extend(settings.services.iter().cloned());
-    let authenticator =
-        StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    // [[users]] first, then [[authenticators]] in order.
+    let mut sources: Vec<Arc<dyn Authenticator>> = vec![Arc::new(
+        StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?,
+    )];
+    for s in &settings.authenticators {
+        let source = castellan_authenticators::Source::build(s)
+            .map_err(|e| anyhow::anyhow!("authenticator {:?}: {e}", s.name()))?;
+        sources.push(source.authenticator());
+    }
+    let authenticator = AuthenticatorChain::new(sources);
     let web_state = Arc::new(OnceLock::new());
     // CAS last: it owns every service the others do not.
     let participants: Vec<Arc<dyn LogoutParticipant>> = vec![

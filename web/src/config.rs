@@ -33,6 +33,9 @@ pub struct ConfigFile {
     pub oidc: OidcSection,
     #[serde(default)]
     pub saml: SamlSection,
+    /// Directories and databases, after `[[users]]` (castellan-authenticators).
+    #[serde(default)]
+    pub authenticators: Vec<Spanned<castellan_authenticators::AuthenticatorEntry>>,
 }
 
 /// Not in the contract's example: the SAML IdP's own settings.
@@ -336,6 +339,8 @@ pub struct Settings {
     pub oidc: OidcSettings,
     pub saml: SamlSettings,
     pub upstreams: Vec<UpstreamSettings>,
+    /// `[[authenticators]]`, validated, in order.
+    pub authenticators: Vec<castellan_authenticators::SourceSettings>,
     /// Whether the demo defaults are in use (no configuration file).
     #[allow(dead_code)]
     pub demo: bool,
@@ -842,6 +847,7 @@ impl Validator<'_> {
             });
         }
         self.principal_collisions(&upstreams, &users);
+        let authenticators = self.authenticators(&raw.authenticators, base);
         if upstreams.iter().filter(|u| u.auto_redirect).count() > 1 {
             self.problems.push(Problem {
                 line: None,
@@ -873,9 +879,37 @@ impl Validator<'_> {
             oidc,
             saml,
             upstreams,
+            authenticators,
             demo,
             warnings: Vec::new(),
         }
+    }
+
+    /// `[[authenticators]]`: each kind validates its own entries.
+    fn authenticators(
+        &mut self,
+        entries: &[Spanned<castellan_authenticators::AuthenticatorEntry>],
+        base: &Path,
+    ) -> Vec<castellan_authenticators::SourceSettings> {
+        let mut out = Vec::new();
+        for e in entries {
+            match e.get_ref().validate(base) {
+                Ok(s) => out.push(s),
+                Err(problems) => {
+                    for m in problems {
+                        self.problem(e, m);
+                    }
+                }
+            }
+        }
+        let names =
+            castellan_authenticators::check_names(entries.iter().map(|e| e.get_ref().name()));
+        if let Some(first) = entries.first() {
+            for m in names {
+                self.problem(first, m);
+            }
+        }
+        out
     }
 
     fn connection_limits(&mut self, server: &ServerSection) -> ConnectionLimits {
