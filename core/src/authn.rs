@@ -86,6 +86,10 @@ pub struct StaticUserAuthenticator {
     /// Verifications at once: each takes ~19 MiB and a core, so a burst of
     /// attempts queues here instead of exhausting memory.
     verifications: Arc<tokio::sync::Semaphore>,
+    /// Whether an unknown username costs a (decoy) verification too. True
+    /// when these users are the only source; when directories follow, an
+    /// unknown name goes on to them and its time is theirs.
+    decoy_for_unknown: bool,
 }
 
 impl StaticUserAuthenticator {
@@ -108,7 +112,16 @@ impl StaticUserAuthenticator {
             users: map,
             decoy: Arc::new(OnceLock::new()),
             verifications: Arc::new(tokio::sync::Semaphore::new(cores)),
+            decoy_for_unknown: true,
         })
+    }
+
+    /// Other sources follow (`[[authenticators]]`): an unknown username is
+    /// passed on at once instead of costing a decoy verification first, so
+    /// that directory logins do not pay for an argon2 hash they never use.
+    pub fn followed_by_other_sources(mut self) -> Self {
+        self.decoy_for_unknown = false;
+        self
     }
 
     /// Usernames whose password is stored in plain text.
@@ -152,6 +165,9 @@ fn verify_hash(phc: &str, password: &str) -> bool {
 impl Authenticator for StaticUserAuthenticator {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError> {
         let user = self.users.get(&credentials.username).cloned();
+        if user.is_none() && !self.decoy_for_unknown {
+            return Err(AuthnError::UnknownUser);
+        }
         let password = credentials.password.clone();
         let decoy = self.decoy.clone();
         let _permit = self

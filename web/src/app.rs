@@ -79,9 +79,14 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
     services.extend(idp.callback_services()?);
     services.extend(settings.services.iter().cloned());
     // [[users]] first, then [[authenticators]] in order.
-    let mut sources: Vec<Arc<dyn Authenticator>> = vec![Arc::new(
-        StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?,
-    )];
+    let users =
+        StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let users = if settings.authenticators.is_empty() {
+        users
+    } else {
+        users.followed_by_other_sources()
+    };
+    let mut sources: Vec<Arc<dyn Authenticator>> = vec![Arc::new(users)];
     for s in &settings.authenticators {
         let source = castellan_authenticators::Source::build(s)
             .map_err(|e| anyhow::anyhow!("authenticator {:?}: {e}", s.name()))?;

@@ -474,11 +474,14 @@ impl Inner {
     }
 }
 
+/// How a binary attribute is written as text (`None` when malformed).
+type BinaryAsText = fn(&[u8]) -> Option<String>;
+
 /// An attribute's values, the name matched without regard to case;
 /// `objectGUID` and `objectSid` as text, other binary values in base64.
 fn values(entry: &SearchEntry, name: &str) -> Vec<String> {
     let lower = name.to_ascii_lowercase();
-    let as_text: Option<fn(&[u8]) -> Option<String>> = match lower.as_str() {
+    let as_text: Option<BinaryAsText> = match lower.as_str() {
         "objectguid" => Some(binary::guid),
         "objectsid" => Some(binary::sid),
         _ => None,
