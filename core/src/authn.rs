@@ -33,6 +33,14 @@ pub trait Authenticator: Send + Sync + 'static {
     /// [`AuthnError::InvalidCredentials`], an account it will not let in
     /// is [`AuthnError::Refused`].
     async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError>;
+
+    /// The attributes of an account this source knows, without its
+    /// password: for a user who signed in elsewhere (an upstream with
+    /// `attributes_from`). `Ok(None)`: not known here, or the source cannot
+    /// look accounts up.
+    async fn lookup(&self, _username: &str) -> Result<Option<Attributes>, AuthnError> {
+        Ok(None)
+    }
 }
 
 /// The sources in the order configured (`[[users]]`, then each of

@@ -293,3 +293,57 @@ def test_cli_probe_and_test(make, ldap, tmp_path):
     r = subprocess.run([str(BINARY), "check-config", "--probe", "--config", str(bad)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "authenticator directory: FAILED" in r.stdout, r.stdout
+
+
+class DownstreamWithDirectory(LdapCastellan):
+    def __init__(self, *a, upstreams: list[dict], **kw) -> None:
+        super().__init__(*a, **kw)
+        self.upstreams = upstreams
+
+    def config_text(self) -> str:
+        return super().config_text() + "".join(toml_table("upstreams", u, array=True) for u in self.upstreams)
+
+
+def test_upstream_attributes_from_the_directory(tmp_path_factory, services, pki, ldap):
+    from urllib.parse import urljoin
+
+    from conftest import PASSWORD as UP_PASSWORD
+    from conftest import ticket_from
+
+    down_port = free_port()
+    up = Castellan(tmp_path_factory.mktemp("upstream"), label="upstream", services=[{
+        "name": "downstream", "protocol": "cas",
+        "service": rf"^http://127\.0\.0\.1:{down_port}/cas/delegated/campus/callback\?state=[A-Za-z0-9-]+$",
+        "release": ["mail", "cn"],
+    }])
+    down = DownstreamWithDirectory(
+        tmp_path_factory.mktemp("downstream"), label="downstream", services=services, users=[],
+        ssl_cert_file=pki.ca_pem, authenticators=[directory(ldap)],
+        upstreams=[{"name": "campus", "protocol": "cas", "url": up.base, "principal": "{id}",
+                    "attributes_from": "directory"}])
+    down.port = down_port
+    down.base = down.public_url = f"http://127.0.0.1:{down_port}/cas"
+    up.start()
+    down.start()
+    try:
+        s = requests.Session()
+        r = s.get(down.url("/login"), params={"service": APP, "client_name": "campus"},
+                  allow_redirects=False, timeout=15)
+        page = s.get(r.headers["Location"], allow_redirects=False, timeout=15)
+        form = parse_login_form(page)
+        r = s.post(urljoin(page.url, form.action),
+                   data=dict(form.fields, username="casuser", password=UP_PASSWORD),
+                   allow_redirects=False, timeout=15)
+        r = s.get(r.headers["Location"], allow_redirects=False, timeout=15)
+        assert r.status_code == 302, r.text[:800]
+        res = down.validate("/p3/serviceValidate", APP, ticket_from(r))
+        assert res.user == "casuser", res
+        # the groups live at home: memberOf from the directory; the
+        # directory's mail wins over the upstream's
+        assert sorted(res.attributes["memberOf"]) == [f"cn=faculty,ou=groups,{SUFFIX}",
+                                                      f"cn=staff,ou=groups,{SUFFIX}"], res
+        assert res.attributes["mail"] == ["casuser@ldap.example.org"]
+        assert res.attributes["cn"] == ["Casuser Ldap"]
+    finally:
+        down.stop()
+        up.stop()

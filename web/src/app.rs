@@ -70,14 +70,6 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         settings.public_url.as_str(),
         &settings.data_dir,
     )?;
-    let delegation = delegation::Delegation::new(
-        &settings.upstreams,
-        settings.public_url.as_str(),
-        idp.credentials(),
-    )?;
-    let mut services = provider.callback_services()?;
-    services.extend(idp.callback_services()?);
-    services.extend(settings.services.iter().cloned());
     // [[users]] first, then [[authenticators]] in order.
     let users =
         StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
@@ -87,12 +79,23 @@ pub async fn state(settings: Settings) -> anyhow::Result<SharedState> {
         users.followed_by_other_sources()
     };
     let mut sources: Vec<Arc<dyn Authenticator>> = vec![Arc::new(users)];
+    let mut named: Vec<(String, Arc<dyn Authenticator>)> = Vec::new();
     for s in &settings.authenticators {
         let source = castellan_authenticators::Source::build(s)
             .map_err(|e| anyhow::anyhow!("authenticator {:?}: {e}", s.name()))?;
+        named.push((s.name().to_owned(), source.authenticator()));
         sources.push(source.authenticator());
     }
     let authenticator = AuthenticatorChain::new(sources);
+    let delegation = delegation::Delegation::new(
+        &settings.upstreams,
+        settings.public_url.as_str(),
+        idp.credentials(),
+        &named,
+    )?;
+    let mut services = provider.callback_services()?;
+    services.extend(idp.callback_services()?);
+    services.extend(settings.services.iter().cloned());
     let web_state = Arc::new(OnceLock::new());
     // CAS last: it owns every service the others do not.
     let participants: Vec<Arc<dyn LogoutParticipant>> = vec![

@@ -274,6 +274,9 @@ pub struct UpstreamEntry {
     pub validate_path: Option<String>,
     /// OIDC: also fetch userinfo and merge its claims.
     pub userinfo: Option<bool>,
+    /// An [[authenticators]] entry where the principal is looked up for
+    /// more attributes (issue 12).
+    pub attributes_from: Option<String>,
 }
 
 /// A configured upstream identity provider.
@@ -287,6 +290,8 @@ pub struct UpstreamSettings {
     /// CAS upstreams: where tickets are validated, below the URL (`None`:
     /// `/p3/serviceValidate`).
     pub validate_path: Option<String>,
+    /// The authenticator that adds the directory's attributes.
+    pub attributes_from: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -844,10 +849,24 @@ impl Validator<'_> {
                 kind,
                 auto_redirect: upstream.auto_redirect.unwrap_or(false),
                 validate_path,
+                attributes_from: upstream.attributes_from.clone(),
             });
         }
         self.principal_collisions(&upstreams, &users);
         let authenticators = self.authenticators(&raw.authenticators, base);
+        for u in &upstreams {
+            if let Some(from) = &u.attributes_from {
+                if !authenticators.iter().any(|a| a.name() == from) {
+                    self.problems.push(Problem {
+                        line: None,
+                        message: format!(
+                            "upstream {:?}: attributes_from = {from:?} names no [[authenticators]] entry",
+                            u.name
+                        ),
+                    });
+                }
+            }
+        }
         if upstreams.iter().filter(|u| u.auto_redirect).count() > 1 {
             self.problems.push(Problem {
                 line: None,

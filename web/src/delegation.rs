@@ -35,6 +35,8 @@ pub struct Upstream {
     connector: Arc<dyn Connector>,
     mapping: Mapping,
     pub auto_redirect: bool,
+    /// Where the principal is looked up for more attributes.
+    attributes_from: Option<Arc<dyn castellan_core::Authenticator>>,
 }
 
 pub struct Delegation {
@@ -70,6 +72,7 @@ impl Delegation {
         settings: &[UpstreamSettings],
         public_url: &str,
         credentials: Arc<castellan_saml::IdpCredentials>,
+        sources: &[(String, Arc<dyn castellan_core::Authenticator>)],
     ) -> anyhow::Result<Self> {
         let http = castellan_delegation::http_client(UPSTREAM_TIMEOUT)?;
         let upstreams = settings
@@ -131,6 +134,12 @@ impl Delegation {
                     connector,
                     mapping: u.mapping.clone(),
                     auto_redirect: u.auto_redirect,
+                    attributes_from: u.attributes_from.as_ref().and_then(|from| {
+                        sources
+                            .iter()
+                            .find(|(name, _)| name == from)
+                            .map(|(_, s)| s.clone())
+                    }),
                 }
             })
             .collect();
@@ -555,6 +564,24 @@ async fn finish(
             "The identity provider did not send what this service needs to know about you.",
         );
     };
+    let mut principal = principal;
+    // The groups live at home: the directory adds its attributes (its
+    // values win over the upstream's of the same name).
+    if let Some(source) = &upstream.attributes_from {
+        match source.lookup(&principal.id).await {
+            Ok(Some(attributes)) => principal.attributes.extend(attributes),
+            Ok(None) => {
+                tracing::info!(upstream = %name, user = %principal.id, "not in the attributes_from directory");
+            }
+            Err(e) => {
+                tracing::error!(upstream = %name, user = %principal.id, error = %e, "attributes_from: directory unavailable");
+                return render(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &MessagePage::unavailable(state.prefix()),
+                );
+            }
+        }
+    }
     tracing::info!(upstream = %name, user = %principal.id, "delegated login");
     let service = pending
         .service

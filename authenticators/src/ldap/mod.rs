@@ -193,6 +193,14 @@ impl Authenticator for LdapAuthenticator {
         }
         answer.result
     }
+
+    async fn lookup(&self, username: &str) -> Result<Option<Attributes>, AuthnError> {
+        let inner = self.inner.clone();
+        let username = username.to_owned();
+        tokio::spawn(async move { inner.lookup(&username).await })
+            .await
+            .map_err(|e| AuthnError::Backend(format!("directory client failed: {e}")))?
+    }
 }
 
 impl Inner {
@@ -216,6 +224,31 @@ impl Inner {
             wanted.push("1.1".into());
         }
         wanted
+    }
+
+    /// The entry of `username` read as the service account, its
+    /// attributes as a login would release them.
+    async fn lookup(&self, username: &str) -> Result<Option<Attributes>, AuthnError> {
+        let entries = match &self.settings.locate {
+            Locate::Search { base_dn, filter } => {
+                let filter = escape::fill(filter, "user", username, escape::filter_value);
+                self.search_entries(base_dn, Scope::Subtree, &filter, self.wanted())
+                    .await?
+            }
+            Locate::Template(template) => {
+                let dn = escape::fill(template, "user", username, escape::dn_value);
+                self.search_entries(&dn, Scope::Base, "(objectClass=*)", self.wanted())
+                    .await?
+            }
+        };
+        if entries.len() != 1 {
+            return Ok(None);
+        }
+        let Some(entry) = entries.into_iter().next() else {
+            return Ok(None);
+        };
+        let principal = self.principal(username, entry).await?;
+        Ok(Some(principal.attributes.clone()))
     }
 
     async fn authenticate(&self, credentials: &Credentials) -> Answer {
