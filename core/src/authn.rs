@@ -24,9 +24,49 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A source of accounts: the built-in `[[users]]`, a directory, a database.
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
+    /// The principal when the password is right. A source that does not
+    /// know the username answers [`AuthnError::UnknownUser`] (the next
+    /// source is asked); one that knows it decides: a wrong password is
+    /// [`AuthnError::InvalidCredentials`], an account it will not let in
+    /// is [`AuthnError::Refused`].
     async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError>;
+
+    /// The attributes of an account this source knows, without its
+    /// password: for a user who signed in elsewhere (an upstream with
+    /// `attributes_from`). `Ok(None)`: not known here, or the source cannot
+    /// look accounts up.
+    async fn lookup(&self, _username: &str) -> Result<Option<Attributes>, AuthnError> {
+        Ok(None)
+    }
+}
+
+/// The sources in the order configured (`[[users]]`, then each of
+/// `[[authenticators]]`): the first that knows the username decides.
+pub struct AuthenticatorChain {
+    sources: Vec<Arc<dyn Authenticator>>,
+}
+
+impl AuthenticatorChain {
+    pub fn new(sources: Vec<Arc<dyn Authenticator>>) -> Self {
+        Self { sources }
+    }
+}
+
+#[async_trait]
+impl Authenticator for AuthenticatorChain {
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+        for source in &self.sources {
+            match source.authenticate(credentials).await {
+                Err(AuthnError::UnknownUser) => continue,
+                decided => return decided,
+            }
+        }
+        // Nobody knows the user: to the outside, a wrong password.
+        Err(AuthnError::InvalidCredentials)
+    }
 }
 
 #[derive(Clone)]
@@ -54,6 +94,10 @@ pub struct StaticUserAuthenticator {
     /// Verifications at once: each takes ~19 MiB and a core, so a burst of
     /// attempts queues here instead of exhausting memory.
     verifications: Arc<tokio::sync::Semaphore>,
+    /// Whether an unknown username costs a (decoy) verification too. True
+    /// when these users are the only source; when directories follow, an
+    /// unknown name goes on to them and its time is theirs.
+    decoy_for_unknown: bool,
 }
 
 impl StaticUserAuthenticator {
@@ -76,7 +120,16 @@ impl StaticUserAuthenticator {
             users: map,
             decoy: Arc::new(OnceLock::new()),
             verifications: Arc::new(tokio::sync::Semaphore::new(cores)),
+            decoy_for_unknown: true,
         })
+    }
+
+    /// Other sources follow (`[[authenticators]]`): an unknown username is
+    /// passed on at once instead of costing a decoy verification first, so
+    /// that directory logins do not pay for an argon2 hash they never use.
+    pub fn followed_by_other_sources(mut self) -> Self {
+        self.decoy_for_unknown = false;
+        self
     }
 
     /// Usernames whose password is stored in plain text.
@@ -120,6 +173,9 @@ fn verify_hash(phc: &str, password: &str) -> bool {
 impl Authenticator for StaticUserAuthenticator {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError> {
         let user = self.users.get(&credentials.username).cloned();
+        if user.is_none() && !self.decoy_for_unknown {
+            return Err(AuthnError::UnknownUser);
+        }
         let password = credentials.password.clone();
         let decoy = self.decoy.clone();
         let _permit = self
@@ -148,9 +204,12 @@ impl Authenticator for StaticUserAuthenticator {
         })
         .await
         .map_err(|e| AuthnError::Backend(e.to_string()))?;
+        // The same work was done whether the user exists or not (the decoy
+        // verification): the answers differ only for the chain.
         match (accepted, self.users.get(&credentials.username)) {
             (true, Some((_, principal))) => Ok(principal.clone()),
-            _ => Err(AuthnError::InvalidCredentials),
+            (_, Some(_)) => Err(AuthnError::InvalidCredentials),
+            (_, None) => Err(AuthnError::UnknownUser),
         }
     }
 }
@@ -193,18 +252,133 @@ mod tests {
             s.authenticate(&creds("plain", "open")).await.unwrap().id,
             "plain"
         );
-        for (u, p) in [
-            ("hashed", "S3cret"),
-            ("plain", "ope"),
-            ("nobody", "open"),
-            ("hashed", ""),
-        ] {
+        for (u, p) in [("hashed", "S3cret"), ("plain", "ope"), ("hashed", "")] {
             assert_eq!(
                 s.authenticate(&creds(u, p)).await.unwrap_err(),
                 AuthnError::InvalidCredentials
             );
         }
+        assert_eq!(
+            s.authenticate(&creds("nobody", "open")).await.unwrap_err(),
+            AuthnError::UnknownUser
+        );
         assert_eq!(s.plain_password_users(), vec!["plain"]);
+    }
+
+    /// A source that knows one user, with one password, and counts calls.
+    struct Fixed {
+        user: &'static str,
+        password: &'static str,
+        answer_unknown_as: AuthnError,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Fixed {
+        fn new(user: &'static str, password: &'static str) -> Arc<Self> {
+            Arc::new(Self {
+                user,
+                password,
+                answer_unknown_as: AuthnError::UnknownUser,
+                calls: Default::default(),
+            })
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait]
+    impl Authenticator for Fixed {
+        async fn authenticate(&self, c: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if c.username != self.user {
+                return Err(self.answer_unknown_as.clone());
+            }
+            if c.password == self.password {
+                Ok(Arc::new(Principal::new(format!(
+                    "{}@{}",
+                    self.user, self.password
+                ))))
+            } else {
+                Err(AuthnError::InvalidCredentials)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_source_that_knows_the_user_decides() {
+        let first = Fixed::new("alice", "one");
+        let second = Fixed::new("alice", "two");
+        let third = Fixed::new("bob", "three");
+        let chain = AuthenticatorChain::new(vec![
+            Arc::new(store()),
+            first.clone(),
+            second.clone(),
+            third.clone(),
+        ]);
+        // [[users]] first.
+        assert_eq!(
+            chain
+                .authenticate(&creds("plain", "open"))
+                .await
+                .unwrap()
+                .id,
+            "plain"
+        );
+        assert_eq!(first.calls(), 0);
+        // A wrong password at [[users]] is final.
+        assert_eq!(
+            chain
+                .authenticate(&creds("plain", "two"))
+                .await
+                .unwrap_err(),
+            AuthnError::InvalidCredentials
+        );
+        assert_eq!(first.calls(), 0);
+        // alice: the first directory decides, a wrong password there is
+        // not a reason to try the second one with the same name.
+        assert_eq!(
+            chain.authenticate(&creds("alice", "one")).await.unwrap().id,
+            "alice@one"
+        );
+        assert_eq!(
+            chain
+                .authenticate(&creds("alice", "two"))
+                .await
+                .unwrap_err(),
+            AuthnError::InvalidCredentials
+        );
+        assert_eq!(second.calls(), 0);
+        // bob is known only to the third.
+        assert_eq!(
+            chain.authenticate(&creds("bob", "three")).await.unwrap().id,
+            "bob@three"
+        );
+        // Nobody knows carol: a wrong password to the outside.
+        assert_eq!(
+            chain.authenticate(&creds("carol", "x")).await.unwrap_err(),
+            AuthnError::InvalidCredentials
+        );
+        assert_eq!(third.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_source_that_is_down_stops_the_chain() {
+        let down = Arc::new(Fixed {
+            user: "alice",
+            password: "one",
+            answer_unknown_as: AuthnError::Backend("directory down".into()),
+            calls: Default::default(),
+        });
+        let later = Fixed::new("bob", "two");
+        let chain = AuthenticatorChain::new(vec![down, later.clone()]);
+        // Whether bob is known there cannot be told: not a wrong password,
+        // and not a reason to ask the next source either.
+        assert_eq!(
+            chain.authenticate(&creds("bob", "two")).await.unwrap_err(),
+            AuthnError::Backend("directory down".into())
+        );
+        assert_eq!(later.calls(), 0);
     }
 
     #[test]

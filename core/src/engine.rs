@@ -260,8 +260,15 @@ impl Engine {
                 self.throttle.succeeded(store, reservation).await?;
                 Ok(principal)
             }
-            // The reservation stays counted: it is the failure.
-            Err(AuthnError::InvalidCredentials) => Err(AuthnError::InvalidCredentials.into()),
+            // The reservation stays counted: it is the failure. An unknown
+            // user is a wrong password to the outside.
+            Err(AuthnError::InvalidCredentials | AuthnError::UnknownUser) => {
+                Err(AuthnError::InvalidCredentials.into())
+            }
+            // A locked, expired or disabled account counts as a failure too,
+            // even with the right password: it did not sign in, and a right
+            // password must not wipe the count of the wrong ones before it.
+            Err(AuthnError::Refused(refusal)) => Err(AuthnError::Refused(refusal).into()),
             Err(e) => {
                 self.throttle.undecided(store, reservation).await?;
                 Err(e.into())

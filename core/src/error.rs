@@ -10,14 +10,51 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum AuthnError {
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// This source does not know the username: the next one is asked. The
+    /// chain of sources turns it into `InvalidCredentials` at its end, so
+    /// that nobody outside tells an unknown user from a wrong password.
+    #[error("unknown user")]
+    UnknownUser,
     #[error("too many failed attempts")]
     Throttled,
+    /// The source knows the account but will not let it in now.
+    #[error("account refused: {0}")]
+    Refused(AccountRefusal),
     #[error("authentication backend failed: {0}")]
     Backend(String),
+}
+
+/// Why a source that knows the account refused the login, with what the
+/// login page needs to say so.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{problem}")]
+pub struct AccountRefusal {
+    pub problem: AccountProblem,
+    /// Where the user can change the password (the source's
+    /// `password_change_url`), shown with the message.
+    pub password_change_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum AccountProblem {
+    #[error("the password has expired")]
+    PasswordExpired,
+    #[error("the password must be changed")]
+    MustChangePassword,
+    #[error("the account is locked")]
+    Locked,
+    #[error("the account is disabled")]
+    Disabled,
+    #[error("the account has expired")]
+    AccountExpired,
+    #[error("the account may not sign in at this time")]
+    NotAllowedNow,
+    #[error("the account may not sign in from this workstation")]
+    NotAllowedFromHere,
 }
 
 #[derive(Debug, Error)]

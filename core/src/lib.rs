@@ -22,14 +22,16 @@ pub mod store;
 pub mod throttle;
 pub mod ticket;
 
-pub use authn::{Authenticator, Credentials, StaticUser, StaticUserAuthenticator, UserSecret};
+pub use authn::{
+    Authenticator, AuthenticatorChain, Credentials, StaticUser, StaticUserAuthenticator, UserSecret,
+};
 pub use client::{CallbackUrls, InProcessClient};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
     Assertion, Engine, LoggedOut, LogoutNotification, ProxyCallback, SignIn, SignedIn,
     TicketPolicy, ValidationRequest,
 };
-pub use error::{AuthnError, EngineError, StoreError};
+pub use error::{AccountProblem, AccountRefusal, AuthnError, EngineError, StoreError};
 pub use logout::{
     Attempt, DeliveryPolicy, EndedSession, FrontChannelVisit, Initiator, LogoutMessage,
     LogoutParticipant, SingleLogout,

@@ -47,6 +47,9 @@ pub struct UpstreamInput {
     pub validate_path: Option<String>,
     /// OIDC: also fetch userinfo and merge its claims.
     pub userinfo: Option<bool>,
+    /// An `[[authenticators]]` entry where the mapped principal is looked
+    /// up for more attributes (the groups live at home).
+    pub attributes_from: Option<String>,
 }
 
 /// A configured upstream identity provider.
@@ -60,6 +63,8 @@ pub struct UpstreamSettings {
     /// CAS upstreams: where tickets are validated, below the URL (`None`:
     /// `/p3/serviceValidate`).
     pub validate_path: Option<String>,
+    /// The authenticator that adds the directory's attributes.
+    pub attributes_from: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +287,7 @@ impl Upstreams {
             kind,
             auto_redirect: input.auto_redirect.unwrap_or(false),
             validate_path,
+            attributes_from: input.attributes_from,
         });
         Ok(())
     }

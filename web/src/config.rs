@@ -33,6 +33,9 @@ pub struct ConfigFile {
     pub oidc: OidcSection,
     #[serde(default)]
     pub saml: SamlSection,
+    /// Directories and databases, after `[[users]]` (castellan-authenticators).
+    #[serde(default)]
+    pub authenticators: Vec<Spanned<castellan_authenticators::AuthenticatorEntry>>,
 }
 
 /// Not in the contract's example: the SAML IdP's own settings.
@@ -290,6 +293,9 @@ pub struct UpstreamEntry {
     pub validate_path: Option<String>,
     /// OIDC: also fetch userinfo and merge its claims.
     pub userinfo: Option<bool>,
+    /// An [[authenticators]] entry where the principal is looked up for
+    /// more attributes (issue 12).
+    pub attributes_from: Option<String>,
 }
 
 pub use castellan_delegation::config::UpstreamSettings;
@@ -318,6 +324,8 @@ pub struct Settings {
     pub oidc: OidcSettings,
     pub saml: SamlSettings,
     pub upstreams: Vec<UpstreamSettings>,
+    /// `[[authenticators]]`, validated, in order.
+    pub authenticators: Vec<castellan_authenticators::SourceSettings>,
     /// Whether the demo defaults are in use (no configuration file).
     #[allow(dead_code)]
     pub demo: bool,
@@ -668,6 +676,20 @@ impl Validator<'_> {
         let saml = self.saml(raw.saml, sps, &public_url, base);
         let local_users: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
         let upstreams = self.upstreams(raw.upstreams, base, &local_users);
+        let authenticators = self.authenticators(&raw.authenticators, base);
+        for u in &upstreams {
+            if let Some(from) = &u.attributes_from {
+                if !authenticators.iter().any(|a| a.name() == from) {
+                    self.problems.push(Problem {
+                        line: None,
+                        message: format!(
+                            "upstream {:?}: attributes_from = {from:?} names no [[authenticators]] entry",
+                            u.name
+                        ),
+                    });
+                }
+            }
+        }
         if demo {
             self.warnings.push(
                 "no configuration file: running the demo defaults with user casuser/Mellon; \
@@ -691,9 +713,37 @@ impl Validator<'_> {
             oidc,
             saml,
             upstreams,
+            authenticators,
             demo,
             warnings: Vec::new(),
         }
+    }
+
+    /// `[[authenticators]]`: each kind validates its own entries.
+    fn authenticators(
+        &mut self,
+        entries: &[Spanned<castellan_authenticators::AuthenticatorEntry>],
+        base: &Path,
+    ) -> Vec<castellan_authenticators::SourceSettings> {
+        let mut out = Vec::new();
+        for e in entries {
+            match e.get_ref().validate(base) {
+                Ok(s) => out.push(s),
+                Err(problems) => {
+                    for m in problems {
+                        self.problem(e, m);
+                    }
+                }
+            }
+        }
+        let names =
+            castellan_authenticators::check_names(entries.iter().map(|e| e.get_ref().name()));
+        if let Some(first) = entries.first() {
+            for m in names {
+                self.problem(first, m);
+            }
+        }
+        out
     }
 
     fn connection_limits(&mut self, server: &ServerSection) -> ConnectionLimits {
@@ -753,6 +803,7 @@ impl Validator<'_> {
                 principal: entry.principal,
                 validate_path: entry.validate_path,
                 userinfo: entry.userinfo,
+                attributes_from: entry.attributes_from,
             };
             if let Err(errors) = upstreams.add(input) {
                 let at_name = written.span("name");

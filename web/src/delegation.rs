@@ -425,6 +425,24 @@ async fn finish(
             "The identity provider did not send what this service needs to know about you.",
         );
     };
+    let mut principal = principal;
+    // The groups live at home: the directory adds its attributes (its
+    // values win over the upstream's of the same name).
+    if let Some(source) = state.attributes_from.get(name) {
+        match source.lookup(&principal.id).await {
+            Ok(Some(attributes)) => principal.attributes.extend(attributes),
+            Ok(None) => {
+                tracing::info!(upstream = %name, user = %principal.id, "not in the attributes_from directory");
+            }
+            Err(e) => {
+                tracing::error!(upstream = %name, user = %principal.id, error = %e, "attributes_from: directory unavailable");
+                return render(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &MessagePage::unavailable(state.prefix()),
+                );
+            }
+        }
+    }
     tracing::info!(upstream = %name, user = %principal.id, "delegated login");
     let service = pending
         .service

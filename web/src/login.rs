@@ -12,7 +12,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
-use castellan_core::{AuthnError, Credentials, EngineError, RegisteredService};
+use castellan_core::{
+    AccountProblem, AccountRefusal, AuthnError, Credentials, EngineError, RegisteredService,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
 
@@ -128,6 +130,8 @@ struct FormState<'a> {
     status: StatusCode,
     username: String,
     error: Option<String>,
+    /// Shown with the error (where to change a password).
+    error_link: Option<Link>,
     invalid: bool,
     notice: Option<String>,
     target: Option<&'a Target<'a>>,
@@ -164,6 +168,7 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
             username: f.username,
             execution: flow.id,
             error: f.error,
+            error_link: f.error_link,
             invalid: f.invalid,
             notice: f.notice,
             upstreams: crate::delegation::links(state, f.raw_query),
@@ -296,6 +301,7 @@ pub async fn form(
                 .filter(|h| h.len() <= MAX_USERNAME)
                 .unwrap_or_default(),
             error: None,
+            error_link: None,
             invalid: false,
             notice: None,
             target: target.as_ref(),
@@ -332,6 +338,7 @@ pub async fn submit(
         // Only wrong credentials mark the fields; other errors are not theirs.
         invalid: status == StatusCode::UNAUTHORIZED,
         error: error.map(str::to_owned),
+        error_link: None,
         notice: notice.map(str::to_owned),
         target: target.as_ref(),
         raw_query: raw_query.as_deref(),
@@ -420,6 +427,23 @@ pub async fn submit(
             )
             .await;
         }
+        Err(EngineError::Authentication(AuthnError::Refused(refusal))) => {
+            Metrics::inc(&state.metrics.logins_failed);
+            tracing::info!(user = %username, "login refused: {}", refusal.problem);
+            let (message, link) = refusal_message(&refusal);
+            let mut form = again(StatusCode::FORBIDDEN, username, Some(message), None);
+            form.error_link = link;
+            return login_form(&state, form).await;
+        }
+        Err(EngineError::Authentication(AuthnError::Backend(e))) => {
+            // A directory or database that cannot answer: "try again
+            // later", never "wrong password".
+            tracing::error!(user = %username, error = %e, "login not decided: authentication source unavailable");
+            return render(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &MessagePage::unavailable(state.prefix()),
+            );
+        }
         Err(e) => return unavailable(&state, &e),
     };
 
@@ -439,4 +463,41 @@ pub async fn submit(
         let page = logged_in_page(&state, &p.signed.session.principal.id);
         p.with_page(page)
     })
+}
+
+/// What the login page says about an account its source refused, and
+/// the link to change the password where one is configured.
+fn refusal_message(refusal: &AccountRefusal) -> (&'static str, Option<Link>) {
+    let message = match refusal.problem {
+        AccountProblem::PasswordExpired => {
+            "Your password has expired. Please change it, then sign in again."
+        }
+        AccountProblem::MustChangePassword => {
+            "You must change your password before you can sign in."
+        }
+        AccountProblem::Locked => {
+            "Your account is locked. Please try again later or contact your help desk."
+        }
+        AccountProblem::Disabled => "Your account is disabled. Please contact your help desk.",
+        AccountProblem::AccountExpired => {
+            "Your account has expired. Please contact your help desk."
+        }
+        AccountProblem::NotAllowedNow => "Your account may not sign in at this time.",
+        AccountProblem::NotAllowedFromHere => "Your account may not sign in from this computer.",
+    };
+    let about_password = matches!(
+        refusal.problem,
+        AccountProblem::PasswordExpired
+            | AccountProblem::MustChangePassword
+            | AccountProblem::Locked
+    );
+    let link = refusal
+        .password_change_url
+        .as_ref()
+        .filter(|_| about_password)
+        .map(|href| Link {
+            href: href.clone(),
+            label: "Change your password".into(),
+        });
+    (message, link)
 }

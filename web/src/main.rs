@@ -51,6 +51,10 @@ enum Command {
     CheckConfig {
         #[arg(long, env = "CASTELLAN_CONFIG")]
         config: PathBuf,
+        /// Also reach each of [[authenticators]] (connect and bind as the
+        /// service account, or anonymously).
+        #[arg(long)]
+        probe: bool,
     },
     /// Read a password on stdin and print an argon2id PHC string for `password_hash`.
     HashPassword,
@@ -63,6 +67,24 @@ enum Command {
     Upstreams {
         #[command(subcommand)]
         command: UpstreamsCommand,
+    },
+    /// Directories and databases ([[authenticators]]).
+    Authenticators {
+        #[command(subcommand)]
+        command: AuthenticatorsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthenticatorsCommand {
+    /// Sign USERNAME in at one source (the password on stdin) and say what
+    /// it answered and which attributes came back. Exits non-zero unless
+    /// the password was accepted.
+    Test {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: PathBuf,
+        name: String,
+        username: String,
     },
 }
 
@@ -101,12 +123,113 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config.as_deref()),
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig { config, probe } => check_config(&config, probe),
         Command::HashPassword => hash_password(),
         Command::Keys { command } => keys(command),
         Command::Upstreams {
             command: UpstreamsCommand::Test { config, name },
         } => upstreams_test(&config, name.as_deref()),
+        Command::Authenticators {
+            command:
+                AuthenticatorsCommand::Test {
+                    config,
+                    name,
+                    username,
+                },
+        } => authenticators_test(&config, &name, &username),
+    }
+}
+
+fn current_thread_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()
+}
+
+/// `check-config --probe`: each authenticator reached as the server would.
+fn probe_authenticators(settings: &config::Settings) -> bool {
+    let Some(runtime) = current_thread_runtime() else {
+        return false;
+    };
+    let mut ok = true;
+    for s in &settings.authenticators {
+        let outcome = castellan_authenticators::Source::build(s);
+        let outcome = match outcome {
+            Ok(source) => runtime.block_on(source.probe()),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(line) => println!("authenticator {}: ok: {line}", s.name()),
+            Err(e) => {
+                ok = false;
+                println!("authenticator {}: FAILED: {e}", s.name());
+            }
+        }
+    }
+    ok
+}
+
+fn authenticators_test(config: &Path, name: &str, username: &str) -> ExitCode {
+    let settings = match config::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(chosen) = settings.authenticators.iter().find(|s| s.name() == name) else {
+        eprintln!("no authenticator named {name:?} in {}", config.display());
+        return ExitCode::from(2);
+    };
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("cannot read stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let credentials = castellan_core::Credentials {
+        username: username.to_owned(),
+        password: input.lines().next().unwrap_or("").to_owned(),
+    };
+    let Some(runtime) = current_thread_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let source = match castellan_authenticators::Source::build(chosen) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let castellan_authenticators::Source::Ldap(ldap) = &source;
+    let answer = runtime.block_on(ldap.test(&credentials));
+    if let Some(dn) = &answer.dn {
+        println!("dn: {dn}");
+    }
+    if let Some(notice) = &answer.notice {
+        println!("notice: {notice}");
+    }
+    match &answer.result {
+        Ok(principal) => {
+            println!("result: accepted");
+            println!("principal: {}", principal.id);
+            for (k, vs) in &principal.attributes {
+                for v in vs {
+                    println!("attribute {k}: {v}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let said = match e {
+                castellan_core::AuthnError::UnknownUser => "unknown user".to_owned(),
+                castellan_core::AuthnError::InvalidCredentials => "wrong password".to_owned(),
+                castellan_core::AuthnError::Refused(r) => format!("refused: {}", r.problem),
+                other => format!("unavailable: {other}"),
+            };
+            println!("result: {said}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -211,13 +334,16 @@ fn keys(command: KeysCommand) -> ExitCode {
     }
 }
 
-fn check_config(path: &Path) -> ExitCode {
+fn check_config(path: &Path, probe: bool) -> ExitCode {
     match config::load(path) {
         Ok(settings) => {
             for w in &settings.warnings {
                 eprintln!("warning: {w}");
             }
             println!("{}: OK", path.display());
+            if probe && !probe_authenticators(&settings) {
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

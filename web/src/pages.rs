@@ -13,6 +13,8 @@ pub struct LoginPage {
     pub username: String,
     pub execution: String,
     pub error: Option<String>,
+    /// A link shown with the error (where to change a password).
+    pub error_link: Option<Link>,
     /// The error is about the credentials typed (marks the fields invalid).
     pub invalid: bool,
     pub notice: Option<String>,

@@ -7,6 +7,7 @@ use crate::metrics::Metrics;
 use anyhow::Context as _;
 use castellan_cas::{CasLogout, HttpProxyCallback};
 use castellan_core::store::redis::{RedisStore, RedisTimeouts};
+use castellan_core::{Authenticator, AuthenticatorChain};
 use castellan_core::{
     Clock, DeliveryPolicy, Engine, InProcessClient, LogoutParticipant, MemoryStore,
     ServiceRegistry, SingleLogout, StaticUserAuthenticator, SystemClock, TicketStore,
@@ -14,6 +15,7 @@ use castellan_core::{
 use castellan_delegation::UpstreamRegistry;
 use castellan_oidc::OidcLogout;
 use castellan_saml::{IdentityProvider, SamlLogout};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,9 @@ pub struct AppState {
     pub saml: Arc<IdentityProvider>,
     /// The upstream identity providers (delegation).
     pub upstreams: UpstreamRegistry,
+    /// By upstream name: the `[[authenticators]]` entry its principals get
+    /// more attributes from (`attributes_from`).
+    pub attributes_from: HashMap<String, Arc<dyn Authenticator>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -86,8 +91,32 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
     let mut services = provider.callback_services()?;
     services.extend(idp.callback_services()?);
     services.extend(settings.services.iter().cloned());
-    let authenticator =
+    // [[users]] first, then [[authenticators]] in order.
+    let users =
         StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let users = if settings.authenticators.is_empty() {
+        users
+    } else {
+        users.followed_by_other_sources()
+    };
+    let mut sources: Vec<Arc<dyn Authenticator>> = vec![Arc::new(users)];
+    let mut named: HashMap<String, Arc<dyn Authenticator>> = HashMap::new();
+    for s in &settings.authenticators {
+        let source = castellan_authenticators::Source::build(s)
+            .map_err(|e| anyhow::anyhow!("authenticator {:?}: {e}", s.name()))?;
+        named.insert(s.name().to_owned(), source.authenticator());
+        sources.push(source.authenticator());
+    }
+    let authenticator = AuthenticatorChain::new(sources);
+    // Upstreams whose principals get their attributes from a directory.
+    let attributes_from = settings
+        .upstreams
+        .iter()
+        .filter_map(|u| {
+            let source = named.get(u.attributes_from.as_deref()?)?;
+            Some((u.name.clone(), source.clone()))
+        })
+        .collect();
     // CAS last: it owns every service the others do not.
     let participants: Vec<Arc<dyn LogoutParticipant>> = vec![
         Arc::new(
@@ -135,6 +164,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
         oidc: provider,
         saml: idp,
         upstreams,
+        attributes_from,
         settings,
     });
     Ok(state)

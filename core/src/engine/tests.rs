@@ -752,3 +752,70 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
         Err(EngineError::UnauthorizedService)
     ));
 }
+
+/// A directory's answers, by password: "right", "locked" (a right
+/// password on a locked account), "down", anything else wrong.
+struct DirectoryLike;
+
+#[async_trait]
+impl Authenticator for DirectoryLike {
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+        match credentials.password.as_str() {
+            "right" => Ok(Arc::new(Principal::new(credentials.username.clone()))),
+            "locked" => Err(AuthnError::Refused(crate::AccountRefusal {
+                problem: crate::AccountProblem::Locked,
+                password_change_url: None,
+            })),
+            "down" => Err(AuthnError::Backend("directory down".into())),
+            "unknown" => Err(AuthnError::UnknownUser),
+            _ => Err(AuthnError::InvalidCredentials),
+        }
+    }
+}
+
+#[tokio::test]
+async fn refused_accounts_count_as_failures_and_an_unavailable_source_does_not() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let engine = Engine::new(
+        Arc::new(MemoryStore::new(clock.clone())),
+        Arc::new(ServiceRegistry::new(vec![])),
+        Arc::new(DirectoryLike),
+        ThrottlePolicy::default(),
+        TicketPolicy::default(),
+        clock,
+        Arc::new(RecordingCallback::default()),
+    );
+    let ip: IpAddr = "192.0.2.10".parse().unwrap();
+    let creds = |p: &str| Credentials {
+        username: "carol".into(),
+        password: p.into(),
+    };
+    // A directory that is down proves nothing: never counted.
+    for _ in 0..10 {
+        assert!(matches!(
+            engine.authenticate(&creds("down"), Some(ip)).await,
+            Err(EngineError::Authentication(AuthnError::Backend(_)))
+        ));
+    }
+    // An unknown user is a wrong password to the outside, and counted.
+    assert!(matches!(
+        engine.authenticate(&creds("unknown"), Some(ip)).await,
+        Err(EngineError::Authentication(AuthnError::InvalidCredentials))
+    ));
+    assert!(matches!(
+        engine.authenticate(&creds("wrong"), Some(ip)).await,
+        Err(EngineError::Authentication(AuthnError::InvalidCredentials))
+    ));
+    // A locked account, even with the right password: counted, and the
+    // earlier failures are not forgotten.
+    for _ in 0..3 {
+        assert!(matches!(
+            engine.authenticate(&creds("locked"), Some(ip)).await,
+            Err(EngineError::Authentication(AuthnError::Refused(_)))
+        ));
+    }
+    assert!(matches!(
+        engine.authenticate(&creds("right"), Some(ip)).await,
+        Err(EngineError::Authentication(AuthnError::Throttled))
+    ));
+}
