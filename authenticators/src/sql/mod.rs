@@ -286,6 +286,11 @@ impl Inner {
     async fn lookup(&self, username: &str) -> Result<Lookup, AuthnError> {
         let name = &self.settings.name;
         let query = self.settings.query.as_str();
+        // PostgreSQL text cannot hold NUL (it refuses the parameter): no
+        // account has such a name.
+        if self.settings.backend == Backend::Postgres && username.contains('\0') {
+            return Ok(Lookup::NoRow);
+        }
         let work = async {
             let mut rows = Vec::new();
             match self.pool() {
