@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One `[[authenticators]]` entry, by `kind`.
+// Read once per configuration load: the size of the larger kind is no cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum AuthenticatorEntry {
@@ -22,6 +24,7 @@ pub enum AuthenticatorEntry {
 }
 
 /// A validated entry.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceSettings {
     Ldap(ldap::LdapSettings),
