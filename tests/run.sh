@@ -35,6 +35,7 @@ DEB_PACKAGES=(
   libapache2-mod-shib shibboleth-sp-utils
   redis-server xmlsec1
   slapd ldap-utils samba samba-ad-provision
+  postgresql
   build-essential pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev
   chromium chromium-driver
   python3 python3-venv python3-pip

@@ -1,10 +1,11 @@
 //! Castellan's external sources of accounts, consulted after `[[users]]`:
-//! `[[authenticators]]` of kind `ldap` (LDAP, Active Directory). Each kind
-//! is a module with its entry, its validation and its
-//! [`castellan_core::Authenticator`]; a new kind (`sql`) is one more
-//! variant of [`AuthenticatorEntry`] and [`Source`].
+//! `[[authenticators]]` of kind `ldap` (LDAP, Active Directory) and `sql`
+//! (PostgreSQL, SQLite). Each kind is a module with its entry, its
+//! validation and its [`castellan_core::Authenticator`]; a new kind is one
+//! more variant of [`AuthenticatorEntry`] and [`Source`].
 
 pub mod ldap;
+pub mod sql;
 
 use castellan_core::Authenticator;
 use serde::Deserialize;
@@ -13,22 +14,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One `[[authenticators]]` entry, by `kind`.
+// Read once per configuration load: the size of the larger kind is no cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum AuthenticatorEntry {
     Ldap(ldap::LdapEntry),
+    Sql(sql::SqlEntry),
 }
 
 /// A validated entry.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceSettings {
     Ldap(ldap::LdapSettings),
+    Sql(sql::SqlSettings),
 }
 
 impl SourceSettings {
     pub fn name(&self) -> &str {
         match self {
             Self::Ldap(s) => &s.name,
+            Self::Sql(s) => &s.name,
         }
     }
 }
@@ -37,6 +44,7 @@ impl AuthenticatorEntry {
     pub fn name(&self) -> &str {
         match self {
             Self::Ldap(e) => &e.name,
+            Self::Sql(e) => &e.name,
         }
     }
 
@@ -44,6 +52,7 @@ impl AuthenticatorEntry {
     pub fn validate(&self, base: &Path) -> Result<SourceSettings, Vec<String>> {
         match self {
             Self::Ldap(e) => e.validate(base).map(SourceSettings::Ldap),
+            Self::Sql(e) => e.validate(base).map(SourceSettings::Sql),
         }
     }
 }
@@ -68,6 +77,7 @@ pub fn check_names<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
 #[derive(Clone)]
 pub enum Source {
     Ldap(Arc<ldap::LdapAuthenticator>),
+    Sql(Arc<sql::SqlAuthenticator>),
 }
 
 impl Source {
@@ -76,25 +86,32 @@ impl Source {
             SourceSettings::Ldap(s) => Ok(Self::Ldap(Arc::new(ldap::LdapAuthenticator::new(
                 s.clone(),
             )?))),
+            SourceSettings::Sql(s) => {
+                Ok(Self::Sql(Arc::new(sql::SqlAuthenticator::new(s.clone())?)))
+            }
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Self::Ldap(l) => l.name(),
+            Self::Sql(s) => s.name(),
         }
     }
 
     pub fn authenticator(&self) -> Arc<dyn Authenticator> {
         match self {
             Self::Ldap(l) => l.clone(),
+            Self::Sql(s) => s.clone(),
         }
     }
 
-    /// Reaches the source as the service account: `check-config --probe`.
+    /// Reaches the source as the service account (LDAP) or runs `SELECT 1`
+    /// (SQL): `check-config --probe`.
     pub async fn probe(&self) -> Result<String, String> {
         match self {
             Self::Ldap(l) => l.probe().await,
+            Self::Sql(s) => s.probe().await,
         }
     }
 }
@@ -148,11 +165,35 @@ principal = "uid"
 "#,
         )
         .unwrap();
-        let SourceSettings::Ldap(s) = e.validate(Path::new(".")).unwrap();
+        let SourceSettings::Ldap(s) = e.validate(Path::new(".")).unwrap() else {
+            panic!("an ldap entry");
+        };
         assert_eq!(s.urls.len(), 2);
         assert_eq!(s.pool_size, 8);
         assert_eq!(s.operation_timeout, Duration::from_secs(5));
         assert!(matches!(s.locate, ldap::Locate::Search { .. }));
+    }
+
+    #[test]
+    fn the_contract_sql_example_validates() {
+        let e = entry(
+            r#"
+[[authenticators]]
+name = "appdb"
+kind = "sql"
+url = "postgres://castellan@127.0.0.1/app"
+query = "SELECT password, mail, cn FROM users WHERE username = $1"
+"#,
+        )
+        .unwrap();
+        let SourceSettings::Sql(s) = e.validate(Path::new(".")).unwrap() else {
+            panic!("an sql entry");
+        };
+        assert_eq!(s.backend, sql::Backend::Postgres);
+        assert_eq!(s.pool_size, 8);
+        let err = entry("[[authenticators]]\nname = \"d\"\nkind = \"sql\"\nurl = \"sqlite://a.db\"\nquery = \"SELECT p FROM u WHERE n = ?\"\nbind_dn = \"x\"\n")
+            .unwrap_err();
+        assert!(err.contains("bind_dn"), "{err}");
     }
 
     #[test]

@@ -201,15 +201,26 @@ fn authenticators_test(config: &Path, name: &str, username: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let castellan_authenticators::Source::Ldap(ldap) = &source;
-    let answer = runtime.block_on(ldap.test(&credentials));
-    if let Some(dn) = &answer.dn {
-        println!("dn: {dn}");
-    }
-    if let Some(notice) = &answer.notice {
-        println!("notice: {notice}");
-    }
-    match &answer.result {
+    let result = match &source {
+        castellan_authenticators::Source::Ldap(ldap) => {
+            let answer = runtime.block_on(ldap.test(&credentials));
+            if let Some(dn) = &answer.dn {
+                println!("dn: {dn}");
+            }
+            if let Some(notice) = &answer.notice {
+                println!("notice: {notice}");
+            }
+            answer.result
+        }
+        castellan_authenticators::Source::Sql(sql) => {
+            let answer = runtime.block_on(sql.test(&credentials));
+            if let Some(format) = &answer.hash_format {
+                println!("stored hash: {format}");
+            }
+            answer.result
+        }
+    };
+    match &result {
         Ok(principal) => {
             println!("result: accepted");
             println!("principal: {}", principal.id);
