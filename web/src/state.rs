@@ -117,21 +117,19 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
             Some((u.name.clone(), source.clone()))
         })
         .collect();
+    // One client for every back-channel logout: verified TLS with the
+    // system roots and SSL_CERT_FILE, bounded, redirects not followed.
+    let http = castellan_cas::proxy_callback::http_client(false, Duration::from_secs(5))
+        .context("building the single logout client")?;
     // CAS last: it owns every service the others do not.
     let participants: Vec<Arc<dyn LogoutParticipant>> = vec![
-        Arc::new(
-            OidcLogout::new(provider.clone(), Duration::from_secs(5))
-                .context("building the back-channel logout client")?,
-        ),
-        Arc::new(
-            SamlLogout::new(
-                idp.clone(),
-                store.clone(),
-                clock.clone(),
-                Duration::from_secs(5),
-            )
-            .context("building the SAML single logout client")?,
-        ),
+        Arc::new(OidcLogout::new(provider.clone(), http.clone())),
+        Arc::new(SamlLogout::new(
+            idp.clone(),
+            store.clone(),
+            clock.clone(),
+            http,
+        )),
         Arc::new(
             CasLogout::new(Duration::from_secs(5), clock.clone())
                 .context("building the single logout client")?,

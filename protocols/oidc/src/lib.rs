@@ -14,7 +14,6 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod grants;
-mod http;
 pub mod keys;
 pub mod logout;
 pub mod parameters;

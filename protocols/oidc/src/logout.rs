@@ -14,7 +14,6 @@ use castellan_core::{
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A logout request the provider refuses: shown to the user, since the
 /// place to send them back to is not known to be the client's.
@@ -140,11 +139,10 @@ pub struct OidcLogout {
 }
 
 impl OidcLogout {
-    pub fn new(provider: Arc<Provider>, timeout: Duration) -> Result<Self, reqwest::Error> {
-        Ok(Self {
-            provider,
-            http: crate::http::client(timeout)?,
-        })
+    /// `http`: the client logout tokens are posted with (verified TLS,
+    /// bounded, redirects not followed: the web crate builds Castellan's one).
+    pub fn new(provider: Arc<Provider>, http: reqwest::Client) -> Self {
+        Self { provider, http }
     }
 }
 

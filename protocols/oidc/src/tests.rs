@@ -628,7 +628,7 @@ fn note(service: &str, ticket_id: &str, mode: LogoutMode) -> LogoutNotification 
 #[tokio::test]
 async fn the_participant_sends_one_logout_token_per_client_and_session() {
     let fx = fixture();
-    let oidc = OidcLogout::new(fx.provider.clone(), Duration::from_secs(1)).unwrap();
+    let oidc = OidcLogout::new(fx.provider.clone(), test_client(Duration::from_secs(1)));
     let callback = |client: &str| fx.provider.callbacks().build(client, "OR-1-abc");
     assert_eq!(oidc.name(), "oidc");
     assert_eq!(oidc.party(&callback("rp")).as_deref(), Some("rp"));
@@ -749,7 +749,7 @@ async fn answering(status: u16) -> (String, Arc<std::sync::atomic::AtomicUsize>)
 #[tokio::test]
 async fn send_maps_the_answer_to_an_attempt() {
     let fx = fixture();
-    let oidc = OidcLogout::new(fx.provider.clone(), Duration::from_secs(2)).unwrap();
+    let oidc = OidcLogout::new(fx.provider.clone(), test_client(Duration::from_secs(2)));
     for (status, expected) in [
         (200, Attempt::Delivered),
         (204, Attempt::Delivered),
@@ -795,4 +795,13 @@ fn the_discovery_document_names_the_endpoints() {
     assert_eq!(d["end_session_endpoint"], format!("{ISSUER}/logout"));
     assert_eq!(d["backchannel_logout_session_supported"], true);
     assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+}
+
+/// A bounded client that follows no redirect, as the web crate's.
+fn test_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .unwrap()
 }

@@ -15,7 +15,6 @@ use castellan_core::{
     LogoutParticipant, TicketStore,
 };
 use std::sync::Arc;
-use std::time::Duration;
 
 pub struct SamlLogout {
     idp: Arc<IdentityProvider>,
@@ -29,14 +28,14 @@ impl SamlLogout {
         idp: Arc<IdentityProvider>,
         store: Arc<dyn TicketStore>,
         clock: Arc<dyn Clock>,
-        timeout: Duration,
-    ) -> Result<Self, reqwest::Error> {
-        Ok(Self {
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
             idp,
             store,
             clock,
-            http: http_client(timeout)?,
-        })
+            http,
+        }
     }
 
     /// What the SP of a notification was issued: the kept record, or, for
@@ -212,31 +211,4 @@ pub fn soap_envelope(xml: &str) -> String {
     format!(
         "<soap11:Envelope xmlns:soap11=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap11:Body>{xml}</soap11:Body></soap11:Envelope>"
     )
-}
-
-/// Trusts the built-in and system roots plus the PEM bundle named by
-/// `SSL_CERT_FILE`, as every outgoing client of Castellan does.
-fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeout.min(Duration::from_secs(3)))
-        .timeout(timeout)
-        .user_agent(concat!("Castellan/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
-        match std::fs::read(&path) {
-            Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
-                Ok(certs) => {
-                    for cert in certs {
-                        builder = builder.add_root_certificate(cert);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(path = ?path, error = %e, "SSL_CERT_FILE is not a PEM bundle")
-                }
-            },
-            Err(e) => tracing::warn!(path = ?path, error = %e, "cannot read SSL_CERT_FILE"),
-        }
-    }
-    builder.build()
 }

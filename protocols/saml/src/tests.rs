@@ -121,15 +121,17 @@ fn fixture(tag: &str) -> Fixture {
     let clock = Arc::new(ManualClock::new(NOW));
     let store = Arc::new(MemoryStore::new(clock.clone()));
     let idp = Arc::new(identity_provider(tag));
-    let participant = Arc::new(
-        SamlLogout::new(
-            idp.clone(),
-            store.clone(),
-            clock.clone(),
-            Duration::from_millis(200),
-        )
-        .unwrap(),
-    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let participant = Arc::new(SamlLogout::new(
+        idp.clone(),
+        store.clone(),
+        clock.clone(),
+        http,
+    ));
     let engine = Engine::new(
         store.clone(),
         Arc::new(ServiceRegistry::new(idp.callback_services().unwrap())),
