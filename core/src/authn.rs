@@ -25,6 +25,15 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// A source of accounts: the built-in `[[users]]`, a directory, a database.
+/// A warning about an accepted password, in plain words for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordNotice {
+    pub message: String,
+    /// Where the password can be changed (the source's
+    /// `password_change_url`), shown with the message.
+    pub password_change_url: Option<String>,
+}
+
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// The principal when the password is right. A source that does not
@@ -33,6 +42,16 @@ pub trait Authenticator: Send + Sync + 'static {
     /// [`AuthnError::InvalidCredentials`], an account it will not let in
     /// is [`AuthnError::Refused`].
     async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError>;
+
+    /// As [`Authenticator::authenticate`], with what the source said about
+    /// an accepted password that the user should hear (it expires soon, or
+    /// only grace logins are left).
+    async fn authenticate_noting(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<(Arc<Principal>, Option<PasswordNotice>), AuthnError> {
+        Ok((self.authenticate(credentials).await?, None))
+    }
 
     /// The attributes of an account this source knows, without its
     /// password: for a user who signed in elsewhere (an upstream with
@@ -58,8 +77,15 @@ impl AuthenticatorChain {
 #[async_trait]
 impl Authenticator for AuthenticatorChain {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+        Ok(self.authenticate_noting(credentials).await?.0)
+    }
+
+    async fn authenticate_noting(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<(Arc<Principal>, Option<PasswordNotice>), AuthnError> {
         for source in &self.sources {
-            match source.authenticate(credentials).await {
+            match source.authenticate_noting(credentials).await {
                 Err(AuthnError::UnknownUser) => continue,
                 decided => return decided,
             }
@@ -303,6 +329,51 @@ mod tests {
                 Err(AuthnError::InvalidCredentials)
             }
         }
+    }
+
+    /// Knows "expiring", whose password is accepted with a notice.
+    struct Noting;
+
+    #[async_trait]
+    impl Authenticator for Noting {
+        async fn authenticate(&self, c: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+            Ok(self.authenticate_noting(c).await?.0)
+        }
+        async fn authenticate_noting(
+            &self,
+            c: &Credentials,
+        ) -> Result<(Arc<Principal>, Option<PasswordNotice>), AuthnError> {
+            if c.username != "expiring" {
+                return Err(AuthnError::UnknownUser);
+            }
+            let notice = PasswordNotice {
+                message: "Your password expires in 2 day(s).".into(),
+                password_change_url: Some("https://pw.example.org/".into()),
+            };
+            Ok((Arc::new(Principal::new("expiring")), Some(notice)))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_chain_passes_the_deciding_source_s_notice_on() {
+        let chain = AuthenticatorChain::new(vec![Fixed::new("alice", "pw"), Arc::new(Noting)]);
+        let creds = |u: &str| Credentials {
+            username: u.into(),
+            password: "pw".into(),
+        };
+        let (p, notice) = chain.authenticate_noting(&creds("expiring")).await.unwrap();
+        assert_eq!(p.id, "expiring");
+        assert_eq!(
+            notice.map(|n| n.password_change_url),
+            Some(Some("https://pw.example.org/".into()))
+        );
+        // A source without notices gives none; the plain call drops it.
+        let (_, notice) = chain.authenticate_noting(&creds("alice")).await.unwrap();
+        assert!(notice.is_none());
+        assert_eq!(
+            chain.authenticate(&creds("expiring")).await.unwrap().id,
+            "expiring"
+        );
     }
 
     #[tokio::test]

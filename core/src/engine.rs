@@ -4,7 +4,7 @@
 //! through these few calls: open a session, grant a service ticket, validate
 //! it into an [`Assertion`], grant a proxy ticket, log a session out.
 
-use crate::authn::{Authenticator, Credentials};
+use crate::authn::{Authenticator, Credentials, PasswordNotice};
 use crate::client::InProcessClient;
 use crate::clock::{Clock, Millis};
 use crate::error::{AuthnError, EngineError};
@@ -250,15 +250,25 @@ impl Engine {
         credentials: &Credentials,
         client_ip: Option<IpAddr>,
     ) -> Result<Arc<Principal>, EngineError> {
+        Ok(self.authenticate_noting(credentials, client_ip).await?.0)
+    }
+
+    /// As [`Engine::authenticate`], with the source's warning about the
+    /// password, for the user to hear.
+    pub async fn authenticate_noting(
+        &self,
+        credentials: &Credentials,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(Arc<Principal>, Option<PasswordNotice>), EngineError> {
         let store = self.store.as_ref();
         let reservation = self
             .throttle
             .reserve(store, &credentials.username, client_ip)
             .await?;
-        match self.authenticator.authenticate(credentials).await {
-            Ok(principal) => {
+        match self.authenticator.authenticate_noting(credentials).await {
+            Ok(accepted) => {
                 self.throttle.succeeded(store, reservation).await?;
-                Ok(principal)
+                Ok(accepted)
             }
             // The reservation stays counted: it is the failure. An unknown
             // user is a wrong password to the outside.

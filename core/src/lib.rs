@@ -23,7 +23,8 @@ pub mod throttle;
 pub mod ticket;
 
 pub use authn::{
-    Authenticator, AuthenticatorChain, Credentials, StaticUser, StaticUserAuthenticator, UserSecret,
+    Authenticator, AuthenticatorChain, Credentials, PasswordNotice, StaticUser,
+    StaticUserAuthenticator, UserSecret,
 };
 pub use client::{CallbackUrls, InProcessClient};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -12,6 +12,8 @@ back; ppolicy states are told in plain words; pooled connections are reused.
 
 from __future__ import annotations
 
+import html
+import re
 import subprocess
 import time
 
@@ -249,13 +251,37 @@ def test_password_policy_is_told_in_plain_words(cas, user, message, link):
     assert (f'href="{CHANGE_URL}"' in r.text) == link
 
 
-def test_grace_logins_and_expiry_warnings_let_the_user_in(cas):
-    time.sleep(1.2)  # grace's password has expired, with grace logins left
-    assert login(cas, "grace", PASSWORD).status_code == 302
-    assert login(cas, "soon", PASSWORD).status_code == 302
-    log = cas.log_text()
-    assert "sign-in(s) left before the account is locked" in log
-    assert "your password expires in" in log
+def link_of(page: requests.Response, element_id: str) -> str | None:
+    m = re.search(rf'id="{element_id}" href="([^"]*)"', page.text)
+    return html.unescape(m.group(1)) if m else None
+
+
+@pytest.mark.parametrize("user, message", [
+    ("grace", "sign-in(s) left before the account is locked."),
+    ("soon", "Your password expires in"),
+])
+def test_grace_logins_and_expiry_warnings_are_told_then_the_user_goes_on(cas, user, message):
+    if user == "grace":
+        time.sleep(1.2)  # grace's password has expired, with grace logins left
+    b = cas.browser()
+    r = b.login(APP, username=user, password=PASSWORD)
+    # Signed in, and told before going on: no ticket yet.
+    assert r.status_code == 200 and "ticket=" not in r.headers.get("Location", ""), (r.status_code, r.text[:800])
+    assert message in r.text, r.text[:1500]
+    assert b.tgc, "no SSO session after a login with a password notice"
+    assert link_of(r, "change-password") == CHANGE_URL
+    onward = link_of(r, "continue")
+    assert onward and onward.startswith("/cas/login?") and "service=" in onward, onward
+    # Continue: through SSO to the application, with a ticket that validates.
+    r = b.s.get(cas.url(onward[len("/cas"):]), allow_redirects=False, timeout=15)
+    res = cas.validate("/p3/serviceValidate", APP, ticket(r))
+    assert res.success and res.user == user, res
+
+    # renew: the ticket must come from this very login, so it goes at once.
+    r = cas.browser().login(APP, username=user, password=PASSWORD, renew="true")
+    res = cas.validate("/p3/serviceValidate", APP, ticket(r), renew="true")
+    assert res.success and res.user == user, res
+    assert message.rstrip(".").lower() in cas.log_text().lower()  # and logged
 
 
 def test_pooled_connections_are_reused(make, ldap):

@@ -3,7 +3,7 @@
 use crate::client_address::{client_ip, ClientAddress};
 use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
-use crate::pages::{render, Link, LoginPage, MessagePage};
+use crate::pages::{render, Link, LoginPage, MessagePage, NoticePage};
 use crate::respond::{redirect, unavailable};
 use crate::state::SharedState;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -13,7 +13,8 @@ use axum::response::Response;
 use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
 use castellan_core::{
-    AccountProblem, AccountRefusal, AuthnError, Credentials, EngineError, RegisteredService,
+    AccountProblem, AccountRefusal, AuthnError, Credentials, EngineError, PasswordNotice,
+    RegisteredService,
 };
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -405,8 +406,12 @@ pub async fn submit(
         password: form.password,
     };
     let client = client_ip(peer.ip(), &headers, &state.settings.trusted_proxies);
-    let principal = match state.engine.authenticate(&credentials, Some(client)).await {
-        Ok(p) => p,
+    let (principal, notice) = match state
+        .engine
+        .authenticate_noting(&credentials, Some(client))
+        .await
+    {
+        Ok(accepted) => accepted,
         Err(EngineError::Authentication(AuthnError::InvalidCredentials)) => {
             Metrics::inc(&state.metrics.logins_failed);
             tracing::info!(user = %username, "login refused: wrong credentials");
@@ -450,19 +455,55 @@ pub async fn submit(
     // A new login replaces the browser's previous session: the same user's
     // (renew) carries its applications over, another user's is logged out.
     let service = target.as_ref().map(|t| t.url.as_str());
+    // A password that expires soon (or lives on grace logins) is told on a
+    // page of its own; the application is one click on, through SSO. Not
+    // so for renew: the ticket must come from this very login.
+    let notice = notice.filter(|_| !flag(query.renew.as_deref()));
+    let granted_for = if notice.is_some() { None } else { service };
     crate::sign_in::complete_sign_in(
         &state,
         &headers,
         principal,
-        service,
+        granted_for,
         true,
         query.method.as_deref(),
     )
     .await
     .unwrap_or_else(|p| {
-        let page = logged_in_page(&state, &p.signed.session.principal.id);
+        let page = match &notice {
+            Some(notice) => notice_page(&state, notice, raw_query.as_deref(), service.is_some()),
+            None => logged_in_page(&state, &p.signed.session.principal.id),
+        };
         p.with_page(page)
     })
+}
+
+/// The page that tells a signed-in user about their password, with the
+/// way on: to the application (through SSO, keeping the request's
+/// parameters) or nowhere, and to the password change page.
+fn notice_page(
+    state: &SharedState,
+    notice: &PasswordNotice,
+    raw_query: Option<&str>,
+    for_service: bool,
+) -> Response {
+    let next = for_service.then(|| Link {
+        href: format!("{}/login?{}", state.prefix(), raw_query.unwrap_or_default()),
+        label: "Continue to the application".into(),
+    });
+    let change = notice.password_change_url.as_ref().map(|href| Link {
+        href: href.clone(),
+        label: "Change your password".into(),
+    });
+    render(
+        StatusCode::OK,
+        &NoticePage {
+            prefix: state.prefix().to_owned(),
+            message: notice.message.clone(),
+            change,
+            next,
+        },
+    )
 }
 
 /// What the login page says about an account its source refused, and

@@ -22,6 +22,17 @@ pub struct LoginPage {
     pub upstreams: Vec<Link>,
 }
 
+/// A signed-in user's password expires soon: told before going on.
+#[derive(Template)]
+#[template(path = "notice.html")]
+pub struct NoticePage {
+    pub prefix: String,
+    pub message: String,
+    pub change: Option<Link>,
+    /// On to the application; `None` when the login was for none.
+    pub next: Option<Link>,
+}
+
 pub struct Link {
     pub href: String,
     pub label: String,

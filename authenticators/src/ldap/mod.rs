@@ -41,6 +41,18 @@ pub enum PasswordNotice {
     GraceLoginsLeft(u64),
 }
 
+impl PasswordNotice {
+    /// The notice as a sentence for the login page.
+    pub fn sentence(&self) -> String {
+        let text = self.to_string();
+        let mut chars = text.chars();
+        match chars.next() {
+            Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+            None => text,
+        }
+    }
+}
+
 impl std::fmt::Display for PasswordNotice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -185,13 +197,25 @@ impl LdapAuthenticator {
 #[async_trait]
 impl Authenticator for LdapAuthenticator {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Arc<Principal>, AuthnError> {
+        Ok(self.authenticate_noting(credentials).await?.0)
+    }
+
+    async fn authenticate_noting(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<(Arc<Principal>, Option<castellan_core::PasswordNotice>), AuthnError> {
         // In its own task: a panic in the client (on a malformed answer)
         // is an unavailable directory, not a lost request.
         let answer = self.test(credentials).await;
-        if let (Ok(p), Some(notice)) = (&answer.result, answer.notice) {
-            tracing::info!(authenticator = %self.name(), user = %p.id, "password notice: {notice}");
-        }
-        answer.result
+        let principal = answer.result?;
+        let notice = answer.notice.map(|notice| {
+            tracing::info!(authenticator = %self.name(), user = %principal.id, "password notice: {notice}");
+            castellan_core::PasswordNotice {
+                message: notice.sentence(),
+                password_change_url: self.inner.settings.password_change_url.clone(),
+            }
+        });
+        Ok((principal, notice))
     }
 
     async fn lookup(&self, username: &str) -> Result<Option<Attributes>, AuthnError> {
