@@ -20,26 +20,6 @@ use subtle::ConstantTimeEq;
 
 const BINDING_COOKIE: &str = "CASDELEG";
 
-/// The login page's buttons, keeping the request's parameters.
-pub fn links(state: &SharedState, raw_query: Option<&str>) -> Vec<Link> {
-    let keep: String = raw_query
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .filter(|(k, _)| matches!(k.as_ref(), "service" | "renew" | "gateway" | "method"))
-                .map(|(k, v)| format!("&{}={}", k, enc(&v)))
-                .collect()
-        })
-        .unwrap_or_default();
-    state
-        .upstreams
-        .iter()
-        .map(|u| Link {
-            href: format!("login?client_name={}{keep}", enc(u.connector().name())),
-            label: u.connector().display_name().to_owned(),
-        })
-        .collect()
-}
-
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -172,7 +172,7 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
             error_link: f.error_link,
             invalid: f.invalid,
             notice: f.notice,
-            upstreams: crate::delegation::links(state, f.raw_query),
+            upstreams: upstream_links(state, f.raw_query),
         },
     );
     if let Some(cookie) = f.browser.cookie(state.prefix()) {
@@ -541,4 +541,31 @@ fn refusal_message(refusal: &AccountRefusal) -> (&'static str, Option<Link>) {
             label: "Change your password".into(),
         });
     (message, link)
+}
+
+/// The login page's buttons, keeping the request's parameters.
+fn upstream_links(state: &SharedState, raw_query: Option<&str>) -> Vec<Link> {
+    let keep: String = raw_query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| matches!(k.as_ref(), "service" | "renew" | "gateway" | "method"))
+                .map(|(k, v)| format!("&{}={}", k, form_encode(&v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    state
+        .upstreams
+        .iter()
+        .map(|u| Link {
+            href: format!(
+                "login?client_name={}{keep}",
+                form_encode(u.connector().name())
+            ),
+            label: u.connector().display_name().to_owned(),
+        })
+        .collect()
+}
+
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

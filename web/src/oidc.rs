@@ -405,7 +405,7 @@ async fn logout(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Respons
         // SAML SPs with only browser SLO endpoints are visited first, as
         // after a CAS or a SAML logout; then on to the relying party.
         target if !visits.is_empty() => {
-            crate::saml::front_channel_logout(state, &visits, target).await
+            crate::logout::front_channel_logout(state, &visits, target).await
         }
         Some(location) => redirect(&location),
         None => crate::logout::signed_out(state),

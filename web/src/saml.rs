@@ -4,18 +4,17 @@
 
 use crate::client_address::ClientAddress;
 use crate::cookies;
+use crate::logout::{logout_step, post_form};
 use crate::metrics::Metrics;
-use crate::pages::{render, MessagePage, PostRedirectPage};
 use crate::respond::{error_page as page, login_location, redirect, unavailable};
 use crate::state::SharedState;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use castellan_core::FrontChannelVisit;
 use castellan_saml::binding::BindingParameters;
 use castellan_saml::sso::post_message;
-use castellan_saml::{LogoutStep, PostForm, SamlError, SamlMessage, SsoNext, ToLogin};
+use castellan_saml::{SamlError, SamlMessage, SsoNext, ToLogin};
 use std::net::IpAddr;
 
 /// A SAML error as a page: the message for what the SP sent wrong, 503
@@ -47,63 +46,8 @@ fn invalid(state: &SharedState, e: SamlError) -> Response {
 
 /// Posts a SAML message to the SP (HTTP-POST binding): an auto-submitting
 /// form that also works without JavaScript.
-fn post_form(state: &SharedState, form: PostForm) -> Response {
-    let mut response = render(
-        StatusCode::OK,
-        &PostRedirectPage {
-            prefix: state.prefix().to_owned(),
-            action: form.action,
-            fields: form.fields,
-        },
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 fn to_login(state: &SharedState, to: ToLogin) -> Response {
     redirect(&login_location(state, &to.service, to.renew, to.gateway))
-}
-
-/// Renders a step of a logout: the next SP, or its end.
-fn logout_step(state: &SharedState, step: LogoutStep) -> Response {
-    match step {
-        LogoutStep::Redirect(location) => redirect(&location),
-        LogoutStep::Post(form) => post_form(state, form),
-        LogoutStep::Done {
-            destination: Some(url),
-        } => match HeaderValue::from_str(&url) {
-            Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
-            Err(_) => render(StatusCode::OK, &MessagePage::signed_out(state.prefix())),
-        },
-        LogoutStep::Done { destination: None } => {
-            render(StatusCode::OK, &MessagePage::signed_out(state.prefix()))
-        }
-    }
-}
-
-/// A logout started elsewhere (CAS `/logout`) in a browser: the SAML SPs
-/// among `visits` are visited in a chain, then the browser goes to
-/// `destination` (a registered service), or sees the signed-out page.
-pub async fn front_channel_logout(
-    state: &SharedState,
-    visits: &[FrontChannelVisit],
-    destination: Option<String>,
-) -> Response {
-    let step = state
-        .saml
-        .front_channel_logout(
-            state.engine.store().as_ref(),
-            state.now(),
-            visits,
-            destination,
-        )
-        .await;
-    match step {
-        Ok(step) => logout_step(state, step),
-        Err(e) => failed(state, "Sign-out failed", e),
-    }
 }
 
 // ------------------------------------------------------------------ metadata
