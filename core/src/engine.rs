@@ -11,6 +11,8 @@ use crate::error::{AuthnError, EngineError};
 use crate::ids::{is_well_formed, new_session_id, new_session_ticket_id, new_ticket_id, redact};
 use crate::login_flow::LoginFlows;
 use crate::logout::{Dispatched, EndedSession, FrontChannelVisit, Initiator, SingleLogout};
+use crate::methods::{AuthnMethods, MfaPolicy};
+use crate::second_step::{PendingSignIn, SecondSteps};
 use crate::pending::PendingFlowBudget;
 use crate::principal::{Attributes, Principal};
 use crate::service::{LogoutMode, RegisteredService, ServiceRegistry};
@@ -91,6 +93,8 @@ pub struct Assertion {
     pub proxies: Vec<String>,
     /// The PGTIOU when a PGT was delivered to the pgtUrl.
     pub pgt_iou: Option<String>,
+    /// How the user proved who they are in the session (both factors).
+    pub methods: AuthnMethods,
     /// The SSO session that granted the ticket: in-process modules bind
     /// what they issue to it (a CAS response never shows it).
     pub session_id: String,
@@ -105,6 +109,13 @@ pub struct LogoutNotification {
     pub mode: LogoutMode,
 }
 
+/// The users' second factors, as far as the engine needs to know them:
+/// whether one is enrolled (`mfa = "optional"` asks only then).
+#[async_trait]
+pub trait SecondFactors: Send + Sync + 'static {
+    async fn enrolled(&self, user: &str) -> Result<bool, AuthnError>;
+}
+
 pub struct Engine {
     store: Arc<dyn TicketStore>,
     registry: Arc<ServiceRegistry>,
@@ -117,6 +128,8 @@ pub struct Engine {
     pending: PendingFlowBudget,
     single_logout: SingleLogout,
     clients: Vec<Arc<dyn InProcessClient>>,
+    second_factors: Option<Arc<dyn SecondFactors>>,
+    second_steps: SecondSteps,
 }
 
 /// A login to turn into a session (and a ticket), the same way whatever
@@ -131,6 +144,11 @@ pub struct SignIn<'a> {
     pub service: Option<&'a str>,
     /// Whether the user presented credentials for this very login.
     pub from_new_login: bool,
+    /// How the user proved who they are in this login.
+    pub methods: AuthnMethods,
+    /// A second factor added to the `previous` session, whose first factor
+    /// (and authentication time, and hard limit) the new session keeps.
+    pub step_up: bool,
 }
 
 /// A new session and, when asked for a service, its ticket.
@@ -164,6 +182,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         proxy_callback: Arc<dyn ProxyCallback>,
     ) -> Self {
+        let store_for_steps = store.clone();
         Self {
             login_flows: LoginFlows::new(store.clone(), clock.clone(), policy.login_flow_ttl),
             pending: PendingFlowBudget::new(
@@ -180,7 +199,15 @@ impl Engine {
             proxy_callback,
             single_logout: SingleLogout::default(),
             clients: Vec::new(),
+            second_factors: None,
+            second_steps: SecondSteps::new(store_for_steps),
         }
+    }
+
+    /// Where the engine learns whether a user has a second factor.
+    pub fn with_second_factors(mut self, factors: Arc<dyn SecondFactors>) -> Self {
+        self.second_factors = Some(factors);
+        self
     }
 
     /// Who is told when a session ends (no one by default).
@@ -300,6 +327,7 @@ impl Engine {
             expires_at: now.saturating_add(self.policy.session_ttl.as_millis() as u64),
             long_term,
             services: Vec::new(),
+            methods: AuthnMethods::of(crate::AuthnMethod::Password),
         };
         self.store
             .create_session(&session, self.policy.session_idle_ttl)
@@ -314,11 +342,16 @@ impl Engine {
     /// `max_age`), the new session takes over the previous one's
     /// single-logout records and nobody is logged out; when another user
     /// logs in, the previous session's services are told.
+    /// A step-up keeps the previous session's first factor, authentication
+    /// time and hard limit, and must find that session: its id changes
+    /// (as after any change of privilege), nothing else.
     async fn replace_session(
         &self,
         previous: Option<&str>,
         principal: Arc<Principal>,
         long_term: bool,
+        methods: AuthnMethods,
+        step_up: bool,
     ) -> Result<(TicketGrantingTicket, Dispatched), EngineError> {
         let old = match previous {
             Some(id) if is_well_formed(id, TicketKind::TicketGranting.prefix()) => {
@@ -326,19 +359,40 @@ impl Engine {
             }
             _ => None,
         };
+        let now = self.clock.now();
+        let mut authenticated_at = now;
+        let mut expires_at = now.saturating_add(self.policy.session_ttl.as_millis() as u64);
+        let mut methods = methods;
+        let mut stepped_up = false;
         let (carried, ended) = match old {
-            Some(old) if old.principal.id == principal.id => (old.services, None),
+            Some(old) if old.principal.id == principal.id => {
+                if step_up {
+                    authenticated_at = old.authenticated_at;
+                    expires_at = old.expires_at;
+                    methods = methods.union(old.methods);
+                    stepped_up = true;
+                }
+                (old.services, None)
+            }
             Some(old) => (Vec::new(), Some(old)),
             None => (Vec::new(), None),
         };
-        let now = self.clock.now();
+        if step_up && !stepped_up {
+            // The stepped-up session is gone (logged out meanwhile), or is
+            // another user's: its first factor is not this user's.
+            if let Some(old) = ended {
+                self.tell_ended(old, None).await;
+            }
+            return Err(EngineError::SessionNotFound);
+        }
         let session = TicketGrantingTicket {
             id: new_session_id(TicketKind::TicketGranting.prefix()),
             principal,
-            authenticated_at: now,
-            expires_at: now.saturating_add(self.policy.session_ttl.as_millis() as u64),
+            authenticated_at,
+            expires_at,
             long_term,
             services: carried,
+            methods,
         };
         self.store
             .create_session(&session, self.policy.session_idle_ttl)
@@ -359,12 +413,29 @@ impl Engine {
     /// service, a ticket is granted for it.
     pub async fn sign_in(&self, request: SignIn<'_>) -> Result<SignedIn, EngineError> {
         if let Some(service) = request.service {
-            if self.registry.find(service).is_none() {
-                return Err(EngineError::UnauthorizedService);
+            let registered = self
+                .registry
+                .find(service)
+                .ok_or(EngineError::UnauthorizedService)?;
+            // Checked before the session changes: a login that cannot get
+            // its ticket leaves the browser's session as it was. (A step-up
+            // adds the second factor itself.)
+            if !request.step_up
+                && self
+                    .needs_second_factor(registered, &request.principal.id, request.methods, false)
+                    .await?
+            {
+                return Err(EngineError::SecondFactorRequired);
             }
         }
         let (session, dispatched) = self
-            .replace_session(request.previous, request.principal, request.long_term)
+            .replace_session(
+                request.previous,
+                request.principal,
+                request.long_term,
+                request.methods,
+                request.step_up,
+            )
             .await?;
         let ticket = match request.service {
             Some(service) => Some(
@@ -437,6 +508,21 @@ impl Engine {
             .registry
             .find(service)
             .ok_or(EngineError::UnauthorizedService)?;
+        if registered.mfa.is_some() {
+            // A session's methods never change under its id (a step-up
+            // makes a new one): what is read here holds at the grant.
+            let session = self
+                .store
+                .session(session_id)
+                .await?
+                .ok_or(EngineError::SessionNotFound)?;
+            if self
+                .needs_second_factor(registered, &session.principal.id, session.methods, false)
+                .await?
+            {
+                return Err(EngineError::SecondFactorRequired);
+            }
+        }
         let id = new_session_ticket_id(TicketKind::Service.prefix(), session_id)
             .ok_or(EngineError::SessionNotFound)?;
         let ticket = ServiceTicket {
@@ -506,6 +592,13 @@ impl Engine {
             .filter(|r| !r.internal || request.in_process)
             .ok_or(EngineError::UnauthorizedService)?;
 
+        // Defence in depth: a ticket of a service that requires a second
+        // factor never vouches for a session without one.
+        if registered.mfa == Some(MfaPolicy::Required) && !session.methods.has_second_factor() {
+            tracing::warn!(service = %registered.name, "ticket of a session without a second factor refused");
+            return Err(EngineError::TicketNotFound);
+        }
+
         let pgt_iou = match request.pgt_url {
             Some(pgt_url) => {
                 self.grant_proxy_granting_ticket(registered, &session, pgt_url, &proxies)
@@ -524,6 +617,7 @@ impl Engine {
             long_term: session.long_term,
             proxies,
             pgt_iou,
+            methods: session.methods,
             session_id: session.id,
         })
     }
@@ -598,6 +692,19 @@ impl Engine {
             .find(target_service)
             .filter(|r| !r.internal)
             .ok_or(EngineError::UnauthorizedProxy)?;
+        if registered.mfa.is_some() {
+            let session = self
+                .store
+                .session(&pgt.session_id)
+                .await?
+                .ok_or(EngineError::TicketNotFound)?;
+            if self
+                .needs_second_factor(registered, &session.principal.id, session.methods, false)
+                .await?
+            {
+                return Err(EngineError::SecondFactorRequired);
+            }
+        }
         let id = new_session_ticket_id(TicketKind::Proxy.prefix(), &pgt.session_id)
             .ok_or(EngineError::TicketNotFound)?;
         let ticket = ProxyTicket {
@@ -666,6 +773,98 @@ impl Engine {
         browser: &str,
     ) -> Result<bool, EngineError> {
         Ok(self.login_flows.redeem(id, service, browser).await?)
+    }
+
+    /// Whether a login for `registered` by `user`, who proved `methods`,
+    /// must still give a second factor: always for `mfa = "required"` or
+    /// when the requesting protocol `asked` for one, for `"optional"` when
+    /// the user has one enrolled.
+    pub async fn needs_second_factor(
+        &self,
+        registered: &RegisteredService,
+        user: &str,
+        methods: AuthnMethods,
+        asked: bool,
+    ) -> Result<bool, EngineError> {
+        if methods.has_second_factor() {
+            return Ok(false);
+        }
+        match (registered.mfa, asked) {
+            (Some(MfaPolicy::Required), _) | (_, true) => Ok(true),
+            (Some(MfaPolicy::Optional), false) => self.is_enrolled(user).await,
+            (None, false) => Ok(false),
+        }
+    }
+
+    /// Whether the user has a second factor enrolled.
+    pub async fn is_enrolled(&self, user: &str) -> Result<bool, EngineError> {
+        match &self.second_factors {
+            Some(factors) => Ok(factors.enrolled(user).await?),
+            None => Ok(false),
+        }
+    }
+
+    /// Keeps a sign-in whose first factor passed until its second does;
+    /// the id to finish it with.
+    pub async fn defer_sign_in(&self, pending: &PendingSignIn) -> Result<String, EngineError> {
+        self.second_steps.defer(pending).await
+    }
+
+    /// A deferred sign-in, when it lives and was started by `browser`.
+    pub async fn deferred_sign_in(
+        &self,
+        id: &str,
+        browser: &str,
+    ) -> Result<Option<PendingSignIn>, EngineError> {
+        self.second_steps.get(id, browser).await
+    }
+
+    /// Keeps new second-factor state (a challenge) in a deferred sign-in.
+    pub async fn update_deferred_sign_in(
+        &self,
+        id: &str,
+        pending: &PendingSignIn,
+    ) -> Result<bool, EngineError> {
+        self.second_steps.update(id, pending).await
+    }
+
+    /// Takes a deferred sign-in out once its second factor passed: of two
+    /// concurrent finishes only one gets it.
+    pub async fn take_deferred_sign_in(
+        &self,
+        id: &str,
+        browser: &str,
+    ) -> Result<Option<PendingSignIn>, EngineError> {
+        self.second_steps.take(id, browser).await
+    }
+
+    /// Checks a second factor with the throttling of passwords (counted
+    /// apart from them): `Ok(false)` for a wrong one, counted.
+    pub async fn check_second_factor<F>(
+        &self,
+        user: &str,
+        client_ip: Option<IpAddr>,
+        check: F,
+    ) -> Result<bool, EngineError>
+    where
+        F: std::future::Future<Output = Result<bool, AuthnError>>,
+    {
+        let store = self.store.as_ref();
+        let reservation = self
+            .throttle
+            .reserve_second_factor(store, user, client_ip)
+            .await?;
+        match check.await {
+            Ok(true) => {
+                self.throttle.succeeded(store, reservation).await?;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                self.throttle.undecided(store, reservation).await?;
+                Err(e.into())
+            }
+        }
     }
 
     /// Ends a session and tells every service it issued tickets for,

@@ -77,6 +77,8 @@ pub enum EngineError {
     InvalidProxyCallback(&'static str),
     #[error("SSO session not found or expired")]
     SessionNotFound,
+    #[error("the service asks for a second factor this session has not used")]
+    SecondFactorRequired,
     #[error("too many sign-ins in progress; try again shortly")]
     Busy,
     #[error(transparent)]

@@ -14,9 +14,11 @@ pub mod error;
 pub mod ids;
 pub mod login_flow;
 pub mod logout;
+pub mod methods;
 pub mod pending;
 pub mod principal;
 pub mod record;
+pub mod second_step;
 pub mod service;
 pub mod store;
 pub mod throttle;
@@ -29,15 +31,17 @@ pub use authn::{
 pub use client::{CallbackUrls, InProcessClient};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    Assertion, Engine, LoggedOut, LogoutNotification, ProxyCallback, SignIn, SignedIn,
-    TicketPolicy, ValidationRequest,
+    Assertion, Engine, LoggedOut, LogoutNotification, ProxyCallback, SecondFactors, SignIn,
+    SignedIn, TicketPolicy, ValidationRequest,
 };
 pub use error::{AccountProblem, AccountRefusal, AuthnError, EngineError, StoreError};
 pub use logout::{
     Attempt, DeliveryPolicy, EndedSession, FrontChannelVisit, Initiator, LogoutMessage,
     LogoutParticipant, SingleLogout,
 };
+pub use methods::{AuthnMethod, AuthnMethods, MfaPolicy};
 pub use principal::{Attributes, Principal};
+pub use second_step::{PendingSignIn, SECOND_STEP_TTL};
 pub use service::{LogoutMode, RegisteredService, ServiceRegistry};
 pub use store::{memory::MemoryStore, TicketStore};
 pub use throttle::{Throttle, ThrottlePolicy};

@@ -1,5 +1,6 @@
 //! The service registry: which service URLs may get tickets, and on what terms.
 
+use crate::methods::MfaPolicy;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,8 @@ pub struct RegisteredService {
     /// which would otherwise hand its released attributes to anyone
     /// holding one.
     pub internal: bool,
+    /// A second factor asked before a ticket (none: the first is enough).
+    pub mfa: Option<MfaPolicy>,
 }
 
 impl RegisteredService {
@@ -46,12 +49,19 @@ impl RegisteredService {
             proxy_callback: proxy_callback.map(anchored).transpose()?,
             logout,
             internal: false,
+            mfa: None,
         })
     }
 
     /// Marks the service as one only an in-process module validates.
     pub fn internal(mut self) -> Self {
         self.internal = true;
+        self
+    }
+
+    /// Asks a second factor of the logins for this service.
+    pub fn with_mfa(mut self, mfa: Option<MfaPolicy>) -> Self {
+        self.mfa = mfa;
         self
     }
 

@@ -30,13 +30,13 @@ pub struct Throttle {
 
 /// Counter keys: usernames folded to lower case (so case variants share a
 /// budget) and cut to a bounded length.
-fn user_key(username: &str) -> String {
+fn user_key(scope: &str, username: &str) -> String {
     let folded: String = username
         .chars()
         .take(256)
         .flat_map(char::to_lowercase)
         .collect();
-    format!("user:{folded}")
+    format!("{scope}:{folded}")
 }
 
 fn ip_key(ip: IpAddr) -> String {
@@ -62,7 +62,29 @@ impl Throttle {
         username: &str,
         ip: Option<IpAddr>,
     ) -> Result<Reservation, EngineError> {
-        let user = user_key(username);
+        self.reserve_in("user", store, username, ip).await
+    }
+
+    /// As [`Throttle::reserve`] for wrong second-factor codes: counted
+    /// apart from passwords per user (a right password must not wipe them,
+    /// nor they lock the password out), with the address's shared count.
+    pub async fn reserve_second_factor(
+        &self,
+        store: &dyn TicketStore,
+        username: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Reservation, EngineError> {
+        self.reserve_in("mfa", store, username, ip).await
+    }
+
+    async fn reserve_in(
+        &self,
+        scope: &str,
+        store: &dyn TicketStore,
+        username: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Reservation, EngineError> {
+        let user = user_key(scope, username);
         if !store
             .reserve_attempt(&user, self.policy.failures_per_user, self.policy.window)
             .await?

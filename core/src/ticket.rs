@@ -4,6 +4,7 @@
 //! (Redis) can hold it and any node can read what another node wrote.
 
 use crate::clock::Millis;
+use crate::methods::AuthnMethods;
 use crate::principal::Principal;
 use crate::service::LogoutMode;
 use serde::{Deserialize, Serialize};
@@ -54,6 +55,11 @@ pub struct TicketGrantingTicket {
     /// Services that got tickets from this session, in issue order.
     #[serde(default)]
     pub services: Vec<ServiceRecord>,
+    /// How the user proved who they are in this session (first factor and
+    /// any second). Last: a node of the release before reads the fields
+    /// above and ignores this one.
+    #[serde(default)]
+    pub methods: AuthnMethods,
 }
 
 /// A one-time ticket for one service URL (CAS 3.0 §3.1).

@@ -1,4 +1,5 @@
 use super::*;
+use crate::methods::AuthnMethod;
 use crate::authn::{StaticUser, StaticUserAuthenticator, UserSecret};
 use crate::clock::ManualClock;
 use crate::store::memory::MemoryStore;
@@ -61,6 +62,16 @@ impl Told {
     }
 }
 
+/// Who has a second factor enrolled.
+struct Enrolled(Vec<String>);
+
+#[async_trait]
+impl SecondFactors for Enrolled {
+    async fn enrolled(&self, user: &str) -> Result<bool, AuthnError> {
+        Ok(self.0.iter().any(|u| u == user))
+    }
+}
+
 struct Fixture {
     engine: Engine,
     clock: Arc<ManualClock>,
@@ -110,6 +121,24 @@ fn fixture(accept_callbacks: bool) -> Fixture {
         )
         .unwrap()
         .internal(),
+        RegisteredService::new(
+            "secure",
+            r"https://secure\.example\.org/.*",
+            vec![],
+            None,
+            LogoutMode::None,
+        )
+        .unwrap()
+        .with_mfa(Some(MfaPolicy::Required)),
+        RegisteredService::new(
+            "opt",
+            r"https://opt\.example\.org/.*",
+            vec![],
+            None,
+            LogoutMode::None,
+        )
+        .unwrap()
+        .with_mfa(Some(MfaPolicy::Optional)),
     ]);
     let users = StaticUserAuthenticator::new(vec![StaticUser {
         username: "alice".into(),
@@ -136,10 +165,12 @@ fn fixture(accept_callbacks: bool) -> Fixture {
         callback.clone(),
     );
     let told = Arc::new(Told::default());
-    let engine = engine.with_single_logout(crate::logout::SingleLogout::new(
-        vec![told.clone()],
-        crate::logout::DeliveryPolicy::default(),
-    ));
+    let engine = engine
+        .with_single_logout(crate::logout::SingleLogout::new(
+            vec![told.clone()],
+            crate::logout::DeliveryPolicy::default(),
+        ))
+        .with_second_factors(Arc::new(Enrolled(vec!["carol".into()])));
     Fixture {
         engine,
         clock,
@@ -654,7 +685,7 @@ async fn the_same_user_logging_in_again_keeps_the_session_s_applications() {
     let alice = first.principal.clone();
     let (second, ended) = f
         .engine
-        .replace_session(Some(&first.id), alice, false)
+        .replace_session(Some(&first.id), alice, false, AuthnMethods::NONE, false)
         .await
         .unwrap();
     assert!(
@@ -677,7 +708,7 @@ async fn the_same_user_logging_in_again_keeps_the_session_s_applications() {
     let bob = Arc::new(crate::Principal::new("bob"));
     let (_, ended) = f
         .engine
-        .replace_session(Some(&third.id), bob, false)
+        .replace_session(Some(&third.id), bob, false, AuthnMethods::NONE, false)
         .await
         .unwrap();
     let ended = f.told.take(ended.deliveries).await;
@@ -697,6 +728,8 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
             long_term: false,
             service: Some(APP),
             from_new_login: false,
+            methods: AuthnMethods::of(AuthnMethod::Password),
+            step_up: false,
         })
         .await
         .unwrap();
@@ -717,6 +750,8 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
             long_term: false,
             service: None,
             from_new_login: true,
+            methods: AuthnMethods::of(AuthnMethod::Password),
+            step_up: false,
         })
         .await
         .unwrap();
@@ -747,6 +782,8 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
                 long_term: false,
                 service: Some("https://evil.example.com/"),
                 from_new_login: true,
+                methods: AuthnMethods::of(AuthnMethod::Password),
+                step_up: false,
             })
             .await,
         Err(EngineError::UnauthorizedService)
@@ -818,4 +855,189 @@ async fn refused_accounts_count_as_failures_and_an_unavailable_source_does_not()
         engine.authenticate(&creds("right"), Some(ip)).await,
         Err(EngineError::Authentication(AuthnError::Throttled))
     ));
+}
+
+const SECURE: &str = "https://secure.example.org/";
+const OPT: &str = "https://opt.example.org/";
+
+fn password() -> AuthnMethods {
+    AuthnMethods::of(AuthnMethod::Password)
+}
+
+fn pending(principal: &str, step_up: Option<String>) -> PendingSignIn {
+    PendingSignIn {
+        principal: Arc::new(crate::Principal::new(principal)),
+        methods: password(),
+        service: Some(SECURE.into()),
+        long_term: false,
+        from_new_login: true,
+        step_up,
+        browser: "browser-1".into(),
+        response_method: None,
+        challenge: vec![1, 2, 3],
+    }
+}
+
+#[tokio::test]
+async fn a_password_alone_gets_no_ticket_for_a_service_that_requires_a_second_factor() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    assert!(matches!(
+        f.engine.grant_service_ticket(&tgt.id, SECURE, false).await,
+        Err(EngineError::SecondFactorRequired)
+    ));
+    // The same session serves plain services.
+    assert!(f.engine.grant_service_ticket(&tgt.id, APP, false).await.is_ok());
+    // Nor does a sign-in with the password alone, and it leaves the
+    // browser's session alone.
+    let refused = f
+        .engine
+        .sign_in(SignIn {
+            previous: Some(&tgt.id),
+            principal: tgt.principal.clone(),
+            long_term: false,
+            service: Some(SECURE),
+            from_new_login: true,
+            methods: password(),
+            step_up: false,
+        })
+        .await;
+    assert!(matches!(refused, Err(EngineError::SecondFactorRequired)));
+    assert!(f.engine.session(&tgt.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_step_up_adds_the_second_factor_and_keeps_the_first() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    f.engine.grant_service_ticket(&tgt.id, APP, false).await.unwrap();
+    f.clock.advance(Duration::from_secs(60));
+    let signed = f
+        .engine
+        .sign_in(SignIn {
+            previous: Some(&tgt.id),
+            principal: tgt.principal.clone(),
+            long_term: false,
+            service: Some(SECURE),
+            from_new_login: false,
+            methods: AuthnMethods::of(AuthnMethod::Totp),
+            step_up: true,
+        })
+        .await
+        .unwrap();
+    assert_ne!(signed.session.id, tgt.id, "a new id after a change of privilege");
+    assert!(f.engine.session(&tgt.id).await.unwrap().is_none());
+    assert_eq!(signed.session.authenticated_at, tgt.authenticated_at);
+    assert_eq!(signed.session.expires_at, tgt.expires_at);
+    assert_eq!(signed.session.services.len(), 1, "its applications carried over");
+    let st = signed.ticket.unwrap();
+    let a = f.engine.validate(validation(&st.id, SECURE)).await.unwrap();
+    assert!(a.methods.contains(AuthnMethod::Password));
+    assert!(a.methods.contains(AuthnMethod::Totp));
+    assert!(!a.from_new_login, "the password was not asked again");
+    // Later MFA services are served silently.
+    assert!(f
+        .engine
+        .grant_service_ticket(&signed.session.id, SECURE, false)
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn a_step_up_of_a_session_that_ended_fails() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    f.engine.logout(&tgt.id, None).await.unwrap();
+    let r = f
+        .engine
+        .sign_in(SignIn {
+            previous: Some(&tgt.id),
+            principal: tgt.principal.clone(),
+            long_term: false,
+            service: Some(SECURE),
+            from_new_login: false,
+            methods: AuthnMethods::of(AuthnMethod::Totp),
+            step_up: true,
+        })
+        .await;
+    assert!(matches!(r, Err(EngineError::SessionNotFound)));
+}
+
+#[tokio::test]
+async fn optional_asks_only_the_enrolled() {
+    let f = fixture(true);
+    let tgt = login(&f).await;
+    assert!(f.engine.grant_service_ticket(&tgt.id, OPT, false).await.is_ok());
+    let carol = f
+        .engine
+        .sign_in(SignIn {
+            previous: None,
+            principal: Arc::new(crate::Principal::new("carol")),
+            long_term: false,
+            service: None,
+            from_new_login: true,
+            methods: password(),
+            step_up: false,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        f.engine
+            .grant_service_ticket(&carol.session.id, OPT, false)
+            .await,
+        Err(EngineError::SecondFactorRequired)
+    ));
+    let registered = f.engine.service(APP).unwrap();
+    assert!(f
+        .engine
+        .needs_second_factor(registered, "alice", password(), true)
+        .await
+        .unwrap(), "a protocol that asks gets it anywhere");
+}
+
+#[tokio::test]
+async fn a_deferred_sign_in_is_finished_once_by_its_own_browser() {
+    let f = fixture(true);
+    let id = f.engine.defer_sign_in(&pending("alice", None)).await.unwrap();
+    assert!(f.engine.deferred_sign_in(&id, "browser-2").await.unwrap().is_none());
+    assert!(f.engine.take_deferred_sign_in(&id, "browser-2").await.unwrap().is_none());
+    let mut p = f.engine.deferred_sign_in(&id, "browser-1").await.unwrap().unwrap();
+    assert_eq!(p.challenge, [1, 2, 3]);
+    p.challenge = vec![9];
+    assert!(f.engine.update_deferred_sign_in(&id, &p).await.unwrap());
+    let taken = f.engine.take_deferred_sign_in(&id, "browser-1").await.unwrap();
+    assert_eq!(taken.map(|p| p.challenge), Some(vec![9]));
+    assert!(f.engine.take_deferred_sign_in(&id, "browser-1").await.unwrap().is_none());
+    // Garbage ids are nobody's.
+    for bad in ["", "MFA", "ST-1-x", &"MFA-".repeat(100), "MFA-a b"] {
+        assert!(f.engine.deferred_sign_in(bad, "browser-1").await.unwrap().is_none());
+    }
+    // It expires.
+    let id = f.engine.defer_sign_in(&pending("alice", None)).await.unwrap();
+    f.clock.advance(crate::SECOND_STEP_TTL + Duration::from_secs(1));
+    assert!(f.engine.deferred_sign_in(&id, "browser-1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn wrong_second_factors_are_throttled_apart_from_passwords() {
+    let f = fixture(true);
+    for _ in 0..5 {
+        let ok = f
+            .engine
+            .check_second_factor("alice", None, async { Ok(false) })
+            .await
+            .unwrap();
+        assert!(!ok);
+    }
+    assert!(matches!(
+        f.engine.check_second_factor("alice", None, async { Ok(true) }).await,
+        Err(EngineError::Authentication(AuthnError::Throttled))
+    ));
+    // The password still works: the counts are apart.
+    login(&f).await;
+    assert!(f
+        .engine
+        .check_second_factor("bob", None, async { Ok(true) })
+        .await
+        .unwrap());
 }

@@ -200,6 +200,9 @@ fn session(id: &str, lifetime: Duration) -> TicketGrantingTicket {
         expires_at: now() + lifetime.as_millis() as u64,
         long_term: false,
         services: vec![],
+        // Kept by every store (a stepped-up session must stay stepped up).
+        methods: crate::AuthnMethods::of(crate::AuthnMethod::Password)
+            .with(crate::AuthnMethod::HardwareKey),
     }
 }
 

@@ -5,6 +5,7 @@
 //! once (checked on every read) and are dropped by a background sweeper that
 //! visits one shard at a time: there is never a stop-the-world scan.
 
+use crate::methods::AuthnMethods;
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::StoreError;
 use crate::principal::Principal;
@@ -39,6 +40,7 @@ struct StoredSession {
     authenticated_at: Millis,
     expires_at: Millis,
     long_term: bool,
+    methods: AuthnMethods,
     /// Single-logout records, encoded like tickets: one allocation each.
     services: Vec<Box<[u8]>>,
 }
@@ -60,6 +62,7 @@ impl StoredSession {
             authenticated_at: s.authenticated_at,
             expires_at: s.expires_at,
             long_term: s.long_term,
+            methods: s.methods,
             services: s.services[s.services.len().saturating_sub(MAX_SERVICE_RECORDS)..]
                 .iter()
                 .map(encode)
@@ -78,6 +81,7 @@ impl StoredSession {
             authenticated_at: self.authenticated_at,
             expires_at: self.expires_at,
             long_term: self.long_term,
+            methods: self.methods,
             services: if with_services {
                 self.services
                     .iter()

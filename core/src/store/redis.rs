@@ -222,6 +222,34 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     }
 }
 
+/// A session as the release before wrote it: without `methods`.
+#[derive(serde::Deserialize)]
+struct SessionBeforeMethods {
+    id: String,
+    principal: Arc<crate::Principal>,
+    authenticated_at: u64,
+    expires_at: u64,
+    long_term: bool,
+    services: Vec<ServiceRecord>,
+}
+
+/// Postcard has no optional fields: a session written by the release
+/// before ends where `methods` would start. It had no second factor.
+fn decode_session(bytes: &[u8]) -> Result<TicketGrantingTicket, StoreError> {
+    decode::<TicketGrantingTicket>(bytes).or_else(|e| {
+        let old: SessionBeforeMethods = decode(bytes).map_err(|_| e)?;
+        Ok(TicketGrantingTicket {
+            id: old.id,
+            principal: old.principal,
+            authenticated_at: old.authenticated_at,
+            expires_at: old.expires_at,
+            long_term: old.long_term,
+            services: old.services,
+            methods: crate::AuthnMethods::NONE,
+        })
+    })
+}
+
 fn millis(d: Duration) -> u64 {
     (d.as_millis() as u64).max(1)
 }
@@ -443,7 +471,7 @@ impl RedisStore {
         let Some((first, records)) = parts.split_first() else {
             return Ok(None);
         };
-        let mut session: TicketGrantingTicket = decode(first)?;
+        let mut session = decode_session(first)?;
         session.services = records
             .iter()
             .map(|r| decode::<ServiceRecord>(r))
@@ -548,7 +576,7 @@ impl TicketStore for RedisStore {
         let ticket: Ticket = decode(ticket_bytes)?;
         let session = match parts.get(1) {
             Some(bytes) => {
-                let s: TicketGrantingTicket = decode(bytes)?;
+                let s = decode_session(bytes)?;
                 (Some(s.id.as_str()) == ticket.session_id()).then_some(s)
             }
             None => None,
@@ -735,16 +763,25 @@ mod pinned {
                 service: "s".into(),
                 logout: LogoutMode::BackChannel,
             }],
+            methods: crate::AuthnMethods::of(crate::AuthnMethod::Password)
+                .with(crate::AuthnMethod::Totp),
         };
+        let before_methods = [
+            FORMAT_V1, 7, b'T', b'G', b'T', b'-', b'1', b'-', b's', 2, b'a', b'l', 0, 1, 2, 0, 1, 4,
+            b'S', b'T', b'-', b'1', 1, b's', 1,
+        ];
         let bytes = encode(&session).unwrap_or_default();
-        assert_eq!(
-            bytes,
-            [
-                FORMAT_V1, 7, b'T', b'G', b'T', b'-', b'1', b'-', b's', 2, b'a', b'l', 0, 1, 2, 0,
-                1, 4, b'S', b'T', b'-', b'1', 1, b's', 1
-            ]
-        );
-        assert_eq!(decode::<TicketGrantingTicket>(&bytes).ok(), Some(session));
+        // The methods are one byte appended to what the release before wrote.
+        assert_eq!(bytes[..bytes.len() - 1], before_methods);
+        assert_eq!(bytes.last(), Some(&3));
+        assert_eq!(decode_session(&bytes).ok(), Some(session.clone()));
+        // That release reads it (postcard ignores what follows its fields)...
+        let read_by_old: SessionBeforeMethods = decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_by_old.services, session.services);
+        // ...and this one reads that release's sessions, without methods.
+        let old = decode_session(&before_methods).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old.methods, crate::AuthnMethods::NONE);
+        assert_eq!(old.services, session.services);
         let ticket = Ticket::Service(ServiceTicket {
             id: "ST-1".into(),
             session_id: "TGT-1-s".into(),
