@@ -131,15 +131,19 @@ impl Factors {
         let held = store.key_check(&keys.check).await?;
         if !bool::from(held.as_bytes().ct_eq(keys.check.as_bytes())) {
             store.close().await;
-            let key = match &settings.key {
-                crate::KeySource::File(p) => format!("the key file {}", p.display()),
-                crate::KeySource::Configured(_) => "the configured [mfa] key".into(),
+            let what = match &settings.key {
+                crate::KeySource::File(p) => format!(
+                    "the MFA store was written with another key than this node's key file {}: \
+                     copy that file from a node already using this store to this node (same \
+                     path, mode 0600) and start again",
+                    p.display()
+                ),
+                crate::KeySource::Configured(_) => "the MFA store was written with another key \
+                     than the configured [mfa] key: configure the same key on every node sharing \
+                     the store"
+                    .to_owned(),
             };
-            return Err(MfaError::KeyMismatch(format!(
-                "the MFA store was written with another key than {key}: copy the key file \
-                 (mfa.key in data_dir) of a node already using this store to this node, or \
-                 configure the same key on every node"
-            )));
+            return Err(MfaError::KeyMismatch(what));
         }
         Ok(Factors {
             store,
