@@ -8,7 +8,14 @@
 //! (`https://idp.example.org/oidc/callback?client_id=`), `party` the
 //! form-encoded client id or SP name, and `request` the pending request's
 //! id. [`CallbackUrls`] builds, matches and parses it in one place.
+//!
+//! A request that asks for a second factor (OIDC `acr_values`, a SAML
+//! `RequestedAuthnContext`) returns to `{prefix}{party}&mfa=required&req=…`
+//! instead, registered apart with `mfa = "required"`: the core then
+//! enforces the ask like a service's own policy, and the browser cannot
+//! drop it (the ticket is bound to the URL the module validates with).
 
+use crate::methods::MfaPolicy;
 use crate::service::{LogoutMode, RegisteredService};
 
 /// Builds, recognises and parses one module's callback service URLs.
@@ -19,6 +26,8 @@ pub struct CallbackUrls {
 
 /// The longest pending-request id a callback URL may carry.
 pub const MAX_REQUEST_ID: usize = 64;
+
+const ASKS_MFA: &str = "&mfa=required";
 
 fn form_encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
@@ -41,6 +50,16 @@ impl CallbackUrls {
         format!("{}{}&req={request}", self.prefix, form_encode(party))
     }
 
+    /// As [`CallbackUrls::build`], for a request that asks for a second
+    /// factor whatever the party's own policy.
+    pub fn build_asking_mfa(&self, party: &str, request: &str) -> String {
+        format!(
+            "{}{}{ASKS_MFA}&req={request}",
+            self.prefix,
+            form_encode(party)
+        )
+    }
+
     /// Whether a service URL is one of this module's callbacks.
     pub fn owns(&self, service: &str) -> bool {
         service.starts_with(&self.prefix)
@@ -50,6 +69,7 @@ impl CallbackUrls {
     pub fn parse<'a>(&self, service: &'a str) -> Option<(String, &'a str)> {
         let rest = service.strip_prefix(&self.prefix)?;
         let (party, request) = rest.split_once("&req=")?;
+        let party = party.strip_suffix(ASKS_MFA).unwrap_or(party);
         let party = form_urlencoded::parse(format!("p={party}").as_bytes())
             .next()
             .map(|(_, v)| v.into_owned())?;
@@ -64,18 +84,32 @@ impl CallbackUrls {
     /// The implicit registration of `party`'s callbacks: internal (no
     /// outside CAS client may validate its tickets), releasing what the
     /// party's configuration releases.
+    /// Two of them: the party's callbacks with its own `mfa` policy, and
+    /// those of its requests that ask for a second factor (required).
     pub fn registration(
         &self,
         name: &str,
         party: &str,
         release: Vec<String>,
         logout: LogoutMode,
-    ) -> Result<RegisteredService, regex::Error> {
-        let pattern = format!(
-            "{}[A-Za-z0-9-]+",
-            regex::escape(&format!("{}{}&req=", self.prefix, form_encode(party)))
-        );
-        Ok(RegisteredService::new(name.to_owned(), &pattern, release, None, logout)?.internal())
+        mfa: Option<MfaPolicy>,
+    ) -> Result<[RegisteredService; 2], regex::Error> {
+        let register = |infix: &str, mfa: Option<MfaPolicy>| {
+            let pattern = format!(
+                "{}[A-Za-z0-9-]+",
+                regex::escape(&format!(
+                    "{}{}{infix}&req=",
+                    self.prefix,
+                    form_encode(party)
+                ))
+            );
+            RegisteredService::new(name.to_owned(), &pattern, release.clone(), None, logout)
+                .map(|s| s.internal().with_mfa(mfa))
+        };
+        Ok([
+            register("", mfa)?,
+            register(ASKS_MFA, Some(MfaPolicy::Required))?,
+        ])
     }
 }
 
@@ -112,9 +146,15 @@ mod tests {
     #[test]
     fn the_registration_matches_only_that_party_s_callbacks() {
         let urls = CallbackUrls::new(PREFIX);
-        let reg = urls
-            .registration("App", "app.1", vec![], LogoutMode::None)
+        let [reg, asking] = urls
+            .registration("App", "app.1", vec![], LogoutMode::None, None)
             .unwrap();
+        assert_eq!(reg.mfa, None);
+        assert_eq!(asking.mfa, Some(MfaPolicy::Required));
+        let asked = urls.build_asking_mfa("app.1", "R-1");
+        assert!(asking.pattern.is_match(&asked) && !reg.pattern.is_match(&asked));
+        assert!(!asking.pattern.is_match(&urls.build("app.1", "R-1")));
+        assert_eq!(urls.parse(&asked), Some(("app.1".to_owned(), "R-1")));
         assert!(reg.internal);
         assert!(reg.pattern.is_match(&urls.build("app.1", "R-1")));
         assert!(

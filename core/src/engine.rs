@@ -12,9 +12,9 @@ use crate::ids::{is_well_formed, new_session_id, new_session_ticket_id, new_tick
 use crate::login_flow::LoginFlows;
 use crate::logout::{Dispatched, EndedSession, FrontChannelVisit, Initiator, SingleLogout};
 use crate::methods::{AuthnMethods, MfaPolicy};
-use crate::second_step::{PendingSignIn, SecondSteps};
 use crate::pending::PendingFlowBudget;
 use crate::principal::{Attributes, Principal};
+use crate::second_step::{PendingSignIn, SecondSteps};
 use crate::service::{LogoutMode, RegisteredService, ServiceRegistry};
 use crate::store::TicketStore;
 use crate::throttle::{Throttle, ThrottlePolicy};
@@ -839,15 +839,16 @@ impl Engine {
     }
 
     /// Checks a second factor with the throttling of passwords (counted
-    /// apart from them): `Ok(false)` for a wrong one, counted.
-    pub async fn check_second_factor<F>(
+    /// apart from them): what `check` proved, or `Ok(None)` for a wrong
+    /// factor, counted.
+    pub async fn check_second_factor<T, F>(
         &self,
         user: &str,
         client_ip: Option<IpAddr>,
         check: F,
-    ) -> Result<bool, EngineError>
+    ) -> Result<Option<T>, EngineError>
     where
-        F: std::future::Future<Output = Result<bool, AuthnError>>,
+        F: std::future::Future<Output = Result<Option<T>, AuthnError>>,
     {
         let store = self.store.as_ref();
         let reservation = self
@@ -855,11 +856,11 @@ impl Engine {
             .reserve_second_factor(store, user, client_ip)
             .await?;
         match check.await {
-            Ok(true) => {
+            Ok(Some(proved)) => {
                 self.throttle.succeeded(store, reservation).await?;
-                Ok(true)
+                Ok(Some(proved))
             }
-            Ok(false) => Ok(false),
+            Ok(None) => Ok(None),
             Err(e) => {
                 self.throttle.undecided(store, reservation).await?;
                 Err(e.into())

@@ -46,7 +46,11 @@ impl AuthnMethod {
     pub const fn is_second_factor(self) -> bool {
         matches!(
             self,
-            Self::Totp | Self::RecoveryCode | Self::HardwareKey | Self::SoftwareKey | Self::UpstreamMfa
+            Self::Totp
+                | Self::RecoveryCode
+                | Self::HardwareKey
+                | Self::SoftwareKey
+                | Self::UpstreamMfa
         )
     }
 
@@ -106,7 +110,9 @@ impl AuthnMethods {
     }
 
     pub fn iter(self) -> impl Iterator<Item = AuthnMethod> {
-        AuthnMethod::ALL.into_iter().filter(move |m| self.contains(*m))
+        AuthnMethod::ALL
+            .into_iter()
+            .filter(move |m| self.contains(*m))
     }
 
     /// The CAS 3 `authenticationMethod` values, without repeats.
@@ -139,6 +145,17 @@ pub enum MfaPolicy {
     Required,
     /// A second factor when the user has one enrolled.
     Optional,
+}
+
+impl MfaPolicy {
+    /// The configuration's word for it (`mfa = "required"`).
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "required" => Some(Self::Required),
+            "optional" => Some(Self::Optional),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,11 @@ impl SecondSteps {
     }
 
     /// Replaces the second factor's state, keeping the expiry.
-    pub(crate) async fn update(&self, id: &str, pending: &PendingSignIn) -> Result<bool, EngineError> {
+    pub(crate) async fn update(
+        &self,
+        id: &str,
+        pending: &PendingSignIn,
+    ) -> Result<bool, EngineError> {
         let Some(key) = key(id) else { return Ok(false) };
         Ok(self
             .store

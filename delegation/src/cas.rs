@@ -247,7 +247,23 @@ const PROTOCOL_ATTRIBUTES: &[&str] = &[
     "authenticationMethod",
     "credentialType",
     "samlAuthenticationStatementAuthMethod",
+    "authnContextClass",
 ];
+
+/// Whether an upstream CAS server says a second factor was used: Apereo
+/// CAS names the MFA provider in `authnContextClass` (`mfa-gauth`...), and
+/// Castellan lists the second factor in `authenticationMethod`.
+fn said_mfa(principal: &Principal) -> bool {
+    let values = |name: &str| principal.attributes.get(name).into_iter().flatten();
+    values("authnContextClass")
+        .any(|v| v.starts_with("mfa") || v == "https://refeds.org/profile/mfa")
+        || values("authenticationMethod").any(|v| {
+            matches!(
+                v.as_str(),
+                "TOTP" | "RecoveryCode" | "WebAuthn" | "UpstreamMFA"
+            )
+        })
+}
 
 /// What the upstream proved about the login: a validation with `renew=true`
 /// succeeds only for a ticket from fresh credentials (CAS 3.0 §2.5.1);
@@ -338,10 +354,15 @@ impl Connector for CasConnector {
             parse_validation_xml(text)?
         };
         let fresh = fresh(&principal, finish.renew);
+        let mfa = said_mfa(&principal);
         principal
             .attributes
             .retain(|k, _| !PROTOCOL_ATTRIBUTES.contains(&k.as_str()));
-        Ok(Authenticated { principal, fresh })
+        Ok(Authenticated {
+            principal,
+            fresh,
+            mfa,
+        })
     }
 }
 

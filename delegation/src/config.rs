@@ -47,6 +47,8 @@ pub struct UpstreamInput {
     pub validate_path: Option<String>,
     /// OIDC: also fetch userinfo and merge its claims.
     pub userinfo: Option<bool>,
+    /// Count the upstream's own second factor (it is trusted to say so).
+    pub trust_mfa: bool,
     /// An `[[authenticators]]` entry where the mapped principal is looked
     /// up for more attributes (the groups live at home).
     pub attributes_from: Option<String>,
@@ -63,6 +65,8 @@ pub struct UpstreamSettings {
     /// CAS upstreams: where tickets are validated, below the URL (`None`:
     /// `/p3/serviceValidate`).
     pub validate_path: Option<String>,
+    /// Count the upstream's own second factor when it says it used one.
+    pub trust_mfa: bool,
     /// The authenticator that adds the directory's attributes.
     pub attributes_from: Option<String>,
 }
@@ -288,6 +292,7 @@ impl Upstreams {
             auto_redirect: input.auto_redirect.unwrap_or(false),
             validate_path,
             attributes_from: input.attributes_from,
+            trust_mfa: input.trust_mfa,
         });
         Ok(())
     }

@@ -97,6 +97,10 @@ pub struct Authenticated {
     /// `auth_time` since the start; SAML: `AuthnInstant` since the start.
     /// Never true for an upstream that cannot tell (plain OAuth2).
     pub fresh: bool,
+    /// The upstream said it used more than one factor (OIDC `amr`/`acr`,
+    /// a SAML AuthnContextClassRef, CAS `authnContextClass`); counted only
+    /// for an upstream configured with `trust_mfa`.
+    pub mfa: bool,
 }
 
 /// Tolerated clock difference with an upstream when comparing its

@@ -161,6 +161,8 @@ impl Connector for OAuth2Connector {
         Ok(Authenticated {
             principal,
             fresh: false,
+            // Plain OAuth2 says nothing of how the user signed in.
+            mfa: false,
         })
     }
 }

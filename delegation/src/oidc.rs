@@ -305,12 +305,51 @@ impl Connector for OidcConnector {
             .auth_time()
             .and_then(|t| u64::try_from(t.timestamp()).ok());
         let fresh = crate::authenticated_since(auth_time, finish.started_at);
+        let mfa = said_mfa(&json);
         let mut principal = Principal::new(claims.subject().as_str());
         for (k, v) in claims_to_attributes(&json) {
             if k != "sub" && !PROTOCOL_CLAIMS.contains(&k.as_str()) {
                 principal.attributes.insert(k, v);
             }
         }
-        Ok(Authenticated { principal, fresh })
+        Ok(Authenticated {
+            principal,
+            fresh,
+            mfa,
+        })
+    }
+}
+
+/// Whether verified ID token claims say the login used more than one
+/// factor: RFC 8176 `amr` values of a second factor, or an MFA `acr`.
+fn said_mfa(claims: &Value) -> bool {
+    const SECOND: [&str; 9] = [
+        "mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "iris", "sc",
+    ];
+    const ACR: [&str; 3] = [
+        "https://refeds.org/profile/mfa",
+        "http://schemas.openid.net/pape/policies/2007/06/multi-factor",
+        "mfa",
+    ];
+    let amr = claims["amr"].as_array().is_some_and(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .any(|v| SECOND.contains(&v))
+    });
+    let acr = claims["acr"].as_str().is_some_and(|v| ACR.contains(&v));
+    amr || acr
+}
+
+#[cfg(test)]
+mod mfa_tests {
+    use super::said_mfa;
+    use serde_json::json;
+
+    #[test]
+    fn an_upstream_says_mfa_by_amr_or_acr() {
+        assert!(said_mfa(&json!({"amr": ["pwd", "otp"]})));
+        assert!(said_mfa(&json!({"acr": "https://refeds.org/profile/mfa"})));
+        assert!(!said_mfa(&json!({"amr": ["pwd"], "acr": "1"})));
+        assert!(!said_mfa(&json!({})));
     }
 }

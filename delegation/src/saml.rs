@@ -123,8 +123,16 @@ impl Connector for SamlConnector {
             .authn_instant_ms
             .and_then(|ms| u64::try_from(ms / 1000).ok());
         let fresh = crate::authenticated_since(instant, finish.started_at);
+        let mfa = identity
+            .authn_context_class
+            .as_deref()
+            .is_some_and(castellan_saml::authn_context::says_mfa);
         let mut principal = Principal::new(identity.name_id);
         principal.attributes = identity.attributes;
-        Ok(Authenticated { principal, fresh })
+        Ok(Authenticated {
+            principal,
+            fresh,
+            mfa,
+        })
     }
 }

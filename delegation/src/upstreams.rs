@@ -111,6 +111,7 @@ pub struct Upstream {
     connector: Arc<dyn Connector>,
     mapping: Mapping,
     auto_redirect: bool,
+    trust_mfa: bool,
 }
 
 impl Upstream {
@@ -120,6 +121,11 @@ impl Upstream {
 
     pub fn mapping(&self) -> &Mapping {
         &self.mapping
+    }
+
+    /// Whether the upstream's own second factor counts for this login.
+    pub fn trust_mfa(&self) -> bool {
+        self.trust_mfa
     }
 
     /// The only way in: `/login` goes straight to it.
@@ -154,6 +160,7 @@ impl UpstreamRegistry {
                 connector: connector(u, &context),
                 mapping: u.mapping.clone(),
                 auto_redirect: u.auto_redirect,
+                trust_mfa: u.trust_mfa,
             })
             .collect();
         Ok(Self { upstreams })

@@ -1,7 +1,10 @@
 //! The routes and the middleware around them.
 
 use crate::state::SharedState;
-use crate::{cas_endpoints, delegation, login, logout, middleware, oidc, operations, saml};
+use crate::{
+    cas_endpoints, delegation, login, logout, mfa_page, middleware, oidc, operations, saml,
+    second_step,
+};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
@@ -12,6 +15,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: SharedState) -> Router {
     let endpoints = Router::new()
         .route("/login", get(login::form).post(login::submit))
+        .route("/login/mfa", post(second_step::submit))
+        .route("/mfa", get(mfa_page::page).post(mfa_page::act))
         .route("/logout", get(logout::logout))
         .route("/validate", get(cas_endpoints::validate))
         .route("/serviceValidate", get(cas_endpoints::service_validate))

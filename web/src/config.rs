@@ -36,6 +36,37 @@ pub struct ConfigFile {
     /// Directories and databases, after `[[users]]` (castellan-authenticators).
     #[serde(default)]
     pub authenticators: Vec<Spanned<castellan_authenticators::AuthenticatorEntry>>,
+    #[serde(default)]
+    pub mfa: MfaSection,
+}
+
+/// `[mfa]`: where second factors are kept.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MfaSection {
+    pub store: Option<Spanned<String>>,
+    pub postgres_url: Option<Spanned<String>>,
+    pub issuer: Option<Spanned<String>>,
+    /// Not in the contract's example: the key that encrypts TOTP secrets
+    /// (32 bytes, base64); by default generated in data_dir.
+    pub encryption_key: Option<Spanned<String>>,
+}
+
+/// Where second factors are kept, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MfaStoreKind {
+    /// A file in data_dir: one node.
+    Sqlite,
+    Postgres {
+        url: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct MfaConfig {
+    pub store: MfaStoreKind,
+    pub issuer: String,
+    pub key: Option<[u8; 32]>,
 }
 
 /// Not in the contract's example: the SAML IdP's own settings.
@@ -185,6 +216,8 @@ pub struct ServiceEntry {
     pub release: Option<Spanned<Vec<String>>>,
     pub proxy_callback: Option<Spanned<String>>,
     pub logout: Option<Spanned<String>>,
+    /// Any protocol: "required" or "optional" (a second factor).
+    pub mfa: Option<Spanned<String>>,
     // OAuth2 / OIDC clients
     pub client_id: Option<Spanned<String>>,
     pub client_secret: Option<Spanned<String>>,
@@ -252,7 +285,7 @@ impl ServiceEntry {
             redirect_uris, post_logout_redirect_uris, scopes, backchannel_logout_uri,
             grant_types, subject, id_token_signing_alg, access_token_signing_alg,
             resource_servers, sign, encrypt_assertions, attribute_name_format,
-            require_signed_requests, metadata, name_id_format,
+            require_signed_requests, metadata, name_id_format, mfa,
         );
         w.0.insert(0, ("protocol", self.protocol.span()));
         w.0.insert(0, ("name", self.name.span()));
@@ -296,6 +329,10 @@ pub struct UpstreamEntry {
     /// An [[authenticators]] entry where the principal is looked up for
     /// more attributes (issue 12).
     pub attributes_from: Option<String>,
+    /// Count the upstream's second factor (OIDC amr/acr, SAML
+    /// AuthnContextClassRef) as this login's.
+    #[serde(default)]
+    pub trust_mfa: bool,
 }
 
 pub use castellan_delegation::config::UpstreamSettings;
@@ -326,6 +363,7 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
     /// `[[authenticators]]`, validated, in order.
     pub authenticators: Vec<castellan_authenticators::SourceSettings>,
+    pub mfa: MfaConfig,
     /// Whether the demo defaults are in use (no configuration file).
     #[allow(dead_code)]
     pub demo: bool,
@@ -677,6 +715,7 @@ impl Validator<'_> {
         let local_users: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
         let upstreams = self.upstreams(raw.upstreams, base, &local_users);
         let authenticators = self.authenticators(&raw.authenticators, base);
+        let mfa = self.mfa(&raw.mfa);
         for u in &upstreams {
             if let Some(from) = &u.attributes_from {
                 if !authenticators.iter().any(|a| a.name() == from) {
@@ -714,9 +753,53 @@ impl Validator<'_> {
             saml,
             upstreams,
             authenticators,
+            mfa,
             demo,
             warnings: Vec::new(),
         }
+    }
+
+    /// `[mfa]`.
+    fn mfa(&mut self, section: &MfaSection) -> MfaConfig {
+        let store = match section.store.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "sqlite")) => MfaStoreKind::Sqlite,
+            Some((s, "postgres")) => match &section.postgres_url {
+                Some(u) => MfaStoreKind::Postgres {
+                    url: u.get_ref().clone(),
+                },
+                None => {
+                    self.problem(s, "mfa.store = \"postgres\" needs mfa.postgres_url");
+                    MfaStoreKind::Sqlite
+                }
+            },
+            Some((s, other)) => {
+                self.problem(
+                    s,
+                    format!("mfa.store: {other:?} is not \"sqlite\" or \"postgres\""),
+                );
+                MfaStoreKind::Sqlite
+            }
+        };
+        let key = section.encryption_key.as_ref().and_then(|k| {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(k.get_ref().trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok());
+            if decoded.is_none() {
+                self.problem(k, "mfa.encryption_key: expected 32 bytes in base64");
+            }
+            decoded
+        });
+        let issuer = match &section.issuer {
+            Some(i) if i.get_ref().is_empty() || i.get_ref().contains(':') => {
+                self.problem(i, "mfa.issuer: must be non-empty, without ':'");
+                "Castellan".to_owned()
+            }
+            Some(i) => i.get_ref().clone(),
+            None => "Castellan".to_owned(),
+        };
+        MfaConfig { store, issuer, key }
     }
 
     /// `[[authenticators]]`: each kind validates its own entries.
@@ -804,6 +887,7 @@ impl Validator<'_> {
                 validate_path: entry.validate_path,
                 userinfo: entry.userinfo,
                 attributes_from: entry.attributes_from,
+                trust_mfa: entry.trust_mfa,
             };
             if let Err(errors) = upstreams.add(input) {
                 let at_name = written.span("name");
@@ -1004,6 +1088,7 @@ impl Validator<'_> {
                         release: list(entry.release),
                         proxy_callback: value(entry.proxy_callback),
                         logout: value(entry.logout),
+                        mfa: value(entry.mfa.clone()),
                         keys: written.keys(),
                     };
                     match castellan_cas::config::service(input) {
@@ -1026,6 +1111,7 @@ impl Validator<'_> {
                         id_token_signing_alg: value(entry.id_token_signing_alg),
                         access_token_signing_alg: value(entry.access_token_signing_alg),
                         resource_servers: list(entry.resource_servers),
+                        mfa: value(entry.mfa.clone()),
                         keys: written.keys(),
                     };
                     if let Err(errors) = clients.add(input, &mut self.warnings) {
@@ -1042,6 +1128,7 @@ impl Validator<'_> {
                         encrypt_assertions: value(entry.encrypt_assertions),
                         attribute_name_format: value(entry.attribute_name_format),
                         require_signed_requests: value(entry.require_signed_requests),
+                        mfa: value(entry.mfa.clone()),
                         keys: written.keys(),
                     };
                     if let Err(errors) = sps.add(input) {

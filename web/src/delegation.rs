@@ -12,6 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use castellan_core::ids::new_ticket_id;
+use castellan_core::{AuthnMethod, AuthnMethods};
 use castellan_delegation::pending::{state_key, PendingLogin, STATE_TTL};
 use castellan_delegation::{DelegationError, Finish, Start};
 use std::collections::HashMap;
@@ -428,13 +429,21 @@ async fn finish(
         .service
         .as_deref()
         .filter(|s| state.engine.service(s).is_some());
+    let mut methods = AuthnMethods::of(AuthnMethod::Delegated);
+    if authenticated.mfa && upstream.trust_mfa() {
+        methods = methods.with(AuthnMethod::UpstreamMfa);
+    }
     let signed_in = crate::sign_in::complete_sign_in(
         state,
         headers,
-        Arc::new(principal),
-        service,
-        from_new_login,
-        pending.method.as_deref(),
+        crate::sign_in::Completion {
+            principal: Arc::new(principal),
+            service,
+            from_new_login,
+            method: pending.method.as_deref(),
+            methods,
+            step_up: None,
+        },
     )
     .await;
     match signed_in {

@@ -13,8 +13,8 @@ use axum::response::Response;
 use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
 use castellan_core::{
-    AccountProblem, AccountRefusal, AuthnError, Credentials, EngineError, PasswordNotice,
-    RegisteredService,
+    AccountProblem, AccountRefusal, AuthnError, AuthnMethod, AuthnMethods, Credentials,
+    EngineError, PasswordNotice, PendingSignIn, RegisteredService,
 };
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -98,7 +98,7 @@ fn target<'a>(
     }
 }
 
-fn logged_in_page(state: &SharedState, user: &str) -> Response {
+pub(crate) fn logged_in_page(state: &SharedState, user: &str) -> Response {
     render(
         StatusCode::OK,
         &MessagePage {
@@ -184,7 +184,7 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
 /// Login CSRF, second line (the first is the token's binding to the
 /// browser): a browser that says the form was posted from another site is
 /// refused. Absent headers (older browsers, non-browser clients) pass.
-fn cross_site(state: &SharedState, headers: &HeaderMap) -> bool {
+pub(crate) fn cross_site(state: &SharedState, headers: &HeaderMap) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if header("sec-fetch-site").is_some_and(|v| v.eq_ignore_ascii_case("cross-site")) {
         return true;
@@ -264,6 +264,9 @@ pub async fn form(
                     );
                 }
                 Err(EngineError::SessionNotFound) => {}
+                Err(EngineError::SecondFactorRequired) => {
+                    return step_up(&state, &browser, session_id, target, query.method).await;
+                }
                 Err(e) => return unavailable(&state, &e),
             },
             None => match state.engine.session(session_id).await {
@@ -311,6 +314,41 @@ pub async fn form(
         },
     )
     .await
+}
+
+/// A session whose first factor serves a service that asks for a second:
+/// the second step only, not the password again.
+async fn step_up(
+    state: &SharedState,
+    browser: &Browser,
+    session_id: &str,
+    target: &Target<'_>,
+    method: Option<String>,
+) -> Response {
+    let session = match state.engine.session(session_id).await {
+        Ok(Some(session)) => session,
+        // Ended between the grant and here: as without a session.
+        Ok(None) => {
+            return redirect(&format!(
+                "{}/login?service={}",
+                state.prefix(),
+                form_encode(&target.url)
+            ))
+        }
+        Err(e) => return unavailable(state, &e),
+    };
+    let pending = PendingSignIn {
+        principal: session.principal,
+        methods: AuthnMethods::NONE,
+        service: Some(target.url.clone()),
+        long_term: session.long_term,
+        from_new_login: false,
+        step_up: Some(session.id),
+        browser: browser.id.clone(),
+        response_method: method,
+        challenge: Vec::new(),
+    };
+    crate::second_step::begin(state, browser, pending).await
 }
 
 /// POST `/login`: credentials with the one-time `execution` token.
@@ -463,10 +501,14 @@ pub async fn submit(
     crate::sign_in::complete_sign_in(
         &state,
         &headers,
-        principal,
-        granted_for,
-        true,
-        query.method.as_deref(),
+        crate::sign_in::Completion {
+            principal,
+            service: granted_for,
+            from_new_login: true,
+            method: query.method.as_deref(),
+            methods: AuthnMethods::of(AuthnMethod::Password),
+            step_up: None,
+        },
     )
     .await
     .unwrap_or_else(|p| {

@@ -12,12 +12,14 @@ mod logging;
 mod login;
 mod logout;
 mod metrics;
+mod mfa_page;
 mod middleware;
 mod oidc;
 mod operations;
 mod pages;
 mod respond;
 mod saml;
+mod second_step;
 mod server;
 mod sign_in;
 mod state;
@@ -72,6 +74,29 @@ enum Command {
     Authenticators {
         #[command(subcommand)]
         command: AuthenticatorsCommand,
+    },
+    /// Users' second factors ([mfa]).
+    Mfa {
+        #[command(subcommand)]
+        command: MfaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MfaCommand {
+    /// Print USER's second factors (id, kind, label, added, last used) and
+    /// how many recovery codes are left.
+    List {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: Option<PathBuf>,
+        user: String,
+    },
+    /// Remove every second factor and recovery code of USER (a lost phone):
+    /// their next login to a service that requires one enrols anew.
+    Reset {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: Option<PathBuf>,
+        user: String,
     },
 }
 
@@ -137,7 +162,67 @@ fn main() -> ExitCode {
                     username,
                 },
         } => authenticators_test(&config, &name, &username),
+        Command::Mfa { command } => mfa(command),
     }
+}
+
+/// `castellan mfa list|reset USER`: the factor store, as the server opens it.
+fn mfa(command: MfaCommand) -> ExitCode {
+    let (config, user, reset) = match command {
+        MfaCommand::List { config, user } => (config, user, false),
+        MfaCommand::Reset { config, user } => (config, user, true),
+    };
+    let Some(runtime) = current_thread_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let outcome = settings_or_defaults(config.as_deref()).and_then(|settings| {
+        runtime.block_on(async {
+            let factors = castellan_mfa::Factors::open(state::mfa_settings(&settings))
+                .await
+                .map_err(|e| format!("opening the MFA store: {e}"))?;
+            let result = if reset {
+                factors.reset(&user).await.map(|n| {
+                    println!("removed {n} second factor(s) and the recovery codes of {user}");
+                    tracing::warn!(user = %user, factors = n, "second factors reset by the operator");
+                })
+            } else {
+                factors.list(&user).await.map(|e| {
+                    if e.factors.is_empty() {
+                        println!("{user} has no second factor");
+                    }
+                    for f in &e.factors {
+                        let kind = match f.kind {
+                            castellan_mfa::FactorKind::Totp => "totp",
+                            castellan_mfa::FactorKind::Passkey { hardware: true } => "security-key",
+                            castellan_mfa::FactorKind::Passkey { hardware: false } => "passkey",
+                        };
+                        let used = f.last_used_at.map(unix_date).unwrap_or_else(|| "never".into());
+                        println!("{}\t{kind}\t{}\tadded {}\tlast used {used}", f.id, f.label, unix_date(f.created_at));
+                    }
+                    println!("recovery codes left: {}", e.recovery_codes_left);
+                })
+            };
+            factors.close().await;
+            result.map_err(|e| e.to_string())
+        })
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn unix_date(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 fn current_thread_runtime() -> Option<tokio::runtime::Runtime> {

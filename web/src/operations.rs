@@ -81,6 +81,10 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
             "text/javascript; charset=utf-8",
             include_str!("../static/autosubmit.js"),
         ),
+        "webauthn.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("../static/webauthn.js"),
+        ),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     (

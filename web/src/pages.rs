@@ -33,6 +33,59 @@ pub struct NoticePage {
     pub next: Option<Link>,
 }
 
+/// The second step of a sign-in: a code (or passkey), or the enrolment of
+/// a first factor.
+#[derive(Template)]
+#[template(path = "second_step.html")]
+pub struct SecondStepPage {
+    pub prefix: String,
+    pub action: String,
+    pub service_name: Option<String>,
+    pub user: String,
+    pub flow: String,
+    pub error: Option<String>,
+    pub invalid: bool,
+    /// Enrolment: the authenticator app's QR code and URI.
+    pub enrol: Option<TotpOffer>,
+    pub recovery_codes: Vec<String>,
+    /// `navigator.credentials.get` options (JSON), when the user has a passkey.
+    pub passkey_options: Option<String>,
+    /// `navigator.credentials.create` options (JSON), at enrolment.
+    pub passkey_create_options: Option<String>,
+}
+
+/// `/mfa`: the user's own factors.
+#[derive(Template)]
+#[template(path = "mfa.html")]
+pub struct MfaPage {
+    pub prefix: String,
+    pub user: String,
+    pub csrf: String,
+    pub flow: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub factors: Vec<FactorLine>,
+    pub recovery_left: usize,
+    /// Codes just made: shown once, instead of the list.
+    pub recovery_codes: Vec<String>,
+    /// Adding an authenticator app: its QR code and URI.
+    pub enrol: Option<TotpOffer>,
+    pub passkey_create_options: Option<String>,
+}
+
+pub struct FactorLine {
+    pub id: String,
+    pub label: String,
+    pub kind: &'static str,
+    pub added: String,
+}
+
+pub struct TotpOffer {
+    pub uri: String,
+    /// Inline SVG, made by us from the URI.
+    pub qr_svg: String,
+}
+
 pub struct Link {
     pub href: String,
     pub label: String,

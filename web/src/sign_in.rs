@@ -1,10 +1,12 @@
 //! The web side of the one sign-in sequence ([`Engine::sign_in`]): whatever
-//! proved who the user is (the password form, an upstream, next a second
-//! factor) ends here, with the session cookie and the service's ticket.
+//! proved who the user is (the password form, an upstream, a second
+//! factor) ends here, with the session cookie and the service's ticket; or,
+//! when the service asks for a second factor not yet given, with the
+//! second step ([`crate::second_step`]).
 //!
 //! [`Engine::sign_in`]: castellan_core::Engine::sign_in
 
-use crate::cookies;
+use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
 use crate::pages::{render, PostRedirectPage};
 use crate::respond::{redirect, unavailable};
@@ -12,7 +14,7 @@ use crate::state::SharedState;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use castellan_cas::service_url::with_ticket;
-use castellan_core::{Principal, SignIn, SignedIn};
+use castellan_core::{AuthnMethods, EngineError, PendingSignIn, Principal, SignIn, SignedIn};
 use std::sync::Arc;
 
 /// Sends the browser back to the service with its ticket (302, or a form
@@ -37,42 +39,91 @@ pub fn to_service(
     }
 }
 
-/// The web side of the one sign-in sequence ([`Engine::sign_in`]), for
-/// whatever proved who the user is (the password form, an upstream): the
-/// session cookie, and the service's ticket sent back to it. `Err` holds
-/// the sign-in when it was for no service, for the caller's own page; the
-/// caller then adds [`session_cookie`].
+/// A login whose factors passed, to turn into a session.
+pub struct Completion<'a> {
+    pub principal: Arc<Principal>,
+    /// The service to grant a ticket for, if the login was for one.
+    pub service: Option<&'a str>,
+    /// Whether the user presented primary credentials for this very login.
+    pub from_new_login: bool,
+    /// The CAS `method` the ticket goes back with.
+    pub method: Option<&'a str>,
+    /// How the user proved who they are (all factors so far).
+    pub methods: AuthnMethods,
+    /// The session whose first factor a second one completes (step-up).
+    pub step_up: Option<&'a str>,
+}
+
+/// The web side of the one sign-in sequence ([`Engine::sign_in`]): the
+/// session cookie, and the service's ticket sent back to it. A service that
+/// asks for a second factor the login has not given gets the second step
+/// instead, and nothing of the session exists until it passes. `Err` holds
+/// the sign-in when it was for no service, for the caller's own page.
 ///
 /// [`Engine::sign_in`]: castellan_core::Engine::sign_in
 pub async fn complete_sign_in(
     state: &SharedState,
     headers: &HeaderMap,
-    principal: Arc<Principal>,
-    service: Option<&str>,
-    from_new_login: bool,
-    method: Option<&str>,
+    login: Completion<'_>,
 ) -> Result<Response, SignedInPage> {
-    let previous = cookies::session_id(headers);
+    if login.step_up.is_none() {
+        if let Some(registered) = login.service.and_then(|s| state.engine.service(s)) {
+            let needed = state
+                .engine
+                .needs_second_factor(registered, &login.principal.id, login.methods, false)
+                .await;
+            match needed {
+                Ok(false) => {}
+                Ok(true) => {
+                    let browser = Browser::of(headers);
+                    let pending = PendingSignIn {
+                        principal: login.principal,
+                        methods: login.methods,
+                        service: login.service.map(str::to_owned),
+                        long_term: false,
+                        from_new_login: login.from_new_login,
+                        step_up: None,
+                        browser: browser.id.clone(),
+                        response_method: login.method.map(str::to_owned),
+                        challenge: Vec::new(),
+                    };
+                    return Ok(crate::second_step::begin(state, &browser, pending).await);
+                }
+                Err(e) => return Ok(unavailable(state, &e)),
+            }
+        }
+    }
+    let previous = match login.step_up {
+        Some(id) => Some(id.to_owned()),
+        None => cookies::session_id(headers),
+    };
     let signed = state
         .engine
         .sign_in(SignIn {
             previous: previous.as_deref(),
-            principal,
+            principal: login.principal,
             long_term: false,
-            service,
-            from_new_login,
+            service: login.service,
+            from_new_login: login.from_new_login,
+            methods: login.methods,
+            step_up: login.step_up.is_some(),
         })
         .await;
     let signed = match signed {
         Ok(s) => s,
+        Err(EngineError::SessionNotFound) if login.step_up.is_some() => {
+            // A step-up whose session ended meanwhile: start over.
+            tracing::info!("second factor for a session that ended: sign in again");
+            return Ok(crate::second_step::expired(state, login.service));
+        }
         Err(e) => return Ok(unavailable(state, &e)),
     };
     Metrics::inc(&state.metrics.logins_succeeded);
     let cookie = session_cookie(state, &signed.session.id);
-    let mut response = match (&signed.ticket, service) {
+    let mut response = match (&signed.ticket, login.service) {
         (Some(st), Some(service)) => {
             Metrics::inc(&state.metrics.service_tickets_granted);
-            to_service(state, service, &st.id, method)
+            to_service(state, service, &st.id, login.method)
         }
         _ => return Err(SignedInPage { signed, cookie }),
     };

@@ -2,6 +2,7 @@
 //! seams, built once from validated settings. Handlers read it; it knows no
 //! handler.
 
+use crate::config::MfaStoreKind;
 use crate::config::{Settings, StoreKind};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
@@ -13,6 +14,7 @@ use castellan_core::{
     ServiceRegistry, SingleLogout, StaticUserAuthenticator, SystemClock, TicketStore,
 };
 use castellan_delegation::UpstreamRegistry;
+use castellan_mfa::{Factors, KeySource, MfaSettings, StoreLocation};
 use castellan_oidc::OidcLogout;
 use castellan_saml::{IdentityProvider, SamlLogout};
 use std::collections::HashMap;
@@ -36,6 +38,8 @@ pub struct AppState {
     /// By upstream name: the `[[authenticators]]` entry its principals get
     /// more attributes from (`attributes_from`).
     pub attributes_from: HashMap<String, Arc<dyn Authenticator>>,
+    /// The users' second factors (`[mfa]`).
+    pub factors: Arc<Factors>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -88,8 +92,15 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
         idp.credentials(),
         UPSTREAM_TIMEOUT,
     )?;
+    let factors = Arc::new(
+        Factors::open(mfa_settings(&settings))
+            .await
+            .context("opening the MFA store ([mfa])")?,
+    );
     let mut services = provider.callback_services()?;
     services.extend(idp.callback_services()?);
+    // The user's own page signs in through the core like any client.
+    services.push(crate::mfa_page::registration(&settings)?);
     services.extend(settings.services.iter().cloned());
     // [[users]] first, then [[authenticators]] in order.
     let users =
@@ -148,7 +159,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
     .with_clients(vec![
         provider.clone() as Arc<dyn InProcessClient>,
         idp.clone() as Arc<dyn InProcessClient>,
-    ]);
+    ])
+    .with_second_factors(Arc::new(Enrolled(factors.clone())));
     let issuer = settings
         .public_url
         .as_str()
@@ -163,7 +175,44 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
         saml: idp,
         upstreams,
         attributes_from,
+        factors,
         settings,
     });
     Ok(state)
+}
+
+/// The engine asks whether a user has a factor; the store answers.
+struct Enrolled(Arc<Factors>);
+
+#[async_trait::async_trait]
+impl castellan_core::SecondFactors for Enrolled {
+    async fn enrolled(&self, user: &str) -> Result<bool, castellan_core::AuthnError> {
+        self.0
+            .has_factor(user)
+            .await
+            .map_err(|e| castellan_core::AuthnError::Backend(e.to_string()))
+    }
+}
+
+/// `[mfa]` as the factor store takes it: the SQLite file and the key file
+/// in data_dir unless configured, WebAuthn bound to `public_url`.
+pub fn mfa_settings(settings: &Settings) -> MfaSettings {
+    let public = &settings.public_url;
+    MfaSettings {
+        store: match &settings.mfa.store {
+            MfaStoreKind::Sqlite => StoreLocation::Sqlite {
+                path: settings.data_dir.join("mfa.sqlite"),
+            },
+            MfaStoreKind::Postgres { url } => StoreLocation::Postgres { url: url.clone() },
+        },
+        issuer: settings.mfa.issuer.clone(),
+        key: match settings.mfa.key {
+            Some(key) => KeySource::Configured(key),
+            None => KeySource::File(settings.data_dir.join("mfa.key")),
+        },
+        rp_origin: url::Url::parse(&public.origin().ascii_serialization())
+            .unwrap_or_else(|_| public.clone()),
+        rp_id: public.host_str().unwrap_or("localhost").to_owned(),
+        rp_name: settings.mfa.issuer.clone(),
+    }
 }

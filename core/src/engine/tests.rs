@@ -1,7 +1,7 @@
 use super::*;
-use crate::methods::AuthnMethod;
 use crate::authn::{StaticUser, StaticUserAuthenticator, UserSecret};
 use crate::clock::ManualClock;
+use crate::methods::AuthnMethod;
 use crate::store::memory::MemoryStore;
 use parking_lot::Mutex;
 
@@ -887,7 +887,11 @@ async fn a_password_alone_gets_no_ticket_for_a_service_that_requires_a_second_fa
         Err(EngineError::SecondFactorRequired)
     ));
     // The same session serves plain services.
-    assert!(f.engine.grant_service_ticket(&tgt.id, APP, false).await.is_ok());
+    assert!(f
+        .engine
+        .grant_service_ticket(&tgt.id, APP, false)
+        .await
+        .is_ok());
     // Nor does a sign-in with the password alone, and it leaves the
     // browser's session alone.
     let refused = f
@@ -910,7 +914,10 @@ async fn a_password_alone_gets_no_ticket_for_a_service_that_requires_a_second_fa
 async fn a_step_up_adds_the_second_factor_and_keeps_the_first() {
     let f = fixture(true);
     let tgt = login(&f).await;
-    f.engine.grant_service_ticket(&tgt.id, APP, false).await.unwrap();
+    f.engine
+        .grant_service_ticket(&tgt.id, APP, false)
+        .await
+        .unwrap();
     f.clock.advance(Duration::from_secs(60));
     let signed = f
         .engine
@@ -925,11 +932,18 @@ async fn a_step_up_adds_the_second_factor_and_keeps_the_first() {
         })
         .await
         .unwrap();
-    assert_ne!(signed.session.id, tgt.id, "a new id after a change of privilege");
+    assert_ne!(
+        signed.session.id, tgt.id,
+        "a new id after a change of privilege"
+    );
     assert!(f.engine.session(&tgt.id).await.unwrap().is_none());
     assert_eq!(signed.session.authenticated_at, tgt.authenticated_at);
     assert_eq!(signed.session.expires_at, tgt.expires_at);
-    assert_eq!(signed.session.services.len(), 1, "its applications carried over");
+    assert_eq!(
+        signed.session.services.len(),
+        1,
+        "its applications carried over"
+    );
     let st = signed.ticket.unwrap();
     let a = f.engine.validate(validation(&st.id, SECURE)).await.unwrap();
     assert!(a.methods.contains(AuthnMethod::Password));
@@ -967,7 +981,11 @@ async fn a_step_up_of_a_session_that_ended_fails() {
 async fn optional_asks_only_the_enrolled() {
     let f = fixture(true);
     let tgt = login(&f).await;
-    assert!(f.engine.grant_service_ticket(&tgt.id, OPT, false).await.is_ok());
+    assert!(f
+        .engine
+        .grant_service_ticket(&tgt.id, OPT, false)
+        .await
+        .is_ok());
     let carol = f
         .engine
         .sign_in(SignIn {
@@ -988,34 +1006,79 @@ async fn optional_asks_only_the_enrolled() {
         Err(EngineError::SecondFactorRequired)
     ));
     let registered = f.engine.service(APP).unwrap();
-    assert!(f
-        .engine
-        .needs_second_factor(registered, "alice", password(), true)
-        .await
-        .unwrap(), "a protocol that asks gets it anywhere");
+    assert!(
+        f.engine
+            .needs_second_factor(registered, "alice", password(), true)
+            .await
+            .unwrap(),
+        "a protocol that asks gets it anywhere"
+    );
 }
 
 #[tokio::test]
 async fn a_deferred_sign_in_is_finished_once_by_its_own_browser() {
     let f = fixture(true);
-    let id = f.engine.defer_sign_in(&pending("alice", None)).await.unwrap();
-    assert!(f.engine.deferred_sign_in(&id, "browser-2").await.unwrap().is_none());
-    assert!(f.engine.take_deferred_sign_in(&id, "browser-2").await.unwrap().is_none());
-    let mut p = f.engine.deferred_sign_in(&id, "browser-1").await.unwrap().unwrap();
+    let id = f
+        .engine
+        .defer_sign_in(&pending("alice", None))
+        .await
+        .unwrap();
+    assert!(f
+        .engine
+        .deferred_sign_in(&id, "browser-2")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(f
+        .engine
+        .take_deferred_sign_in(&id, "browser-2")
+        .await
+        .unwrap()
+        .is_none());
+    let mut p = f
+        .engine
+        .deferred_sign_in(&id, "browser-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p.challenge, [1, 2, 3]);
     p.challenge = vec![9];
     assert!(f.engine.update_deferred_sign_in(&id, &p).await.unwrap());
-    let taken = f.engine.take_deferred_sign_in(&id, "browser-1").await.unwrap();
+    let taken = f
+        .engine
+        .take_deferred_sign_in(&id, "browser-1")
+        .await
+        .unwrap();
     assert_eq!(taken.map(|p| p.challenge), Some(vec![9]));
-    assert!(f.engine.take_deferred_sign_in(&id, "browser-1").await.unwrap().is_none());
+    assert!(f
+        .engine
+        .take_deferred_sign_in(&id, "browser-1")
+        .await
+        .unwrap()
+        .is_none());
     // Garbage ids are nobody's.
     for bad in ["", "MFA", "ST-1-x", &"MFA-".repeat(100), "MFA-a b"] {
-        assert!(f.engine.deferred_sign_in(bad, "browser-1").await.unwrap().is_none());
+        assert!(f
+            .engine
+            .deferred_sign_in(bad, "browser-1")
+            .await
+            .unwrap()
+            .is_none());
     }
     // It expires.
-    let id = f.engine.defer_sign_in(&pending("alice", None)).await.unwrap();
-    f.clock.advance(crate::SECOND_STEP_TTL + Duration::from_secs(1));
-    assert!(f.engine.deferred_sign_in(&id, "browser-1").await.unwrap().is_none());
+    let id = f
+        .engine
+        .defer_sign_in(&pending("alice", None))
+        .await
+        .unwrap();
+    f.clock
+        .advance(crate::SECOND_STEP_TTL + Duration::from_secs(1));
+    assert!(f
+        .engine
+        .deferred_sign_in(&id, "browser-1")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -1024,20 +1087,23 @@ async fn wrong_second_factors_are_throttled_apart_from_passwords() {
     for _ in 0..5 {
         let ok = f
             .engine
-            .check_second_factor("alice", None, async { Ok(false) })
+            .check_second_factor("alice", None, async { Ok(None::<()>) })
             .await
             .unwrap();
-        assert!(!ok);
+        assert!(ok.is_none());
     }
     assert!(matches!(
-        f.engine.check_second_factor("alice", None, async { Ok(true) }).await,
+        f.engine
+            .check_second_factor("alice", None, async { Ok(Some(())) })
+            .await,
         Err(EngineError::Authentication(AuthnError::Throttled))
     ));
     // The password still works: the counts are apart.
     login(&f).await;
     assert!(f
         .engine
-        .check_second_factor("bob", None, async { Ok(true) })
+        .check_second_factor("bob", None, async { Ok(Some(())) })
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
 }

@@ -5,9 +5,9 @@
 //! once (checked on every read) and are dropped by a background sweeper that
 //! visits one shard at a time: there is never a stop-the-world scan.
 
-use crate::methods::AuthnMethods;
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::StoreError;
+use crate::methods::AuthnMethods;
 use crate::principal::Principal;
 use crate::store::{TicketStore, MAX_SERVICE_RECORDS};
 use crate::ticket::{ServiceRecord, Ticket, TicketGrantingTicket};

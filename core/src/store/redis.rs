@@ -767,8 +767,8 @@ mod pinned {
                 .with(crate::AuthnMethod::Totp),
         };
         let before_methods = [
-            FORMAT_V1, 7, b'T', b'G', b'T', b'-', b'1', b'-', b's', 2, b'a', b'l', 0, 1, 2, 0, 1, 4,
-            b'S', b'T', b'-', b'1', 1, b's', 1,
+            FORMAT_V1, 7, b'T', b'G', b'T', b'-', b'1', b'-', b's', 2, b'a', b'l', 0, 1, 2, 0, 1,
+            4, b'S', b'T', b'-', b'1', 1, b's', 1,
         ];
         let bytes = encode(&session).unwrap_or_default();
         // The methods are one byte appended to what the release before wrote.

@@ -6,7 +6,7 @@
 //! module gets the plain values and names the key of every problem
 //! ([`ServiceConfigError::key`]), so that the file's line can be told.
 
-use castellan_core::{LogoutMode, RegisteredService};
+use castellan_core::{LogoutMode, MfaPolicy, RegisteredService};
 
 /// The keys a CAS service may have; any other key written for it (an OIDC
 /// client's `client_secret`, a SAML SP's `metadata`) is an error.
@@ -17,6 +17,7 @@ pub const KEYS: &[&str] = &[
     "release",
     "proxy_callback",
     "logout",
+    "mfa",
 ];
 
 /// One `[[services]]` entry with `protocol = "cas"`.
@@ -28,6 +29,8 @@ pub struct ServiceInput {
     pub release: Vec<String>,
     pub proxy_callback: Option<String>,
     pub logout: Option<String>,
+    /// "required" or "optional" (a second factor).
+    pub mfa: Option<String>,
     /// Every key written in the entry, for the check that each belongs to a
     /// CAS service.
     pub keys: Vec<String>,
@@ -43,6 +46,8 @@ pub enum ServiceConfigError {
     BadRegex { key: &'static str, message: String },
     #[error("services.logout: {0:?} is not \"back-channel\" or \"none\"")]
     BadLogout(String),
+    #[error("services.mfa: {0:?} is not \"required\" or \"optional\"")]
+    BadMfa(String),
     /// The pattern compiles alone, not once anchored.
     #[error("services.service: {0}")]
     Pattern(String),
@@ -57,6 +62,7 @@ impl ServiceConfigError {
             ServiceConfigError::MissingPattern { .. } => None,
             ServiceConfigError::BadRegex { key, .. } => Some(key),
             ServiceConfigError::BadLogout(_) => Some("logout"),
+            ServiceConfigError::BadMfa(_) => Some("mfa"),
             ServiceConfigError::Pattern(_) => Some("service"),
         }
     }
@@ -100,6 +106,13 @@ pub fn service(input: ServiceInput) -> Result<RegisteredService, Vec<ServiceConf
             LogoutMode::None
         }
     };
+    let mfa = input.mfa.as_deref().and_then(|word| {
+        let policy = MfaPolicy::parse(word);
+        if policy.is_none() {
+            problems.push(ServiceConfigError::BadMfa(word.to_owned()));
+        }
+        policy
+    });
     if !ok {
         return Err(problems);
     }
@@ -110,7 +123,7 @@ pub fn service(input: ServiceInput) -> Result<RegisteredService, Vec<ServiceConf
         input.proxy_callback.as_deref(),
         logout,
     ) {
-        Ok(s) if problems.is_empty() => Ok(s),
+        Ok(s) if problems.is_empty() => Ok(s.with_mfa(mfa)),
         Ok(_) => Err(problems),
         Err(e) => {
             problems.push(ServiceConfigError::Pattern(e.to_string()));

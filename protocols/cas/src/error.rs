@@ -83,6 +83,10 @@ impl CasError {
                 Self::new(InternalError, "The ticket store is unavailable")
             }
             EngineError::Busy => Self::new(InternalError, "The server is busy; try again"),
+            // Not raised by validation; should it be, the ticket is no good.
+            EngineError::SecondFactorRequired => {
+                Self::new(InvalidTicket, format!("Ticket '{ticket}' not recognized"))
+            }
             EngineError::Authentication(e) => {
                 tracing::error!(error = %e, "unexpected authentication error during validation");
                 Self::new(InternalError, "Internal error")

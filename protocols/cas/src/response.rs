@@ -142,6 +142,8 @@ pub const RESERVED: &[&str] = &[
     "authenticationDate",
     "isFromNewLogin",
     "longTermAuthenticationRequestTokenUsed",
+    "authenticationMethod",
+    "successfulAuthenticationHandlers",
     "authenticationSuccess",
     "authenticationFailure",
 ];
@@ -163,6 +165,18 @@ fn attribute_view(a: &Assertion) -> Vec<(String, Vec<String>)> {
             vec![a.long_term.to_string()],
         ),
     ];
+    // How the user proved who they are, as Apereo CAS names it: both
+    // attributes list every method of the session (a second factor too).
+    if !a.methods.is_empty() {
+        let names: Vec<String> = a
+            .methods
+            .cas_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        view.push(("authenticationMethod".to_owned(), names.clone()));
+        view.push(("successfulAuthenticationHandlers".to_owned(), names));
+    }
     for (name, values) in &a.attributes {
         if RESERVED.contains(&name.as_str()) {
             tracing::warn!(attribute = %name, "attribute name is a CAS protocol element; not released");
@@ -229,6 +243,7 @@ mod tests {
             long_term: false,
             proxies: vec!["https://p2/pgt".into(), "https://p1/pgt".into()],
             pgt_iou: Some("PGTIOU-1-x".into()),
+            methods: castellan_core::AuthnMethods::NONE,
             session_id: "TGT-1-x".into(),
         }
     }

@@ -44,6 +44,8 @@ pub struct OidcClient {
     /// Other clients (resource servers) that may introspect this client's
     /// tokens. A client may always introspect its own.
     pub resource_servers: Vec<String>,
+    /// A second factor asked of every login for this client.
+    pub mfa: Option<castellan_core::MfaPolicy>,
 }
 
 impl OidcClient {
@@ -199,6 +201,7 @@ pub(crate) mod tests {
             id_token_alg: Algorithm::RS256,
             access_token_alg: Algorithm::ES256,
             resource_servers: vec![],
+            mfa: None,
         }
     }
 

@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "id_token_signing_alg",
     "access_token_signing_alg",
     "resource_servers",
+    "mfa",
 ];
 
 /// The CAS service's keys, refused with a message of their own: the one
@@ -60,6 +61,8 @@ pub struct ClientInput {
     /// client_ids of the resource servers that may introspect this
     /// client's tokens (RFC 7662); by default only the client itself.
     pub resource_servers: Vec<String>,
+    /// "required" or "optional" (a second factor).
+    pub mfa: Option<String>,
     /// Every key written in the entry, for the check that each belongs to an
     /// OIDC client.
     pub keys: Vec<String>,
@@ -89,6 +92,8 @@ pub enum ClientConfigError {
     BadAlgorithm { key: &'static str, value: String },
     #[error("services.client_id: {0:?} is used twice")]
     DuplicateClientId(String),
+    #[error("services.mfa: {0:?} is not \"required\" or \"optional\"")]
+    BadMfa(String),
 }
 
 impl ClientConfigError {
@@ -99,6 +104,7 @@ impl ClientConfigError {
             ForeignKey { key, .. } => Some(key),
             ClientCredentialsWithoutSecret | UnknownGrantType(_) => Some("grant_types"),
             BadSubject(_) => Some("subject"),
+            BadMfa(_) => Some("mfa"),
             BadAlgorithm { key, .. } => Some(key),
             CasKeys { .. }
             | MissingClientId { .. }
@@ -252,6 +258,13 @@ pub fn client(
         "access_token_signing_alg",
         Algorithm::ES256,
     );
+    let mfa = input.mfa.as_deref().and_then(|word| {
+        let policy = castellan_core::MfaPolicy::parse(word);
+        if policy.is_none() {
+            problems.push(BadMfa(word.to_owned()));
+        }
+        policy
+    });
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -274,6 +287,7 @@ pub fn client(
         id_token_alg,
         access_token_alg,
         resource_servers: input.resource_servers,
+        mfa,
     })
 }
 

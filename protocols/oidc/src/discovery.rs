@@ -126,9 +126,11 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
         .map(|c| CoreClaimName::new(c.into()))
         .collect(),
     ))
-    .set_acr_values_supported(Some(vec![
-        openidconnect::AuthenticationContextClass::new("0".into()),
-        openidconnect::AuthenticationContextClass::new("1".into()),
-    ]));
+    .set_acr_values_supported(Some(
+        crate::acr::supported()
+            .into_iter()
+            .map(|v| openidconnect::AuthenticationContextClass::new(v.into()))
+            .collect(),
+    ));
     Ok(serde_json::to_string(&metadata)?)
 }

@@ -13,7 +13,9 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::keys::Keyring;
 use crate::parameters::required;
 use crate::provider::Provider;
-use crate::records::{grant_key, refresh_key, Grant, Redemption, RefreshRecord, RefreshToken};
+use crate::records::{
+    authn_key, grant_key, refresh_key, AuthnContext, Grant, Redemption, RefreshRecord, RefreshToken,
+};
 use crate::tokens::{id_token_claims, sign, subject, AccessTokenClaims, ACCESS_TOKEN_TYPE};
 use castellan_core::ids::{new_ticket_id, redact};
 use castellan_core::Engine;
@@ -196,6 +198,7 @@ impl Provider {
             body["refresh_token"] = Value::String(refresh);
         }
         if grant.scopes.iter().any(|s| s == "openid") {
+            let authn: Option<AuthnContext> = records.get(&authn_key(grant_id)).await?;
             let claims = id_token_claims(
                 &self.issuer,
                 client,
@@ -205,6 +208,7 @@ impl Provider {
                 &access_token,
                 self.now(),
                 self.settings.id_token_ttl.as_secs(),
+                authn.as_ref(),
             );
             let id_token = sign(&keys, client.id_token_alg, "JWT", &claims).map_err(|e| {
                 tracing::error!(error = %e, "ID token signing failed");

@@ -8,6 +8,7 @@
 //! answer.
 
 pub mod access;
+pub mod acr;
 pub mod authorize;
 pub mod client;
 pub mod config;

@@ -134,9 +134,10 @@ impl Provider {
                     LogoutMode::None
                 };
                 self.callbacks
-                    .registration(&c.name, &c.client_id, c.release.clone(), logout)
+                    .registration(&c.name, &c.client_id, c.release.clone(), logout, c.mfa)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|r| r.into_iter().flatten().collect())
     }
 }
 

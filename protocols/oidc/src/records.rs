@@ -20,6 +20,23 @@ pub fn code_key(code: &str) -> String {
 pub fn grant_key(id: &str) -> String {
     format!("oidc:grant:{id}")
 }
+/// The `acr_values` of a pending request (kept beside it only when asked).
+pub fn acr_request_key(request: &str) -> String {
+    format!("oidc:acr:{request}")
+}
+/// How the user of a grant authenticated (beside the grant: nodes of the
+/// release before read grants without it, and issue tokens without
+/// `amr`).
+pub fn authn_key(grant: &str) -> String {
+    format!("oidc:authn:{grant}")
+}
+
+/// What the ID tokens of a grant say of its login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthnContext {
+    pub amr: Vec<String>,
+    pub acr: String,
+}
 pub fn refresh_key(token: &str) -> String {
     format!("oidc:rt:{token}")
 }

@@ -8,11 +8,12 @@ use crate::authorize::{self, Rejection};
 use crate::error::{ErrorCode, OAuthError};
 use crate::provider::Provider;
 use crate::records::{
-    code_key, request_key, Code, CodeRecord, Grant, PendingRequest, ResponseMode,
+    acr_request_key, authn_key, code_key, request_key, AuthnContext, Code, CodeRecord, Grant,
+    PendingRequest, ResponseMode,
 };
 use castellan_core::client::MAX_REQUEST_ID;
 use castellan_core::ids::new_ticket_id;
-use castellan_core::{Engine, EngineError};
+use castellan_core::{Engine, EngineError, InProcessClient};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -110,15 +111,43 @@ impl Provider {
             }) => return Err(self.refuse(&redirect_uri, &response_mode, state.as_deref(), error)),
         };
         let mut request = checked.request;
+        let acr_values = params.get("acr_values").filter(|v| !v.is_empty());
+        let asks_mfa = acr_values.is_some_and(|v| crate::acr::asks_mfa(v));
+        let requires_mfa = asks_mfa
+            || self
+                .clients
+                .get(&request.client_id)
+                .is_some_and(|c| c.mfa == Some(castellan_core::MfaPolicy::Required));
         // max_age: a session older than the client accepts means a new login.
-        if let (Some(max_age), Some(id)) = (request.max_age, session) {
-            if let Some(s) = engine.session(id).await? {
-                // max_age=0 is prompt=login (OIDC Core §3.1.2.1).
-                let age_ms = self.clock_millis().saturating_sub(s.authenticated_at);
-                if max_age == 0 || age_ms > max_age.saturating_mul(1000) {
-                    request.renew = true;
-                }
+        let live = match session {
+            Some(id) if request.max_age.is_some() || request.prompt_none => {
+                engine.session(id).await?
             }
+            _ => None,
+        };
+        if let (Some(max_age), Some(s)) = (request.max_age, &live) {
+            // max_age=0 is prompt=login (OIDC Core §3.1.2.1).
+            let age_ms = self.clock_millis().saturating_sub(s.authenticated_at);
+            if max_age == 0 || age_ms > max_age.saturating_mul(1000) {
+                request.renew = true;
+            }
+        }
+        // prompt=none cannot ask for the second factor a session lacks.
+        if request.prompt_none
+            && requires_mfa
+            && live
+                .as_ref()
+                .is_some_and(|s| !s.methods.has_second_factor())
+        {
+            return Err(self.refuse(
+                &request.redirect_uri,
+                &request.response_mode,
+                request.state.as_deref(),
+                OAuthError::new(
+                    ErrorCode::InteractionRequired,
+                    "a second factor is required, and prompt=none forbids asking",
+                ),
+            ));
         }
         if request.prompt_none && request.renew {
             return Err(self.refuse(
@@ -133,12 +162,28 @@ impl Provider {
         }
         engine.admit_pending_flow(client)?;
         let id = new_ticket_id("OR");
-        self.records(engine.store().as_ref())
+        let records = self.records(engine.store().as_ref());
+        if let Some(values) = acr_values {
+            records
+                .put(
+                    &acr_request_key(&id),
+                    values,
+                    engine.policy().login_flow_ttl,
+                )
+                .await
+                .map_err(EngineError::from)?;
+        }
+        records
             .put(&request_key(&id), &request, engine.policy().login_flow_ttl)
             .await
             .map_err(EngineError::from)?;
+        let service = if asks_mfa {
+            self.callbacks().build_asking_mfa(&request.client_id, &id)
+        } else {
+            self.callback_url(&request.client_id, &id)
+        };
         Ok(LoginRequest {
-            service: self.callback_url(&request.client_id, &id),
+            service,
             renew: request.renew,
             gateway: request.prompt_none,
             login_hint: checked.login_hint,
@@ -183,7 +228,18 @@ impl Provider {
                 "the user is not signed in",
             )));
         };
-        let service = self.callback_url(client_id, request_id);
+        let acr_values: Option<String> = self
+            .records(engine.store().as_ref())
+            .take(&acr_request_key(request_id))
+            .await
+            .map_err(EngineError::from)?;
+        // The URL the login returned to: the ticket is bound to it, so an
+        // MFA ask dropped on the way makes it fail here.
+        let service = if acr_values.as_deref().is_some_and(crate::acr::asks_mfa) {
+            self.callbacks().build_asking_mfa(client_id, request_id)
+        } else {
+            self.callback_url(client_id, request_id)
+        };
         let assertion = match engine
             .validate_callback(ticket, &service, request.renew)
             .await
@@ -207,12 +263,36 @@ impl Provider {
         let offline = request.scopes.iter().any(|s| s == "offline_access")
             && client.grant_types.refresh_token;
         let code = new_ticket_id("OC");
+        let grant_id = new_ticket_id("OG");
+        let authn = AuthnContext {
+            amr: assertion
+                .methods
+                .amr()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            acr: crate::acr::of_login(
+                acr_values.as_deref(),
+                assertion.methods,
+                assertion.from_new_login,
+            ),
+        };
+        let authn_ttl = if offline {
+            self.settings.offline_token_ttl
+        } else {
+            self.settings.refresh_token_ttl
+        }
+        .max(self.settings.code_ttl);
+        self.records(engine.store().as_ref())
+            .put(&authn_key(&grant_id), &authn, authn_ttl)
+            .await
+            .map_err(EngineError::from)?;
         let record = CodeRecord::Live(Box::new(Code {
             client_id: client.client_id.clone(),
             redirect_uri: request.redirect_uri.clone(),
             code_challenge: request.code_challenge.clone(),
             nonce: request.nonce.clone(),
-            grant_id: new_ticket_id("OG"),
+            grant_id,
             grant: Grant {
                 client_id: client.client_id.clone(),
                 principal_id: assertion.principal.id.clone(),

@@ -421,7 +421,11 @@ async fn the_id_token_says_who_for_whom_and_which_login() {
     assert_eq!(c["at_hash"], at_hash(str_of(&tokens, "access_token")));
     assert_eq!(c["email"], "alice@example.org");
     assert_eq!(c["email_verified"], true);
-    assert!(c.get("amr").is_none(), "no amr is issued yet");
+    assert_eq!(
+        c["amr"],
+        serde_json::json!(["pwd"]),
+        "a password, nothing else"
+    );
     assert_eq!(header(id_token)["alg"], "RS256");
 
     // A pairwise client sees another, stable subject.

@@ -4,7 +4,7 @@
 
 use crate::client::{OidcClient, Subject};
 use crate::keys::{Algorithm, Keyring};
-use crate::records::Grant;
+use crate::records::{AuthnContext, Grant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use castellan_core::ids::session_tag;
@@ -158,6 +158,7 @@ pub fn id_token_claims(
     access_token: &str,
     now: u64,
     lifetime: u64,
+    authn: Option<&AuthnContext>,
 ) -> Map<String, Value> {
     let mut claims = scope_claims(
         grant.scopes.iter().map(String::as_str),
@@ -171,11 +172,22 @@ pub fn id_token_claims(
     claims.insert("iat".into(), json!(now));
     claims.insert("exp".into(), json!(now + lifetime));
     claims.insert("auth_time".into(), json!(grant.auth_time));
-    // "1": the user presented credentials for this login; "0": SSO.
-    claims.insert(
-        "acr".into(),
-        json!(if grant.fresh_login { "1" } else { "0" }),
-    );
+    match authn {
+        Some(authn) => {
+            claims.insert("acr".into(), json!(authn.acr));
+            if !authn.amr.is_empty() {
+                claims.insert("amr".into(), json!(authn.amr));
+            }
+        }
+        // A grant of the release before: "1" the user presented
+        // credentials for this login, "0" SSO.
+        None => {
+            claims.insert(
+                "acr".into(),
+                json!(if grant.fresh_login { "1" } else { "0" }),
+            );
+        }
+    }
     if let Some(nonce) = nonce {
         claims.insert("nonce".into(), json!(nonce));
     }

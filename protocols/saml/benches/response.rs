@@ -35,6 +35,7 @@ fn bench(c: &mut Criterion) {
                 encrypt: false,
                 attribute_format: AttributeNameFormat::Uri,
                 require_signed_requests: false,
+                mfa: None,
             },
         )
         .unwrap();
@@ -55,6 +56,8 @@ fn bench(c: &mut Criterion) {
                     attributes: &attributes,
                     authn_instant: 1_764_084_600_000,
                     session_index: "S",
+                    authn_context_class:
+                        castellan_saml::authn_context::PASSWORD_PROTECTED_TRANSPORT,
                 };
                 success(&ctx, &subject, &creds).unwrap()
             })

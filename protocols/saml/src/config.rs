@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "encrypt_assertions",
     "attribute_name_format",
     "require_signed_requests",
+    "mfa",
 ];
 
 /// One `[[services]]` entry with `protocol = "saml"`.
@@ -41,6 +42,8 @@ pub struct ServiceProviderInput {
     /// "uri" (default) or "basic".
     pub attribute_name_format: Option<String>,
     pub require_signed_requests: Option<bool>,
+    /// "required" or "optional" (a second factor).
+    pub mfa: Option<String>,
     /// Every key written in the entry, for the check that each belongs to a
     /// SAML SP.
     pub keys: Vec<String>,
@@ -68,6 +71,8 @@ pub enum ServiceProviderConfigError {
     BadAttributeNameFormat(String),
     #[error("services.metadata: entityID {0:?} is registered twice")]
     DuplicateEntityId(String),
+    #[error("services.mfa: {0:?} is not \"required\" or \"optional\"")]
+    BadMfa(String),
 }
 
 impl ServiceProviderConfigError {
@@ -79,6 +84,7 @@ impl ServiceProviderConfigError {
             UnreadableMetadata { .. } | BadMetadata { .. } => Some("metadata"),
             BadSign(_) => Some("sign"),
             BadAttributeNameFormat(_) => Some("attribute_name_format"),
+            BadMfa(_) => Some("mfa"),
             MissingMetadata { .. } | DuplicateEntityId(_) => None,
         }
     }
@@ -162,6 +168,16 @@ pub fn service_provider(
             return Err(problems);
         }
     };
+    let mfa = match input.mfa.as_deref() {
+        None => None,
+        Some(word) => match castellan_core::MfaPolicy::parse(word) {
+            Some(policy) => Some(policy),
+            None => {
+                problems.push(BadMfa(word.to_owned()));
+                return Err(problems);
+            }
+        },
+    };
     let registration = Registration {
         name: name.clone(),
         release: input.release,
@@ -170,6 +186,7 @@ pub fn service_provider(
         encrypt: input.encrypt_assertions.unwrap_or(false),
         attribute_format,
         require_signed_requests: input.require_signed_requests.unwrap_or(false),
+        mfa,
     };
     match ServiceProvider::from_metadata(&xml, registration) {
         Ok(sp) if problems.is_empty() => Ok(sp),

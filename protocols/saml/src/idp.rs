@@ -122,10 +122,11 @@ impl IdentityProvider {
                     LogoutMode::None
                 };
                 self.callbacks
-                    .registration(&sp.name, &sp.name, sp.release.clone(), logout)
+                    .registration(&sp.name, &sp.name, sp.release.clone(), logout, sp.mfa)
                     .map_err(|e| SamlError::Metadata(format!("{}: {e}", sp.name)))
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|r| r.into_iter().flatten().collect())
     }
 
     pub fn sp_by_name(&self, name: &str) -> Option<&ServiceProvider> {

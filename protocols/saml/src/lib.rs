@@ -12,6 +12,7 @@
 //! Redirect binding's query signatures, encryption) is done here with
 //! openssl and tested.
 
+pub mod authn_context;
 pub mod binding;
 pub mod config;
 pub mod error;
@@ -53,6 +54,7 @@ pub mod status {
     pub const PARTIAL_LOGOUT: &str = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout";
     pub const INVALID_NAME_ID_POLICY: &str =
         "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy";
+    pub const NO_AUTHN_CONTEXT: &str = "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext";
 }
 
 pub mod nameid {

@@ -31,6 +31,11 @@ pub fn pending_key(id: &str) -> String {
     format!("saml:req:{id}")
 }
 
+/// The `AuthnContextClassRef` a pending request asked for.
+pub fn authn_context_key(id: &str) -> String {
+    format!("saml:acr:{id}")
+}
+
 /// What an SP was told at sign-in: single logout names the subject to it
 /// exactly so, and an SP's LogoutRequest must name it so.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

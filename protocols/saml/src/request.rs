@@ -40,6 +40,8 @@ pub struct CheckedAuthnRequest<'a> {
     /// The NameID format to answer with.
     pub name_id_format: String,
     pub signed: bool,
+    /// The `AuthnContextClassRef` a `RequestedAuthnContext` asked for.
+    pub authn_context: Option<String>,
 }
 
 /// The Issuer of a message, unverified: only to pick the SP whose keys
@@ -189,7 +191,9 @@ pub fn check_authn_request<'a>(
             })
         }
     };
+    let authn_context = crate::authn_context::requested(request.requested_authn_context.as_ref())?;
     Ok(CheckedAuthnRequest {
+        authn_context,
         sp,
         id: request.id.clone(),
         acs_url: acs.url.clone(),

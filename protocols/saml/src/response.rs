@@ -16,8 +16,6 @@ use openssl::rsa::Padding;
 use openssl::symm::Cipher;
 use openssl::x509::X509;
 
-pub const PASSWORD_PROTECTED_TRANSPORT: &str =
-    "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";
 const URI_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri";
 const BASIC_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:attrname-format:basic";
 
@@ -69,6 +67,8 @@ pub struct Subject<'a> {
     /// Unix ms of the login.
     pub authn_instant: u64,
     pub session_index: &'a str,
+    /// The `AuthnContextClassRef` the assertion states.
+    pub authn_context_class: &'a str,
 }
 
 /// Everything a Response needs beyond the subject.
@@ -154,9 +154,10 @@ fn assertion(
 <saml:Conditions NotBefore=\"{not_before}\" NotOnOrAfter=\"{not_on_or_after}\">\
 <saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions>\
 <saml:AuthnStatement AuthnInstant=\"{authn}\" SessionIndex=\"{session_index}\">\
-<saml:AuthnContext><saml:AuthnContextClassRef>{PASSWORD_PROTECTED_TRANSPORT}</saml:AuthnContextClassRef>\
+<saml:AuthnContext><saml:AuthnContextClassRef>{class}</saml:AuthnContextClassRef>\
 </saml:AuthnContext></saml:AuthnStatement>{attributes}</saml:Assertion>",
         issuer = escape(ctx.idp_entity_id),
+        class = escape(subject.authn_context_class),
         format = escape(subject.name_id_format),
         name_id = escape(subject.name_id),
         acs = escape(ctx.acs_url),
@@ -259,7 +260,10 @@ fn status_element(code: &str, message: Option<&str>) -> String {
             return format!(
                 "<samlp:Status><samlp:StatusCode Value=\"{code}\"/>{message}</samlp:Status>"
             );
-        } else if code == status::NO_PASSIVE || code == status::REQUEST_DENIED {
+        } else if code == status::NO_PASSIVE
+            || code == status::REQUEST_DENIED
+            || code == status::NO_AUTHN_CONTEXT
+        {
             status::RESPONDER
         } else {
             status::REQUESTER
@@ -457,6 +461,7 @@ mod tests {
             attributes: &attributes,
             authn_instant: 1_764_084_600_000,
             session_index: "S1",
+            authn_context_class: crate::authn_context::PASSWORD_PROTECTED_TRANSPORT,
         };
         success(&ctx, &subject, creds).unwrap()
     }

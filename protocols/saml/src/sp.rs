@@ -58,6 +58,8 @@ pub struct ServiceProvider {
     pub sign: SignMode,
     pub encrypt: bool,
     pub attribute_format: AttributeNameFormat,
+    /// A second factor asked of every login for this SP.
+    pub mfa: Option<castellan_core::MfaPolicy>,
 }
 
 fn cert_der(text: &str) -> Result<Vec<u8>, SamlError> {
@@ -76,6 +78,7 @@ pub struct Registration {
     pub encrypt: bool,
     pub attribute_format: AttributeNameFormat,
     pub require_signed_requests: bool,
+    pub mfa: Option<castellan_core::MfaPolicy>,
 }
 
 impl ServiceProvider {
@@ -176,6 +179,7 @@ impl ServiceProvider {
             sign: r.sign,
             encrypt: r.encrypt,
             attribute_format: r.attribute_format,
+            mfa: r.mfa,
         })
     }
 
@@ -223,6 +227,7 @@ pub(crate) mod tests {
             encrypt: false,
             attribute_format: AttributeNameFormat::Uri,
             require_signed_requests: false,
+            mfa: None,
         }
     }
 

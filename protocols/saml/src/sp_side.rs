@@ -134,6 +134,9 @@ pub struct Identity {
     /// The signed AuthnStatement's AuthnInstant (ms since the epoch): when
     /// the user authenticated at the IdP.
     pub authn_instant_ms: Option<i64>,
+    /// The signed AuthnStatement's AuthnContextClassRef: how the user
+    /// authenticated at the IdP.
+    pub authn_context_class: Option<String>,
 }
 
 fn parse_instant(s: &str) -> Option<i64> {
@@ -252,6 +255,9 @@ fn read_assertion(verified: &str, expect: &Expect<'_>) -> Result<Identity, SamlE
                     }
                     Some(b"Audience") => audiences.push(text.trim().to_owned()),
                     Some(b"NameID") => identity.name_id.push_str(&text),
+                    Some(b"AuthnContextClassRef") => {
+                        identity.authn_context_class = Some(text.trim().to_owned())
+                    }
                     Some(b"AttributeValue") => {
                         if let Some(name) = &current_attribute {
                             identity

@@ -209,6 +209,10 @@ impl Fixture {
                         long_term: false,
                         service: Some(&service),
                         from_new_login: true,
+                        methods: castellan_core::AuthnMethods::of(
+                            castellan_core::AuthnMethod::Password,
+                        ),
+                        step_up: false,
                     })
                     .await
                     .unwrap();

@@ -1,0 +1,430 @@
+//! The second step of a sign-in (`POST /login/mfa`): a code from an
+//! authenticator app or a recovery code in the `otp` field, or a passkey.
+//! A user without a factor enrols one here first: the QR code and the
+//! `otpauth://` URI, the ten recovery codes, and the first code confirms.
+//!
+//! The sign-in waits in the engine ([`Engine::defer_sign_in`]), bound to
+//! the browser; nothing of the session exists until the factor passed, so
+//! going to the service without it gets nothing.
+//!
+//! [`Engine::defer_sign_in`]: castellan_core::Engine::defer_sign_in
+
+use crate::client_address::client_ip;
+use crate::cookies::Browser;
+use crate::pages::{render, Link, MessagePage, SecondStepPage, TotpOffer};
+use crate::respond::unavailable;
+use crate::sign_in::{complete_sign_in, Completion};
+use crate::state::SharedState;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Form, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use castellan_core::{AuthnError, AuthnMethod, EngineError, PendingSignIn};
+use castellan_mfa::{MfaError, RecoveryCodes, Verified};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Passkey responses are a few KiB; anything far larger is not one.
+const MAX_WEBAUTHN_JSON: usize = 64 * 1024;
+const MAX_FLOW_ID: usize = 80;
+
+/// The second factor's own state, kept in the deferred sign-in.
+#[derive(Default, Serialize, Deserialize)]
+struct Challenge {
+    /// Enrolment: the secret offered, and the recovery codes shown with it
+    /// (they are saved only once the first code or passkey passed).
+    totp: Option<Offer>,
+    recovery: Option<RecoveryCodes>,
+    passkey_registration: Option<Vec<u8>>,
+    passkey_authentication: Option<Vec<u8>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Offer {
+    secret: String,
+    uri: String,
+    qr_svg: String,
+}
+
+impl Challenge {
+    fn read(bytes: &[u8]) -> Self {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StepForm {
+    #[serde(default)]
+    flow: String,
+    otp: Option<String>,
+    webauthn: Option<String>,
+    webauthn_register: Option<String>,
+}
+
+enum Proof {
+    Code(String),
+    Passkey(serde_json::Value),
+    NewPasskey(serde_json::Value),
+}
+
+impl Proof {
+    fn of(form: &StepForm) -> Option<Self> {
+        let json = |text: &str| {
+            (text.len() <= MAX_WEBAUTHN_JSON)
+                .then(|| serde_json::from_str(text).ok())
+                .flatten()
+        };
+        match (&form.otp, &form.webauthn, &form.webauthn_register) {
+            (_, Some(w), _) if !w.is_empty() => json(w).map(Proof::Passkey),
+            (_, _, Some(w)) if !w.is_empty() => json(w).map(Proof::NewPasskey),
+            // Authenticator apps show "123 456"; people paste "123456 ".
+            (Some(code), _, _) => Some(Proof::Code(
+                code.chars()
+                    .filter(|c| !c.is_whitespace())
+                    .take(65)
+                    .collect(),
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn method_of(verified: &Verified) -> AuthnMethod {
+    match verified {
+        Verified::Totp { .. } => AuthnMethod::Totp,
+        Verified::RecoveryCode { .. } => AuthnMethod::RecoveryCode,
+        Verified::Passkey { hardware: true, .. } => AuthnMethod::HardwareKey,
+        Verified::Passkey {
+            hardware: false, ..
+        } => AuthnMethod::SoftwareKey,
+    }
+}
+
+/// A factor that failed counts as a wrong one; a store that failed
+/// decides nothing.
+fn judged(outcome: Result<AuthnMethod, MfaError>) -> Result<Option<AuthnMethod>, AuthnError> {
+    match outcome {
+        Ok(method) => Ok(Some(method)),
+        Err(MfaError::ClonedCredential) => {
+            tracing::warn!("passkey refused: its signature counter went backwards (cloned?)");
+            Ok(None)
+        }
+        Err(
+            MfaError::InvalidCode
+            | MfaError::Replayed
+            | MfaError::NotFound
+            | MfaError::InvalidInput(_)
+            | MfaError::WebAuthn(_),
+        ) => Ok(None),
+        Err(e) => Err(AuthnError::Backend(e.to_string())),
+    }
+}
+
+/// Starts the second step of a sign-in whose first factor passed.
+pub async fn begin(state: &SharedState, browser: &Browser, pending: PendingSignIn) -> Response {
+    let flow = match state.engine.defer_sign_in(&pending).await {
+        Ok(id) => id,
+        Err(e) => return unavailable(state, &e),
+    };
+    tracing::info!(user = %pending.principal.id, step_up = pending.step_up.is_some(), "second factor asked");
+    step_page(state, browser, &flow, pending, None, StatusCode::OK).await
+}
+
+/// The second step's page, with a fresh passkey challenge (kept in the
+/// deferred sign-in). An enrolment keeps its secret and codes across
+/// renderings: what is shown is what will be saved.
+async fn step_page(
+    state: &SharedState,
+    browser: &Browser,
+    flow: &str,
+    mut pending: PendingSignIn,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let user = pending.principal.id.clone();
+    let factors = &state.factors;
+    let enrolled = match factors.has_factor(&user).await {
+        Ok(e) => e,
+        Err(e) => return mfa_unavailable(state, &e),
+    };
+    let mut challenge = Challenge::read(&pending.challenge);
+    let mut page = SecondStepPage {
+        prefix: state.prefix().to_owned(),
+        action: format!("{}/login/mfa", state.prefix()),
+        service_name: pending.service.as_deref().map(|s| service_name(state, s)),
+        user: user.clone(),
+        flow: flow.to_owned(),
+        error: error.map(str::to_owned),
+        invalid: status == StatusCode::UNAUTHORIZED,
+        enrol: None,
+        recovery_codes: Vec::new(),
+        passkey_options: None,
+        passkey_create_options: None,
+    };
+    if enrolled {
+        challenge.totp = None;
+        challenge.passkey_authentication = None;
+        match factors.start_passkey_authentication(&user).await {
+            Ok(Some((options, st))) => {
+                page.passkey_options = Some(script_json(&options));
+                challenge.passkey_authentication = Some(st);
+            }
+            Ok(None) => {}
+            Err(e) => return mfa_unavailable(state, &e),
+        }
+    } else {
+        let offer = challenge.totp.get_or_insert_with(|| {
+            let t = factors.new_totp(&user);
+            Offer {
+                secret: t.secret,
+                uri: t.uri,
+                qr_svg: t.qr_svg,
+            }
+        });
+        page.enrol = Some(TotpOffer {
+            uri: offer.uri.clone(),
+            qr_svg: offer.qr_svg.clone(),
+        });
+        let codes = challenge
+            .recovery
+            .get_or_insert_with(|| factors.new_recovery_codes(&user));
+        page.recovery_codes = codes.codes.clone();
+        match factors.start_passkey_registration(&user).await {
+            Ok((options, st)) => {
+                page.passkey_create_options = Some(script_json(&options));
+                challenge.passkey_registration = Some(st);
+            }
+            Err(e) => return mfa_unavailable(state, &e),
+        }
+    }
+    pending.challenge = challenge.bytes();
+    match state.engine.update_deferred_sign_in(flow, &pending).await {
+        Ok(true) => {}
+        Ok(false) => return expired(state, pending.service.as_deref()),
+        Err(e) => return unavailable(state, &e),
+    }
+    let mut response = render(status, &page);
+    if let Some(cookie) = browser.cookie(state.prefix()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// JSON for a `<script type="application/json">`: no `<` can end it early.
+fn script_json(value: &serde_json::Value) -> String {
+    value.to_string().replace('<', "\\u003c")
+}
+
+fn service_name(state: &SharedState, service: &str) -> String {
+    state
+        .engine
+        .display_name(service)
+        .or_else(|| state.engine.service(service).map(|r| r.name.clone()))
+        .unwrap_or_default()
+}
+
+/// POST `/login/mfa`.
+pub async fn submit(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<StepForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return render(
+            StatusCode::BAD_REQUEST,
+            &MessagePage::error(
+                state.prefix(),
+                "Invalid request",
+                "The verification form could not be understood.",
+            ),
+        );
+    };
+    if crate::login::cross_site(&state, &headers) {
+        tracing::warn!("second-step form posted from another site refused");
+        return expired(&state, None);
+    }
+    let browser = Browser::of(&headers);
+    if form.flow.len() > MAX_FLOW_ID {
+        return expired(&state, None);
+    }
+    let pending = match state.engine.deferred_sign_in(&form.flow, &browser.id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return expired(&state, None),
+        Err(e) => return unavailable(&state, &e),
+    };
+    let Some(proof) = Proof::of(&form) else {
+        let error = "Enter the code from your authenticator app, or use your passkey.";
+        return step_page(
+            &state,
+            &browser,
+            &form.flow,
+            pending,
+            Some(error),
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    };
+    let user = pending.principal.id.clone();
+    let client = client_ip(peer.ip(), &headers, &state.settings.trusted_proxies);
+    let challenge = Challenge::read(&pending.challenge);
+    let now = state.now() / 1000;
+    let factors = &state.factors;
+    let checked = state
+        .engine
+        .check_second_factor(&user, Some(client), async {
+            let outcome = match &proof {
+                Proof::Code(code) => match (&challenge.totp, &challenge.recovery) {
+                    (Some(offer), Some(codes)) => factors
+                        .enrol_totp(
+                            &user,
+                            &offer.secret,
+                            code,
+                            "Authenticator app",
+                            &codes.hashes,
+                            now,
+                        )
+                        .await
+                        .map(|_| AuthnMethod::Totp),
+                    _ => factors
+                        .verify_otp(&user, code, now)
+                        .await
+                        .map(|v| method_of(&v)),
+                },
+                Proof::Passkey(response) => match &challenge.passkey_authentication {
+                    Some(st) => factors
+                        .finish_passkey_authentication(&user, st, response)
+                        .await
+                        .map(|v| method_of(&v)),
+                    None => Err(MfaError::InvalidCode),
+                },
+                Proof::NewPasskey(response) => {
+                    match (&challenge.passkey_registration, &challenge.recovery) {
+                        (Some(st), Some(codes)) => {
+                            match factors
+                                .finish_passkey_registration(&user, st, response, "Passkey")
+                                .await
+                            {
+                                Ok(info) => factors
+                                    .save_recovery_codes(&user, &codes.hashes)
+                                    .await
+                                    .map(|()| match info.kind {
+                                        castellan_mfa::FactorKind::Passkey { hardware: true } => {
+                                            AuthnMethod::HardwareKey
+                                        }
+                                        _ => AuthnMethod::SoftwareKey,
+                                    }),
+                                Err(e) => Err(e),
+                            }
+                        }
+                        _ => Err(MfaError::InvalidCode),
+                    }
+                }
+            };
+            judged(outcome)
+        })
+        .await;
+    let method = match checked {
+        Ok(Some(method)) => method,
+        Ok(None) => {
+            tracing::info!(user = %user, "second factor refused");
+            let error = "That code is not valid, or was already used. Enter the current code from your authenticator app.";
+            return step_page(
+                &state,
+                &browser,
+                &form.flow,
+                pending,
+                Some(error),
+                StatusCode::UNAUTHORIZED,
+            )
+            .await;
+        }
+        Err(EngineError::Authentication(AuthnError::Throttled)) => {
+            tracing::warn!(user = %user, ip = %client, "second factor refused: throttled");
+            let error = "Too many wrong codes. Please wait a few minutes before trying again.";
+            return step_page(
+                &state,
+                &browser,
+                &form.flow,
+                pending,
+                Some(error),
+                StatusCode::TOO_MANY_REQUESTS,
+            )
+            .await;
+        }
+        Err(EngineError::Authentication(AuthnError::Backend(e))) => {
+            tracing::error!(user = %user, error = %e, "second factor not decided: MFA store unavailable");
+            return render(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &MessagePage::unavailable(state.prefix()),
+            );
+        }
+        Err(e) => return unavailable(&state, &e),
+    };
+    // Once: of two tabs finishing together, one signs in.
+    let pending = match state
+        .engine
+        .take_deferred_sign_in(&form.flow, &browser.id)
+        .await
+    {
+        Ok(Some(p)) => p,
+        Ok(None) => return expired(&state, None),
+        Err(e) => return unavailable(&state, &e),
+    };
+    tracing::info!(user = %user, method = ?method, "second factor passed");
+    let service = pending.service.clone();
+    let signed = complete_sign_in(
+        &state,
+        &headers,
+        Completion {
+            principal: pending.principal,
+            service: service.as_deref(),
+            from_new_login: pending.from_new_login,
+            method: pending.response_method.as_deref(),
+            methods: pending.methods.with(method),
+            step_up: pending.step_up.as_deref(),
+        },
+    )
+    .await;
+    match signed {
+        Ok(response) => response,
+        Err(page) => {
+            let user = page.signed.session.principal.id.clone();
+            page.with_page(crate::login::logged_in_page(&state, &user))
+        }
+    }
+}
+
+/// A second step that is gone (expired, used, another browser's).
+pub fn expired(state: &SharedState, service: Option<&str>) -> Response {
+    let href = match service {
+        Some(s) => format!(
+            "{}/login?service={}",
+            state.prefix(),
+            url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+        ),
+        None => format!("{}/login", state.prefix()),
+    };
+    let mut page = MessagePage::error(
+        state.prefix(),
+        "Sign-in expired",
+        "This sign-in has expired or was already completed. Please sign in again.",
+    );
+    page.link = Some(Link {
+        href,
+        label: "Sign in again".into(),
+    });
+    render(StatusCode::FORBIDDEN, &page)
+}
+
+fn mfa_unavailable(state: &SharedState, e: &MfaError) -> Response {
+    tracing::error!(error = %e, "MFA store unavailable");
+    render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &MessagePage::unavailable(state.prefix()),
+    )
+}
