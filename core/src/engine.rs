@@ -493,7 +493,7 @@ impl Engine {
         if !is_well_formed(id, TicketKind::TicketGranting.prefix()) {
             return Ok(false);
         }
-        Ok(self.store.session(id).await?.is_some())
+        Ok(self.store.session_head(id).await?.is_some())
     }
 
     /// Grants a one-time ticket for `service` from a session; using the
@@ -513,7 +513,7 @@ impl Engine {
             // makes a new one): what is read here holds at the grant.
             let session = self
                 .store
-                .session(session_id)
+                .session_head(session_id)
                 .await?
                 .ok_or(EngineError::SessionNotFound)?;
             if self
@@ -695,7 +695,7 @@ impl Engine {
         if registered.mfa.is_some() {
             let session = self
                 .store
-                .session(&pgt.session_id)
+                .session_head(&pgt.session_id)
                 .await?
                 .ok_or(EngineError::TicketNotFound)?;
             if self

@@ -48,6 +48,16 @@ pub trait TicketStore: Send + Sync + 'static {
     /// A live session without extending it.
     async fn session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError>;
 
+    /// A live session without extending it and without its single-logout
+    /// list (`services` is empty): who, since when, how. What a check on
+    /// the SSO path reads (the list holds up to [`MAX_SERVICE_RECORDS`]).
+    async fn session_head(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
+        Ok(self.session(id).await?.map(|mut s| {
+            s.services.clear();
+            s
+        }))
+    }
+
     /// Adds a ticket of a live session, atomically with the session's
     /// upkeep: pushes its idle deadline (as [`TicketStore::touch_session`]),
     /// appends `record` to its single-logout list, and stores `ticket` for

@@ -264,6 +264,10 @@ pub async fn form(
                     );
                 }
                 Err(EngineError::SessionNotFound) => {}
+                // gateway asks nothing of the user: back without a ticket.
+                Err(EngineError::SecondFactorRequired) if gateway => {
+                    return redirect(&target.url);
+                }
                 Err(EngineError::SecondFactorRequired) => {
                     return step_up(&state, &browser, session_id, target, query.method).await;
                 }

@@ -378,6 +378,18 @@ async fn session_lifecycle<S: TicketStore>(store: Arc<S>) {
     assert!(grant(&*store, &s.id, 2).await);
     let touched = store.touch_session(&s.id, idle).await.unwrap().unwrap();
     let services: Vec<_> = touched.services.iter().map(|r| r.service.clone()).collect();
+    // The head: the session as created (methods too), without the list.
+    let head = store.session_head(&s.id).await.unwrap().unwrap();
+    assert_eq!(head.methods, s.methods);
+    assert!(head.services.is_empty());
+    assert_eq!(
+        TicketGrantingTicket {
+            services: vec![],
+            ..head
+        },
+        s
+    );
+    assert_eq!(store.session_head(&new_session_id()).await.unwrap(), None);
     assert_eq!(
         services,
         vec![record(1).service, record(2).service],

@@ -251,6 +251,18 @@ impl TicketStore for MemoryStore {
         })
     }
 
+    async fn session_head(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
+        let now = self.clock.now();
+        let shard = self.shard(id).lock();
+        Ok(match shard.get(id) {
+            Some(Entry {
+                value: Value::Session(s),
+                expires_at,
+            }) if *expires_at > now => Some(s.to_session(id, false)?),
+            _ => None,
+        })
+    }
+
     async fn grant_ticket(
         &self,
         session_id: &str,

@@ -529,6 +529,19 @@ impl TicketStore for RedisStore {
         Self::session_from(self.invoke(inv).await?)
     }
 
+    /// One HMGET: the key's TTL is the session's expiry, and `i` tells a
+    /// session from another one that shares its tag.
+    async fn session_head(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
+        let (hash, _) = session_keys(id);
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(hash).arg("i").arg("v");
+        let (stored_id, value): (Option<String>, Option<Vec<u8>>) = self.command(cmd).await?;
+        match (stored_id, value) {
+            (Some(stored), Some(value)) if stored == id => Ok(Some(decode_session(&value)?)),
+            _ => Ok(None),
+        }
+    }
+
     async fn grant_ticket(
         &self,
         session_id: &str,

@@ -4,8 +4,8 @@
 //! The REFEDS profiles name one factor and more than one; research and
 //! education federations (and many enterprise clients) ask for them. The
 //! older OpenID PAPE name and a plain "mfa" ask for the same. "0" and "1"
-//! (SSO or credentials in this very login) are what the provider said
-//! before any second factor existed, and stay the default.
+//! (what the provider said before any second factor existed) are still
+//! accepted as asking for one factor.
 
 use castellan_core::AuthnMethods;
 
@@ -34,8 +34,7 @@ pub fn asks_mfa(acr_values: &str) -> bool {
 }
 
 /// The `acr` of a login: the first requested value it satisfies, else the
-/// REFEDS MFA profile after two factors, else "1" (credentials presented
-/// for this login) or "0" (SSO).
+/// REFEDS profile of what happened (one factor or more).
 pub fn of_login(requested: Option<&str>, methods: AuthnMethods, fresh_login: bool) -> String {
     let mfa = methods.has_second_factor();
     let satisfied = requested.and_then(|values| {
@@ -50,8 +49,7 @@ pub fn of_login(requested: Option<&str>, methods: AuthnMethods, fresh_login: boo
     match satisfied {
         Some(v) => v.to_owned(),
         None if mfa => REFEDS_MFA.to_owned(),
-        None if fresh_login => "1".to_owned(),
-        None => "0".to_owned(),
+        None => REFEDS_SFA.to_owned(),
     }
 }
 
@@ -81,11 +79,21 @@ mod tests {
         assert_eq!(of_login(Some(REFEDS_MFA), two, false), REFEDS_MFA);
         assert_eq!(of_login(None, two, true), REFEDS_MFA);
         // One factor does not satisfy an MFA request: the truth is told.
-        assert_eq!(of_login(Some(REFEDS_MFA), pwd(), true), "1");
+        assert_eq!(of_login(Some(REFEDS_MFA), pwd(), true), REFEDS_SFA);
+        assert_eq!(
+            of_login(Some(&format!("{REFEDS_MFA} 1")), pwd(), true),
+            "1",
+            "the older values still answer when asked"
+        );
+        assert_eq!(
+            of_login(Some("1"), pwd(), false),
+            REFEDS_SFA,
+            "1 needs credentials"
+        );
         assert_eq!(
             of_login(Some(&format!("{REFEDS_MFA} {REFEDS_SFA}")), pwd(), true),
             REFEDS_SFA
         );
-        assert_eq!(of_login(None, pwd(), false), "0");
+        assert_eq!(of_login(None, pwd(), false), REFEDS_SFA);
     }
 }

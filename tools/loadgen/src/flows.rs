@@ -35,6 +35,16 @@ impl Flow {
     }
 }
 
+impl Flow {
+    /// The same flow for another user (whose session was made elsewhere).
+    pub fn for_user(&self, username: &str) -> Self {
+        let mut flow = self.clone();
+        flow.username = username.to_owned();
+        flow.expect_user = format!("<cas:user>{}</cas:user>", xml_escape(username));
+        flow
+    }
+}
+
 fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -111,12 +121,22 @@ pub async fn login_at(conn: &mut Conn, flow: &Flow, for_service: bool) -> Result
     let page = conn.get(url, None).await?;
     expect_status(&page, StatusCode::OK, "GET login form")?;
     let execution = execution_token(&page.body)?;
+    // The form's token is bound to the browser cookie set with the form.
+    let browser = page
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let pair = v.split(';').next()?.trim();
+            pair.starts_with("CASBROWSER=").then(|| pair.to_owned())
+        });
     let form = form_urlencoded::Serializer::new(String::new())
         .append_pair("username", &flow.username)
         .append_pair("password", &flow.password)
         .append_pair("execution", &execution)
         .finish();
-    let answer = conn.post_form(url, None, form).await?;
+    let answer = conn.post_form(url, browser.as_deref(), form).await?;
     if !for_service {
         expect_status(&answer, StatusCode::OK, "POST login form")?;
         return Ok(Login {

@@ -109,6 +109,11 @@ struct SsoArgs {
     /// round trip over the measured window, and the client's own.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Sessions made beforehand (e.g. with a second factor), one
+    /// `USER<TAB>CASTGC=value` line each: connection i uses line i (modulo), and
+    /// no connection logs in.
+    #[arg(long)]
+    sessions_from: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -295,6 +300,18 @@ impl Tally {
 
 async fn sso(args: SsoArgs) -> Result<Report> {
     let (target, flow) = args.common.flow()?;
+    let made: Vec<(String, String)> = match &args.sessions_from {
+        None => Vec::new(),
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(u, c)| (u.to_owned(), c.trim().to_owned()))
+            .collect(),
+    };
+    if args.sessions_from.is_some() && made.is_empty() {
+        anyhow::bail!("--sessions-from: no USER<TAB>CASTGC line");
+    }
     let n = args.connections.max(1);
     let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
     let duration = Duration::from_secs_f64(args.duration);
@@ -306,7 +323,10 @@ async fn sso(args: SsoArgs) -> Result<Report> {
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
         let target = target.clone();
-        let flow = flow.clone();
+        let (flow, made) = match made.get(i % made.len().max(1)) {
+            Some((user, cookie)) => (Arc::new(flow.for_user(user)), Some(cookie.clone())),
+            None => (flow.clone(), None),
+        };
         let ready = ready.clone();
         let mut start_rx = start_rx.clone();
         let logins_failed = logins_failed.clone();
@@ -319,6 +339,7 @@ async fn sso(args: SsoArgs) -> Result<Report> {
             // Each connection is a browser that holds `sessions` SSO cookies
             // and uses them in turn (1 = one long-lived session).
             let mut cookies = Vec::with_capacity(sessions);
+            cookies.extend(made);
             let mut failures = 0;
             while cookies.len() < sessions && failures < 3 {
                 match flows::login(&mut conn, &flow).await {
