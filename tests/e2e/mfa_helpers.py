@@ -128,6 +128,10 @@ class HtmlForm:
         out: dict[str, str] = {}
         for k, v in self.el.form_values():
             out[k] = v
+        # lxml leaves out an input without a value attribute; a browser sends it empty
+        for el in self.el.xpath(".//input[@name][not(@value)][not(@disabled)]"):
+            if (el.get("type") or "text").lower() not in ("checkbox", "radio", "submit", "image", "reset", "file"):
+                out.setdefault(el.get("name"), "")
         for b in self.el.xpath(".//button[@name] | .//input[@type='submit'][@name]"):
             if (b.get("type") or "submit").lower() == "submit":
                 out.setdefault(b.get("name"), b.get("value") or "")
