@@ -343,7 +343,7 @@ def test_skipping_the_second_step_gives_no_ticket(cas):
     for data in ({"flow": flow}, {"flow": flow, "otp": ""}):
         r = b.s.post(cas.url("/login/mfa"), data=data, allow_redirects=False, timeout=15)
         no_ticket(r)
-        assert r.status_code in (400, 401, 403), describe(r)
+        assert 400 <= r.status_code < 500, describe(r)
     r = b.s.get(cas.url("/login/mfa"), params={"flow": flow, "service": SVC}, allow_redirects=False, timeout=15)
     no_ticket(r)
     assert b.tgc is None

@@ -199,6 +199,17 @@ async function landOnApp(page, action, what) {
   return appAttributes(page);
 }
 
+/** Clicks the passkey registration button; waits for the page the registration form's POST leads to. */
+async function registerPasskey(page) {
+  const before = page.url();
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'POST' && r.url().startsWith(cas.base), { timeout: 20_000 }),
+    page.locator('#passkey-register-button').click(),
+  ]);
+  await page.waitForURL((u) => u.href !== before, { waitUntil: 'load', timeout: 20_000 });
+  return response;
+}
+
 /** The OIDC client of this module, on the browser's session: authorize → /rp/cb?code → token → ID token claims. */
 async function oidcClaims(page, params = {}) {
   const verifier = crypto.randomBytes(32).toString('base64url');
@@ -314,10 +325,7 @@ test('passkey (USB security key): enrol at the second step, sign in with it, Web
 
     // enrol: the virtual key answers navigator.credentials.create()
     let attrs;
-    await Promise.all([
-      page.waitForURL((u) => !u.href.includes('/login?'), { waitUntil: 'load', timeout: 20_000 }),
-      page.locator('#passkey-register-button').click(),
-    ]);
+    await registerPasskey(page);
     const { credentials } = await auth.cdp.send('WebAuthn.getCredentials', { authenticatorId: auth.id });
     assert.equal(credentials.length, 1, 'the virtual authenticator holds one credential');
     if (page.url().startsWith(mfaApp.origin)) {
@@ -356,10 +364,7 @@ test('passkey on a platform authenticator (transport internal): enrol and sign i
   await withPage('passkey-internal', { viewport: DESKTOP }, async ({ context, page, problems }) => {
     const auth = await addVirtualAuthenticator(page, { transport: 'internal' });
     await passwordStep(page, 'internal');
-    await Promise.all([
-      page.waitForURL((u) => !u.href.includes('/login?'), { waitUntil: 'load', timeout: 20_000 }),
-      page.locator('#passkey-register-button').click(),
-    ]);
+    await registerPasskey(page);
     const { credentials } = await auth.cdp.send('WebAuthn.getCredentials', { authenticatorId: auth.id });
     assert.equal(credentials.length, 1, `the platform authenticator made a credential (at ${page.url()})`);
     await context.clearCookies();
@@ -375,10 +380,7 @@ test('a cloned passkey whose signature counter went backwards is refused', async
   await withPage('clone-original', { viewport: DESKTOP }, async ({ context, page }) => {
     const auth = await addVirtualAuthenticator(page);
     await passwordStep(page, 'clone');
-    await Promise.all([
-      page.waitForURL((u) => !u.href.includes('/login?'), { waitUntil: 'load', timeout: 20_000 }),
-      page.locator('#passkey-register-button').click(),
-    ]);
+    await registerPasskey(page);
     // two sign-ins with the original: the server has seen its counter move on
     for (let i = 0; i < 2; i += 1) {
       await context.clearCookies();
@@ -397,7 +399,7 @@ test('a cloned passkey whose signature counter went backwards is refused', async
     });
     await passwordStep(page, 'clone');
     const [response] = await Promise.all([
-      page.waitForResponse((r) => r.request().method() === 'POST' && r.url().startsWith(`${cas.base}/login/mfa`)),
+      page.waitForResponse((r) => r.request().method() === 'POST' && r.url().startsWith(cas.base)),
       page.locator('#passkey-button').click(),
     ]);
     await page.waitForLoadState('load');
