@@ -166,6 +166,15 @@ function assertNoProblems(problems, documentUrls, where) {
   assert.deepEqual(realProblems(problems, documentUrls), [], `${where}: console errors / page errors / CSP violations`);
 }
 
+/** The texts of the role=alert elements a user sees (an empty box is reported as ''). */
+async function visibleAlerts(page) {
+  const out = [];
+  for (const el of await page.locator('[role=alert]').all()) {
+    if (await el.isVisible()) out.push((await el.innerText()).trim());
+  }
+  return out;
+}
+
 /** Tabs (at most 30 times) until the focused element matches `pred`; fails otherwise. */
 async function tabTo(page, selector, what) {
   for (let i = 0; i < 30; i += 1) {
@@ -258,6 +267,7 @@ test('second step by keyboard only at 375 px: enrolment page labelled, one-time-
     assert.ok(otpId, 'the otp input has an id');
     assert.ok((await page.locator(`label[for="${otpId}"]`).innerText()).trim(), 'the otp input has a <label for>');
     assert.deepEqual(await unlabelled(page), [], 'unlabelled controls on the enrolment page');
+    assert.deepEqual(await visibleAlerts(page), [], 'alerts shown before anything went wrong (a hidden error box shown empty?)');
     await assertNoHorizontalScroll(page, 'enrolment page at 375px');
     await shot(page, 'mfa-enrol-375');
 
@@ -287,6 +297,7 @@ test('second step: a wrong code is announced and ties aria-invalid to the field;
     await passwordStep(page, 'kbd-wrong');
     assert.equal(await page.locator('code#otpauth-uri').count(), 0, 'an enrolled user sees no enrolment');
     assert.deepEqual(await unlabelled(page), [], 'unlabelled controls on the second step');
+    assert.deepEqual(await visibleAlerts(page), [], 'alerts on the second step before any error');
     await assertNoHorizontalScroll(page, 'second step at 375px');
     await shot(page, 'mfa-code-375');
     const valid = new Set([-1, 0, 1].map((d) => totpAt(phone.secret, Math.floor(Date.now() / 30000) + d)));
@@ -301,7 +312,8 @@ test('second step: a wrong code is announced and ties aria-invalid to the field;
     assert.equal(response.status(), 401);
     const field = page.locator('#otp-form input[name=otp]');
     assert.equal(await field.getAttribute('aria-invalid'), 'true', 'the code field is marked invalid');
-    assert.ok(await page.locator('[role=alert]:visible').count() >= 1, 'the error is announced (role=alert)');
+    const alerts = await visibleAlerts(page);
+    assert.ok(alerts.length >= 1 && alerts.every((t) => t), `the error is announced (role=alert), and no empty alert box: ${JSON.stringify(alerts)}`);
     await assertNoHorizontalScroll(page, 'wrong code at 375px');
     await shot(page, 'mfa-wrong-code-375');
     // and the right code still goes through
