@@ -23,13 +23,13 @@ from __future__ import annotations
 import subprocess
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urljoin, urlparse
+from urllib.parse import urljoin
 
 import lxml.html
 import pyotp
 import requests
 
-from conftest import BINARY, Browser, Castellan, parse_login_form, ticket_from, toml_table
+from conftest import BINARY, Browser, Castellan, ticket_from, toml_table
 
 STEP = 30
 REFEDS_MFA = "https://refeds.org/profile/mfa"
@@ -297,12 +297,3 @@ def ticket_of(resp: requests.Response, service: str) -> str:
 def no_ticket(resp: requests.Response) -> None:
     loc = resp.headers.get("Location") or ""
     assert "ticket=" not in loc, f"a ticket was issued: {loc}"
-
-
-def location_query(resp: requests.Response) -> dict[str, str]:
-    loc = resp.headers.get("Location") or ""
-    return {k: v[0] for k, v in parse_qs(urlparse(loc).query).items()}
-
-
-def is_login_form(resp: requests.Response) -> bool:
-    return resp.status_code == 200 and parse_login_form(resp) is not None

@@ -33,7 +33,6 @@ from mfa_helpers import (
     MfaBrowser,
     MfaCastellan,
     Totp,
-    describe,
     mfa_users,
     password_of,
     second_step,
