@@ -1046,3 +1046,67 @@ export async function noHorizontalScroll(page) {
 export function shot(page, name) {
   return page.screenshot({ path: path.join(OUT, `${name}.png`), fullPage: true, animations: 'disabled' });
 }
+
+// ------------------------------------------------ multi-factor authentication
+
+const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+/** RFC 4648 base32 (no padding needed) to bytes. */
+export function base32Decode(text) {
+  const clean = String(text).toUpperCase().replace(/=+$/, '').replace(/\s+/g, '');
+  let bits = 0;
+  let value = 0;
+  const out = [];
+  for (const ch of clean) {
+    const v = BASE32.indexOf(ch);
+    if (v < 0) throw new Error(`not base32: ${ch}`);
+    value = (value << 5) | v;
+    bits += 5;
+    if (bits >= 8) {
+      out.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** The TOTP app: RFC 6238 (SHA-1, 6 digits, 30 s) code of `step` for a base32 secret. */
+export function totpAt(secretB32, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = crypto.createHmac('sha1', base32Decode(secretB32)).update(counter).digest();
+  const off = mac[mac.length - 1] & 0x0f;
+  const bin = ((mac[off] & 0x7f) << 24) | (mac[off + 1] << 16) | (mac[off + 2] << 8) | mac[off + 3];
+  return String(bin % 1_000_000).padStart(6, '0');
+}
+
+/** The secret of an otpauth://totp/...?secret=... URI. */
+export function otpauthSecret(uri) {
+  const u = new URL(uri);
+  if (u.protocol !== 'otpauth:') throw new Error(`not an otpauth URI: ${uri}`);
+  const s = u.searchParams.get('secret');
+  if (!s) throw new Error(`no secret in ${uri}`);
+  return s;
+}
+
+/**
+ * A CDP virtual authenticator (WebAuthn domain) on `page`: {cdp, id}. The
+ * defaults are a roaming CTAP2 USB key with resident keys and user
+ * verification (a passkey on a security key).
+ */
+export async function addVirtualAuthenticator(page, options = {}) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('WebAuthn.enable', { enableUI: false });
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'usb',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+      ...options,
+    },
+  });
+  return { cdp, id: authenticatorId };
+}
