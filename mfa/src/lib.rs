@@ -10,6 +10,7 @@ mod key;
 mod passkey;
 mod recovery;
 mod settings;
+mod step;
 mod store;
 mod totp;
 
@@ -18,6 +19,7 @@ pub use factors::{Enrolment, FactorInfo, FactorKind, Factors, Verified};
 pub use passkey::MAX_RESPONSE_BYTES;
 pub use recovery::RecoveryCodes;
 pub use settings::{KeySource, MfaSettings, StoreLocation};
+pub use step::{script_json, Proof, StepView};
 pub use totp::{code_at as totp_code_at, TotpEnrolment};
 
 /// The longest code accepted in the `otp` field.

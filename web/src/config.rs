@@ -1440,6 +1440,56 @@ code_ttl = "5m"
     }
 
     #[test]
+    fn mfa_is_checked_on_every_protocol_and_in_its_section() {
+        let text = r#"
+[mfa]
+store = "postgres"
+encryption_key = "c2hvcnQ="
+
+[[services]]
+name = "a"
+protocol = "cas"
+service = "^https://a/.*$"
+mfa = "always"
+
+[[services]]
+name = "b"
+protocol = "oidc"
+client_id = "b"
+redirect_uris = ["https://b.example/cb"]
+mfa = "sometimes"
+"#;
+        let problems = parse(text, Path::new("."), false).err().unwrap();
+        let at = |needle: &str| {
+            problems
+                .iter()
+                .find(|p| p.message.contains(needle))
+                .and_then(|p| p.line)
+        };
+        assert_eq!(at("needs mfa.postgres_url"), Some(3));
+        assert_eq!(at("mfa.encryption_key"), Some(4));
+        assert_eq!(
+            at("\"always\" is not \"required\" or \"optional\""),
+            Some(10)
+        );
+        assert_eq!(at("\"sometimes\" is not"), Some(17));
+
+        let ok = parse(
+            "[mfa]\nissuer = \"Campus\"\nencryption_key = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\n\n[[services]]\nname = \"a\"\nprotocol = \"cas\"\nservice = \"^https://a/.*$\"\nmfa = \"optional\"\n",
+            Path::new("."),
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.mfa.issuer, "Campus");
+        assert_eq!(ok.mfa.store, MfaStoreKind::Sqlite);
+        assert_eq!(ok.mfa.key, Some([0; 32]));
+        assert_eq!(
+            ok.services[0].mfa,
+            Some(castellan_core::MfaPolicy::Optional)
+        );
+    }
+
+    #[test]
     fn the_example_configuration_in_deploy_is_valid() {
         let text = include_str!("../../deploy/castellan.toml");
         let s = parse(text, Path::new("/etc/castellan"), false).unwrap();

@@ -20,9 +20,12 @@ pub fn format_from_env(configured: LogFormat) -> Result<LogFormat, String> {
     }
 }
 
-/// Installs the global subscriber: level from `RUST_LOG` (default `info`).
+/// Installs the global subscriber: level from `RUST_LOG` (default `info`;
+/// the database driver's notices, such as "table already exists" at each
+/// start, only from `warn`).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

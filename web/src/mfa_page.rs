@@ -182,7 +182,7 @@ async fn list(
     };
     match state.factors.start_passkey_registration(user).await {
         Ok((options, st)) => {
-            page.passkey_create_options = Some(options.to_string().replace('<', "\\u003c"));
+            page.passkey_create_options = Some(castellan_mfa::script_json(&options));
             addition.passkey_registration = Some(st);
         }
         Err(e) => return mfa_unavailable(state, &e),

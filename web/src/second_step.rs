@@ -20,41 +20,11 @@ use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use castellan_core::{AuthnError, AuthnMethod, EngineError, PendingSignIn};
-use castellan_mfa::{MfaError, RecoveryCodes, Verified};
-use serde::{Deserialize, Serialize};
+use castellan_mfa::{MfaError, Proof, Verified};
+use serde::Deserialize;
 use std::net::SocketAddr;
 
-/// Passkey responses are a few KiB; anything far larger is not one.
-const MAX_WEBAUTHN_JSON: usize = 64 * 1024;
 const MAX_FLOW_ID: usize = 80;
-
-/// The second factor's own state, kept in the deferred sign-in.
-#[derive(Default, Serialize, Deserialize)]
-struct Challenge {
-    /// Enrolment: the secret offered, and the recovery codes shown with it
-    /// (they are saved only once the first code or passkey passed).
-    totp: Option<Offer>,
-    recovery: Option<RecoveryCodes>,
-    passkey_registration: Option<Vec<u8>>,
-    passkey_authentication: Option<Vec<u8>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Offer {
-    secret: String,
-    uri: String,
-    qr_svg: String,
-}
-
-impl Challenge {
-    fn read(bytes: &[u8]) -> Self {
-        serde_json::from_slice(bytes).unwrap_or_default()
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-}
 
 #[derive(Debug, Deserialize)]
 pub struct StepForm {
@@ -65,34 +35,6 @@ pub struct StepForm {
     webauthn_register: Option<String>,
 }
 
-enum Proof {
-    Code(String),
-    Passkey(serde_json::Value),
-    NewPasskey(serde_json::Value),
-}
-
-impl Proof {
-    fn of(form: &StepForm) -> Option<Self> {
-        let json = |text: &str| {
-            (text.len() <= MAX_WEBAUTHN_JSON)
-                .then(|| serde_json::from_str(text).ok())
-                .flatten()
-        };
-        match (&form.otp, &form.webauthn, &form.webauthn_register) {
-            (_, Some(w), _) if !w.is_empty() => json(w).map(Proof::Passkey),
-            (_, _, Some(w)) if !w.is_empty() => json(w).map(Proof::NewPasskey),
-            // Authenticator apps show "123 456"; people paste "123456 ".
-            (Some(code), _, _) => Some(Proof::Code(
-                code.chars()
-                    .filter(|c| !c.is_whitespace())
-                    .take(65)
-                    .collect(),
-            )),
-            _ => None,
-        }
-    }
-}
-
 fn method_of(verified: &Verified) -> AuthnMethod {
     match verified {
         Verified::Totp { .. } => AuthnMethod::Totp,
@@ -101,26 +43,6 @@ fn method_of(verified: &Verified) -> AuthnMethod {
         Verified::Passkey {
             hardware: false, ..
         } => AuthnMethod::SoftwareKey,
-    }
-}
-
-/// A factor that failed counts as a wrong one; a store that failed
-/// decides nothing.
-fn judged(outcome: Result<AuthnMethod, MfaError>) -> Result<Option<AuthnMethod>, AuthnError> {
-    match outcome {
-        Ok(method) => Ok(Some(method)),
-        Err(MfaError::ClonedCredential) => {
-            tracing::warn!("passkey refused: its signature counter went backwards (cloned?)");
-            Ok(None)
-        }
-        Err(
-            MfaError::InvalidCode
-            | MfaError::Replayed
-            | MfaError::NotFound
-            | MfaError::InvalidInput(_)
-            | MfaError::WebAuthn(_),
-        ) => Ok(None),
-        Err(e) => Err(AuthnError::Backend(e.to_string())),
     }
 }
 
@@ -146,62 +68,24 @@ async fn step_page(
     status: StatusCode,
 ) -> Response {
     let user = pending.principal.id.clone();
-    let factors = &state.factors;
-    let enrolled = match factors.has_factor(&user).await {
-        Ok(e) => e,
+    let (view, challenge) = match state.factors.prepare_step(&user, &pending.challenge).await {
+        Ok(prepared) => prepared,
         Err(e) => return mfa_unavailable(state, &e),
     };
-    let mut challenge = Challenge::read(&pending.challenge);
-    let mut page = SecondStepPage {
+    let page = SecondStepPage {
         prefix: state.prefix().to_owned(),
         action: format!("{}/login/mfa", state.prefix()),
         service_name: pending.service.as_deref().map(|s| service_name(state, s)),
-        user: user.clone(),
+        user,
         flow: flow.to_owned(),
         error: error.map(str::to_owned),
         invalid: status == StatusCode::UNAUTHORIZED,
-        enrol: None,
-        recovery_codes: Vec::new(),
-        passkey_options: None,
-        passkey_create_options: None,
+        enrol: view.enrol.map(|(uri, qr_svg)| TotpOffer { uri, qr_svg }),
+        recovery_codes: view.recovery_codes,
+        passkey_options: view.passkey_options,
+        passkey_create_options: view.passkey_create_options,
     };
-    if enrolled {
-        challenge.totp = None;
-        challenge.passkey_authentication = None;
-        match factors.start_passkey_authentication(&user).await {
-            Ok(Some((options, st))) => {
-                page.passkey_options = Some(script_json(&options));
-                challenge.passkey_authentication = Some(st);
-            }
-            Ok(None) => {}
-            Err(e) => return mfa_unavailable(state, &e),
-        }
-    } else {
-        let offer = challenge.totp.get_or_insert_with(|| {
-            let t = factors.new_totp(&user);
-            Offer {
-                secret: t.secret,
-                uri: t.uri,
-                qr_svg: t.qr_svg,
-            }
-        });
-        page.enrol = Some(TotpOffer {
-            uri: offer.uri.clone(),
-            qr_svg: offer.qr_svg.clone(),
-        });
-        let codes = challenge
-            .recovery
-            .get_or_insert_with(|| factors.new_recovery_codes(&user));
-        page.recovery_codes = codes.codes.clone();
-        match factors.start_passkey_registration(&user).await {
-            Ok((options, st)) => {
-                page.passkey_create_options = Some(script_json(&options));
-                challenge.passkey_registration = Some(st);
-            }
-            Err(e) => return mfa_unavailable(state, &e),
-        }
-    }
-    pending.challenge = challenge.bytes();
+    pending.challenge = challenge;
     match state.engine.update_deferred_sign_in(flow, &pending).await {
         Ok(true) => {}
         Ok(false) => return expired(state, pending.service.as_deref()),
@@ -212,11 +96,6 @@ async fn step_page(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
-}
-
-/// JSON for a `<script type="application/json">`: no `<` can end it early.
-fn script_json(value: &serde_json::Value) -> String {
-    value.to_string().replace('<', "\\u003c")
 }
 
 fn service_name(state: &SharedState, service: &str) -> String {
@@ -257,7 +136,12 @@ pub async fn submit(
         Ok(None) => return expired(&state, None),
         Err(e) => return unavailable(&state, &e),
     };
-    let Some(proof) = Proof::of(&form) else {
+    let proof = Proof::from_fields(
+        form.otp.as_deref(),
+        form.webauthn.as_deref(),
+        form.webauthn_register.as_deref(),
+    );
+    let Some(proof) = proof else {
         let error = "Enter the code from your authenticator app, or use your passkey.";
         return step_page(
             &state,
@@ -271,61 +155,18 @@ pub async fn submit(
     };
     let user = pending.principal.id.clone();
     let client = client_ip(peer.ip(), &headers, &state.settings.trusted_proxies);
-    let challenge = Challenge::read(&pending.challenge);
     let now = state.now() / 1000;
     let factors = &state.factors;
     let checked = state
         .engine
         .check_second_factor(&user, Some(client), async {
-            let outcome = match &proof {
-                Proof::Code(code) => match (&challenge.totp, &challenge.recovery) {
-                    (Some(offer), Some(codes)) => factors
-                        .enrol_totp(
-                            &user,
-                            &offer.secret,
-                            code,
-                            "Authenticator app",
-                            &codes.hashes,
-                            now,
-                        )
-                        .await
-                        .map(|_| AuthnMethod::Totp),
-                    _ => factors
-                        .verify_otp(&user, code, now)
-                        .await
-                        .map(|v| method_of(&v)),
-                },
-                Proof::Passkey(response) => match &challenge.passkey_authentication {
-                    Some(st) => factors
-                        .finish_passkey_authentication(&user, st, response)
-                        .await
-                        .map(|v| method_of(&v)),
-                    None => Err(MfaError::InvalidCode),
-                },
-                Proof::NewPasskey(response) => {
-                    match (&challenge.passkey_registration, &challenge.recovery) {
-                        (Some(st), Some(codes)) => {
-                            match factors
-                                .finish_passkey_registration(&user, st, response, "Passkey")
-                                .await
-                            {
-                                Ok(info) => factors
-                                    .save_recovery_codes(&user, &codes.hashes)
-                                    .await
-                                    .map(|()| match info.kind {
-                                        castellan_mfa::FactorKind::Passkey { hardware: true } => {
-                                            AuthnMethod::HardwareKey
-                                        }
-                                        _ => AuthnMethod::SoftwareKey,
-                                    }),
-                                Err(e) => Err(e),
-                            }
-                        }
-                        _ => Err(MfaError::InvalidCode),
-                    }
-                }
-            };
-            judged(outcome)
+            match factors
+                .check_step(&user, &pending.challenge, &proof, now)
+                .await
+            {
+                Ok(verified) => Ok(verified.as_ref().map(method_of)),
+                Err(e) => Err(AuthnError::Backend(e.to_string())),
+            }
         })
         .await;
     let method = match checked {
