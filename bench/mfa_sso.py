@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--loadgen", default="tools/loadgen/target/release/loadgen")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate the two runs this many times (plain first, then MFA)")
     a = ap.parse_args()
     port = free_port()
     base = f"http://127.0.0.1:{port}/cas"
@@ -121,11 +123,12 @@ service = "^https://plain\\\\.example\\\\.test(/.*)?$"
             common = ["--url", base, "--user", "bench0", "--password", PASSWORD,
                       "--connections", str(a.connections), "--duration", str(a.seconds),
                       "--server-pid", str(server.pid)]
-            results = {}
-            for label, extra in [
-                ("mfa", ["--service", MFA_SERVICE, "--sessions-from", str(sessions)]),
+            results: dict[str, list[float]] = {"mfa": [], "plain": []}
+            runs = [
                 ("plain", ["--service", PLAIN_SERVICE]),
-            ]:
+                ("mfa", ["--service", MFA_SERVICE, "--sessions-from", str(sessions)]),
+            ] * a.rounds
+            for label, extra in runs:
                 out = subprocess.run([a.loadgen, "sso", *common, *extra],
                                      capture_output=True, text=True)
                 if out.returncode != 0:
@@ -133,8 +136,9 @@ service = "^https://plain\\\\.example\\\\.test(/.*)?$"
                 out = out.stdout
                 line = next(l for l in out.splitlines() if l.startswith("RESULT"))
                 print(f"{label}: {line}")
-                results[label] = float(re.search(r" rate=([0-9.]+)", line).group(1))
-            print(f"MFA / plain: {results['mfa'] / results['plain']:.3f}")
+                results[label].append(float(re.search(r" rate=([0-9.]+)", line).group(1)))
+            mfa, plain = (sum(results[k]) / len(results[k]) for k in ("mfa", "plain"))
+            print(f"mean MFA {mfa:.0f}/s, plain {plain:.0f}/s, MFA / plain: {mfa / plain:.3f}")
         finally:
             server.terminate()
             server.wait()
