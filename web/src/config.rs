@@ -372,6 +372,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The user's own page of second factors (`/mfa`), the service its
+    /// logins return to.
+    pub fn mfa_page_url(&self) -> String {
+        format!("{}/mfa", self.public_url.as_str().trim_end_matches('/'))
+    }
+
     pub fn secure_cookies(&self) -> bool {
         self.public_url.scheme() == "https"
     }

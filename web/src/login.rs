@@ -352,7 +352,7 @@ async fn step_up(
         response_method: method,
         challenge: Vec::new(),
     };
-    crate::second_step::begin(state, browser, pending).await
+    crate::sign_in::begin(state, browser, pending).await
 }
 
 /// POST `/login`: credentials with the one-time `execution` token.

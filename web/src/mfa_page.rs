@@ -16,7 +16,7 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use castellan_core::{MfaPolicy, RegisteredService, TicketGrantingTicket};
+use castellan_core::{MfaPolicy, TicketGrantingTicket};
 use castellan_mfa::{FactorKind, MfaError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -29,34 +29,7 @@ const MAX_WEBAUTHN_JSON: usize = 64 * 1024;
 
 /// This page's own URL, the service its logins return to.
 fn own_url(settings: &Settings) -> String {
-    format!("{}/mfa", settings.public_url.as_str().trim_end_matches('/'))
-}
-
-/// The page's registration: internal (no CAS client may validate its
-/// tickets), asking the enrolled for their second factor.
-pub fn registration(settings: &Settings) -> anyhow::Result<RegisteredService> {
-    let pattern = format!(r"{}(\?.*)?", escape(&own_url(settings)));
-    Ok(RegisteredService::new(
-        "your sign-in methods",
-        &pattern,
-        Vec::new(),
-        None,
-        castellan_core::LogoutMode::None,
-    )?
-    .internal()
-    .with_mfa(Some(MfaPolicy::Optional)))
-}
-
-/// A URL as a regex that matches it literally.
-fn escape(literal: &str) -> String {
-    let mut out = String::with_capacity(literal.len() * 2);
-    for c in literal.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    settings.mfa_page_url()
 }
 
 #[derive(Debug, Default, Deserialize)]

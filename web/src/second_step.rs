@@ -11,16 +11,16 @@
 
 use crate::client_address::client_ip;
 use crate::cookies::Browser;
-use crate::pages::{render, Link, MessagePage, SecondStepPage, TotpOffer};
+use crate::pages::{render, MessagePage};
 use crate::respond::unavailable;
-use crate::sign_in::{complete_sign_in, Completion};
+use crate::sign_in::{complete_sign_in, expired, step_page, Completion};
 use crate::state::SharedState;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use castellan_core::{AuthnError, AuthnMethod, EngineError, PendingSignIn};
-use castellan_mfa::{MfaError, Proof, Verified};
+use castellan_core::{AuthnError, AuthnMethod, EngineError};
+use castellan_mfa::{Proof, Verified};
 use serde::Deserialize;
 use std::net::SocketAddr;
 
@@ -44,66 +44,6 @@ fn method_of(verified: &Verified) -> AuthnMethod {
             hardware: false, ..
         } => AuthnMethod::SoftwareKey,
     }
-}
-
-/// Starts the second step of a sign-in whose first factor passed.
-pub async fn begin(state: &SharedState, browser: &Browser, pending: PendingSignIn) -> Response {
-    let flow = match state.engine.defer_sign_in(&pending).await {
-        Ok(id) => id,
-        Err(e) => return unavailable(state, &e),
-    };
-    tracing::info!(user = %pending.principal.id, step_up = pending.step_up.is_some(), "second factor asked");
-    step_page(state, browser, &flow, pending, None, StatusCode::OK).await
-}
-
-/// The second step's page, with a fresh passkey challenge (kept in the
-/// deferred sign-in). An enrolment keeps its secret and codes across
-/// renderings: what is shown is what will be saved.
-async fn step_page(
-    state: &SharedState,
-    browser: &Browser,
-    flow: &str,
-    mut pending: PendingSignIn,
-    error: Option<&str>,
-    status: StatusCode,
-) -> Response {
-    let user = pending.principal.id.clone();
-    let (view, challenge) = match state.factors.prepare_step(&user, &pending.challenge).await {
-        Ok(prepared) => prepared,
-        Err(e) => return mfa_unavailable(state, &e),
-    };
-    let page = SecondStepPage {
-        prefix: state.prefix().to_owned(),
-        action: format!("{}/login/mfa", state.prefix()),
-        service_name: pending.service.as_deref().map(|s| service_name(state, s)),
-        user,
-        flow: flow.to_owned(),
-        error: error.map(str::to_owned),
-        invalid: status == StatusCode::UNAUTHORIZED,
-        enrol: view.enrol.map(|(uri, qr_svg)| TotpOffer { uri, qr_svg }),
-        recovery_codes: view.recovery_codes,
-        passkey_options: view.passkey_options,
-        passkey_create_options: view.passkey_create_options,
-    };
-    pending.challenge = challenge;
-    match state.engine.update_deferred_sign_in(flow, &pending).await {
-        Ok(true) => {}
-        Ok(false) => return expired(state, pending.service.as_deref()),
-        Err(e) => return unavailable(state, &e),
-    }
-    let mut response = render(status, &page);
-    if let Some(cookie) = browser.cookie(state.prefix()) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
-}
-
-fn service_name(state: &SharedState, service: &str) -> String {
-    state
-        .engine
-        .display_name(service)
-        .or_else(|| state.engine.service(service).map(|r| r.name.clone()))
-        .unwrap_or_default()
 }
 
 /// POST `/login/mfa`.
@@ -238,34 +178,4 @@ pub async fn submit(
             page.with_page(crate::login::logged_in_page(&state, &user))
         }
     }
-}
-
-/// A second step that is gone (expired, used, another browser's).
-pub fn expired(state: &SharedState, service: Option<&str>) -> Response {
-    let href = match service {
-        Some(s) => format!(
-            "{}/login?service={}",
-            state.prefix(),
-            url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
-        ),
-        None => format!("{}/login", state.prefix()),
-    };
-    let mut page = MessagePage::error(
-        state.prefix(),
-        "Sign-in expired",
-        "This sign-in has expired or was already completed. Please sign in again.",
-    );
-    page.link = Some(Link {
-        href,
-        label: "Sign in again".into(),
-    });
-    render(StatusCode::FORBIDDEN, &page)
-}
-
-fn mfa_unavailable(state: &SharedState, e: &MfaError) -> Response {
-    tracing::error!(error = %e, "MFA store unavailable");
-    render(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &MessagePage::unavailable(state.prefix()),
-    )
 }

@@ -2,19 +2,20 @@
 //! proved who the user is (the password form, an upstream, a second
 //! factor) ends here, with the session cookie and the service's ticket; or,
 //! when the service asks for a second factor not yet given, with the
-//! second step ([`crate::second_step`]).
+//! second step (`/login/mfa`).
 //!
 //! [`Engine::sign_in`]: castellan_core::Engine::sign_in
 
 use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
-use crate::pages::{render, PostRedirectPage};
+use crate::pages::{render, Link, MessagePage, PostRedirectPage, SecondStepPage, TotpOffer};
 use crate::respond::{redirect, unavailable};
 use crate::state::SharedState;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use castellan_cas::service_url::with_ticket;
 use castellan_core::{AuthnMethods, EngineError, PendingSignIn, Principal, SignIn, SignedIn};
+use castellan_mfa::MfaError;
 use std::sync::Arc;
 
 /// Sends the browser back to the service with its ticket (302, or a form
@@ -87,7 +88,7 @@ pub async fn complete_sign_in(
                         response_method: login.method.map(str::to_owned),
                         challenge: Vec::new(),
                     };
-                    return Ok(crate::second_step::begin(state, &browser, pending).await);
+                    return Ok(begin(state, &browser, pending).await);
                 }
                 Err(e) => return Ok(unavailable(state, &e)),
             }
@@ -114,7 +115,7 @@ pub async fn complete_sign_in(
         Err(EngineError::SessionNotFound) if login.step_up.is_some() => {
             // A step-up whose session ended meanwhile: start over.
             tracing::info!("second factor for a session that ended: sign in again");
-            return Ok(crate::second_step::expired(state, login.service));
+            return Ok(expired(state, login.service));
         }
         Err(e) => return Ok(unavailable(state, &e)),
     };
@@ -146,4 +147,95 @@ impl SignedInPage {
 
 fn session_cookie(state: &SharedState, session_id: &str) -> HeaderValue {
     cookies::set_session(state.prefix(), session_id, state.settings.secure_cookies())
+}
+
+/// Starts the second step (`/login/mfa`) of a
+/// sign-in whose first factor passed.
+pub async fn begin(state: &SharedState, browser: &Browser, pending: PendingSignIn) -> Response {
+    let flow = match state.engine.defer_sign_in(&pending).await {
+        Ok(id) => id,
+        Err(e) => return unavailable(state, &e),
+    };
+    tracing::info!(user = %pending.principal.id, step_up = pending.step_up.is_some(), "second factor asked");
+    step_page(state, browser, &flow, pending, None, StatusCode::OK).await
+}
+
+/// The second step's page, with a fresh passkey challenge (kept in the
+/// deferred sign-in). An enrolment keeps its secret and codes across
+/// renderings: what is shown is what will be saved.
+pub(crate) async fn step_page(
+    state: &SharedState,
+    browser: &Browser,
+    flow: &str,
+    mut pending: PendingSignIn,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let user = pending.principal.id.clone();
+    let (view, challenge) = match state.factors.prepare_step(&user, &pending.challenge).await {
+        Ok(prepared) => prepared,
+        Err(e) => return mfa_unavailable(state, &e),
+    };
+    let page = SecondStepPage {
+        prefix: state.prefix().to_owned(),
+        action: format!("{}/login/mfa", state.prefix()),
+        service_name: pending.service.as_deref().map(|s| service_name(state, s)),
+        user,
+        flow: flow.to_owned(),
+        error: error.map(str::to_owned),
+        invalid: status == StatusCode::UNAUTHORIZED,
+        enrol: view.enrol.map(|(uri, qr_svg)| TotpOffer { uri, qr_svg }),
+        recovery_codes: view.recovery_codes,
+        passkey_options: view.passkey_options,
+        passkey_create_options: view.passkey_create_options,
+    };
+    pending.challenge = challenge;
+    match state.engine.update_deferred_sign_in(flow, &pending).await {
+        Ok(true) => {}
+        Ok(false) => return expired(state, pending.service.as_deref()),
+        Err(e) => return unavailable(state, &e),
+    }
+    let mut response = render(status, &page);
+    if let Some(cookie) = browser.cookie(state.prefix()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn service_name(state: &SharedState, service: &str) -> String {
+    state
+        .engine
+        .display_name(service)
+        .or_else(|| state.engine.service(service).map(|r| r.name.clone()))
+        .unwrap_or_default()
+}
+
+/// A second step that is gone (expired, used, another browser's).
+pub fn expired(state: &SharedState, service: Option<&str>) -> Response {
+    let href = match service {
+        Some(s) => format!(
+            "{}/login?service={}",
+            state.prefix(),
+            url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+        ),
+        None => format!("{}/login", state.prefix()),
+    };
+    let mut page = MessagePage::error(
+        state.prefix(),
+        "Sign-in expired",
+        "This sign-in has expired or was already completed. Please sign in again.",
+    );
+    page.link = Some(Link {
+        href,
+        label: "Sign in again".into(),
+    });
+    render(StatusCode::FORBIDDEN, &page)
+}
+
+pub(crate) fn mfa_unavailable(state: &SharedState, e: &MfaError) -> Response {
+    tracing::error!(error = %e, "MFA store unavailable");
+    render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &MessagePage::unavailable(state.prefix()),
+    )
 }

@@ -100,7 +100,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
     let mut services = provider.callback_services()?;
     services.extend(idp.callback_services()?);
     // The user's own page signs in through the core like any client.
-    services.push(crate::mfa_page::registration(&settings)?);
+    services.push(mfa_page_registration(&settings)?);
     services.extend(settings.services.iter().cloned());
     // [[users]] first, then [[authenticators]] in order.
     let users =
@@ -215,4 +215,31 @@ pub fn mfa_settings(settings: &Settings) -> MfaSettings {
         rp_id: public.host_str().unwrap_or("localhost").to_owned(),
         rp_name: settings.mfa.issuer.clone(),
     }
+}
+
+/// The `/mfa` page's registration: internal (no CAS client may validate its
+/// tickets), asking the enrolled for their second factor.
+fn mfa_page_registration(settings: &Settings) -> anyhow::Result<castellan_core::RegisteredService> {
+    let pattern = format!(r"{}(\?.*)?", escape(&settings.mfa_page_url()));
+    Ok(castellan_core::RegisteredService::new(
+        "your sign-in methods",
+        &pattern,
+        Vec::new(),
+        None,
+        castellan_core::LogoutMode::None,
+    )?
+    .internal()
+    .with_mfa(Some(castellan_core::MfaPolicy::Optional)))
+}
+
+/// A URL as a regex that matches it literally.
+fn escape(literal: &str) -> String {
+    let mut out = String::with_capacity(literal.len() * 2);
+    for c in literal.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
