@@ -508,21 +508,8 @@ impl Engine {
             .registry
             .find(service)
             .ok_or(EngineError::UnauthorizedService)?;
-        if registered.mfa.is_some() {
-            // A session's methods never change under its id (a step-up
-            // makes a new one): what is read here holds at the grant.
-            let session = self
-                .store
-                .session_head(session_id)
-                .await?
-                .ok_or(EngineError::SessionNotFound)?;
-            if self
-                .needs_second_factor(registered, &session.principal.id, session.methods, false)
-                .await?
-            {
-                return Err(EngineError::SecondFactorRequired);
-            }
-        }
+        self.check_second_factor_of(registered, session_id, EngineError::SessionNotFound)
+            .await?;
         let id = new_session_ticket_id(TicketKind::Service.prefix(), session_id)
             .ok_or(EngineError::SessionNotFound)?;
         let ticket = ServiceTicket {
@@ -692,19 +679,8 @@ impl Engine {
             .find(target_service)
             .filter(|r| !r.internal)
             .ok_or(EngineError::UnauthorizedProxy)?;
-        if registered.mfa.is_some() {
-            let session = self
-                .store
-                .session_head(&pgt.session_id)
-                .await?
-                .ok_or(EngineError::TicketNotFound)?;
-            if self
-                .needs_second_factor(registered, &session.principal.id, session.methods, false)
-                .await?
-            {
-                return Err(EngineError::SecondFactorRequired);
-            }
-        }
+        self.check_second_factor_of(registered, &pgt.session_id, EngineError::TicketNotFound)
+            .await?;
         let id = new_session_ticket_id(TicketKind::Proxy.prefix(), &pgt.session_id)
             .ok_or(EngineError::TicketNotFound)?;
         let ticket = ProxyTicket {
@@ -773,6 +749,31 @@ impl Engine {
         browser: &str,
     ) -> Result<bool, EngineError> {
         Ok(self.login_flows.redeem(id, service, browser).await?)
+    }
+
+    /// Before a grant for a service with an `mfa` policy: the session must
+    /// have what it asks (`gone` when the session is). A session's methods
+    /// never change under its id (a step-up makes a new one): what is read
+    /// here holds at the grant.
+    async fn check_second_factor_of(
+        &self,
+        registered: &RegisteredService,
+        session_id: &str,
+        gone: EngineError,
+    ) -> Result<(), EngineError> {
+        if registered.mfa.is_none() {
+            return Ok(());
+        }
+        let Some(session) = self.store.session_head(session_id).await? else {
+            return Err(gone);
+        };
+        if self
+            .needs_second_factor(registered, &session.principal.id, session.methods, false)
+            .await?
+        {
+            return Err(EngineError::SecondFactorRequired);
+        }
+        Ok(())
     }
 
     /// Whether a login for `registered` by `user`, who proved `methods`,

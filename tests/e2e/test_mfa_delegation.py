@@ -16,22 +16,15 @@ import pytest
 import requests
 from cas import CASClient
 
-from conftest import Castellan, free_port, parse_login_form, ticket_from, toml_table
+from conftest import Castellan, free_port, parse_login_form, ticket_from
 from mfa_helpers import MfaCastellan, Totp, mfa_users, password_of, second_step
+from test_delegation_oidc_castellan import Downstream as WithUpstreams
 
 SECURE = "https://secure.example.test/home"
 
 
-class Downstream(MfaCastellan):
-    def __init__(self, *args, upstreams: list[dict], **kw) -> None:
-        super().__init__(*args, **kw)
-        self.upstreams = upstreams
-
-    def config_text(self) -> str:
-        text = super().config_text()
-        for u in self.upstreams:
-            text += toml_table("upstreams", u, array=True)
-        return text
+class Downstream(WithUpstreams, MfaCastellan):
+    """[[upstreams]] and an [mfa] table."""
 
 
 @pytest.fixture(scope="module")

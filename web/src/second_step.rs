@@ -81,61 +81,46 @@ pub async fn submit(
         form.webauthn.as_deref(),
         form.webauthn_register.as_deref(),
     );
-    let Some(proof) = proof else {
-        let error = "Enter the code from your authenticator app, or use your passkey.";
-        return step_page(
-            &state,
-            &browser,
-            &form.flow,
-            pending,
-            Some(error),
-            StatusCode::UNAUTHORIZED,
-        )
-        .await;
-    };
     let user = pending.principal.id.clone();
     let client = client_ip(peer.ip(), &headers, &state.settings.trusted_proxies);
-    let now = state.now() / 1000;
-    let factors = &state.factors;
-    let checked = state
-        .engine
-        .check_second_factor(&user, Some(client), async {
-            match factors
-                .check_step(&user, &pending.challenge, &proof, now)
+    let checked = match &proof {
+        None => Ok(None),
+        Some(proof) => {
+            let now = state.now() / 1000;
+            let factors = &state.factors;
+            state
+                .engine
+                .check_second_factor(&user, Some(client), async {
+                    match factors
+                        .check_step(&user, &pending.challenge, proof, now)
+                        .await
+                    {
+                        Ok(verified) => Ok(verified.as_ref().map(method_of)),
+                        Err(e) => Err(AuthnError::Backend(e.to_string())),
+                    }
+                })
                 .await
-            {
-                Ok(verified) => Ok(verified.as_ref().map(method_of)),
-                Err(e) => Err(AuthnError::Backend(e.to_string())),
-            }
-        })
-        .await;
-    let method = match checked {
-        Ok(Some(method)) => method,
+        }
+    };
+    let (error, status) = match checked {
+        Ok(Some(method)) => return finish(&state, &headers, &browser, &form.flow, method).await,
+        Ok(None) if proof.is_none() => (
+            "Enter the code from your authenticator app, or use your passkey.",
+            StatusCode::UNAUTHORIZED,
+        ),
         Ok(None) => {
             tracing::info!(user = %user, "second factor refused");
-            let error = "That code is not valid, or was already used. Enter the current code from your authenticator app.";
-            return step_page(
-                &state,
-                &browser,
-                &form.flow,
-                pending,
-                Some(error),
+            (
+                "That code is not valid, or was already used. Enter the current code from your authenticator app.",
                 StatusCode::UNAUTHORIZED,
             )
-            .await;
         }
         Err(EngineError::Authentication(AuthnError::Throttled)) => {
             tracing::warn!(user = %user, ip = %client, "second factor refused: throttled");
-            let error = "Too many wrong codes. Please wait a few minutes before trying again.";
-            return step_page(
-                &state,
-                &browser,
-                &form.flow,
-                pending,
-                Some(error),
+            (
+                "Too many wrong codes. Please wait a few minutes before trying again.",
                 StatusCode::TOO_MANY_REQUESTS,
             )
-            .await;
         }
         Err(EngineError::Authentication(AuthnError::Backend(e))) => {
             tracing::error!(user = %user, error = %e, "second factor not decided: MFA store unavailable");
@@ -146,21 +131,28 @@ pub async fn submit(
         }
         Err(e) => return unavailable(&state, &e),
     };
+    step_page(&state, &browser, &form.flow, pending, Some(error), status).await
+}
+
+/// The factor passed: the deferred sign-in is taken out and completed.
+async fn finish(
+    state: &SharedState,
+    headers: &HeaderMap,
+    browser: &Browser,
+    flow: &str,
+    method: AuthnMethod,
+) -> Response {
     // Once: of two tabs finishing together, one signs in.
-    let pending = match state
-        .engine
-        .take_deferred_sign_in(&form.flow, &browser.id)
-        .await
-    {
+    let pending = match state.engine.take_deferred_sign_in(flow, &browser.id).await {
         Ok(Some(p)) => p,
-        Ok(None) => return expired(&state, None),
-        Err(e) => return unavailable(&state, &e),
+        Ok(None) => return expired(state, None),
+        Err(e) => return unavailable(state, &e),
     };
-    tracing::info!(user = %user, method = ?method, "second factor passed");
+    tracing::info!(user = %pending.principal.id, method = ?method, "second factor passed");
     let service = pending.service.clone();
     let signed = complete_sign_in(
-        &state,
-        &headers,
+        state,
+        headers,
         Completion {
             principal: pending.principal,
             service: service.as_deref(),
@@ -175,7 +167,7 @@ pub async fn submit(
         Ok(response) => response,
         Err(page) => {
             let user = page.signed.session.principal.id.clone();
-            page.with_page(crate::login::logged_in_page(&state, &user))
+            page.with_page(crate::login::logged_in_page(state, &user))
         }
     }
 }

@@ -860,6 +860,26 @@ async fn refused_accounts_count_as_failures_and_an_unavailable_source_does_not()
 const SECURE: &str = "https://secure.example.org/";
 const OPT: &str = "https://opt.example.org/";
 
+/// A sign-in request, not long-term.
+fn sign_in<'a>(
+    previous: Option<&'a str>,
+    principal: Arc<crate::Principal>,
+    service: Option<&'a str>,
+    from_new_login: bool,
+    methods: AuthnMethods,
+    step_up: bool,
+) -> SignIn<'a> {
+    SignIn {
+        previous,
+        principal,
+        long_term: false,
+        service,
+        from_new_login,
+        methods,
+        step_up,
+    }
+}
+
 fn password() -> AuthnMethods {
     AuthnMethods::of(AuthnMethod::Password)
 }
@@ -896,15 +916,14 @@ async fn a_password_alone_gets_no_ticket_for_a_service_that_requires_a_second_fa
     // browser's session alone.
     let refused = f
         .engine
-        .sign_in(SignIn {
-            previous: Some(&tgt.id),
-            principal: tgt.principal.clone(),
-            long_term: false,
-            service: Some(SECURE),
-            from_new_login: true,
-            methods: password(),
-            step_up: false,
-        })
+        .sign_in(sign_in(
+            Some(&tgt.id),
+            tgt.principal.clone(),
+            Some(SECURE),
+            true,
+            password(),
+            false,
+        ))
         .await;
     assert!(matches!(refused, Err(EngineError::SecondFactorRequired)));
     assert!(f.engine.session(&tgt.id).await.unwrap().is_some());
@@ -921,15 +940,14 @@ async fn a_step_up_adds_the_second_factor_and_keeps_the_first() {
     f.clock.advance(Duration::from_secs(60));
     let signed = f
         .engine
-        .sign_in(SignIn {
-            previous: Some(&tgt.id),
-            principal: tgt.principal.clone(),
-            long_term: false,
-            service: Some(SECURE),
-            from_new_login: false,
-            methods: AuthnMethods::of(AuthnMethod::Totp),
-            step_up: true,
-        })
+        .sign_in(sign_in(
+            Some(&tgt.id),
+            tgt.principal.clone(),
+            Some(SECURE),
+            false,
+            AuthnMethods::of(AuthnMethod::Totp),
+            true,
+        ))
         .await
         .unwrap();
     assert_ne!(
@@ -964,15 +982,14 @@ async fn a_step_up_of_a_session_that_ended_fails() {
     f.engine.logout(&tgt.id, None).await.unwrap();
     let r = f
         .engine
-        .sign_in(SignIn {
-            previous: Some(&tgt.id),
-            principal: tgt.principal.clone(),
-            long_term: false,
-            service: Some(SECURE),
-            from_new_login: false,
-            methods: AuthnMethods::of(AuthnMethod::Totp),
-            step_up: true,
-        })
+        .sign_in(sign_in(
+            Some(&tgt.id),
+            tgt.principal.clone(),
+            Some(SECURE),
+            false,
+            AuthnMethods::of(AuthnMethod::Totp),
+            true,
+        ))
         .await;
     assert!(matches!(r, Err(EngineError::SessionNotFound)));
 }
@@ -988,15 +1005,14 @@ async fn optional_asks_only_the_enrolled() {
         .is_ok());
     let carol = f
         .engine
-        .sign_in(SignIn {
-            previous: None,
-            principal: Arc::new(crate::Principal::new("carol")),
-            long_term: false,
-            service: None,
-            from_new_login: true,
-            methods: password(),
-            step_up: false,
-        })
+        .sign_in(sign_in(
+            None,
+            Arc::new(crate::Principal::new("carol")),
+            None,
+            true,
+            password(),
+            false,
+        ))
         .await
         .unwrap();
     assert!(matches!(

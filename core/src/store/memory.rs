@@ -115,6 +115,24 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// A live session, without extending it; `with_services`: its
+    /// single-logout list decoded too.
+    fn live_session(
+        &self,
+        id: &str,
+        with_services: bool,
+    ) -> Result<Option<TicketGrantingTicket>, StoreError> {
+        let now = self.clock.now();
+        let shard = self.shard(id).lock();
+        Ok(match shard.get(id) {
+            Some(Entry {
+                value: Value::Session(s),
+                expires_at,
+            }) if *expires_at > now => Some(s.to_session(id, with_services)?),
+            _ => None,
+        })
+    }
+
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -240,27 +258,11 @@ impl TicketStore for MemoryStore {
     }
 
     async fn session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
-        let now = self.clock.now();
-        let shard = self.shard(id).lock();
-        Ok(match shard.get(id) {
-            Some(Entry {
-                value: Value::Session(s),
-                expires_at,
-            }) if *expires_at > now => Some(s.to_session(id, true)?),
-            _ => None,
-        })
+        self.live_session(id, true)
     }
 
     async fn session_head(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
-        let now = self.clock.now();
-        let shard = self.shard(id).lock();
-        Ok(match shard.get(id) {
-            Some(Entry {
-                value: Value::Session(s),
-                expires_at,
-            }) if *expires_at > now => Some(s.to_session(id, false)?),
-            _ => None,
-        })
+        self.live_session(id, false)
     }
 
     async fn grant_ticket(
