@@ -342,16 +342,12 @@ impl Engine {
     /// `max_age`), the new session takes over the previous one's
     /// single-logout records and nobody is logged out; when another user
     /// logs in, the previous session's services are told.
-    /// A step-up keeps the previous session's first factor, authentication
-    /// time and hard limit, and must find that session: its id changes
-    /// (as after any change of privilege), nothing else.
     async fn replace_session(
         &self,
         previous: Option<&str>,
         principal: Arc<Principal>,
         long_term: bool,
         methods: AuthnMethods,
-        step_up: bool,
     ) -> Result<(TicketGrantingTicket, Dispatched), EngineError> {
         let old = match previous {
             Some(id) if is_well_formed(id, TicketKind::TicketGranting.prefix()) => {
@@ -360,31 +356,13 @@ impl Engine {
             _ => None,
         };
         let now = self.clock.now();
-        let mut authenticated_at = now;
-        let mut expires_at = now.saturating_add(self.policy.session_ttl.as_millis() as u64);
-        let mut methods = methods;
-        let mut stepped_up = false;
+        let authenticated_at = now;
+        let expires_at = now.saturating_add(self.policy.session_ttl.as_millis() as u64);
         let (carried, ended) = match old {
-            Some(old) if old.principal.id == principal.id => {
-                if step_up {
-                    authenticated_at = old.authenticated_at;
-                    expires_at = old.expires_at;
-                    methods = methods.union(old.methods);
-                    stepped_up = true;
-                }
-                (old.services, None)
-            }
+            Some(old) if old.principal.id == principal.id => (old.services, None),
             Some(old) => (Vec::new(), Some(old)),
             None => (Vec::new(), None),
         };
-        if step_up && !stepped_up {
-            // The stepped-up session is gone (logged out meanwhile), or is
-            // another user's: its first factor is not this user's.
-            if let Some(old) = ended {
-                self.tell_ended(old, None).await;
-            }
-            return Err(EngineError::SessionNotFound);
-        }
         let session = TicketGrantingTicket {
             id: new_session_id(TicketKind::TicketGranting.prefix()),
             principal,
@@ -428,15 +406,21 @@ impl Engine {
                 return Err(EngineError::SecondFactorRequired);
             }
         }
-        let (session, dispatched) = self
-            .replace_session(
+        let (session, dispatched) = if request.step_up {
+            (
+                self.step_up(request.previous, &request.principal, request.methods)
+                    .await?,
+                Dispatched::default(),
+            )
+        } else {
+            self.replace_session(
                 request.previous,
                 request.principal,
                 request.long_term,
                 request.methods,
-                request.step_up,
             )
-            .await?;
+            .await?
+        };
         let ticket = match request.service {
             Some(service) => Some(
                 self.grant_service_ticket(&session.id, service, request.from_new_login)
@@ -449,6 +433,34 @@ impl Engine {
             ticket,
             visits: dispatched.visits,
         })
+    }
+
+    /// Adds a second factor to the user's live session, in place: its id,
+    /// first factor, authentication time, limits and single-logout list
+    /// stay, so the protocols' tokens bound to it (an OIDC `sid`, a SAML
+    /// `SessionIndex`) stay valid. A session that ended meanwhile, or is
+    /// another user's, is not stepped up.
+    async fn step_up(
+        &self,
+        session_id: Option<&str>,
+        principal: &Principal,
+        methods: AuthnMethods,
+    ) -> Result<TicketGrantingTicket, EngineError> {
+        let session_id = session_id
+            .filter(|id| is_well_formed(id, TicketKind::TicketGranting.prefix()))
+            .ok_or(EngineError::SessionNotFound)?;
+        let mut session = self
+            .store
+            .session_head(session_id)
+            .await?
+            .filter(|s| s.principal.id == principal.id)
+            .ok_or(EngineError::SessionNotFound)?;
+        session.methods = session.methods.union(methods);
+        if !self.store.update_session_methods(&session).await? {
+            return Err(EngineError::SessionNotFound);
+        }
+        tracing::info!(user = %session.principal.id, session = %redact(&session.id), "SSO session stepped up");
+        Ok(session)
     }
 
     /// Hands an ended session's services to their single-logout owners.

@@ -58,6 +58,15 @@ pub trait TicketStore: Send + Sync + 'static {
         }))
     }
 
+    /// Replaces a live session's methods with `session.methods` (a step-up
+    /// added a second factor), keeping its id, expiry and single-logout
+    /// list: the protocols' tokens bound to it stay valid. `false` when
+    /// the session is gone.
+    async fn update_session_methods(
+        &self,
+        session: &TicketGrantingTicket,
+    ) -> Result<bool, StoreError>;
+
     /// Adds a ticket of a live session, atomically with the session's
     /// upkeep: pushes its idle deadline (as [`TicketStore::touch_session`]),
     /// appends `record` to its single-logout list, and stores `ticket` for

@@ -175,6 +175,10 @@ impl Factors {
     }
 
     /// A TOTP or a passkey (recovery codes alone do not count).
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     pub async fn has_factor(&self, user: &str) -> Result<bool, MfaError> {
         if !storable_user(user) {
             return Ok(false);

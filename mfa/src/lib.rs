@@ -22,6 +22,11 @@ pub use settings::{KeySource, MfaSettings, StoreLocation};
 pub use step::{script_json, Proof, StepView};
 pub use totp::{code_at as totp_code_at, TotpEnrolment};
 
+/// How recent a full login must be to add a factor (on `/mfa`, or at a
+/// step-up that would enrol the first one): whoever holds an old session
+/// must not bind their own phone to the account.
+pub const FRESH_LOGIN: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 /// The longest code accepted in the `otp` field.
 pub const MAX_CODE_CHARS: usize = 64;
 /// The longest factor label.

@@ -24,13 +24,33 @@ struct Offer {
     qr_svg: String,
 }
 
-impl Challenge {
-    fn read(bytes: &[u8]) -> Self {
-        serde_json::from_slice(bytes).unwrap_or_default()
+/// The sealed state is bound to its user and to this use.
+const STATE_LABEL: &str = "second-step";
+
+impl Factors {
+    /// Seals a page's state for the ticket store: it may hold a TOTP
+    /// secret and recovery codes in the clear, which must not lie there
+    /// readable (nor be moved to another user).
+    pub fn seal_state(&self, user: &str, state: &[u8]) -> Result<Vec<u8>, MfaError> {
+        Ok(self.keys().seal(user, STATE_LABEL, state)?.into_bytes())
     }
 
-    fn bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The state [`Factors::seal_state`] sealed for `user`; empty when
+    /// there is none or it does not open.
+    pub fn open_state(&self, user: &str, sealed: &[u8]) -> Vec<u8> {
+        std::str::from_utf8(sealed)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| self.keys().open(user, STATE_LABEL, s).ok())
+            .unwrap_or_default()
+    }
+
+    fn read_challenge(&self, user: &str, sealed: &[u8]) -> Challenge {
+        serde_json::from_slice(&self.open_state(user, sealed)).unwrap_or_default()
+    }
+
+    fn seal_challenge(&self, user: &str, challenge: &Challenge) -> Result<Vec<u8>, MfaError> {
+        self.seal_state(user, &serde_json::to_vec(challenge).unwrap_or_default())
     }
 }
 
@@ -97,11 +117,11 @@ impl Factors {
         user: &str,
         state: &[u8],
     ) -> Result<(StepView, Vec<u8>), MfaError> {
-        let mut challenge = Challenge::read(state);
+        let mut challenge = self.read_challenge(user, state);
         let mut view = StepView::default();
         if self.has_factor(user).await? {
-            challenge.totp = None;
-            challenge.passkey_authentication = None;
+            // Enrolled meanwhile (another tab): nothing of the offer stays.
+            challenge = Challenge::default();
             if let Some((options, st)) = self.start_passkey_authentication(user).await? {
                 view.passkey_options = Some(script_json(&options));
                 challenge.passkey_authentication = Some(st);
@@ -124,7 +144,7 @@ impl Factors {
             view.passkey_create_options = Some(script_json(&options));
             challenge.passkey_registration = Some(st);
         }
-        Ok((view, challenge.bytes()))
+        Ok((view, self.seal_challenge(user, &challenge)?))
     }
 
     /// Checks what the user submitted against the step's state: what it
@@ -137,7 +157,15 @@ impl Factors {
         proof: &Proof,
         now_unix: u64,
     ) -> Result<Option<Verified>, MfaError> {
-        let challenge = Challenge::read(state);
+        let challenge = self.read_challenge(user, state);
+        // An enrolment offered while the user had no factor is void once
+        // they have one: a flow started earlier must not add a factor or
+        // replace the recovery codes behind the user's back.
+        let enrolling = challenge.totp.is_some() || challenge.passkey_registration.is_some();
+        if enrolling && self.has_factor(user).await? {
+            tracing::warn!(user = %user, "an enrolment offered before the user had a factor was refused");
+            return Ok(None);
+        }
         let outcome = match proof {
             Proof::Code(code) => match (&challenge.totp, &challenge.recovery) {
                 (Some(offer), Some(codes)) => self

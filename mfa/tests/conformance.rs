@@ -641,8 +641,60 @@ async fn passkeys(b: &Backend) {
     f.close().await;
 }
 
+/// The second step's state: sealed for its user; an enrolment offered
+/// before the user had a factor is void once they have one.
+async fn second_step(b: &Backend) {
+    let (f, _) = open(b, "second_step").await;
+    let (view, state) = f.prepare_step("erin", &[]).await.unwrap();
+    let (uri, _) = view.enrol.expect("erin has no factor: enrolment");
+    assert_eq!(view.recovery_codes.len(), 10);
+    let secret = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .unwrap()
+        .to_owned();
+    let text = String::from_utf8_lossy(&state);
+    assert!(!text.contains(&secret), "the offered secret is sealed");
+    assert!(!text.contains(&view.recovery_codes[0]), "so are the codes");
+    // Opened only for its user.
+    assert!(f.open_state("mallory", &state).is_empty());
+    assert!(!f.open_state("erin", &state).is_empty());
+    // Erin enrols elsewhere (another tab); the old offer is then refused,
+    // and her codes are not replaced.
+    let (_, other) = enrol(&f, "erin").await;
+    f.save_recovery_codes("erin", &f.new_recovery_codes("erin").hashes)
+        .await
+        .unwrap();
+    let now = T0 + 120;
+    let proof =
+        castellan_mfa::Proof::from_fields(Some(&totp_code_at(&secret, now).unwrap()), None, None)
+            .unwrap();
+    assert_eq!(
+        f.check_step("erin", &state, &proof, now).await.unwrap(),
+        None
+    );
+    assert_eq!(f.list("erin").await.unwrap().factors.len(), 1);
+    assert!(
+        f.verify_otp("erin", &view.recovery_codes[0], now)
+            .await
+            .is_err(),
+        "the offered codes were never saved"
+    );
+    // Her own app still passes the step.
+    let (view, state) = f.prepare_step("erin", &[]).await.unwrap();
+    assert!(view.enrol.is_none());
+    let code = totp_code_at(&other, now).unwrap();
+    let proof = castellan_mfa::Proof::from_fields(Some(&code), None, None).unwrap();
+    assert!(matches!(
+        f.check_step("erin", &state, &proof, now).await.unwrap(),
+        Some(Verified::Totp { .. })
+    ));
+    f.close().await;
+}
+
 async fn suite(b: Backend) {
     enrol_and_verify(&b).await;
+    second_step(&b).await;
     skew(&b).await;
     replay(&b).await;
     other_users_code(&b).await;

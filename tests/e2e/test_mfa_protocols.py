@@ -250,6 +250,7 @@ def oidc_login(b: MfaOidcBrowser, client: OidcClient, username: str, *, totp_box
     tokens = token_json(b.oidc.redeem(client, res.code, verifier), "code redemption")
     claims = b.oidc.verify(tokens["id_token"], audience=client.client_id)
     assert claims.get("nonce") == "n-1"
+    res.tokens = tokens
     return claims, res, st
 
 
@@ -322,6 +323,21 @@ def test_oidc_step_up_asks_only_for_the_code(cas):
     assert not st.enrolment
     assert_amr(claims, {"pwd", "otp", "mfa"})
     assert claims.get("acr") == REFEDS_MFA, claims
+
+
+def test_oidc_tokens_outlive_a_step_up_of_their_session(cas):
+    """The step-up adds the factor to the same session: a client signed in
+    before keeps its refresh token and sid."""
+    box = {"totp": enrol(cas, "oidc-keep")}
+    b = MfaOidcBrowser(cas)
+    before, res, _ = oidc_login(b, PLAIN_RP, "oidc-keep", expect_code=False)
+    refresh = res.tokens.get("refresh_token")
+    assert refresh, res.tokens
+    after, _, st = oidc_login(b, MFA_RP, "oidc-keep", totp_box=box, expect_password=False)
+    assert not st.enrolment
+    assert after.get("sid") == before.get("sid"), (before, after)
+    fresh = token_json(b.oidc.refresh(PLAIN_RP, refresh), "refresh after the step-up")
+    assert fresh.get("access_token"), fresh
 
 
 def test_oidc_prompt_login_asks_for_both_again(cas):

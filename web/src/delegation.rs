@@ -443,6 +443,7 @@ async fn finish(
             method: pending.method.as_deref(),
             methods,
             step_up: None,
+            passive: pending.gateway,
         },
     )
     .await;

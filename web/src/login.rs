@@ -329,18 +329,36 @@ async fn step_up(
     target: &Target<'_>,
     method: Option<String>,
 ) -> Response {
+    let again = |renew: &str| {
+        let method = method
+            .as_deref()
+            .map(|m| format!("&method={}", form_encode(m)))
+            .unwrap_or_default();
+        redirect(&format!(
+            "{}/login?service={}{renew}{method}",
+            state.prefix(),
+            form_encode(&target.url)
+        ))
+    };
     let session = match state.engine.session(session_id).await {
         Ok(Some(session)) => session,
         // Ended between the grant and here: as without a session.
-        Ok(None) => {
-            return redirect(&format!(
-                "{}/login?service={}",
-                state.prefix(),
-                form_encode(&target.url)
-            ))
-        }
+        Ok(None) => return again(""),
         Err(e) => return unavailable(state, &e),
     };
+    // A first factor is enrolled only after a recent full login: whoever
+    // holds an old session must not bind their own phone to the account.
+    let age = state.now().saturating_sub(session.authenticated_at);
+    if age > castellan_mfa::FRESH_LOGIN.as_millis() as u64 {
+        match state.factors.has_factor(&session.principal.id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(user = %session.principal.id, "step-up to a first factor: a fresh login first");
+                return again("&renew=true");
+            }
+            Err(e) => return crate::sign_in::mfa_unavailable(state, &e),
+        }
+    }
     let pending = PendingSignIn {
         principal: session.principal,
         methods: AuthnMethods::NONE,
@@ -512,6 +530,7 @@ pub async fn submit(
             method: query.method.as_deref(),
             methods: AuthnMethods::of(AuthnMethod::Password),
             step_up: None,
+            passive: false,
         },
     )
     .await

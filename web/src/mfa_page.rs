@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// How recent the last full login must be to change one's factors.
-pub const FRESH: Duration = Duration::from_secs(10 * 60);
+const FRESH: Duration = castellan_mfa::FRESH_LOGIN;
 const RECORD_TTL: Duration = Duration::from_secs(10 * 60);
 const MAX_FIELD: usize = 128;
 const MAX_WEBAUTHN_JSON: usize = 64 * 1024;
@@ -227,7 +227,14 @@ async fn keep(state: &SharedState, flow: &str, addition: &Addition) -> Result<()
     let Some(key) = record_key(flow) else {
         return Ok(());
     };
-    let bytes = serde_json::to_vec(addition).unwrap_or_default();
+    // It may hold a TOTP secret: sealed with the MFA key.
+    let bytes = state
+        .factors
+        .seal_state(
+            &addition.user,
+            &serde_json::to_vec(addition).unwrap_or_default(),
+        )
+        .map_err(|e| mfa_unavailable(state, &e))?;
     state
         .engine
         .store()
@@ -251,6 +258,7 @@ async fn addition(
         .await
         .map_err(|e| unavailable(state, &e.into()))?;
     Ok(bytes
+        .map(|b| state.factors.open_state(user, &b))
         .and_then(|b| serde_json::from_slice::<Addition>(&b).ok())
         .filter(|a| a.user == user))
 }

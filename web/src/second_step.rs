@@ -160,6 +160,7 @@ async fn finish(
             method: pending.response_method.as_deref(),
             methods: pending.methods.with(method),
             step_up: pending.step_up.as_deref(),
+            passive: false,
         },
     )
     .await;

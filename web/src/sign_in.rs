@@ -53,6 +53,10 @@ pub struct Completion<'a> {
     pub methods: AuthnMethods,
     /// The session whose first factor a second one completes (step-up).
     pub step_up: Option<&'a str>,
+    /// A passive login (CAS gateway): nothing may be asked of the user,
+    /// so a second factor still needed sends the browser back without a
+    /// ticket.
+    pub passive: bool,
 }
 
 /// The web side of the one sign-in sequence ([`Engine::sign_in`]): the
@@ -75,6 +79,9 @@ pub async fn complete_sign_in(
                 .await;
             match needed {
                 Ok(false) => {}
+                Ok(true) if login.passive => {
+                    return Ok(redirect(login.service.unwrap_or_default()));
+                }
                 Ok(true) => {
                     let browser = Browser::of(headers);
                     let pending = PendingSignIn {

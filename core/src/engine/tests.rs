@@ -685,7 +685,7 @@ async fn the_same_user_logging_in_again_keeps_the_session_s_applications() {
     let alice = first.principal.clone();
     let (second, ended) = f
         .engine
-        .replace_session(Some(&first.id), alice, false, AuthnMethods::NONE, false)
+        .replace_session(Some(&first.id), alice, false, AuthnMethods::NONE)
         .await
         .unwrap();
     assert!(
@@ -708,7 +708,7 @@ async fn the_same_user_logging_in_again_keeps_the_session_s_applications() {
     let bob = Arc::new(crate::Principal::new("bob"));
     let (_, ended) = f
         .engine
-        .replace_session(Some(&third.id), bob, false, AuthnMethods::NONE, false)
+        .replace_session(Some(&third.id), bob, false, AuthnMethods::NONE)
         .await
         .unwrap();
     let ended = f.told.take(ended.deliveries).await;
@@ -950,18 +950,19 @@ async fn a_step_up_adds_the_second_factor_and_keeps_the_first() {
         ))
         .await
         .unwrap();
-    assert_ne!(
-        signed.session.id, tgt.id,
-        "a new id after a change of privilege"
-    );
-    assert!(f.engine.session(&tgt.id).await.unwrap().is_none());
-    assert_eq!(signed.session.authenticated_at, tgt.authenticated_at);
-    assert_eq!(signed.session.expires_at, tgt.expires_at);
     assert_eq!(
-        signed.session.services.len(),
-        1,
-        "its applications carried over"
+        signed.session.id, tgt.id,
+        "the same session: tokens bound to it (OIDC sid, SAML SessionIndex) stay valid"
     );
+    let live = f.engine.session(&tgt.id).await.unwrap().unwrap();
+    assert_eq!(live.authenticated_at, tgt.authenticated_at);
+    assert_eq!(live.expires_at, tgt.expires_at);
+    assert_eq!(
+        live.services.len(),
+        2,
+        "its applications are kept (and the new one)"
+    );
+    assert!(live.methods.contains(AuthnMethod::Totp));
     let st = signed.ticket.unwrap();
     let a = f.engine.validate(validation(&st.id, SECURE)).await.unwrap();
     assert!(a.methods.contains(AuthnMethod::Password));

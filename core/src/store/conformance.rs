@@ -385,11 +385,25 @@ async fn session_lifecycle<S: TicketStore>(store: Arc<S>) {
     assert_eq!(
         TicketGrantingTicket {
             services: vec![],
-            ..head
+            ..head.clone()
         },
         s
     );
     assert_eq!(store.session_head(&new_session_id()).await.unwrap(), None);
+    // A step-up adds methods in place: same id, same list.
+    let stepped = TicketGrantingTicket {
+        methods: s.methods.with(crate::AuthnMethod::Totp),
+        ..head.clone()
+    };
+    assert!(store.update_session_methods(&stepped).await.unwrap());
+    let after = store.session(&s.id).await.unwrap().unwrap();
+    assert_eq!(after.methods, stepped.methods);
+    assert_eq!(after.services.len(), services.len(), "the list is kept");
+    let gone = TicketGrantingTicket {
+        id: new_session_id(),
+        ..stepped
+    };
+    assert!(!store.update_session_methods(&gone).await.unwrap());
     assert_eq!(
         services,
         vec![record(1).service, record(2).service],

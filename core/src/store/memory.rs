@@ -261,6 +261,24 @@ impl TicketStore for MemoryStore {
         self.live_session(id, true)
     }
 
+    async fn update_session_methods(
+        &self,
+        session: &TicketGrantingTicket,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let mut shard = self.shard(&session.id).lock();
+        Ok(match shard.get_mut(session.id.as_str()) {
+            Some(Entry {
+                value: Value::Session(s),
+                expires_at,
+            }) if *expires_at > now => {
+                s.methods = session.methods;
+                true
+            }
+            _ => false,
+        })
+    }
+
     async fn session_head(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
         self.live_session(id, false)
     }

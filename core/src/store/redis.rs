@@ -69,6 +69,7 @@ struct Scripts {
     remove: Script,
     reserve_attempt: Script,
     release_attempt: Script,
+    update: Script,
 }
 
 // Session scripts take KEYS = [session hash, logout list] and check that the
@@ -117,6 +118,14 @@ end
 return 1",
             ),
             touch: Script::new(&format!("{SESSION_CHECK}{EXTEND}{WITH_SERVICES}")),
+            // KEYS = [session hash]; ARGV = [id, value]: the value replaced,
+            // the expiry and the logout list kept.
+            update: Script::new(
+                r"
+if redis.call('HGET', KEYS[1], 'i') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2])
+return 1",
+            ),
             read: Script::new(&format!("{SESSION_CHECK}{WITH_SERVICES}")),
             // KEYS += ticket key; ARGV += ticket value, ticket ttl (ms), record ('' for none)
             grant: Script::new(&format!(
@@ -527,6 +536,21 @@ impl TicketStore for RedisStore {
     async fn session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
         let inv = self.session_script(&self.scripts.read, id);
         Self::session_from(self.invoke(inv).await?)
+    }
+
+    async fn update_session_methods(
+        &self,
+        session: &TicketGrantingTicket,
+    ) -> Result<bool, StoreError> {
+        let (hash, _) = session_keys(&session.id);
+        let value = encode(&TicketGrantingTicket {
+            services: Vec::new(),
+            ..session.clone()
+        })?;
+        let mut inv = self.scripts.update.prepare_invoke();
+        inv.key(hash).arg(&session.id).arg(value);
+        let updated: i64 = self.invoke(inv).await?;
+        Ok(updated == 1)
     }
 
     /// One HMGET: the key's TTL is the session's expiry, and `i` tells a

@@ -133,12 +133,17 @@ impl Provider {
             }
         }
         // prompt=none cannot ask for the second factor a session lacks.
-        if request.prompt_none
-            && requires_mfa
-            && live
-                .as_ref()
-                .is_some_and(|s| !s.methods.has_second_factor())
-        {
+        let lacks_second_factor = match &live {
+            Some(s) if request.prompt_none && !s.methods.has_second_factor() => {
+                let optional = self
+                    .clients
+                    .get(&request.client_id)
+                    .is_some_and(|c| c.mfa == Some(castellan_core::MfaPolicy::Optional));
+                requires_mfa || (optional && engine.is_enrolled(&s.principal.id).await?)
+            }
+            _ => false,
+        };
+        if lacks_second_factor {
             return Err(self.refuse(
                 &request.redirect_uri,
                 &request.response_mode,

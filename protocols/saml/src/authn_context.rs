@@ -18,23 +18,25 @@ pub const PASSWORD_PROTECTED_TRANSPORT: &str =
 pub const REFEDS_MFA: &str = "https://refeds.org/profile/mfa";
 
 /// Classes the IdP can meet, with the strength each needs (0 anything, 1
-/// one factor, 2 more than one).
-const CLASSES: [(&str, u8); 9] = [
+/// one factor, 2 more than one). Only classes that any second factor
+/// meets: one naming a kind of token (TimeSyncToken, MobileTwoFactor…)
+/// would be stated for a passkey or a recovery code too.
+const CLASSES: [(&str, u8); 6] = [
     ("urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified", 0),
     ("urn:oasis:names:tc:SAML:2.0:ac:classes:Password", 1),
     (PASSWORD_PROTECTED_TRANSPORT, 1),
     ("https://refeds.org/profile/sfa", 1),
     (REFEDS_MFA, 2),
     ("http://schemas.microsoft.com/claims/multipleauthn", 2),
-    ("urn:oasis:names:tc:SAML:2.0:ac:classes:TimeSyncToken", 2),
-    (
-        "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorContract",
-        2,
-    ),
-    (
-        "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorUnregistered",
-        2,
-    ),
+];
+
+/// Classes an upstream IdP states for a second factor it used.
+const UPSTREAM_MFA: [&str; 5] = [
+    REFEDS_MFA,
+    "http://schemas.microsoft.com/claims/multipleauthn",
+    "urn:oasis:names:tc:SAML:2.0:ac:classes:TimeSyncToken",
+    "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorContract",
+    "urn:oasis:names:tc:SAML:2.0:ac:classes:MobileTwoFactorUnregistered",
 ];
 
 fn strength(class: &str) -> Option<u8> {
@@ -43,7 +45,7 @@ fn strength(class: &str) -> Option<u8> {
 
 /// Whether an upstream IdP's class says it used a second factor.
 pub fn says_mfa(class: &str) -> bool {
-    needs_mfa(class)
+    UPSTREAM_MFA.contains(&class)
 }
 
 /// Whether the class needs a second factor.
@@ -83,9 +85,14 @@ pub fn requested(request: Option<&RequestedAuthnContext>) -> Result<Option<Strin
         .as_ref()
         .unwrap_or(&AuthnContextComparison::Exact)
     {
-        // The first the IdP can do (the SP lists its preference first);
-        // the strength it needs is what is asked.
-        AuthnContextComparison::Exact | AuthnContextComparison::Minimum => known(),
+        // The first the IdP can do (the SP lists its preference first).
+        AuthnContextComparison::Exact => known(),
+        // At least as strong as one of them: the weakest listed suffices.
+        AuthnContextComparison::Minimum => classes
+            .iter()
+            .copied()
+            .filter(|c| strength(c).is_some())
+            .min_by_key(|c| strength(c)),
         // As strong as possible without exceeding one of them.
         AuthnContextComparison::Maximum => classes
             .iter()
@@ -178,6 +185,20 @@ mod tests {
                 other => panic!("{classes:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn minimum_is_met_by_the_weakest_listed() {
+        let c = chosen(
+            &[REFEDS_MFA, PASSWORD_PROTECTED_TRANSPORT],
+            Some(AuthnContextComparison::Minimum),
+        )
+        .unwrap();
+        assert_eq!(c.as_deref(), Some(PASSWORD_PROTECTED_TRANSPORT));
+        assert!(says_mfa(
+            "urn:oasis:names:tc:SAML:2.0:ac:classes:TimeSyncToken"
+        ));
+        assert!(!says_mfa(PASSWORD_PROTECTED_TRANSPORT));
     }
 
     #[test]
