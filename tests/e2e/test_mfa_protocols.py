@@ -61,7 +61,7 @@ SVC = "https://mfa.example.test/app"  # a CAS service with mfa = "required", to 
 
 NAMES = [
     "saml-mfa", "saml-plain", "saml-step", "saml-kerb", "saml-force",
-    "oidc-plain", "oidc-acr", "oidc-short", "oidc-none", "oidc-client", "oidc-step", "oidc-login",
+    "oidc-plain", "oidc-acr", "oidc-short", "oidc-none", "oidc-client", "oidc-step", "oidc-keep", "oidc-login",
 ]
 
 PLAIN_RP = OidcClient("rp-plain", "https://rp-plain.example.test/cb", "plain-secret-0123456789")
