@@ -31,6 +31,7 @@ fn client(id: &str, secret: Option<&str>) -> OidcClient {
         subject: Subject::Public,
         id_token_alg: Algorithm::RS256,
         access_token_alg: Algorithm::ES256,
+        mfa: None,
     }
 }
 

@@ -69,6 +69,8 @@ pub fn run(data: &[u8]) {
         long_term: false,
         proxies: proxies.clone(),
         pgt_iou: pgt_iou.clone(),
+        methods: castellan_core::AuthnMethods::of(castellan_core::AuthnMethod::Password)
+            .with(castellan_core::AuthnMethod::Totp),
         session_id: "TGT-1-fuzz".into(),
     };
     let ok = Ok(a);
@@ -135,8 +137,15 @@ pub fn run(data: &[u8]) {
                         .map(move |v| (format!("cas:{n}"), expected_text(v)))
                 })
                 .collect();
+            // The protocol's own first: three, then how the user signed in.
+            let methods: Vec<(String, String)> =
+                ["authenticationMethod", "successfulAuthenticationHandlers"]
+                    .iter()
+                    .flat_map(|n| ["Password", "TOTP"].map(|m| (format!("cas:{n}"), m.to_owned())))
+                    .collect();
+            assert_eq!(&released[3..3 + methods.len()], &methods[..], "in:\n{doc}");
             assert_eq!(
-                &released[3..],
+                &released[3 + methods.len()..],
                 &expected[..],
                 "attributes did not round-trip in:\n{doc}"
             );

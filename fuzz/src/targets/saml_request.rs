@@ -29,6 +29,7 @@ fn sps() -> &'static [ServiceProvider] {
                 encrypt: false,
                 attribute_format: AttributeNameFormat::Uri,
                 require_signed_requests: false,
+                mfa: None,
             },
         )
         .unwrap()]

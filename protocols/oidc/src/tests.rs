@@ -416,7 +416,7 @@ async fn the_id_token_says_who_for_whom_and_which_login() {
     assert_eq!(c["auth_time"], now);
     assert_eq!(c["iat"], now);
     assert_eq!(c["exp"], now + 300);
-    assert_eq!(c["acr"], "1", "the ticket came from a new login");
+    assert_eq!(c["acr"], crate::acr::REFEDS_SFA, "one factor");
     assert_eq!(c["sid"], session_tag(&session).unwrap());
     assert_eq!(c["at_hash"], at_hash(str_of(&tokens, "access_token")));
     assert_eq!(c["email"], "alice@example.org");
