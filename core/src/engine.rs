@@ -125,7 +125,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     proxy_callback: Arc<dyn ProxyCallback>,
     login_flows: LoginFlows,
-    pending: PendingFlowBudget,
+    pending: Arc<PendingFlowBudget>,
     single_logout: SingleLogout,
     clients: Vec<Arc<dyn InProcessClient>>,
     second_factors: Option<Arc<dyn SecondFactors>>,
@@ -185,11 +185,11 @@ impl Engine {
         let store_for_steps = store.clone();
         Self {
             login_flows: LoginFlows::new(store.clone(), clock.clone(), policy.login_flow_ttl),
-            pending: PendingFlowBudget::new(
+            pending: Arc::new(PendingFlowBudget::new(
                 policy.max_pending_flows,
                 policy.login_flow_ttl,
                 clock.clone(),
-            ),
+            )),
             store,
             registry,
             authenticator,
@@ -207,6 +207,18 @@ impl Engine {
     /// Where the engine learns whether a user has a second factor.
     pub fn with_second_factors(mut self, factors: Arc<dyn SecondFactors>) -> Self {
         self.second_factors = Some(factors);
+        self
+    }
+
+    /// An engine built from a reloaded configuration keeps counting the
+    /// pending flows its predecessor admitted, when their limits are the
+    /// same: a reload must not reopen the ceiling.
+    pub fn carrying_over(mut self, previous: &Engine) -> Self {
+        if self.policy.max_pending_flows == previous.policy.max_pending_flows
+            && self.policy.login_flow_ttl == previous.policy.login_flow_ttl
+        {
+            self.pending = previous.pending.clone();
+        }
         self
     }
 
@@ -329,11 +341,27 @@ impl Engine {
             services: Vec::new(),
             methods: AuthnMethods::of(crate::AuthnMethod::Password),
         };
-        self.store
-            .create_session(&session, self.policy.session_idle_ttl)
-            .await?;
-        tracing::info!(user = %session.principal.id, session = %redact(&session.id), "SSO session opened");
+        self.store_session(&session).await?;
         Ok(session)
+    }
+
+    /// Stores a new session and notes it among its user's.
+    async fn store_session(&self, session: &TicketGrantingTicket) -> Result<(), EngineError> {
+        self.store
+            .create_session(session, self.policy.session_idle_ttl)
+            .await?;
+        let user = &session.principal.id;
+        // The index serves the support desk only: a login does not fail
+        // for it.
+        if let Err(e) = self
+            .store
+            .index_session(user, &session.id, self.policy.session_ttl)
+            .await
+        {
+            tracing::warn!(user = %user, error = %e, "the session could not be indexed under its user");
+        }
+        tracing::info!(user = %user, session = %redact(&session.id), "SSO session opened");
+        Ok(())
     }
 
     /// Opens a session for a new login in a browser that may hold one
@@ -372,10 +400,7 @@ impl Engine {
             services: carried,
             methods,
         };
-        self.store
-            .create_session(&session, self.policy.session_idle_ttl)
-            .await?;
-        tracing::info!(user = %session.principal.id, session = %redact(&session.id), "SSO session opened");
+        self.store_session(&session).await?;
         let dispatched = match ended {
             Some(old) => {
                 tracing::info!(user = %old.principal.id, session = %redact(&old.id), "SSO session ended by another user's login");
@@ -902,6 +927,30 @@ impl Engine {
             visits: dispatched.visits,
             deliveries: dispatched.deliveries,
         })
+    }
+
+    /// The live sessions of `user` (support desk), oldest first.
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<TicketGrantingTicket>, EngineError> {
+        let mut sessions = self.store.sessions_of(user).await?;
+        sessions.sort_by_key(|s| s.authenticated_at);
+        Ok(sessions)
+    }
+
+    /// Ends every session of `user`, each with its single logout (an
+    /// incident, a stolen laptop). Returns how many ended; waits for the
+    /// back-channel deliveries so the caller can say they were sent.
+    pub async fn end_sessions_of(&self, user: &str) -> Result<usize, EngineError> {
+        let mut ended = 0;
+        for session in self.store.sessions_of(user).await? {
+            let out = self.logout(&session.id, None).await?;
+            if out.user.is_some() {
+                ended += 1;
+            }
+            if let Some(deliveries) = out.deliveries {
+                let _ = deliveries.await;
+            }
+        }
+        Ok(ended)
     }
 }
 

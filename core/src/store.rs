@@ -163,4 +163,13 @@ pub trait TicketStore: Send + Sync + 'static {
 
     /// Whether the store answers; `/health` reports it.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Notes that `user` holds session `id`, which lives at most `ttl`, so
+    /// that [`TicketStore::sessions_of`] finds it. A store that can list
+    /// its sessions without an index need not keep one.
+    async fn index_session(&self, user: &str, id: &str, ttl: Duration) -> Result<(), StoreError>;
+
+    /// The live sessions of `user`, without their single-logout lists: what
+    /// a support desk looks at before ending them. Not on any request path.
+    async fn sessions_of(&self, user: &str) -> Result<Vec<TicketGrantingTicket>, StoreError>;
 }

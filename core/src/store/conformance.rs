@@ -33,6 +33,47 @@ where
     concurrent_swaps_see_the_original_once(make()).await;
     a_new_session_carries_given_records(make()).await;
     adding_a_record_is_once_until_it_expires(make()).await;
+    a_users_sessions_are_listed_while_they_live(make()).await;
+}
+
+async fn a_users_sessions_are_listed_while_they_live<S: TicketStore>(store: Arc<S>) {
+    let user = unique("user");
+    let mut ids = Vec::new();
+    for lifetime in [60_000, 60_000, 300] {
+        let mut s = session(&new_session_id(), Duration::from_millis(lifetime));
+        s.principal = Arc::new(Principal::new(&user));
+        store
+            .create_session(&s, Duration::from_millis(lifetime))
+            .await
+            .unwrap();
+        store
+            .index_session(&user, &s.id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    // Another user's session is not theirs.
+    let other = session(&new_session_id(), Duration::from_secs(60));
+    store
+        .create_session(&other, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let listed = |v: Vec<TicketGrantingTicket>| {
+        let mut ids: Vec<String> = v.into_iter().map(|s| s.id).collect();
+        ids.sort();
+        ids
+    };
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(listed(store.sessions_of(&user).await.unwrap()), expected);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    store.remove_session(&ids[0]).await.unwrap();
+    assert_eq!(
+        listed(store.sessions_of(&user).await.unwrap()),
+        vec![ids[1].clone()],
+        "expired and removed sessions are not listed"
+    );
+    assert!(store.sessions_of("nobody").await.unwrap().is_empty());
 }
 
 async fn adding_a_record_is_once_until_it_expires<S: TicketStore>(store: Arc<S>) {

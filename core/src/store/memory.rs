@@ -330,6 +330,26 @@ impl TicketStore for MemoryStore {
         Ok(Some((ticket, session)))
     }
 
+    /// Every session is in memory: a scan finds them, no index to keep.
+    async fn index_session(&self, _: &str, _: &str, _: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn sessions_of(&self, user: &str) -> Result<Vec<TicketGrantingTicket>, StoreError> {
+        let now = self.clock.now();
+        let mut found = Vec::new();
+        for shard in self.shards.iter() {
+            for (id, entry) in shard.lock().iter() {
+                if let Value::Session(s) = &entry.value {
+                    if entry.expires_at > now && s.principal.id == user {
+                        found.push(s.to_session(id, false)?);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn remove_session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
         let now = self.clock.now();
         let mut shard = self.shard(id).lock();

@@ -753,6 +753,39 @@ impl TicketStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.command::<String>(redis::cmd("PING")).await.map(|_| ())
     }
+
+    /// A set per user, living as long as its newest session can: a login
+    /// adds one id and pushes the set's expiry; ended sessions are pruned
+    /// when the set is read.
+    async fn index_session(&self, user: &str, id: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut inv = self.scripts.publish_keys.prepare_invoke();
+        inv.key(user_sessions_key(user)).arg(millis(ttl)).arg(id);
+        self.invoke::<i64>(inv).await.map(|_| ())
+    }
+
+    async fn sessions_of(&self, user: &str) -> Result<Vec<TicketGrantingTicket>, StoreError> {
+        let key = user_sessions_key(user);
+        let mut cmd = redis::cmd("SMEMBERS");
+        cmd.arg(&key);
+        let ids: Vec<String> = self.command(cmd).await?;
+        let mut live = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.session_head(&id).await? {
+                Some(s) if s.principal.id == user => live.push(s),
+                _ => {
+                    let mut cmd = redis::cmd("SREM");
+                    cmd.arg(&key).arg(&id);
+                    self.command::<i64>(cmd).await?;
+                }
+            }
+        }
+        Ok(live)
+    }
+}
+
+/// The index of a user's sessions (support desk: list and end them).
+fn user_sessions_key(user: &str) -> String {
+    format!("castellan:u:{user}")
 }
 
 #[cfg(test)]
