@@ -62,7 +62,7 @@ pub enum MfaStoreKind {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MfaConfig {
     pub store: MfaStoreKind,
     pub issuer: String,
@@ -420,6 +420,32 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&text, &base, false).map_err(|problems| ConfigError { file, problems })
+}
+
+/// Where a running server of this file keeps its data and listens, read
+/// leniently: `castellan reload` must reach the server even when the file
+/// it just edited no longer validates (the server says why).
+pub fn locate(path: &Path) -> Result<(PathBuf, SocketAddr), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: cannot read the configuration file: {e}",
+            path.display()
+        )
+    })?;
+    let server = toml::from_str::<toml::Table>(&text)
+        .ok()
+        .and_then(|t| t.get("server").and_then(|s| s.as_table()).cloned())
+        .unwrap_or_default();
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let text_of = |key: &str| server.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let data_dir = base.join(text_of("data_dir").unwrap_or_else(|| "data".into()));
+    let listen = match text_of("listen") {
+        Some(l) => l
+            .parse()
+            .map_err(|_| format!("{}: server.listen {l:?} is not an address", path.display()))?,
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    Ok((data_dir, listen))
 }
 
 /// The embedded defaults: a working demo with no file at all.

@@ -1,5 +1,7 @@
-//! The `castellan` binary: `serve`, `check-config`, `hash-password`.
+//! The `castellan` binary: `serve`, `check-config`, `hash-password`, and
+//! the operator's commands.
 
+mod admin;
 mod app;
 mod cas_endpoints;
 mod client_address;
@@ -17,6 +19,7 @@ mod middleware;
 mod oidc;
 mod operations;
 mod pages;
+mod reload;
 mod respond;
 mod saml;
 mod second_step;
@@ -79,6 +82,52 @@ enum Command {
     Mfa {
         #[command(subcommand)]
         command: MfaCommand,
+    },
+    /// Make the running server re-read its configuration file (as SIGHUP
+    /// does) and print what it said: the new generation, or the problems
+    /// that kept the running configuration in force.
+    Reload {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// A user's SSO sessions on the running server (support desk).
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// The service registry, as the configuration file writes it.
+    Services {
+        #[command(subcommand)]
+        command: ServicesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Print USER's live sessions: since when, until when, how they signed in.
+    List {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: Option<PathBuf>,
+        user: String,
+    },
+    /// End every session of USER; their applications get single logout.
+    End {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: Option<PathBuf>,
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServicesCommand {
+    /// Which registered service URL matches (a CAS service URL, an OIDC
+    /// redirect URI or client id, a SAML entity ID or ACS URL), with which
+    /// protocol, what it is released and its policies. Exits non-zero when
+    /// none does.
+    Test {
+        #[arg(long, env = "CASTELLAN_CONFIG")]
+        config: PathBuf,
+        url: String,
     },
 }
 
@@ -163,7 +212,114 @@ fn main() -> ExitCode {
                 },
         } => authenticators_test(&config, &name, &username),
         Command::Mfa { command } => mfa(command),
+        Command::Reload { config } => admin_command(config.as_deref(), "reload".into()),
+        Command::Sessions {
+            command: SessionsCommand::List { config, user },
+        } => admin_command(config.as_deref(), format!("sessions list {user}")),
+        Command::Sessions {
+            command: SessionsCommand::End { config, user },
+        } => admin_command(config.as_deref(), format!("sessions end {user}")),
+        Command::Services {
+            command: ServicesCommand::Test { config, url },
+        } => services_test(&config, &url),
     }
+}
+
+/// Sends one command to the running server named by the configuration.
+fn admin_command(config: Option<&Path>, command: String) -> ExitCode {
+    if command.contains('\n') {
+        eprintln!("a user name is one line");
+        return ExitCode::from(2);
+    }
+    let located = match config {
+        Some(path) => config::locate(path),
+        None => config::embedded_defaults()
+            .map(|s| (s.data_dir, s.listen))
+            .map_err(|e| e.to_string()),
+    };
+    let socket = match located {
+        Ok((data_dir, listen)) => admin::socket_path(&data_dir, listen),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match admin::request(&socket, &command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn services_test(config: &Path, url: &str) -> ExitCode {
+    let settings = match config::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mfa = |m: Option<castellan_core::MfaPolicy>| match m {
+        Some(castellan_core::MfaPolicy::Required) => "required",
+        Some(castellan_core::MfaPolicy::Optional) => "optional",
+        None => "none",
+    };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "(nothing)".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    let registry = castellan_core::ServiceRegistry::new(settings.services.clone());
+    if let Some(s) = registry.find(url) {
+        println!("service: {}", s.name);
+        println!("protocol: cas");
+        println!("pattern: {}", s.pattern.as_str());
+        println!("release: {}", list(&s.release));
+        println!("mfa: {}", mfa(s.mfa));
+        println!(
+            "proxy: {}",
+            s.proxy_callback
+                .as_ref()
+                .map_or("not allowed", |p| p.as_str())
+        );
+        println!("single logout: {:?}", s.logout);
+        return ExitCode::SUCCESS;
+    }
+    if let Some(c) = settings
+        .oidc
+        .clients
+        .iter()
+        .find(|c| c.client_id == url || c.redirect_uris.iter().any(|r| r == url))
+    {
+        println!("service: {}", c.name);
+        println!("protocol: oidc");
+        println!("client_id: {}", c.client_id);
+        println!("scopes: {}", list(&c.scopes));
+        println!("release: {}", list(&c.release));
+        println!("mfa: {}", mfa(c.mfa));
+        return ExitCode::SUCCESS;
+    }
+    if let Some(sp) = settings
+        .saml
+        .sps
+        .iter()
+        .find(|sp| sp.entity_id == url || sp.acs.iter().any(|a| a.url == url))
+    {
+        println!("service: {}", sp.name);
+        println!("protocol: saml");
+        println!("entity_id: {}", sp.entity_id);
+        println!("release: {}", list(&sp.release));
+        println!("name_id_format: {}", sp.name_id_format);
+        println!("mfa: {}", mfa(sp.mfa));
+        return ExitCode::SUCCESS;
+    }
+    println!("no registered service matches {url}: Castellan refuses it");
+    ExitCode::FAILURE
 }
 
 /// `castellan mfa list|reset USER`: the factor store, as the server opens it.
@@ -543,7 +699,7 @@ fn serve(config_path: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, started)) {
+    match runtime.block_on(run(settings, config_path.map(Path::to_path_buf), started)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -552,7 +708,11 @@ fn serve(config_path: Option<&Path>) -> ExitCode {
     }
 }
 
-async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()> {
+async fn run(
+    settings: config::Settings,
+    config_path: Option<PathBuf>,
+    started: Instant,
+) -> anyhow::Result<()> {
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }
@@ -560,7 +720,6 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
         .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
     let listen = settings.listen;
     let public_url = settings.public_url.clone();
-    let https = settings.secure_cookies();
     let services = settings.services.len();
     let oidc_clients = settings.oidc.clients.len();
     let limits = settings.connections;
@@ -581,12 +740,22 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
              (LimitNOFILE= in the systemd unit)"
         );
     }
-    let state = state::build(settings).await?;
+    let socket = admin::socket_path(&settings.data_dir, listen);
+    let live = reload::Live::start(settings, config_path).await?;
     spawn_allocator_trim();
-    let router = middleware::strict_transport_security(app::router(state), https);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    // After the listen socket: a second server on the same port has
+    // failed by now and cannot take this one's admin socket.
+    if let Err(e) = admin::spawn(live.clone(), &socket) {
+        tracing::warn!(
+            socket = %socket.display(),
+            "no admin socket ({e}): `castellan reload` and `castellan sessions` cannot reach \
+             this server; SIGHUP still reloads"
+        );
+    }
+    spawn_reload_on_hangup(live.clone());
     tracing::info!(
         %listen,
         %public_url,
@@ -596,9 +765,28 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
         startup_ms = started.elapsed().as_millis() as u64,
         "Castellan is serving"
     );
-    server::serve(listener, router, limits, ceiling, shutdown_signal()).await;
+    server::serve(listener, live.router(), limits, ceiling, shutdown_signal()).await;
+    let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the configuration (as `castellan reload` does).
+fn spawn_reload_on_hangup(live: std::sync::Arc<reload::Live>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    live.reload().await;
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP ({e}): reload through the admin socket only")
+        }
+    }
 }
 
 /// SIGTERM or SIGINT: stop accepting, let in-flight requests finish.

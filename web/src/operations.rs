@@ -55,11 +55,13 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
         .as_ref()
         .map(|m| m.len() as u64)
         .unwrap_or(0);
-    let body = state.metrics.render(&[(
+    let mut gauges = vec![(
         "memory_store_entries",
         "Entries held by the in-memory ticket store, expired ones not yet swept included",
         entries,
-    )]);
+    )];
+    gauges.extend(state.reloads.gauges());
+    let body = state.metrics.render(&gauges);
     (
         [(
             header::CONTENT_TYPE,

@@ -7,6 +7,7 @@
 //! lets the requests in flight finish.
 
 use crate::config::ConnectionLimits;
+use arc_swap::ArcSwap;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -103,11 +104,11 @@ pub fn connection_ceiling(max_connections: usize, open_files: u64) -> usize {
     max_connections.min(usize::try_from(usable).unwrap_or(usize::MAX))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then waits for
-/// the requests in flight.
+/// Serves the router in force (a reload swaps it) on `listener` until
+/// `shutdown` resolves, then waits for the requests in flight.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    routers: Arc<ArcSwap<Router>>,
     limits: ConnectionLimits,
     ceiling: usize,
     shutdown: impl Future<Output = ()>,
@@ -162,11 +163,12 @@ pub async fn serve(
         };
         let service = {
             let activity = connection.activity.clone();
-            let router = router.clone();
+            let routers = routers.clone();
             hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let busy = activity.request_started();
-                let router = router.clone();
+                // Each request is served whole by the generation it started in.
+                let router = Router::clone(&routers.load());
                 async move {
                     let response = router.oneshot(request).await;
                     drop(busy);

@@ -27,7 +27,9 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AppState {
     pub engine: Engine,
     pub settings: Settings,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
+    /// The configuration's generation and its last reload.
+    pub reloads: Arc<crate::reload::ReloadStatus>,
     pub memory_store: Option<Arc<MemoryStore>>,
     /// `{public_url}` as issuer of SAML 1.1 assertions.
     pub issuer: String,
@@ -54,26 +56,75 @@ impl AppState {
     }
 }
 
-/// Builds the state from validated settings. Needs a tokio runtime (the
-/// memory store's sweeper runs on it).
-pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (store, memory_store): (Arc<dyn TicketStore>, _) = match &settings.store {
-        StoreKind::Memory => {
-            let memory = Arc::new(MemoryStore::new(clock.clone()));
-            memory.spawn_sweeper(Duration::from_secs(2));
-            (memory.clone(), Some(memory))
-        }
-        StoreKind::Redis { url } => {
-            let redis = RedisStore::new(url, RedisTimeouts::default())
-                .map_err(|e| anyhow::anyhow!("tickets.redis_url: {e}"))?;
-            (Arc::new(redis), None)
-        }
-    };
-    let shared = matches!(settings.store, StoreKind::Redis { .. });
-    let signing_keys =
-        castellan_oidc::signing_keys::prepare_or_retry(&settings.data_dir, store.clone(), shared)
-            .await?;
+/// What lives as long as the process, shared by every configuration
+/// generation: the ticket store (sessions, tickets and pending flows
+/// survive a reload), the token signing keys, the factor store, the counters.
+pub struct Lasting {
+    store: Arc<dyn TicketStore>,
+    memory_store: Option<Arc<MemoryStore>>,
+    signing_keys: castellan_oidc::signing_keys::KeyCell,
+    factors: Arc<Factors>,
+    metrics: Arc<Metrics>,
+    reloads: Arc<crate::reload::ReloadStatus>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Lasting {
+    pub fn reloads(&self) -> &Arc<crate::reload::ReloadStatus> {
+        &self.reloads
+    }
+
+    /// Opens the stores the settings name. Needs a tokio runtime (the
+    /// memory store's sweeper runs on it).
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (store, memory_store): (Arc<dyn TicketStore>, _) = match &settings.store {
+            StoreKind::Memory => {
+                let memory = Arc::new(MemoryStore::new(clock.clone()));
+                memory.spawn_sweeper(Duration::from_secs(2));
+                (memory.clone(), Some(memory))
+            }
+            StoreKind::Redis { url } => {
+                let redis = RedisStore::new(url, RedisTimeouts::default())
+                    .map_err(|e| anyhow::anyhow!("tickets.redis_url: {e}"))?;
+                (Arc::new(redis), None)
+            }
+        };
+        let shared = matches!(settings.store, StoreKind::Redis { .. });
+        let signing_keys = castellan_oidc::signing_keys::prepare_or_retry(
+            &settings.data_dir,
+            store.clone(),
+            shared,
+        )
+        .await?;
+        let factors = Arc::new(
+            Factors::open(mfa_settings(settings))
+                .await
+                .context("opening the MFA store ([mfa])")?,
+        );
+        Ok(Self {
+            store,
+            memory_store,
+            signing_keys,
+            factors,
+            metrics: Arc::default(),
+            reloads: Arc::default(),
+            clock,
+        })
+    }
+}
+
+/// Builds one configuration generation's state from validated settings
+/// over the lasting parts; `previous` is the generation it replaces.
+pub async fn build(
+    settings: Settings,
+    lasting: &Lasting,
+    previous: Option<&AppState>,
+) -> anyhow::Result<SharedState> {
+    let clock = lasting.clock.clone();
+    let store = lasting.store.clone();
+    let memory_store = lasting.memory_store.clone();
+    let signing_keys = lasting.signing_keys.clone();
     let provider = Arc::new(castellan_oidc::Provider::new(
         settings.oidc.clone(),
         settings.public_url.as_str(),
@@ -92,11 +143,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
         idp.credentials(),
         UPSTREAM_TIMEOUT,
     )?;
-    let factors = Arc::new(
-        Factors::open(mfa_settings(&settings))
-            .await
-            .context("opening the MFA store ([mfa])")?,
-    );
+    let factors = lasting.factors.clone();
     let mut services = provider.callback_services()?;
     services.extend(idp.callback_services()?);
     // The user's own page signs in through the core like any client.
@@ -161,6 +208,10 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
         idp.clone() as Arc<dyn InProcessClient>,
     ])
     .with_second_factors(Arc::new(Enrolled(factors.clone())));
+    let engine = match previous {
+        Some(p) => engine.carrying_over(&p.engine),
+        None => engine,
+    };
     let issuer = settings
         .public_url
         .as_str()
@@ -168,7 +219,8 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
         .to_owned();
     let state = Arc::new(AppState {
         engine,
-        metrics: Metrics::default(),
+        metrics: lasting.metrics.clone(),
+        reloads: lasting.reloads.clone(),
         memory_store,
         issuer,
         oidc: provider,

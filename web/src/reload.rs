@@ -1,0 +1,224 @@
+//! Configuration generations. SIGHUP and `castellan reload` re-read the
+//! file with `check-config`'s code, build a new state over the lasting parts
+//! (ticket store, factor store, keys, counters) and swap it in at once: a
+//! request holds the router, and so the state, it started with; the next
+//! one gets the new generation. A file that does not validate changes
+//! nothing.
+
+use crate::config::{self, Settings};
+use crate::state::{self, AppState, Lasting};
+use crate::{app, middleware};
+use arc_swap::ArcSwap;
+use axum::Router;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The generation in force and how the last reload went (`/metrics`).
+#[derive(Debug)]
+pub struct ReloadStatus {
+    generation: AtomicU64,
+    /// Unix seconds of the last reload attempt; 0 before any.
+    last_at: AtomicU64,
+    last_ok: AtomicU64,
+}
+
+impl Default for ReloadStatus {
+    fn default() -> Self {
+        Self {
+            generation: AtomicU64::new(1),
+            last_at: AtomicU64::new(0),
+            last_ok: AtomicU64::new(1),
+        }
+    }
+}
+
+impl ReloadStatus {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    fn attempted(&self, ok: bool) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.last_at.store(now, Ordering::Relaxed);
+        self.last_ok.store(u64::from(ok), Ordering::Relaxed);
+        if ok {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The gauges `/metrics` shows.
+    pub fn gauges(&self) -> [(&'static str, &'static str, u64); 3] {
+        [
+            (
+                "config_generation",
+                "Configuration generation in force (1 at start, +1 per successful reload)",
+                self.generation(),
+            ),
+            (
+                "config_last_reload_timestamp_seconds",
+                "Unix time of the last reload attempt (0: none yet)",
+                self.last_at.load(Ordering::Relaxed),
+            ),
+            (
+                "config_last_reload_success",
+                "Whether the last reload attempt succeeded (1) or was refused (0)",
+                self.last_ok.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+/// What a reload did, line by line, for the log and `castellan reload`.
+pub struct Reloaded {
+    pub ok: bool,
+    pub lines: Vec<String>,
+}
+
+/// The running configuration and where it came from.
+pub struct Live {
+    config: Option<PathBuf>,
+    lasting: Lasting,
+    state: ArcSwap<AppState>,
+    router: Arc<ArcSwap<Router>>,
+    https: bool,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Live {
+    pub async fn start(settings: Settings, config: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
+        let lasting = Lasting::open(&settings).await?;
+        let https = settings.secure_cookies();
+        let state = state::build(settings, &lasting, None).await?;
+        let router = Arc::new(ArcSwap::from_pointee(routes(state.clone(), https)));
+        Ok(Arc::new(Self {
+            config,
+            lasting,
+            state: ArcSwap::new(state),
+            router,
+            https,
+            reloading: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// What the server loop serves each request with.
+    pub fn router(&self) -> Arc<ArcSwap<Router>> {
+        self.router.clone()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.load_full()
+    }
+
+    /// Re-reads the configuration file and swaps the new generation in,
+    /// or changes nothing and says why.
+    pub async fn reload(&self) -> Reloaded {
+        let _one = self.reloading.lock().await;
+        let outcome = self.try_reload().await;
+        self.lasting.reloads().attempted(outcome.is_ok());
+        let generation = self.lasting.reloads().generation();
+        match outcome {
+            Ok(mut lines) => {
+                for line in &lines {
+                    tracing::warn!("{line}");
+                }
+                tracing::info!(generation, "configuration reloaded");
+                lines.push(format!("configuration reloaded: generation {generation}"));
+                Reloaded { ok: true, lines }
+            }
+            Err(lines) => {
+                for line in &lines {
+                    tracing::error!("{line}");
+                }
+                tracing::error!(
+                    generation,
+                    "configuration reload refused: the running configuration stays"
+                );
+                let mut lines = lines;
+                lines.push(format!(
+                    "reload refused: generation {generation} stays in force"
+                ));
+                Reloaded { ok: false, lines }
+            }
+        }
+    }
+
+    async fn try_reload(&self) -> Result<Vec<String>, Vec<String>> {
+        let Some(path) = self.config.clone() else {
+            return Err(vec![
+                "started on the embedded defaults: there is no configuration file to re-read"
+                    .into(),
+            ]);
+        };
+        let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+            .await
+            .map_err(|e| vec![format!("reading the configuration: {e}")])?;
+        let mut settings =
+            loaded.map_err(|e| e.to_string().lines().map(str::to_owned).collect::<Vec<_>>())?;
+        let previous = self.state();
+        let mut lines: Vec<String> = settings
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}"))
+            .collect();
+        for changed in keep_restart_only(&mut settings, &previous.settings) {
+            lines.push(format!(
+                "{changed} changed: this needs a restart; the running value stays until then"
+            ));
+        }
+        let state = state::build(settings, &self.lasting, Some(&previous))
+            .await
+            .map_err(|e| vec![format!("{e:#}")])?;
+        // The router first: a request that read the old router finishes
+        // on the old state it holds.
+        self.router
+            .store(Arc::new(routes(state.clone(), self.https)));
+        self.state.store(state);
+        Ok(lines)
+    }
+}
+
+fn routes(state: Arc<AppState>, https: bool) -> Router {
+    middleware::strict_transport_security(app::router(state), https)
+}
+
+/// Settings a running process cannot change (its socket, its stores, its
+/// URL, which every issued token names): a new value is reported and the
+/// running one kept. Returns the names of those that differed.
+fn keep_restart_only(new: &mut Settings, running: &Settings) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if new.listen != running.listen {
+        changed.push("server.listen");
+        new.listen = running.listen;
+    }
+    if new.public_url != running.public_url {
+        changed.push("server.public_url");
+        new.public_url = running.public_url.clone();
+        new.prefix = running.prefix.clone();
+    }
+    if new.data_dir != running.data_dir {
+        changed.push("server.data_dir");
+        new.data_dir = running.data_dir.clone();
+    }
+    if new.connections != running.connections {
+        changed.push("the [server] connection limits");
+        new.connections = running.connections;
+    }
+    if new.log_format != running.log_format {
+        changed.push("server.log_format");
+        new.log_format = running.log_format;
+    }
+    if new.store != running.store {
+        changed.push("the ticket store ([tickets] store, redis_url)");
+        new.store = running.store.clone();
+    }
+    if new.mfa != running.mfa {
+        changed.push("the [mfa] section (store, key, issuer)");
+        new.mfa = running.mfa.clone();
+    }
+    changed
+}
