@@ -103,7 +103,7 @@ async fn run(live: &Live, command: &str) -> (bool, Vec<String>) {
                             castellan_core::ids::redact(&s.id),
                             rfc3339(s.authenticated_at),
                             rfc3339(s.expires_at),
-                            s.methods.cas_names().join("+"),
+                            s.methods.amr().join("+"),
                             if s.long_term { "\tremember-me" } else { "" }
                         )
                     }));
