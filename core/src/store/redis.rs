@@ -818,6 +818,7 @@ mod pinned {
         assert_eq!(ticket_key("ST-1-x"), "castellan:t:ST-1-x");
         assert_eq!(counter_key("u:alice"), "castellan:f:u:alice");
         assert_eq!(record_key("oidc:code:c"), "castellan:r:oidc:code:c");
+        assert_eq!(user_sessions_key("alice"), "castellan:u:alice");
     }
 
     #[test]
