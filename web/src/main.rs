@@ -581,7 +581,14 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
              (LimitNOFILE= in the systemd unit)"
         );
     }
-    let state = state::build(settings).await?;
+    let audit = match &settings.audit {
+        Some(target) => Some(std::sync::Arc::new(
+            castellan_audit::AuditLog::open(target.clone()).context("[audit] path")?,
+        )),
+        None => None,
+    };
+    let state = state::build(settings, audit.clone()).await?;
+    spawn_hangup_listener(audit.clone());
     spawn_allocator_trim();
     let router = middleware::strict_transport_security(app::router(state), https);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -597,9 +604,39 @@ async fn run(settings: config::Settings, started: Instant) -> anyhow::Result<()>
         "Castellan is serving"
     );
     server::serve(listener, router, limits, ceiling, shutdown_signal()).await;
+    if let Some(audit) = audit {
+        // The last lines reach the file before the process ends.
+        let _ = tokio::task::spawn_blocking(move || audit.flush(std::time::Duration::from_secs(5)))
+            .await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// SIGHUP: the audit log is reopened (logrotate renamed it). Without a
+/// listener SIGHUP would end the process.
+#[cfg(unix)]
+fn spawn_hangup_listener(audit: Option<std::sync::Arc<castellan_audit::AuditLog>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP received");
+            if let Some(audit) = &audit {
+                audit.reopen();
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_hangup_listener(_: Option<std::sync::Arc<castellan_audit::AuditLog>>) {}
 
 /// SIGTERM or SIGINT: stop accepting, let in-flight requests finish.
 async fn shutdown_signal() {

@@ -55,11 +55,25 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
         .as_ref()
         .map(|m| m.len() as u64)
         .unwrap_or(0);
-    let body = state.metrics.render(&[(
+    let mut body = state.metrics.render(&[(
         "memory_store_entries",
         "Entries held by the in-memory ticket store, expired ones not yet swept included",
         entries,
     )]);
+    if let Some(audit) = &state.audit {
+        crate::metrics::render_counter(
+            &mut body,
+            "audit_events_written",
+            "Audit log lines written",
+            audit.written(),
+        );
+        crate::metrics::render_counter(
+            &mut body,
+            "audit_events_dropped",
+            "Audit log lines dropped because the queue was full",
+            audit.dropped(),
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

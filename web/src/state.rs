@@ -6,6 +6,7 @@ use crate::config::MfaStoreKind;
 use crate::config::{Settings, StoreKind};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
+use castellan_audit::AuditLog;
 use castellan_cas::{CasLogout, HttpProxyCallback};
 use castellan_core::store::redis::{RedisStore, RedisTimeouts};
 use castellan_core::{Authenticator, AuthenticatorChain};
@@ -40,6 +41,9 @@ pub struct AppState {
     pub attributes_from: HashMap<String, Arc<dyn Authenticator>>,
     /// The users' second factors (`[mfa]`).
     pub factors: Arc<Factors>,
+    /// The audit log (`[audit]`), built once in `run` and kept across
+    /// configurations.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -56,7 +60,10 @@ impl AppState {
 
 /// Builds the state from validated settings. Needs a tokio runtime (the
 /// memory store's sweeper runs on it).
-pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
+pub async fn build(
+    settings: Settings,
+    audit: Option<Arc<AuditLog>>,
+) -> anyhow::Result<SharedState> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (store, memory_store): (Arc<dyn TicketStore>, _) = match &settings.store {
         StoreKind::Memory => {
@@ -110,15 +117,17 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
     } else {
         users.followed_by_other_sources()
     };
-    let mut sources: Vec<Arc<dyn Authenticator>> = vec![Arc::new(users)];
+    // Named as the audit log names the source that decided a login.
+    let mut sources: Vec<(String, Arc<dyn Authenticator>)> =
+        vec![("users".into(), Arc::new(users))];
     let mut named: HashMap<String, Arc<dyn Authenticator>> = HashMap::new();
     for s in &settings.authenticators {
         let source = castellan_authenticators::Source::build(s)
             .map_err(|e| anyhow::anyhow!("authenticator {:?}: {e}", s.name()))?;
         named.insert(s.name().to_owned(), source.authenticator());
-        sources.push(source.authenticator());
+        sources.push((s.name().to_owned(), source.authenticator()));
     }
-    let authenticator = AuthenticatorChain::new(sources);
+    let authenticator = AuthenticatorChain::named(sources);
     // Upstreams whose principals get their attributes from a directory.
     let attributes_from = settings
         .upstreams
@@ -161,6 +170,10 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
         idp.clone() as Arc<dyn InProcessClient>,
     ])
     .with_second_factors(Arc::new(Enrolled(factors.clone())));
+    let engine = match &audit {
+        Some(log) => engine.with_audit(log.clone()),
+        None => engine,
+    };
     let issuer = settings
         .public_url
         .as_str()
@@ -176,6 +189,7 @@ pub async fn build(settings: Settings) -> anyhow::Result<SharedState> {
         upstreams,
         attributes_from,
         factors,
+        audit,
         settings,
     });
     Ok(state)
