@@ -118,20 +118,27 @@ mod tests {
     fn unknown_common_fields_are_null_and_optional_ones_absent() {
         let line = format_line(&AuditEvent::new(AuditKind::Reload, Outcome::Ok), at(), None);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "time",
-                "event",
-                "outcome",
-                "user",
-                "service",
-                "protocol",
-                "client",
-                "request_id"
-            ]
-        );
+        let fixed = [
+            "time",
+            "event",
+            "outcome",
+            "user",
+            "service",
+            "protocol",
+            "client",
+            "request_id",
+        ];
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = fixed.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        // Written in the fixed order (the parsed map sorts its keys).
+        let at: Vec<usize> = fixed
+            .iter()
+            .map(|k| line.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{line}");
         assert!(v["user"].is_null() && v["client"].is_null() && v["request_id"].is_null());
     }
 
