@@ -82,8 +82,11 @@ pub struct Decision {
 /// The sources in the order configured (`[[users]]`, then each of
 /// `[[authenticators]]`): the first that knows the username decides.
 pub struct AuthenticatorChain {
-    sources: Vec<(Option<Arc<str>>, Arc<dyn Authenticator>)>,
+    sources: Vec<NamedSource>,
 }
+
+/// A source with the name the audit log gives it, if any.
+type NamedSource = (Option<Arc<str>>, Arc<dyn Authenticator>);
 
 impl AuthenticatorChain {
     pub fn new(sources: Vec<Arc<dyn Authenticator>>) -> Self {

@@ -233,9 +233,7 @@ impl Engine {
     /// The user of a live session, for an audit line (read only when
     /// someone listens).
     async fn user_of(&self, session_id: &str) -> Option<String> {
-        if self.audit.is_none() {
-            return None;
-        }
+        self.audit.as_ref()?;
         match self.store.session_head(session_id).await {
             Ok(Some(s)) => Some(s.principal.id.clone()),
             _ => None,
