@@ -60,17 +60,50 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn lookup(&self, _username: &str) -> Result<Option<Attributes>, AuthnError> {
         Ok(None)
     }
+
+    /// As [`Authenticator::authenticate_noting`], naming the source that
+    /// decided (for the audit log): a chain names the entry that knew the
+    /// user; a single source does not know its own name.
+    async fn authenticate_deciding(&self, credentials: &Credentials) -> Decision {
+        Decision {
+            source: None,
+            result: self.authenticate_noting(credentials).await,
+        }
+    }
+}
+
+/// A source's answer, with the name of the source that gave it.
+#[derive(Debug)]
+pub struct Decision {
+    pub source: Option<Arc<str>>,
+    pub result: Result<(Arc<Principal>, Option<PasswordNotice>), AuthnError>,
 }
 
 /// The sources in the order configured (`[[users]]`, then each of
 /// `[[authenticators]]`): the first that knows the username decides.
 pub struct AuthenticatorChain {
-    sources: Vec<Arc<dyn Authenticator>>,
+    sources: Vec<NamedSource>,
 }
+
+/// A source with the name the audit log gives it, if any.
+type NamedSource = (Option<Arc<str>>, Arc<dyn Authenticator>);
 
 impl AuthenticatorChain {
     pub fn new(sources: Vec<Arc<dyn Authenticator>>) -> Self {
-        Self { sources }
+        Self {
+            sources: sources.into_iter().map(|s| (None, s)).collect(),
+        }
+    }
+
+    /// Sources with the names the audit log gives them (`users`, each
+    /// `[[authenticators]]` entry's name).
+    pub fn named(sources: Vec<(String, Arc<dyn Authenticator>)>) -> Self {
+        Self {
+            sources: sources
+                .into_iter()
+                .map(|(name, s)| (Some(Arc::from(name)), s))
+                .collect(),
+        }
     }
 }
 
@@ -84,14 +117,31 @@ impl Authenticator for AuthenticatorChain {
         &self,
         credentials: &Credentials,
     ) -> Result<(Arc<Principal>, Option<PasswordNotice>), AuthnError> {
-        for source in &self.sources {
-            match source.authenticate_noting(credentials).await {
+        match self.authenticate_deciding(credentials).await.result {
+            // Nobody knows the user: to the outside, a wrong password.
+            Err(AuthnError::UnknownUser) => Err(AuthnError::InvalidCredentials),
+            decided => decided,
+        }
+    }
+
+    async fn authenticate_deciding(&self, credentials: &Credentials) -> Decision {
+        for (name, source) in &self.sources {
+            let decision = source.authenticate_deciding(credentials).await;
+            match decision.result {
                 Err(AuthnError::UnknownUser) => continue,
-                decided => return decided,
+                result => {
+                    return Decision {
+                        source: decision.source.or_else(|| name.clone()),
+                        result,
+                    }
+                }
             }
         }
-        // Nobody knows the user: to the outside, a wrong password.
-        Err(AuthnError::InvalidCredentials)
+        // Nobody knows the user: the caller says "wrong password".
+        Decision {
+            source: None,
+            result: Err(AuthnError::UnknownUser),
+        }
     }
 }
 
@@ -352,6 +402,50 @@ mod tests {
             };
             Ok((Arc::new(Principal::new("expiring")), Some(notice)))
         }
+    }
+
+    #[tokio::test]
+    async fn the_chain_names_the_source_that_decided() {
+        let chain = AuthenticatorChain::named(vec![
+            (
+                "users".into(),
+                Fixed::new("alice", "pw") as Arc<dyn Authenticator>,
+            ),
+            ("appdb".into(), Fixed::new("bob", "pw")),
+        ]);
+        let decide = |u: &'static str, p: &'static str| {
+            let chain = &chain;
+            async move {
+                chain
+                    .authenticate_deciding(&Credentials {
+                        username: u.into(),
+                        password: p.into(),
+                    })
+                    .await
+            }
+        };
+        let d = decide("alice", "pw").await;
+        assert_eq!(d.source.as_deref(), Some("users"));
+        assert!(d.result.is_ok());
+        let d = decide("bob", "wrong").await;
+        assert_eq!(
+            d.source.as_deref(),
+            Some("appdb"),
+            "a wrong password is the knower's"
+        );
+        assert_eq!(d.result.unwrap_err(), AuthnError::InvalidCredentials);
+        let d = decide("carol", "pw").await;
+        assert_eq!(d.source, None, "nobody decided");
+        assert_eq!(d.result.unwrap_err(), AuthnError::UnknownUser);
+        // A chain in a chain: the inner entry's name wins.
+        let outer = AuthenticatorChain::named(vec![("all".into(), Arc::new(chain) as _)]);
+        let d = outer
+            .authenticate_deciding(&Credentials {
+                username: "bob".into(),
+                password: "pw".into(),
+            })
+            .await;
+        assert_eq!(d.source.as_deref(), Some("appdb"));
     }
 
     #[tokio::test]

@@ -117,6 +117,9 @@ impl CallbackUrls {
 pub trait InProcessClient: Send + Sync + 'static {
     fn callbacks(&self) -> &CallbackUrls;
 
+    /// The protocol it speaks (`oidc`, `saml`), for the audit log.
+    fn protocol(&self) -> &'static str;
+
     /// How the login page names the party of one of its callback URLs.
     fn display_name(&self, party: &str) -> Option<String>;
 }

@@ -4,6 +4,7 @@
 //! through these few calls: open a session, grant a service ticket, validate
 //! it into an [`Assertion`], grant a proxy ticket, log a session out.
 
+use crate::audit::{validation_code, AuditEvent, AuditKind, AuditSink, Outcome};
 use crate::authn::{Authenticator, Credentials, PasswordNotice};
 use crate::client::InProcessClient;
 use crate::clock::{Clock, Millis};
@@ -11,7 +12,7 @@ use crate::error::{AuthnError, EngineError};
 use crate::ids::{is_well_formed, new_session_id, new_session_ticket_id, new_ticket_id, redact};
 use crate::login_flow::LoginFlows;
 use crate::logout::{Dispatched, EndedSession, FrontChannelVisit, Initiator, SingleLogout};
-use crate::methods::{AuthnMethods, MfaPolicy};
+use crate::methods::{AuthnMethod, AuthnMethods, MfaPolicy};
 use crate::pending::PendingFlowBudget;
 use crate::principal::{Attributes, Principal};
 use crate::second_step::{PendingSignIn, SecondSteps};
@@ -130,6 +131,7 @@ pub struct Engine {
     clients: Vec<Arc<dyn InProcessClient>>,
     second_factors: Option<Arc<dyn SecondFactors>>,
     second_steps: SecondSteps,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 /// A login to turn into a session (and a ticket), the same way whatever
@@ -201,6 +203,40 @@ impl Engine {
             clients: Vec::new(),
             second_factors: None,
             second_steps: SecondSteps::new(store_for_steps),
+            audit: None,
+        }
+    }
+
+    /// Where the engine tells what it decided (nowhere by default).
+    pub fn with_audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.single_logout = self.single_logout.with_audit(Some(sink.clone()));
+        self.audit = Some(sink);
+        self
+    }
+
+    /// Tells the audit sink, when there is one. Never blocks.
+    pub fn record(&self, event: AuditEvent) {
+        if let Some(sink) = &self.audit {
+            sink.record(event);
+        }
+    }
+
+    /// The protocol a service URL's tickets serve: an in-process client's
+    /// (`oidc`, `saml`) for its callbacks, else `cas`.
+    pub fn protocol_of(&self, service: &str) -> &'static str {
+        self.clients
+            .iter()
+            .find(|c| c.callbacks().owns(service))
+            .map_or("cas", |c| c.protocol())
+    }
+
+    /// The user of a live session, for an audit line (read only when
+    /// someone listens).
+    async fn user_of(&self, session_id: &str) -> Option<String> {
+        self.audit.as_ref()?;
+        match self.store.session_head(session_id).await {
+            Ok(Some(s)) => Some(s.principal.id.clone()),
+            _ => None,
         }
     }
 
@@ -224,7 +260,7 @@ impl Engine {
 
     /// Who is told when a session ends (no one by default).
     pub fn with_single_logout(mut self, single_logout: SingleLogout) -> Self {
-        self.single_logout = single_logout;
+        self.single_logout = single_logout.with_audit(self.audit.clone());
         self
     }
 
@@ -300,25 +336,52 @@ impl Engine {
         client_ip: Option<IpAddr>,
     ) -> Result<(Arc<Principal>, Option<PasswordNotice>), EngineError> {
         let store = self.store.as_ref();
-        let reservation = self
+        let login =
+            |outcome| AuditEvent::new(AuditKind::Login, outcome).user(&credentials.username);
+        let reservation = match self
             .throttle
             .reserve(store, &credentials.username, client_ip)
-            .await?;
-        match self.authenticator.authenticate_noting(credentials).await {
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, EngineError::Authentication(AuthnError::Throttled)) {
+                    self.record(login(Outcome::Throttled));
+                }
+                return Err(e);
+            }
+        };
+        let decision = self.authenticator.authenticate_deciding(credentials).await;
+        let login = |outcome| match &decision.source {
+            Some(source) => login(outcome).source(source.as_ref()),
+            None => login(outcome),
+        };
+        match decision.result {
             Ok(accepted) => {
                 self.throttle.succeeded(store, reservation).await?;
+                self.record(login(Outcome::Ok));
                 Ok(accepted)
             }
             // The reservation stays counted: it is the failure. An unknown
             // user is a wrong password to the outside.
-            Err(AuthnError::InvalidCredentials | AuthnError::UnknownUser) => {
+            Err(AuthnError::InvalidCredentials) => {
+                self.record(login(Outcome::Failed));
+                Err(AuthnError::InvalidCredentials.into())
+            }
+            Err(AuthnError::UnknownUser) => {
+                // Nobody knew the username: for the auditor, not the user.
+                self.record(login(Outcome::Failed).detail("unknown_user"));
                 Err(AuthnError::InvalidCredentials.into())
             }
             // A locked, expired or disabled account counts as a failure too,
             // even with the right password: it did not sign in, and a right
             // password must not wipe the count of the wrong ones before it.
-            Err(AuthnError::Refused(refusal)) => Err(AuthnError::Refused(refusal).into()),
+            Err(AuthnError::Refused(refusal)) => {
+                self.record(login(Outcome::Refused).detail(refusal.problem.to_string()));
+                Err(AuthnError::Refused(refusal).into())
+            }
             Err(e) => {
+                self.record(login(Outcome::Unavailable));
                 self.throttle.undecided(store, reservation).await?;
                 Err(e.into())
             }
@@ -404,6 +467,11 @@ impl Engine {
         let dispatched = match ended {
             Some(old) => {
                 tracing::info!(user = %old.principal.id, session = %redact(&old.id), "SSO session ended by another user's login");
+                self.record(
+                    AuditEvent::new(AuditKind::Logout, Outcome::Ok)
+                        .user(&old.principal.id)
+                        .detail("another_user_signed_in"),
+                );
                 self.tell_ended(old, None).await
             }
             None => Dispatched::default(),
@@ -448,8 +516,13 @@ impl Engine {
         };
         let ticket = match request.service {
             Some(service) => Some(
-                self.grant_service_ticket(&session.id, service, request.from_new_login)
-                    .await?,
+                self.grant_service_ticket_to(
+                    &session.id,
+                    Some(&session.principal.id),
+                    service,
+                    request.from_new_login,
+                )
+                .await?,
             ),
             None => None,
         };
@@ -541,6 +614,19 @@ impl Engine {
         service: &str,
         from_new_login: bool,
     ) -> Result<ServiceTicket, EngineError> {
+        self.grant_service_ticket_to(session_id, None, service, from_new_login)
+            .await
+    }
+
+    /// As [`Engine::grant_service_ticket`], for a session whose user the
+    /// caller knows (the audit line names them without a store read).
+    async fn grant_service_ticket_to(
+        &self,
+        session_id: &str,
+        user: Option<&str>,
+        service: &str,
+        from_new_login: bool,
+    ) -> Result<ServiceTicket, EngineError> {
         let registered = self
             .registry
             .find(service)
@@ -573,12 +659,57 @@ impl Engine {
         if !granted {
             return Err(EngineError::SessionNotFound);
         }
+        if self.audit.is_some() {
+            let user = match user {
+                Some(u) => Some(u.to_owned()),
+                None => self.user_of(session_id).await,
+            };
+            let mut event = AuditEvent::new(AuditKind::TicketGranted, Outcome::Ok)
+                .service(&registered.name)
+                .protocol(self.protocol_of(service))
+                .detail("service_ticket");
+            event.user = user;
+            self.record(event);
+        }
         Ok(ticket)
     }
 
     /// Validates a service or proxy ticket (CAS 3.0 §2.5, §2.6). The ticket
     /// is consumed by the attempt whatever its outcome (§2.5.4: one try).
     pub async fn validate(&self, request: ValidationRequest<'_>) -> Result<Assertion, EngineError> {
+        let outcome = self.validate_once(request).await;
+        if self.audit.is_some() {
+            let event = match &outcome {
+                Ok(a) => AuditEvent::new(AuditKind::TicketValidated, Outcome::Ok)
+                    .user(&a.principal.id)
+                    .service(&a.service_name),
+                Err(e) => {
+                    let event = AuditEvent::new(AuditKind::TicketValidated, Outcome::Failed)
+                        .detail(validation_code(e));
+                    match self.registry.find(request.service) {
+                        Some(r) => event.service(&r.name),
+                        None => event,
+                    }
+                }
+            };
+            let kind = if request.ticket.starts_with("PT-") {
+                "proxy_ticket"
+            } else {
+                "service_ticket"
+            };
+            let mut event = event.protocol(self.protocol_of(request.service));
+            if outcome.is_ok() {
+                event = event.detail(kind);
+            }
+            self.record(event);
+        }
+        outcome
+    }
+
+    async fn validate_once(
+        &self,
+        request: ValidationRequest<'_>,
+    ) -> Result<Assertion, EngineError> {
         // Not a service or proxy ticket at all: the request breaks the
         // specification. Shaped like one but not one of ours: not recognized.
         if !request.ticket.starts_with("ST-") && !request.ticket.starts_with("PT-") {
@@ -744,6 +875,14 @@ impl Engine {
         if !granted {
             return Err(EngineError::TicketNotFound);
         }
+        if self.audit.is_some() {
+            let mut event = AuditEvent::new(AuditKind::TicketGranted, Outcome::Ok)
+                .service(&registered.name)
+                .protocol("cas")
+                .detail("proxy_ticket");
+            event.user = self.user_of(&pgt.session_id).await;
+            self.record(event);
+        }
         Ok(ticket)
     }
 
@@ -845,7 +984,21 @@ impl Engine {
     /// Keeps a sign-in whose first factor passed until its second does;
     /// the id to finish it with.
     pub async fn defer_sign_in(&self, pending: &PendingSignIn) -> Result<String, EngineError> {
-        self.second_steps.defer(pending).await
+        let id = self.second_steps.defer(pending).await?;
+        if self.audit.is_some() {
+            let mut event = AuditEvent::new(AuditKind::SecondFactor, Outcome::Asked)
+                .user(&pending.principal.id);
+            if let Some(service) = pending.service.as_deref() {
+                if let Some(r) = self.registry.find(service) {
+                    event = event.service(&r.name).protocol(self.protocol_of(service));
+                }
+            }
+            if pending.step_up.is_some() {
+                event = event.detail("step_up");
+            }
+            self.record(event);
+        }
+        Ok(id)
     }
 
     /// A deferred sign-in, when it lives and was started by `browser`.
@@ -877,29 +1030,44 @@ impl Engine {
     }
 
     /// Checks a second factor with the throttling of passwords (counted
-    /// apart from them): what `check` proved, or `Ok(None)` for a wrong
-    /// factor, counted.
-    pub async fn check_second_factor<T, F>(
+    /// apart from them): the method `check` proved, or `Ok(None)` for a
+    /// wrong factor, counted.
+    pub async fn check_second_factor<F>(
         &self,
         user: &str,
         client_ip: Option<IpAddr>,
         check: F,
-    ) -> Result<Option<T>, EngineError>
+    ) -> Result<Option<AuthnMethod>, EngineError>
     where
-        F: std::future::Future<Output = Result<Option<T>, AuthnError>>,
+        F: std::future::Future<Output = Result<Option<AuthnMethod>, AuthnError>>,
     {
+        let step = |outcome| AuditEvent::new(AuditKind::SecondFactor, outcome).user(user);
         let store = self.store.as_ref();
-        let reservation = self
+        let reservation = match self
             .throttle
             .reserve_second_factor(store, user, client_ip)
-            .await?;
-        match check.await {
-            Ok(Some(proved)) => {
-                self.throttle.succeeded(store, reservation).await?;
-                Ok(Some(proved))
-            }
-            Ok(None) => Ok(None),
+            .await
+        {
+            Ok(r) => r,
             Err(e) => {
+                if matches!(e, EngineError::Authentication(AuthnError::Throttled)) {
+                    self.record(step(Outcome::Throttled));
+                }
+                return Err(e);
+            }
+        };
+        match check.await {
+            Ok(Some(method)) => {
+                self.throttle.succeeded(store, reservation).await?;
+                self.record(step(Outcome::Ok).method(method.audit_name()));
+                Ok(Some(method))
+            }
+            Ok(None) => {
+                self.record(step(Outcome::Refused));
+                Ok(None)
+            }
+            Err(e) => {
+                self.record(step(Outcome::Unavailable));
                 self.throttle.undecided(store, reservation).await?;
                 Err(e.into())
             }
@@ -921,6 +1089,11 @@ impl Engine {
         };
         tracing::info!(user = %session.principal.id, session = %redact(&session.id), "SSO session ended");
         let user = session.principal.id.clone();
+        let mut event = AuditEvent::new(AuditKind::Logout, Outcome::Ok).user(&user);
+        if let Some(initiator) = initiator {
+            event = event.protocol(initiator.participant);
+        }
+        self.record(event);
         let dispatched = self.tell_ended(session, initiator).await;
         Ok(LoggedOut {
             user: Some(user),

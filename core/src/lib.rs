@@ -6,6 +6,7 @@
 //! OIDC: protocol modules call [`Engine`] in-process, exactly like an outside
 //! CAS client calls the CAS endpoints.
 
+pub mod audit;
 pub mod authn;
 pub mod client;
 pub mod clock;
@@ -24,8 +25,9 @@ pub mod store;
 pub mod throttle;
 pub mod ticket;
 
+pub use audit::{AuditEvent, AuditKind, AuditSink, Outcome};
 pub use authn::{
-    Authenticator, AuthenticatorChain, Credentials, PasswordNotice, StaticUser,
+    Authenticator, AuthenticatorChain, Credentials, Decision, PasswordNotice, StaticUser,
     StaticUserAuthenticator, UserSecret,
 };
 pub use client::{CallbackUrls, InProcessClient};

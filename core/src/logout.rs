@@ -8,6 +8,7 @@
 //! (a CAS `logoutRequest`, an OIDC logout token, a SAML SOAP request) and
 //! sends it once when asked; the engine decides when to ask again.
 
+use crate::audit::{AuditEvent, AuditKind, AuditSink, Outcome};
 use crate::engine::LogoutNotification;
 use crate::principal::Principal;
 use async_trait::async_trait;
@@ -130,6 +131,7 @@ pub struct SingleLogout {
     participants: Vec<Arc<dyn LogoutParticipant>>,
     policy: Arc<DeliveryPolicy>,
     permits: Arc<Semaphore>,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl Default for SingleLogout {
@@ -146,7 +148,14 @@ impl SingleLogout {
             permits: Arc::new(Semaphore::new(policy.concurrency.max(1))),
             policy: Arc::new(policy),
             participants,
+            audit: None,
         }
+    }
+
+    /// Where each delivery's outcome is told (the engine's audit sink).
+    pub fn with_audit(mut self, audit: Option<Arc<dyn AuditSink>>) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Hands every notification of an ended session to its owner and
@@ -184,7 +193,7 @@ impl SingleLogout {
             };
         }
         let this = self.clone();
-        let deliveries = tokio::spawn(async move {
+        let deliveries = async move {
             let mut sending = Vec::new();
             for (p, notes) in this.participants.iter().zip(owned) {
                 if notes.is_empty() {
@@ -193,18 +202,30 @@ impl SingleLogout {
                 for message in p.messages(&ended, &notes).await {
                     let (p, policy, permits) =
                         (p.clone(), this.policy.clone(), this.permits.clone());
-                    sending.push(tokio::spawn(async move {
+                    let audit = this.audit.clone();
+                    let user = ended.principal.id.clone();
+                    let sending_one = async move {
                         let Ok(_permit) = permits.acquire_owned().await else {
                             return;
                         };
-                        deliver(p.as_ref(), &policy, &message).await;
-                    }));
+                        let outcome = deliver(p.as_ref(), &policy, &message).await;
+                        if let Some(audit) = audit {
+                            audit.record(
+                                AuditEvent::new(AuditKind::SingleLogout, outcome)
+                                    .user(user)
+                                    .party(message.party.clone())
+                                    .protocol(p.name()),
+                            );
+                        }
+                    };
+                    sending.push(tokio::spawn(this.bound(Box::pin(sending_one))));
                 }
             }
             for s in sending {
                 let _ = s.await;
             }
-        });
+        };
+        let deliveries = tokio::spawn(self.bound(Box::pin(deliveries)));
         Dispatched {
             visits,
             deliveries: Some(deliveries),
@@ -212,17 +233,33 @@ impl SingleLogout {
     }
 }
 
-async fn deliver(p: &dyn LogoutParticipant, policy: &DeliveryPolicy, message: &LogoutMessage) {
+impl SingleLogout {
+    /// A delivery task, keeping the context of the request that started it
+    /// for the audit sink.
+    fn bound(&self, task: crate::audit::Task) -> crate::audit::Task {
+        match &self.audit {
+            Some(audit) => audit.bind(task),
+            None => task,
+        }
+    }
+}
+
+/// Sends one message on the retry schedule; how it ended.
+async fn deliver(
+    p: &dyn LogoutParticipant,
+    policy: &DeliveryPolicy,
+    message: &LogoutMessage,
+) -> Outcome {
     let attempts = policy.retry_pauses.len() + 1;
     for attempt in 1..=attempts {
         match p.send(message).await {
             Attempt::Delivered => {
                 tracing::info!(protocol = p.name(), party = %message.party, "single logout delivered");
-                return;
+                return Outcome::Ok;
             }
             Attempt::Refused => {
                 tracing::warn!(protocol = p.name(), party = %message.party, "single logout refused");
-                return;
+                return Outcome::Refused;
             }
             Attempt::Failed => {
                 tracing::warn!(protocol = p.name(), party = %message.party, attempt, "single logout failed");
@@ -232,6 +269,7 @@ async fn deliver(p: &dyn LogoutParticipant, policy: &DeliveryPolicy, message: &L
             tokio::time::sleep(*pause).await;
         }
     }
+    Outcome::Failed
 }
 
 #[cfg(test)]

@@ -66,6 +66,19 @@ impl AuthnMethod {
         }
     }
 
+    /// The name an audit line gives it.
+    pub const fn audit_name(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::Totp => "totp",
+            Self::RecoveryCode => "recovery_code",
+            Self::HardwareKey => "hardware_key",
+            Self::SoftwareKey => "software_key",
+            Self::Delegated => "delegated",
+            Self::UpstreamMfa => "upstream_mfa",
+        }
+    }
+
     /// The RFC 8176 `amr` value.
     pub const fn amr(self) -> &'static str {
         match self {

@@ -74,5 +74,10 @@ pub fn router(state: SharedState) -> Router {
     } else {
         Router::new().nest(&prefix, endpoints)
     };
+    // Inside `wrap`: the request id exists when the audit context is set.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        state,
+        middleware::audit_scope,
+    ));
     middleware::wrap(app.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)))
 }

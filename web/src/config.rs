@@ -38,6 +38,16 @@ pub struct ConfigFile {
     pub authenticators: Vec<Spanned<castellan_authenticators::AuthenticatorEntry>>,
     #[serde(default)]
     pub mfa: MfaSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[audit]`: where the audit log goes (none when absent).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// A file (relative to the configuration file), or "-" for stderr.
+    pub path: Option<Spanned<String>>,
 }
 
 /// `[mfa]`: where second factors are kept.
@@ -364,6 +374,8 @@ pub struct Settings {
     /// `[[authenticators]]`, validated, in order.
     pub authenticators: Vec<castellan_authenticators::SourceSettings>,
     pub mfa: MfaConfig,
+    /// `[audit] path`: where the audit log goes, if anywhere.
+    pub audit: Option<castellan_audit::Target>,
     /// Whether the demo defaults are in use (no configuration file).
     #[allow(dead_code)]
     pub demo: bool,
@@ -768,6 +780,13 @@ impl Validator<'_> {
                     .into(),
             );
         }
+        let audit = raw.audit.path.as_ref().and_then(|p| {
+            if p.get_ref().trim().is_empty() {
+                self.problem(p, "audit.path: expected a file name, or \"-\" for stderr");
+                return None;
+            }
+            Some(castellan_audit::Target::from_config(p.get_ref(), base))
+        });
         Settings {
             listen,
             public_url,
@@ -786,6 +805,7 @@ impl Validator<'_> {
             upstreams,
             authenticators,
             mfa,
+            audit,
             demo,
             warnings: Vec::new(),
         }
@@ -1616,5 +1636,28 @@ password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFz
         assert!(problems[0]
             .message
             .contains("url (the CAS server's base URL"));
+    }
+
+    #[test]
+    fn audit_path_is_relative_to_the_file_and_checked() {
+        use castellan_audit::Target;
+        assert_eq!(parse("", Path::new("/etc/c"), false).unwrap().audit, None);
+        let file = parse(
+            "[audit]\npath = \"audit.jsonl\"\n",
+            Path::new("/etc/c"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(file.audit, Some(Target::File("/etc/c/audit.jsonl".into())));
+        let stderr = parse("[audit]\npath = \"-\"\n", Path::new("/etc/c"), false).unwrap();
+        assert_eq!(stderr.audit, Some(Target::Stderr));
+        let unknown = parse("\n[audit]\nfile = \"a\"\n", Path::new("."), false)
+            .err()
+            .unwrap();
+        assert_eq!(unknown[0].line, Some(3), "{unknown:?}");
+        let empty = parse("[audit]\npath = \" \"\n", Path::new("."), false)
+            .err()
+            .unwrap();
+        assert_eq!(empty[0].line, Some(2), "{empty:?}");
     }
 }

@@ -12,7 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use castellan_core::ids::new_ticket_id;
-use castellan_core::{AuthnMethod, AuthnMethods};
+use castellan_core::{AuditEvent, AuditKind, AuthnMethod, AuthnMethods, Outcome};
 use castellan_delegation::pending::{state_key, PendingLogin, STATE_TTL};
 use castellan_delegation::{DelegationError, Finish, Start};
 use std::collections::HashMap;
@@ -375,6 +375,13 @@ async fn finish(
         }
         Err(e) => {
             tracing::warn!(upstream = %name, error = %e, "delegated login failed");
+            upstream_login(
+                state,
+                name,
+                pending.service.as_deref(),
+                None,
+                Outcome::Failed,
+            );
             let status = match e {
                 DelegationError::Unavailable(_) => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::FORBIDDEN,
@@ -425,6 +432,13 @@ async fn finish(
         }
     }
     tracing::info!(upstream = %name, user = %principal.id, "delegated login");
+    upstream_login(
+        state,
+        name,
+        pending.service.as_deref(),
+        Some(&principal.id),
+        Outcome::Ok,
+    );
     let service = pending
         .service
         .as_deref()
@@ -469,4 +483,25 @@ async fn finish(
             ))
         }
     }
+}
+
+/// The audit line of a login at an upstream: only this module sees its
+/// outcome (the core sees the sign-in that follows).
+fn upstream_login(
+    state: &SharedState,
+    name: &str,
+    service: Option<&str>,
+    user: Option<&str>,
+    outcome: Outcome,
+) {
+    let mut event = AuditEvent::new(AuditKind::UpstreamLogin, outcome).source(name);
+    event.user = user.map(str::to_owned);
+    if let Some(service) = service {
+        if let Some(registered) = state.engine.service(service) {
+            event = event
+                .service(&registered.name)
+                .protocol(state.engine.protocol_of(service));
+        }
+    }
+    state.engine.record(event);
 }

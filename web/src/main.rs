@@ -767,6 +767,12 @@ async fn run(
     );
     server::serve(listener, live.router(), limits, ceiling, shutdown_signal()).await;
     let _ = std::fs::remove_file(&socket);
+    if let Some(audit) = live.audit() {
+        // The last lines reach the file before the process ends.
+        let audit = audit.clone();
+        let _ = tokio::task::spawn_blocking(move || audit.flush(std::time::Duration::from_secs(5)))
+            .await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -779,6 +785,10 @@ fn spawn_reload_on_hangup(live: std::sync::Arc<reload::Live>) {
             tokio::spawn(async move {
                 while hangups.recv().await.is_some() {
                     tracing::info!("SIGHUP received: reloading the configuration");
+                    // logrotate renamed the audit log: a new file from here.
+                    if let Some(audit) = live.audit() {
+                        audit.reopen();
+                    }
                     live.reload().await;
                 }
             });

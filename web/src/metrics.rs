@@ -31,6 +31,13 @@ counters! {
     saml_responses_issued => "SAML Responses with an assertion issued",
 }
 
+/// One counter kept elsewhere, in the same text format.
+pub fn render_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP castellan_{name}_total {help}");
+    let _ = writeln!(out, "# TYPE castellan_{name}_total counter");
+    let _ = writeln!(out, "castellan_{name}_total {value}");
+}
+
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -40,9 +47,7 @@ impl Metrics {
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::with_capacity(2048);
         for (name, help, value) in self.counters() {
-            let _ = writeln!(out, "# HELP castellan_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE castellan_{name}_total counter");
-            let _ = writeln!(out, "castellan_{name}_total {value}");
+            render_counter(&mut out, name, help, value);
         }
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP castellan_{name} {help}");

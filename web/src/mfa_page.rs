@@ -444,7 +444,7 @@ pub async fn act(
                         .confirm_totp(&user, &secret, &code, "Authenticator app", now)
                         .await
                     {
-                        Ok(info) => Ok(Some(info)),
+                        Ok(_) => Ok(Some(castellan_core::AuthnMethod::Totp)),
                         Err(
                             MfaError::InvalidCode | MfaError::Replayed | MfaError::InvalidInput(_),
                         ) => Ok(None),

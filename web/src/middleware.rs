@@ -1,8 +1,14 @@
 //! Security headers, request ids, tracing, timeouts and panic containment,
 //! applied to every response in one place.
 
+use crate::client_address::client_ip;
+use crate::state::SharedState;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderName, HeaderValue, Request};
+use axum::response::Response;
 use axum::Router;
+use castellan_audit::RequestContext;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -75,6 +81,34 @@ pub fn wrap(app: Router) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), ids))
+}
+
+/// Runs each request in its audit context: the request id made above (the
+/// tracing span's), and the client address as throttling sees it.
+pub async fn audit_scope(
+    State(state): State<SharedState>,
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.audit.is_none() {
+        return next.run(request).await;
+    }
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| {
+            client_ip(
+                peer.ip(),
+                request.headers(),
+                &state.settings.trusted_proxies,
+            )
+        });
+    castellan_audit::scope(RequestContext { request_id, client }, next.run(request)).await
 }
 
 /// RFC 6797: when Castellan is reached over https, browsers keep to https

@@ -61,7 +61,21 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
         entries,
     )];
     gauges.extend(state.reloads.gauges());
-    let body = state.metrics.render(&gauges);
+    let mut body = state.metrics.render(&gauges);
+    if let Some(audit) = &state.audit {
+        crate::metrics::render_counter(
+            &mut body,
+            "audit_events_written",
+            "Audit log lines written",
+            audit.written(),
+        );
+        crate::metrics::render_counter(
+            &mut body,
+            "audit_events_dropped",
+            "Audit log lines dropped because the queue was full",
+            audit.dropped(),
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,

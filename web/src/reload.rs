@@ -114,6 +114,10 @@ impl Live {
         self.state.load_full()
     }
 
+    pub fn audit(&self) -> Option<&Arc<castellan_audit::AuditLog>> {
+        self.lasting.audit()
+    }
+
     /// Re-reads the configuration file and swaps the new generation in,
     /// or changes nothing and says why.
     pub async fn reload(&self) -> Reloaded {
@@ -121,6 +125,18 @@ impl Live {
         let outcome = self.try_reload().await;
         self.lasting.reloads().attempted(outcome.is_ok());
         let generation = self.lasting.reloads().generation();
+        if let Some(audit) = self.audit() {
+            use castellan_core::audit::{AuditEvent, AuditKind, AuditSink as _, Outcome};
+            let outcome = if outcome.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Refused
+            };
+            audit.record(
+                AuditEvent::new(AuditKind::Reload, outcome)
+                    .detail(format!("generation {generation}")),
+            );
+        }
         match outcome {
             Ok(mut lines) => {
                 for line in &lines {
@@ -215,6 +231,10 @@ fn keep_restart_only(new: &mut Settings, running: &Settings) -> Vec<&'static str
     if new.store != running.store {
         changed.push("the ticket store ([tickets] store, redis_url)");
         new.store = running.store.clone();
+    }
+    if new.audit != running.audit {
+        changed.push("[audit] path");
+        new.audit = running.audit.clone();
     }
     if new.mfa != running.mfa {
         changed.push("the [mfa] section (store, key, issuer)");

@@ -6,6 +6,7 @@ use crate::config::MfaStoreKind;
 use crate::config::{Settings, StoreKind};
 use crate::metrics::Metrics;
 use anyhow::Context as _;
+use castellan_audit::AuditLog;
 use castellan_cas::{CasLogout, HttpProxyCallback};
 use castellan_core::store::redis::{RedisStore, RedisTimeouts};
 use castellan_core::{Authenticator, AuthenticatorChain};
@@ -42,6 +43,9 @@ pub struct AppState {
     pub attributes_from: HashMap<String, Arc<dyn Authenticator>>,
     /// The users' second factors (`[mfa]`).
     pub factors: Arc<Factors>,
+    /// The audit log (`[audit]`), built once in `run` and kept across
+    /// configurations.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -67,11 +71,16 @@ pub struct Lasting {
     metrics: Arc<Metrics>,
     reloads: Arc<crate::reload::ReloadStatus>,
     clock: Arc<dyn Clock>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Lasting {
     pub fn reloads(&self) -> &Arc<crate::reload::ReloadStatus> {
         &self.reloads
+    }
+
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
     }
 
     /// Opens the stores the settings name. Needs a tokio runtime (the
@@ -102,7 +111,14 @@ impl Lasting {
                 .await
                 .context("opening the MFA store ([mfa])")?,
         );
+        let audit = match &settings.audit {
+            Some(target) => Some(Arc::new(
+                AuditLog::open(target.clone()).context("[audit] path")?,
+            )),
+            None => None,
+        };
         Ok(Self {
+            audit,
             store,
             memory_store,
             signing_keys,
@@ -157,15 +173,17 @@ pub async fn build(
     } else {
         users.followed_by_other_sources()
     };
-    let mut sources: Vec<Arc<dyn Authenticator>> = vec![Arc::new(users)];
+    // Named as the audit log names the source that decided a login.
+    let mut sources: Vec<(String, Arc<dyn Authenticator>)> =
+        vec![("users".into(), Arc::new(users))];
     let mut named: HashMap<String, Arc<dyn Authenticator>> = HashMap::new();
     for s in &settings.authenticators {
         let source = castellan_authenticators::Source::build(s)
             .map_err(|e| anyhow::anyhow!("authenticator {:?}: {e}", s.name()))?;
         named.insert(s.name().to_owned(), source.authenticator());
-        sources.push(source.authenticator());
+        sources.push((s.name().to_owned(), source.authenticator()));
     }
-    let authenticator = AuthenticatorChain::new(sources);
+    let authenticator = AuthenticatorChain::named(sources);
     // Upstreams whose principals get their attributes from a directory.
     let attributes_from = settings
         .upstreams
@@ -212,6 +230,11 @@ pub async fn build(
         Some(p) => engine.carrying_over(&p.engine),
         None => engine,
     };
+    let audit = lasting.audit.clone();
+    let engine = match &audit {
+        Some(log) => engine.with_audit(log.clone()),
+        None => engine,
+    };
     let issuer = settings
         .public_url
         .as_str()
@@ -228,6 +251,7 @@ pub async fn build(
         upstreams,
         attributes_from,
         factors,
+        audit,
         settings,
     });
     Ok(state)

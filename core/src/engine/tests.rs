@@ -1104,14 +1104,14 @@ async fn wrong_second_factors_are_throttled_apart_from_passwords() {
     for _ in 0..5 {
         let ok = f
             .engine
-            .check_second_factor("alice", None, async { Ok(None::<()>) })
+            .check_second_factor("alice", None, async { Ok(None) })
             .await
             .unwrap();
         assert!(ok.is_none());
     }
     assert!(matches!(
         f.engine
-            .check_second_factor("alice", None, async { Ok(Some(())) })
+            .check_second_factor("alice", None, async { Ok(Some(AuthnMethod::Totp)) })
             .await,
         Err(EngineError::Authentication(AuthnError::Throttled))
     ));
@@ -1119,8 +1119,108 @@ async fn wrong_second_factors_are_throttled_apart_from_passwords() {
     login(&f).await;
     assert!(f
         .engine
-        .check_second_factor("bob", None, async { Ok(Some(())) })
+        .check_second_factor("bob", None, async { Ok(Some(AuthnMethod::Totp)) })
         .await
         .unwrap()
         .is_some());
+}
+
+fn audited(f: Fixture) -> (Fixture, Arc<crate::audit::recording::Recorder>) {
+    let recorder = crate::audit::recording::Recorder::new();
+    let Fixture {
+        engine,
+        clock,
+        callback,
+        told,
+    } = f;
+    let engine = engine.with_audit(recorder.clone());
+    (
+        Fixture {
+            engine,
+            clock,
+            callback,
+            told,
+        },
+        recorder,
+    )
+}
+
+#[tokio::test]
+async fn the_audit_sink_hears_what_the_engine_decides_and_no_secret() {
+    use crate::audit::{AuditKind, Outcome};
+    let (f, audit) = audited(fixture(true));
+    let wrong = Credentials {
+        username: "alice".into(),
+        password: "not-it".into(),
+    };
+    assert!(f.engine.authenticate(&wrong, None).await.is_err());
+    let tgt = login(&f).await;
+    let st = f
+        .engine
+        .grant_service_ticket(&tgt.id, APP, true)
+        .await
+        .unwrap();
+    f.engine.validate(validation(&st.id, APP)).await.unwrap();
+    let replayed = f.engine.validate(validation(&st.id, APP)).await;
+    assert!(replayed.is_err());
+    let out = f.engine.logout(&tgt.id, None).await.unwrap();
+    f.told.take(out.deliveries).await;
+    let events = audit.taken();
+    let seen: Vec<_> = events.iter().map(|e| (e.kind, e.outcome)).collect();
+    assert_eq!(
+        seen,
+        [
+            (AuditKind::Login, Outcome::Failed),
+            (AuditKind::Login, Outcome::Ok),
+            (AuditKind::TicketGranted, Outcome::Ok),
+            (AuditKind::TicketValidated, Outcome::Ok),
+            (AuditKind::TicketValidated, Outcome::Failed),
+            (AuditKind::Logout, Outcome::Ok),
+        ]
+    );
+    assert!(events.iter().all(|e| e.user.as_deref() != Some("")));
+    assert_eq!(
+        events[2].user.as_deref(),
+        Some("alice"),
+        "read from the session"
+    );
+    assert_eq!(events[2].service.as_deref(), Some("app"));
+    assert_eq!(events[2].protocol, Some("cas"));
+    assert_eq!(events[3].user.as_deref(), Some("alice"));
+    assert_eq!(events[4].detail.as_deref(), Some("INVALID_TICKET"));
+    assert_eq!(events[4].user, None);
+    let text = format!("{events:?}");
+    for secret in ["not-it", "wonderland", st.id.as_str(), tgt.id.as_str()] {
+        assert!(!text.contains(secret), "{secret} in an audit event");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_sink_hears_the_second_factor_steps() {
+    use crate::audit::{AuditKind, Outcome};
+    let (f, audit) = audited(fixture(true));
+    f.engine
+        .defer_sign_in(&pending("alice", None))
+        .await
+        .unwrap();
+    f.engine
+        .check_second_factor("alice", None, async { Ok(None) })
+        .await
+        .unwrap();
+    f.engine
+        .check_second_factor("alice", None, async { Ok(Some(AuthnMethod::RecoveryCode)) })
+        .await
+        .unwrap();
+    let events = audit.taken();
+    assert!(events.iter().all(|e| e.kind == AuditKind::SecondFactor));
+    let steps: Vec<_> = events.iter().map(|e| (e.outcome, e.method)).collect();
+    assert_eq!(
+        steps,
+        [
+            (Outcome::Asked, None),
+            (Outcome::Refused, None),
+            (Outcome::Ok, Some("recovery_code")),
+        ]
+    );
+    assert_eq!(events[0].service.as_deref(), Some("secure"));
 }

@@ -146,6 +146,10 @@ impl InProcessClient for Provider {
         &self.callbacks
     }
 
+    fn protocol(&self) -> &'static str {
+        "oidc"
+    }
+
     /// A client by its name and the host it sends the user back to (the
     /// callback's host is ours).
     fn display_name(&self, client_id: &str) -> Option<String> {

@@ -265,6 +265,10 @@ impl InProcessClient for IdentityProvider {
         &self.callbacks
     }
 
+    fn protocol(&self) -> &'static str {
+        "saml"
+    }
+
     /// The SP's name and the host of its first consumer service.
     fn display_name(&self, party: &str) -> Option<String> {
         let sp = self.sp_by_name(party)?;
