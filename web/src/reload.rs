@@ -11,66 +11,7 @@ use crate::{app, middleware};
 use arc_swap::ArcSwap;
 use axum::Router;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// The generation in force and how the last reload went (`/metrics`).
-#[derive(Debug)]
-pub struct ReloadStatus {
-    generation: AtomicU64,
-    /// Unix seconds of the last reload attempt; 0 before any.
-    last_at: AtomicU64,
-    last_ok: AtomicU64,
-}
-
-impl Default for ReloadStatus {
-    fn default() -> Self {
-        Self {
-            generation: AtomicU64::new(1),
-            last_at: AtomicU64::new(0),
-            last_ok: AtomicU64::new(1),
-        }
-    }
-}
-
-impl ReloadStatus {
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
-    }
-
-    fn attempted(&self, ok: bool) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.last_at.store(now, Ordering::Relaxed);
-        self.last_ok.store(u64::from(ok), Ordering::Relaxed);
-        if ok {
-            self.generation.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The gauges `/metrics` shows.
-    pub fn gauges(&self) -> [(&'static str, &'static str, u64); 3] {
-        [
-            (
-                "config_generation",
-                "Configuration generation in force (1 at start, +1 per successful reload)",
-                self.generation(),
-            ),
-            (
-                "config_last_reload_timestamp_seconds",
-                "Unix time of the last reload attempt (0: none yet)",
-                self.last_at.load(Ordering::Relaxed),
-            ),
-            (
-                "config_last_reload_success",
-                "Whether the last reload attempt succeeded (1) or was refused (0)",
-                self.last_ok.load(Ordering::Relaxed),
-            ),
-        ]
-    }
-}
 
 /// What a reload did, line by line, for the log and `castellan reload`.
 pub struct Reloaded {

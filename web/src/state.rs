@@ -30,7 +30,7 @@ pub struct AppState {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     /// The configuration's generation and its last reload.
-    pub reloads: Arc<crate::reload::ReloadStatus>,
+    pub reloads: Arc<crate::metrics::ReloadStatus>,
     pub memory_store: Option<Arc<MemoryStore>>,
     /// `{public_url}` as issuer of SAML 1.1 assertions.
     pub issuer: String,
@@ -69,13 +69,13 @@ pub struct Lasting {
     signing_keys: castellan_oidc::signing_keys::KeyCell,
     factors: Arc<Factors>,
     metrics: Arc<Metrics>,
-    reloads: Arc<crate::reload::ReloadStatus>,
+    reloads: Arc<crate::metrics::ReloadStatus>,
     clock: Arc<dyn Clock>,
     audit: Option<Arc<AuditLog>>,
 }
 
 impl Lasting {
-    pub fn reloads(&self) -> &Arc<crate::reload::ReloadStatus> {
+    pub fn reloads(&self) -> &Arc<crate::metrics::ReloadStatus> {
         &self.reloads
     }
 
