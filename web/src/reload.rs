@@ -183,3 +183,51 @@ fn keep_restart_only(new: &mut Settings, running: &Settings) -> Vec<&'static str
     }
     changed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn settings(text: &str) -> Settings {
+        config::parse(text, Path::new("/etc/castellan"), false).expect("valid")
+    }
+
+    #[test]
+    fn restart_only_settings_keep_their_running_values_and_are_named() {
+        let running = settings(
+            "[server]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"https://sso.example.org/cas\"\n",
+        );
+        let mut new = settings(
+            "[server]\nlisten = \"127.0.0.1:9090\"\npublic_url = \"https://idp.example.org/sso\"\n\
+             data_dir = \"other\"\n[tickets]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1/0\"\n\
+             sso_session_ttl = \"1h\"\n[audit]\npath = \"audit.jsonl\"\n",
+        );
+        let changed = keep_restart_only(&mut new, &running);
+        assert_eq!(
+            changed,
+            [
+                "server.listen",
+                "server.public_url",
+                "server.data_dir",
+                "the ticket store ([tickets] store, redis_url)",
+                "[audit] path"
+            ]
+        );
+        assert_eq!(new.listen, running.listen);
+        assert_eq!(new.public_url, running.public_url);
+        assert_eq!(new.prefix, "/cas");
+        assert_eq!(new.data_dir, running.data_dir);
+        assert_eq!(new.store, running.store);
+        assert_eq!(new.audit, running.audit);
+        // What a reload is for changes.
+        assert_eq!(
+            new.tickets.session_ttl,
+            std::time::Duration::from_secs(3600)
+        );
+        let mut same = settings(
+            "[server]\nlisten = \"127.0.0.1:8080\"\npublic_url = \"https://sso.example.org/cas\"\n",
+        );
+        assert!(keep_restart_only(&mut same, &running).is_empty());
+    }
+}
