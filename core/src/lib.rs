@@ -9,6 +9,7 @@
 pub mod authn;
 pub mod client;
 pub mod clock;
+pub mod consent;
 pub mod engine;
 pub mod error;
 pub mod ids;
@@ -28,8 +29,9 @@ pub use authn::{
     Authenticator, AuthenticatorChain, Credentials, PasswordNotice, StaticUser,
     StaticUserAuthenticator, UserSecret,
 };
-pub use client::{CallbackUrls, InProcessClient};
+pub use client::{CallbackUrls, InProcessClient, Release};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use consent::{AfterConsent, ConsentAsk, ConsentStoreError, Consents, PendingConsent};
 pub use engine::{
     Assertion, Engine, LoggedOut, LogoutNotification, ProxyCallback, SecondFactors, SignIn,
     SignedIn, TicketPolicy, ValidationRequest,

@@ -730,6 +730,7 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
             from_new_login: false,
             methods: AuthnMethods::of(AuthnMethod::Password),
             step_up: false,
+            consented: None,
         })
         .await
         .unwrap();
@@ -752,6 +753,7 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
             from_new_login: true,
             methods: AuthnMethods::of(AuthnMethod::Password),
             step_up: false,
+            consented: None,
         })
         .await
         .unwrap();
@@ -784,6 +786,7 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
                 from_new_login: true,
                 methods: AuthnMethods::of(AuthnMethod::Password),
                 step_up: false,
+                consented: None,
             })
             .await,
         Err(EngineError::UnauthorizedService)
@@ -877,6 +880,7 @@ fn sign_in<'a>(
         from_new_login,
         methods,
         step_up,
+        consented: None,
     }
 }
 
@@ -892,6 +896,7 @@ fn pending(principal: &str, step_up: Option<String>) -> PendingSignIn {
         long_term: false,
         from_new_login: true,
         step_up,
+        consented: None,
         browser: "browser-1".into(),
         response_method: None,
         challenge: vec![1, 2, 3],

@@ -213,6 +213,7 @@ impl Fixture {
                             castellan_core::AuthnMethod::Password,
                         ),
                         step_up: false,
+                        consented: None,
                     })
                     .await
                     .unwrap();
