@@ -119,6 +119,40 @@ impl CallbackUrls {
     }
 }
 
+/// Why a login came back to a callback without a ticket, when consent
+/// is the reason: the URL carries `&consent=declined` (the user said no)
+/// or `&consent=required` (a passive login could not ask). Anyone can
+/// add the marker by hand; it can only make that request fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentRefusal {
+    Declined,
+    Required,
+}
+
+impl ConsentRefusal {
+    pub const PARAMETER: &'static str = "consent";
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "declined" => Some(Self::Declined),
+            "required" => Some(Self::Required),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Declined => "declined",
+            Self::Required => "required",
+        }
+    }
+
+    /// The callback URL `service` with the marker.
+    pub fn on(self, service: &str) -> String {
+        format!("{service}&{}={}", Self::PARAMETER, self.as_str())
+    }
+}
+
 /// What a login for one of a module's callbacks releases to its party,
 /// as the consent page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,7 @@ pub use authn::{
     Authenticator, AuthenticatorChain, Credentials, PasswordNotice, StaticUser,
     StaticUserAuthenticator, UserSecret,
 };
-pub use client::{CallbackUrls, InProcessClient, Release};
+pub use client::{CallbackUrls, ConsentRefusal, InProcessClient, Release};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use consent::{AfterConsent, ConsentAsk, ConsentStoreError, Consents, PendingConsent};
 pub use engine::{

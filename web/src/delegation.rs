@@ -444,6 +444,7 @@ async fn finish(
             methods,
             step_up: None,
             passive: pending.gateway,
+            consented: None,
         },
     )
     .await;

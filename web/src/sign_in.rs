@@ -2,7 +2,8 @@
 //! proved who the user is (the password form, an upstream, a second
 //! factor) ends here, with the session cookie and the service's ticket; or,
 //! when the service asks for a second factor not yet given, with the
-//! second step (`/login/mfa`).
+//! second step (`/login/mfa`); when it asks consent not yet given, with the
+//! consent page (`/login/consent`).
 //!
 //! [`Engine::sign_in`]: castellan_core::Engine::sign_in
 
@@ -14,7 +15,10 @@ use crate::state::SharedState;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use castellan_cas::service_url::with_ticket;
-use castellan_core::{AuthnMethods, EngineError, PendingSignIn, Principal, SignIn, SignedIn};
+use castellan_core::{
+    AfterConsent, AuthnMethods, EngineError, PendingConsent, PendingSignIn, Principal, SignIn,
+    SignedIn,
+};
 use castellan_mfa::MfaError;
 use std::sync::Arc;
 
@@ -57,6 +61,9 @@ pub struct Completion<'a> {
     /// so a second factor still needed sends the browser back without a
     /// ticket.
     pub passive: bool,
+    /// The digest of the release the user just accepted on the consent
+    /// page, if any.
+    pub consented: Option<&'a str>,
 }
 
 /// The web side of the one sign-in sequence ([`Engine::sign_in`]): the
@@ -101,6 +108,39 @@ pub async fn complete_sign_in(
             }
         }
     }
+    // The service's consent, once the factors passed: nothing of the
+    // session exists until the user decided either.
+    if let (Some(service), None) = (login.service, login.consented) {
+        match state.engine.consent_needed(service, &login.principal).await {
+            Ok(None) => {}
+            Ok(Some(_)) if login.passive => {
+                return Ok(crate::consent_page::cannot_ask(state, service));
+            }
+            Ok(Some(ask)) => {
+                let browser = Browser::of(headers);
+                let pending = PendingConsent {
+                    principal: login.principal.clone(),
+                    service: service.to_owned(),
+                    ask,
+                    browser: browser.id.clone(),
+                    response_method: login.method.map(str::to_owned),
+                    then: AfterConsent::SignIn(PendingSignIn {
+                        principal: login.principal,
+                        methods: login.methods,
+                        service: Some(service.to_owned()),
+                        long_term: false,
+                        from_new_login: login.from_new_login,
+                        step_up: login.step_up.map(str::to_owned),
+                        browser: browser.id.clone(),
+                        response_method: login.method.map(str::to_owned),
+                        challenge: Vec::new(),
+                    }),
+                };
+                return Ok(crate::consent_page::ask(state, &browser, pending).await);
+            }
+            Err(e) => return Ok(unavailable(state, &e)),
+        }
+    }
     let previous = match login.step_up {
         Some(id) => Some(id.to_owned()),
         None => cookies::session_id(headers),
@@ -115,6 +155,7 @@ pub async fn complete_sign_in(
             from_new_login: login.from_new_login,
             methods: login.methods,
             step_up: login.step_up.is_some(),
+            consented: login.consented,
         })
         .await;
     let signed = match signed {
@@ -209,7 +250,7 @@ pub(crate) async fn step_page(
     response
 }
 
-fn service_name(state: &SharedState, service: &str) -> String {
+pub(crate) fn service_name(state: &SharedState, service: &str) -> String {
     state
         .engine
         .display_name(service)
