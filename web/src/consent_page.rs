@@ -15,26 +15,14 @@ use crate::pages::{render, MessagePage};
 use crate::respond::{redirect, unavailable};
 use crate::sign_in::{complete_sign_in, expired, to_service, Completion};
 use crate::state::SharedState;
-use askama::Template;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use castellan_core::{AfterConsent, Attributes, ConsentRefusal, EngineError, PendingConsent};
+use castellan_core::{AfterConsent, ConsentRefusal, EngineError, PendingConsent};
 use serde::Deserialize;
 
 const MAX_FLOW_ID: usize = 80;
-
-#[derive(Template)]
-#[template(path = "consent.html")]
-pub struct ConsentPage {
-    pub prefix: String,
-    pub action: String,
-    pub service_name: String,
-    pub user: String,
-    pub flow: String,
-    pub attributes: Attributes,
-}
 
 #[derive(Debug, Deserialize)]
 pub struct DecisionForm {
@@ -42,38 +30,6 @@ pub struct DecisionForm {
     flow: String,
     #[serde(default)]
     decision: String,
-}
-
-/// Keeps the sign-in and shows the consent page.
-pub async fn ask(state: &SharedState, browser: &Browser, pending: PendingConsent) -> Response {
-    let flow = match state.engine.defer_consent(&pending).await {
-        Ok(id) => id,
-        Err(e) => return unavailable(state, &e),
-    };
-    tracing::info!(user = %pending.principal.id, service = %pending.ask.service_key, "consent asked");
-    let page = ConsentPage {
-        prefix: state.prefix().to_owned(),
-        action: format!("{}/login/consent", state.prefix()),
-        service_name: crate::sign_in::service_name(state, &pending.service),
-        user: pending.principal.id.clone(),
-        flow,
-        attributes: pending.ask.attributes,
-    };
-    let mut response = render(StatusCode::OK, &page);
-    if let Some(cookie) = browser.cookie(state.prefix()) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
-}
-
-/// A passive login (CAS gateway, OIDC `prompt=none`, SAML `IsPassive`)
-/// cannot ask: back without a ticket, an in-process callback told why.
-pub fn cannot_ask(state: &SharedState, service: &str) -> Response {
-    if state.engine.is_callback(service) {
-        redirect(&ConsentRefusal::Required.on(service))
-    } else {
-        redirect(service)
-    }
 }
 
 /// POST `/login/consent`.

@@ -272,7 +272,7 @@ pub async fn form(
                     return step_up(&state, &browser, session_id, target, query.method).await;
                 }
                 Err(EngineError::ConsentRequired) if gateway => {
-                    return crate::consent_page::cannot_ask(&state, &target.url);
+                    return crate::sign_in::cannot_ask(&state, &target.url);
                 }
                 Err(EngineError::ConsentRequired) => {
                     return ask_consent(&state, &browser, session_id, target, query.method).await;
@@ -418,7 +418,7 @@ async fn ask_consent(
         response_method: method,
         then: AfterConsent::Session(session.id),
     };
-    crate::consent_page::ask(state, browser, pending).await
+    crate::sign_in::ask_consent(state, browser, pending).await
 }
 
 /// POST `/login`: credentials with the one-time `execution` token.

@@ -9,15 +9,17 @@
 
 use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
-use crate::pages::{render, Link, MessagePage, PostRedirectPage, SecondStepPage, TotpOffer};
+use crate::pages::{
+    render, ConsentPage, Link, MessagePage, PostRedirectPage, SecondStepPage, TotpOffer,
+};
 use crate::respond::{redirect, unavailable};
 use crate::state::SharedState;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use castellan_cas::service_url::with_ticket;
 use castellan_core::{
-    AfterConsent, AuthnMethods, EngineError, PendingConsent, PendingSignIn, Principal, SignIn,
-    SignedIn,
+    AfterConsent, AuthnMethods, ConsentRefusal, EngineError, PendingConsent, PendingSignIn,
+    Principal, SignIn, SignedIn,
 };
 use castellan_mfa::MfaError;
 use std::sync::Arc;
@@ -114,7 +116,7 @@ pub async fn complete_sign_in(
         match state.engine.consent_needed(service, &login.principal).await {
             Ok(None) => {}
             Ok(Some(_)) if login.passive => {
-                return Ok(crate::consent_page::cannot_ask(state, service));
+                return Ok(cannot_ask(state, service));
             }
             Ok(Some(ask)) => {
                 let browser = Browser::of(headers);
@@ -136,7 +138,7 @@ pub async fn complete_sign_in(
                         challenge: Vec::new(),
                     }),
                 };
-                return Ok(crate::consent_page::ask(state, &browser, pending).await);
+                return Ok(ask_consent(state, &browser, pending).await);
             }
             Err(e) => return Ok(unavailable(state, &e)),
         }
@@ -195,6 +197,42 @@ impl SignedInPage {
 
 fn session_cookie(state: &SharedState, session_id: &str) -> HeaderValue {
     cookies::set_session(state.prefix(), session_id, state.settings.secure_cookies())
+}
+
+/// Keeps the sign-in and shows the consent page.
+pub async fn ask_consent(
+    state: &SharedState,
+    browser: &Browser,
+    pending: PendingConsent,
+) -> Response {
+    let flow = match state.engine.defer_consent(&pending).await {
+        Ok(id) => id,
+        Err(e) => return unavailable(state, &e),
+    };
+    tracing::info!(user = %pending.principal.id, service = %pending.ask.service_key, "consent asked");
+    let page = ConsentPage {
+        prefix: state.prefix().to_owned(),
+        action: format!("{}/login/consent", state.prefix()),
+        service_name: service_name(state, &pending.service),
+        user: pending.principal.id.clone(),
+        flow,
+        attributes: pending.ask.attributes,
+    };
+    let mut response = render(StatusCode::OK, &page);
+    if let Some(cookie) = browser.cookie(state.prefix()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A passive login (CAS gateway, OIDC `prompt=none`, SAML `IsPassive`)
+/// cannot ask: back without a ticket, an in-process callback told why.
+pub fn cannot_ask(state: &SharedState, service: &str) -> Response {
+    if state.engine.is_callback(service) {
+        redirect(&ConsentRefusal::Required.on(service))
+    } else {
+        redirect(service)
+    }
 }
 
 /// Starts the second step (`/login/mfa`) of a
