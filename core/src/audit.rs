@@ -175,10 +175,13 @@ pub fn validation_code(error: &EngineError) -> &'static str {
         | EngineError::RenewRequired
         | EngineError::SecondFactorRequired => "INVALID_TICKET",
         EngineError::ServiceMismatch | EngineError::UnauthorizedService => "INVALID_SERVICE",
-        EngineError::UnauthorizedProxy => "UNAUTHORIZED_SERVICE_PROXY",
+        EngineError::UnauthorizedProxy | EngineError::ConsentRequired => {
+            "UNAUTHORIZED_SERVICE_PROXY"
+        }
         EngineError::InvalidProxyCallback(_) => "INVALID_PROXY_CALLBACK",
         EngineError::Store(StoreError::Unavailable(_) | StoreError::Corrupt(_))
         | EngineError::Busy
+        | EngineError::Consents(_)
         | EngineError::Authentication(_) => "INTERNAL_ERROR",
     }
 }

@@ -15,8 +15,13 @@
 //! enforces the ask like a service's own policy, and the browser cannot
 //! drop it (the ticket is bound to the URL the module validates with).
 
+use crate::error::StoreError;
 use crate::methods::MfaPolicy;
+use crate::principal::Attributes;
 use crate::service::{LogoutMode, RegisteredService};
+use crate::store::TicketStore;
+use async_trait::async_trait;
+use std::time::Duration;
 
 /// Builds, recognises and parses one module's callback service URLs.
 #[derive(Debug, Clone)]
@@ -93,6 +98,7 @@ impl CallbackUrls {
         release: Vec<String>,
         logout: LogoutMode,
         mfa: Option<MfaPolicy>,
+        consent: Option<Duration>,
     ) -> Result<[RegisteredService; 2], regex::Error> {
         let register = |infix: &str, mfa: Option<MfaPolicy>| {
             let pattern = format!(
@@ -104,7 +110,7 @@ impl CallbackUrls {
                 ))
             );
             RegisteredService::new(name.to_owned(), &pattern, release.clone(), None, logout)
-                .map(|s| s.internal().with_mfa(mfa))
+                .map(|s| s.internal().with_mfa(mfa).with_consent(consent))
         };
         Ok([
             register("", mfa)?,
@@ -113,7 +119,53 @@ impl CallbackUrls {
     }
 }
 
+/// Why a login came back to a callback without a ticket, when consent
+/// is the reason: the URL carries `&consent=declined` (the user said no)
+/// or `&consent=required` (a passive login could not ask). Anyone can
+/// add the marker by hand; it can only make that request fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentRefusal {
+    Declined,
+    Required,
+}
+
+impl ConsentRefusal {
+    pub const PARAMETER: &'static str = "consent";
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "declined" => Some(Self::Declined),
+            "required" => Some(Self::Required),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Declined => "declined",
+            Self::Required => "required",
+        }
+    }
+
+    /// The callback URL `service` with the marker.
+    pub fn on(self, service: &str) -> String {
+        format!("{service}&{}={}", Self::PARAMETER, self.as_str())
+    }
+}
+
+/// What a login for one of a module's callbacks releases to its party,
+/// as the consent page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// Names and values as the party will receive them.
+    pub attributes: Attributes,
+    /// The request asks the user's consent again, whatever was decided
+    /// before (OIDC `prompt=consent`).
+    pub ask_again: bool,
+}
+
 /// A protocol module that signs users in through the core.
+#[async_trait]
 pub trait InProcessClient: Send + Sync + 'static {
     fn callbacks(&self) -> &CallbackUrls;
 
@@ -122,6 +174,24 @@ pub trait InProcessClient: Send + Sync + 'static {
 
     /// How the login page names the party of one of its callback URLs.
     fn display_name(&self, party: &str) -> Option<String>;
+
+    /// What the pending `request` of `party` will release of `allowed`
+    /// (the attributes its registration releases) for user `principal_id`:
+    /// by default all of them. A module that narrows them further (OIDC
+    /// scopes) says so here, so that the user consents to what is sent.
+    async fn release(
+        &self,
+        _store: &dyn TicketStore,
+        _party: &str,
+        _request: &str,
+        _principal_id: &str,
+        allowed: Attributes,
+    ) -> Result<Release, StoreError> {
+        Ok(Release {
+            attributes: allowed,
+            ask_again: false,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -150,7 +220,7 @@ mod tests {
     fn the_registration_matches_only_that_party_s_callbacks() {
         let urls = CallbackUrls::new(PREFIX);
         let [reg, asking] = urls
-            .registration("App", "app.1", vec![], LogoutMode::None, None)
+            .registration("App", "app.1", vec![], LogoutMode::None, None, None)
             .unwrap();
         assert_eq!(reg.mfa, None);
         assert_eq!(asking.mfa, Some(MfaPolicy::Required));

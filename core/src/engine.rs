@@ -8,6 +8,7 @@ use crate::audit::{validation_code, AuditEvent, AuditKind, AuditSink, Outcome};
 use crate::authn::{Authenticator, Credentials, PasswordNotice};
 use crate::client::InProcessClient;
 use crate::clock::{Clock, Millis};
+use crate::consent::{self, ConsentAsk, Consents, PendingConsent};
 use crate::error::{AuthnError, EngineError};
 use crate::ids::{is_well_formed, new_session_id, new_session_ticket_id, new_ticket_id, redact};
 use crate::login_flow::LoginFlows;
@@ -132,6 +133,7 @@ pub struct Engine {
     second_factors: Option<Arc<dyn SecondFactors>>,
     second_steps: SecondSteps,
     audit: Option<Arc<dyn AuditSink>>,
+    consents: Option<Arc<dyn Consents>>,
 }
 
 /// A login to turn into a session (and a ticket), the same way whatever
@@ -151,6 +153,9 @@ pub struct SignIn<'a> {
     /// A second factor added to the `previous` session, whose first factor
     /// (and authentication time, and hard limit) the new session keeps.
     pub step_up: bool,
+    /// The digest of the release the user just accepted on the consent
+    /// page (see [`crate::consent`]), if any.
+    pub consented: Option<&'a str>,
 }
 
 /// A new session and, when asked for a service, its ticket.
@@ -204,6 +209,7 @@ impl Engine {
             second_factors: None,
             second_steps: SecondSteps::new(store_for_steps),
             audit: None,
+            consents: None,
         }
     }
 
@@ -255,6 +261,13 @@ impl Engine {
         {
             self.pending = previous.pending.clone();
         }
+        self
+    }
+
+    /// Where users' consent decisions are kept. Without it, a service
+    /// with `consent` asks at every login.
+    pub fn with_consents(mut self, consents: Arc<dyn Consents>) -> Self {
+        self.consents = Some(consents);
         self
     }
 
@@ -498,6 +511,8 @@ impl Engine {
             {
                 return Err(EngineError::SecondFactorRequired);
             }
+            self.check_consent(service, &request.principal, request.consented)
+                .await?;
         }
         let (session, dispatched) = if request.step_up {
             (
@@ -521,6 +536,7 @@ impl Engine {
                     Some(&session.principal.id),
                     service,
                     request.from_new_login,
+                    request.consented,
                 )
                 .await?,
             ),
@@ -614,18 +630,32 @@ impl Engine {
         service: &str,
         from_new_login: bool,
     ) -> Result<ServiceTicket, EngineError> {
-        self.grant_service_ticket_to(session_id, None, service, from_new_login)
+        self.grant_service_ticket_to(session_id, None, service, from_new_login, None)
             .await
     }
 
-    /// As [`Engine::grant_service_ticket`], for a session whose user the
-    /// caller knows (the audit line names them without a store read).
+    /// As [`Engine::grant_service_ticket`], right after the user accepted
+    /// the release whose digest is `consented` on the consent page.
+    pub async fn grant_service_ticket_consented(
+        &self,
+        session_id: &str,
+        service: &str,
+        from_new_login: bool,
+        consented: Option<&str>,
+    ) -> Result<ServiceTicket, EngineError> {
+        self.grant_service_ticket_to(session_id, None, service, from_new_login, consented)
+            .await
+    }
+
+    /// The grant, for a session whose user the caller may know (the audit
+    /// line names them without a store read).
     async fn grant_service_ticket_to(
         &self,
         session_id: &str,
         user: Option<&str>,
         service: &str,
         from_new_login: bool,
+        consented: Option<&str>,
     ) -> Result<ServiceTicket, EngineError> {
         let registered = self
             .registry
@@ -633,6 +663,13 @@ impl Engine {
             .ok_or(EngineError::UnauthorizedService)?;
         self.check_second_factor_of(registered, session_id, EngineError::SessionNotFound)
             .await?;
+        if registered.consent.is_some() {
+            let Some(session) = self.store.session_head(session_id).await? else {
+                return Err(EngineError::SessionNotFound);
+            };
+            self.check_consent(service, &session.principal, consented)
+                .await?;
+        }
         let id = new_session_ticket_id(TicketKind::Service.prefix(), session_id)
             .ok_or(EngineError::SessionNotFound)?;
         let ticket = ServiceTicket {
@@ -849,6 +886,15 @@ impl Engine {
             .ok_or(EngineError::UnauthorizedProxy)?;
         self.check_second_factor_of(registered, &pgt.session_id, EngineError::TicketNotFound)
             .await?;
+        if registered.consent.is_some() {
+            // A proxy cannot show the user the consent page: only a live
+            // decision lets it through.
+            let Some(session) = self.store.session_head(&pgt.session_id).await? else {
+                return Err(EngineError::TicketNotFound);
+            };
+            self.check_consent(target_service, &session.principal, None)
+                .await?;
+        }
         let id = new_session_ticket_id(TicketKind::Proxy.prefix(), &pgt.session_id)
             .ok_or(EngineError::TicketNotFound)?;
         let ticket = ProxyTicket {
@@ -971,6 +1017,116 @@ impl Engine {
             (Some(MfaPolicy::Optional), false) => self.is_enrolled(user).await,
             (None, false) => Ok(false),
         }
+    }
+
+    /// What a ticket for `service` would release to it for `principal`,
+    /// and whether its request asks consent again: the registration's
+    /// release, narrowed by the in-process client that owns the URL.
+    async fn release_to(
+        &self,
+        registered: &RegisteredService,
+        service: &str,
+        principal: &Principal,
+    ) -> Result<crate::client::Release, EngineError> {
+        let allowed = principal.released(&registered.release);
+        for client in &self.clients {
+            if let Some((party, request)) = client.callbacks().parse(service) {
+                return Ok(client
+                    .release(self.store.as_ref(), &party, request, &principal.id, allowed)
+                    .await?);
+            }
+        }
+        Ok(crate::client::Release {
+            attributes: allowed,
+            ask_again: false,
+        })
+    }
+
+    /// What the user must accept before a ticket for `service`, or `None`
+    /// when the service asks no consent or the user's decision for what it
+    /// would receive lives.
+    pub async fn consent_needed(
+        &self,
+        service: &str,
+        principal: &Principal,
+    ) -> Result<Option<ConsentAsk>, EngineError> {
+        let Some(registered) = self.registry.find(service) else {
+            return Err(EngineError::UnauthorizedService);
+        };
+        let Some(ttl) = registered.consent else {
+            return Ok(None);
+        };
+        let release = self.release_to(registered, service, principal).await?;
+        let digest = consent::digest(&release.attributes);
+        let given = match (&self.consents, release.ask_again) {
+            (Some(consents), false) => {
+                consents
+                    .given(&principal.id, &registered.name, &digest)
+                    .await?
+            }
+            _ => false,
+        };
+        Ok((!given).then(|| ConsentAsk {
+            user: principal.id.clone(),
+            service_key: registered.name.clone(),
+            attributes: release.attributes,
+            digest,
+            ttl,
+        }))
+    }
+
+    /// Before a grant for `service`: its consent, when it asks one, must be
+    /// live, or have just been given for this very release (`consented`).
+    async fn check_consent(
+        &self,
+        service: &str,
+        principal: &Principal,
+        consented: Option<&str>,
+    ) -> Result<(), EngineError> {
+        match self.consent_needed(service, principal).await? {
+            None => Ok(()),
+            Some(ask) if consented == Some(ask.digest.as_str()) => Ok(()),
+            Some(_) => Err(EngineError::ConsentRequired),
+        }
+    }
+
+    /// Records the user's acceptance of `ask`.
+    pub async fn remember_consent(&self, ask: &ConsentAsk) -> Result<(), EngineError> {
+        if let Some(consents) = &self.consents {
+            consents
+                .remember(&ask.user, &ask.service_key, &ask.digest, ask.ttl)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the user's decision for the service of `ask` (a decline).
+    pub async fn forget_consent(&self, ask: &ConsentAsk) -> Result<(), EngineError> {
+        if let Some(consents) = &self.consents {
+            consents.forget(&ask.user, &ask.service_key).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a sign-in until its user decides on the consent page; the id
+    /// to decide with.
+    pub async fn defer_consent(&self, pending: &PendingConsent) -> Result<String, EngineError> {
+        consent::defer(self.store.as_ref(), pending).await
+    }
+
+    /// Takes a sign-in waiting for consent out, once, for `browser` only.
+    pub async fn take_consent(
+        &self,
+        id: &str,
+        browser: &str,
+    ) -> Result<Option<PendingConsent>, EngineError> {
+        consent::take(self.store.as_ref(), id, browser).await
+    }
+
+    /// Whether a service URL is an in-process client's callback (an OIDC
+    /// client's, a SAML SP's), answered by that module, not a CAS client.
+    pub fn is_callback(&self, service: &str) -> bool {
+        self.clients.iter().any(|c| c.callbacks().owns(service))
     }
 
     /// Whether the user has a second factor enrolled.

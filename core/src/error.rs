@@ -79,6 +79,12 @@ pub enum EngineError {
     SessionNotFound,
     #[error("the service asks for a second factor this session has not used")]
     SecondFactorRequired,
+    /// The service releases attributes only with the user's consent, and
+    /// the user has no live decision for what it would receive.
+    #[error("the service asks for the user's consent to the release of attributes")]
+    ConsentRequired,
+    #[error(transparent)]
+    Consents(#[from] crate::consent::ConsentStoreError),
     #[error("too many sign-ins in progress; try again shortly")]
     Busy,
     #[error(transparent)]

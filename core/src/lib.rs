@@ -10,6 +10,7 @@ pub mod audit;
 pub mod authn;
 pub mod client;
 pub mod clock;
+pub mod consent;
 pub mod engine;
 pub mod error;
 pub mod ids;
@@ -30,8 +31,9 @@ pub use authn::{
     Authenticator, AuthenticatorChain, Credentials, Decision, PasswordNotice, StaticUser,
     StaticUserAuthenticator, UserSecret,
 };
-pub use client::{CallbackUrls, InProcessClient};
+pub use client::{CallbackUrls, ConsentRefusal, InProcessClient, Release};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use consent::{AfterConsent, ConsentAsk, ConsentStoreError, Consents, PendingConsent};
 pub use engine::{
     Assertion, Engine, LoggedOut, LogoutNotification, ProxyCallback, SecondFactors, SignIn,
     SignedIn, TicketPolicy, ValidationRequest,

@@ -3,6 +3,7 @@
 use crate::methods::MfaPolicy;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// How a service learns that an SSO session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -30,6 +31,9 @@ pub struct RegisteredService {
     pub internal: bool,
     /// A second factor asked before a ticket (none: the first is enough).
     pub mfa: Option<MfaPolicy>,
+    /// Attribute release consent: asked before the first ticket, and
+    /// remembered this long (none: released without asking).
+    pub consent: Option<Duration>,
 }
 
 impl RegisteredService {
@@ -50,6 +54,7 @@ impl RegisteredService {
             logout,
             internal: false,
             mfa: None,
+            consent: None,
         })
     }
 
@@ -62,6 +67,13 @@ impl RegisteredService {
     /// Asks a second factor of the logins for this service.
     pub fn with_mfa(mut self, mfa: Option<MfaPolicy>) -> Self {
         self.mfa = mfa;
+        self
+    }
+
+    /// Asks the user's consent before releasing attributes to this
+    /// service; a decision lives `ttl`.
+    pub fn with_consent(mut self, ttl: Option<Duration>) -> Self {
+        self.consent = ttl;
         self
     }
 

@@ -120,6 +120,10 @@ fn new_id() -> Result<String, MfaError> {
 }
 
 impl Factors {
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Opens the store (creating its tables), loads or generates the key,
     /// and checks that the store's factors were written with this key.
     pub async fn open(settings: MfaSettings) -> Result<Factors, MfaError> {

@@ -2,8 +2,11 @@
 //! and one-time recovery codes, kept in SQLite (one node) or PostgreSQL
 //! (several nodes), with TOTP secrets encrypted at rest.
 //!
+//! The same store keeps users' attribute release consent decisions.
+//!
 //! No HTTP here: the web crate calls [`Factors`] and renders.
 
+mod consents;
 mod error;
 mod factors;
 mod key;

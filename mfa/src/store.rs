@@ -13,7 +13,7 @@ use std::time::Duration;
 /// newer version rather than misread it.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: [&str; 5] = [
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS castellan_mfa_meta (
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
@@ -42,6 +42,17 @@ const SCHEMA: [&str; 5] = [
         PRIMARY KEY (username, hash)
     )",
     "INSERT INTO castellan_mfa_meta (name, value) VALUES ('schema_version', '1') ON CONFLICT (name) DO NOTHING",
+    // Attribute release consent: one live decision per user and service,
+    // for the attribute set `digest` (a new table: nodes of the release
+    // before ignore it, so the schema version stays).
+    "CREATE TABLE IF NOT EXISTS castellan_consents (
+        username TEXT NOT NULL,
+        service TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        decided_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (username, service)
+    )",
 ];
 
 #[derive(Clone)]
@@ -495,6 +506,77 @@ impl Store {
             .await?;
             tx.commit().await?;
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
+    /// Whether the user's decision for `service` is for `digest` and lives at `now`.
+    pub async fn consent_given(
+        &self,
+        user: &str,
+        service: &str,
+        digest: &str,
+        now: i64,
+    ) -> Result<bool, MfaError> {
+        with_pool!(self, |p, sql| {
+            Ok(sqlx::query(&sql(
+                "SELECT 1 FROM castellan_consents
+                 WHERE username = $1 AND service = $2 AND digest = $3 AND expires_at > $4",
+            ))
+            .bind(user)
+            .bind(service)
+            .bind(digest)
+            .bind(now)
+            .fetch_optional(p)
+            .await?
+            .is_some())
+        })
+    }
+
+    /// Replaces the user's decision for `service` (an upsert: of two nodes
+    /// recording at once, the later wins, both being acceptances).
+    pub async fn remember_consent(
+        &self,
+        user: &str,
+        service: &str,
+        digest: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), MfaError> {
+        with_pool!(self, |p, sql| {
+            sqlx::query(&sql(
+                "INSERT INTO castellan_consents (username, service, digest, decided_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (username, service)
+                 DO UPDATE SET digest = excluded.digest, decided_at = excluded.decided_at,
+                               expires_at = excluded.expires_at",
+            ))
+            .bind(user)
+            .bind(service)
+            .bind(digest)
+            .bind(now)
+            .bind(expires_at)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Drops the user's decision for `service`, and their expired ones.
+    pub async fn forget_consent(
+        &self,
+        user: &str,
+        service: &str,
+        now: i64,
+    ) -> Result<(), MfaError> {
+        with_pool!(self, |p, sql| {
+            sqlx::query(&sql("DELETE FROM castellan_consents
+                 WHERE username = $1 AND (service = $2 OR expires_at <= $3)"))
+            .bind(user)
+            .bind(service)
+            .bind(now)
+            .execute(p)
+            .await?;
+            Ok(())
         })
     }
 

@@ -692,7 +692,69 @@ async fn second_step(b: &Backend) {
     f.close().await;
 }
 
+/// Consent decisions: per user, service and attribute set, until expiry;
+/// a new decision replaces the old; forgetting drops it.
+async fn consents(b: &Backend) {
+    let (f, _) = open(b, "consents").await;
+    let day = std::time::Duration::from_secs(86_400);
+    assert!(!f.consent_given("alice", "wiki", "d1", T0).await.unwrap());
+    f.remember_consent("alice", "wiki", "d1", day, T0)
+        .await
+        .unwrap();
+    assert!(f.consent_given("alice", "wiki", "d1", T0).await.unwrap());
+    assert!(f
+        .consent_given("alice", "wiki", "d1", T0 + 86_399)
+        .await
+        .unwrap());
+    assert!(
+        !f.consent_given("alice", "wiki", "d1", T0 + 86_400)
+            .await
+            .unwrap(),
+        "expired after its ttl"
+    );
+    assert!(
+        !f.consent_given("alice", "wiki", "d2", T0).await.unwrap(),
+        "another attribute set asks again"
+    );
+    assert!(!f.consent_given("bob", "wiki", "d1", T0).await.unwrap());
+    assert!(!f.consent_given("alice", "mail", "d1", T0).await.unwrap());
+    // A new decision replaces the earlier one for the service.
+    f.remember_consent("alice", "wiki", "d2", day, T0 + 10)
+        .await
+        .unwrap();
+    assert!(f
+        .consent_given("alice", "wiki", "d2", T0 + 10)
+        .await
+        .unwrap());
+    assert!(!f
+        .consent_given("alice", "wiki", "d1", T0 + 10)
+        .await
+        .unwrap());
+    f.remember_consent("alice", "mail", "d1", day, T0)
+        .await
+        .unwrap();
+    f.forget_consent("alice", "wiki", T0 + 20).await.unwrap();
+    assert!(!f
+        .consent_given("alice", "wiki", "d2", T0 + 20)
+        .await
+        .unwrap());
+    assert!(
+        f.consent_given("alice", "mail", "d1", T0 + 20)
+            .await
+            .unwrap(),
+        "only that service's decision is dropped"
+    );
+    // Keys PostgreSQL text cannot hold are refused, not an error of the store.
+    assert!(f
+        .remember_consent("a\0b", "wiki", "d1", day, T0)
+        .await
+        .is_err());
+    assert!(!f.consent_given("a\0b", "wiki", "d1", T0).await.unwrap());
+    f.close().await;
+}
+
 async fn suite(b: Backend) {
+    consents(&b).await;
     enrol_and_verify(&b).await;
     second_step(&b).await;
     skew(&b).await;

@@ -2,8 +2,8 @@
 
 use crate::state::SharedState;
 use crate::{
-    cas_endpoints, delegation, login, logout, mfa_page, middleware, oidc, operations, saml,
-    second_step,
+    cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc, operations,
+    saml, second_step,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ pub fn router(state: SharedState) -> Router {
     let endpoints = Router::new()
         .route("/login", get(login::form).post(login::submit))
         .route("/login/mfa", post(second_step::submit))
+        .route("/login/consent", post(consent_page::decide))
         .route("/mfa", get(mfa_page::page).post(mfa_page::act))
         .route("/logout", get(logout::logout))
         .route("/validate", get(cas_endpoints::validate))

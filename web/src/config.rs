@@ -228,6 +228,10 @@ pub struct ServiceEntry {
     pub logout: Option<Spanned<String>>,
     /// Any protocol: "required" or "optional" (a second factor).
     pub mfa: Option<Spanned<String>>,
+    /// Any protocol: ask the user's consent before releasing attributes.
+    pub consent: Option<Spanned<bool>>,
+    /// Any protocol: how long a consent decision lives ("90d").
+    pub consent_ttl: Option<Spanned<String>>,
     // OAuth2 / OIDC clients
     pub client_id: Option<Spanned<String>>,
     pub client_secret: Option<Spanned<String>>,
@@ -504,6 +508,9 @@ fn line_of(text: &str, offset: usize) -> usize {
         .count()
         + 1
 }
+
+/// How long a consent decision lives unless `consent_ttl` says.
+pub const DEFAULT_CONSENT_TTL: Duration = Duration::from_secs(90 * 86_400);
 
 /// Parses "10s", "5m", "8h", "1d", "250ms", or a sum like "1h30m".
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -1109,6 +1116,32 @@ impl Validator<'_> {
         users
     }
 
+    /// `consent` and `consent_ttl`, the same for every protocol: how long
+    /// a decision lives, when consent is asked.
+    fn consent(&mut self, entry: &ServiceEntry) -> Option<Duration> {
+        let asked = entry.consent.as_ref().is_some_and(|c| *c.get_ref());
+        let ttl = match &entry.consent_ttl {
+            None => DEFAULT_CONSENT_TTL,
+            Some(_) if !asked => {
+                let at = entry.consent_ttl.as_ref()?;
+                self.problem(at, "services.consent_ttl: only with consent = true");
+                return None;
+            }
+            Some(text) => match parse_duration(text.get_ref()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    self.problem(text, "services.consent_ttl: must be longer than zero");
+                    return None;
+                }
+                Err(e) => {
+                    self.problem(text, format!("services.consent_ttl: {e}"));
+                    return None;
+                }
+            },
+        };
+        asked.then_some(ttl)
+    }
+
     fn services(
         &mut self,
         entries: Vec<ServiceEntry>,
@@ -1132,6 +1165,7 @@ impl Validator<'_> {
             }
             let written = entry.written();
             let at_name = Some(entry.name.span());
+            let consent = self.consent(&entry);
             match entry.protocol.get_ref().as_str() {
                 "cas" => {
                     let input = castellan_cas::config::ServiceInput {
@@ -1144,7 +1178,7 @@ impl Validator<'_> {
                         keys: written.keys(),
                     };
                     match castellan_cas::config::service(input) {
-                        Ok(service) => services.push(service),
+                        Ok(service) => services.push(service.with_consent(consent)),
                         Err(errors) => self.report(&errors, &written, at_name),
                     }
                 }
@@ -1164,6 +1198,7 @@ impl Validator<'_> {
                         access_token_signing_alg: value(entry.access_token_signing_alg),
                         resource_servers: list(entry.resource_servers),
                         mfa: value(entry.mfa.clone()),
+                        consent,
                         keys: written.keys(),
                     };
                     if let Err(errors) = clients.add(input, &mut self.warnings) {
@@ -1181,6 +1216,7 @@ impl Validator<'_> {
                         attribute_name_format: value(entry.attribute_name_format),
                         require_signed_requests: value(entry.require_signed_requests),
                         mfa: value(entry.mfa.clone()),
+                        consent,
                         keys: written.keys(),
                     };
                     if let Err(errors) = sps.add(input) {
@@ -1489,6 +1525,59 @@ code_ttl = "5m"
         ] {
             assert!(all.contains(expected), "{expected} missing from:\n{all}");
         }
+    }
+
+    #[test]
+    fn consent_is_read_on_every_protocol_with_its_ttl() {
+        let text = r#"
+[[services]]
+name = "a"
+protocol = "cas"
+service = "^https://a/.*$"
+consent = true
+
+[[services]]
+name = "b"
+protocol = "oidc"
+client_id = "b"
+redirect_uris = ["https://b.example/cb"]
+consent = true
+consent_ttl = "2d"
+
+[[services]]
+name = "c"
+protocol = "cas"
+service = "^https://c/.*$"
+"#;
+        let ok = parse(text, Path::new("."), false).unwrap();
+        assert_eq!(ok.services[0].consent, Some(DEFAULT_CONSENT_TTL));
+        assert_eq!(ok.services[1].consent, None);
+        let b = ok.oidc.clients.iter().find(|c| c.client_id == "b").unwrap();
+        assert_eq!(b.consent, Some(Duration::from_secs(2 * 86_400)));
+
+        let bad = r#"
+[[services]]
+name = "a"
+protocol = "cas"
+service = "^https://a/.*$"
+consent = true
+consent_ttl = "soon"
+
+[[services]]
+name = "b"
+protocol = "cas"
+service = "^https://b/.*$"
+consent_ttl = "1d"
+"#;
+        let problems = parse(bad, Path::new("."), false).err().unwrap();
+        let at = |needle: &str| {
+            problems
+                .iter()
+                .find(|p| p.message.contains(needle))
+                .and_then(|p| p.line)
+        };
+        assert_eq!(at("consent_ttl: bad duration"), Some(7));
+        assert_eq!(at("only with consent = true"), Some(13));
     }
 
     #[test]

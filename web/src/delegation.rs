@@ -458,6 +458,7 @@ async fn finish(
             methods,
             step_up: None,
             passive: pending.gateway,
+            consented: None,
         },
     )
     .await;

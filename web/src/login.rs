@@ -13,8 +13,8 @@ use axum::response::Response;
 use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
 use castellan_core::{
-    AccountProblem, AccountRefusal, AuthnError, AuthnMethod, AuthnMethods, Credentials,
-    EngineError, PasswordNotice, PendingSignIn, RegisteredService,
+    AccountProblem, AccountRefusal, AfterConsent, AuthnError, AuthnMethod, AuthnMethods,
+    Credentials, EngineError, PasswordNotice, PendingConsent, PendingSignIn, RegisteredService,
 };
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -271,6 +271,12 @@ pub async fn form(
                 Err(EngineError::SecondFactorRequired) => {
                     return step_up(&state, &browser, session_id, target, query.method).await;
                 }
+                Err(EngineError::ConsentRequired) if gateway => {
+                    return crate::sign_in::cannot_ask(&state, &target.url);
+                }
+                Err(EngineError::ConsentRequired) => {
+                    return ask_consent(&state, &browser, session_id, target, query.method).await;
+                }
                 Err(e) => return unavailable(&state, &e),
             },
             None => match state.engine.session(session_id).await {
@@ -371,6 +377,48 @@ async fn step_up(
         challenge: Vec::new(),
     };
     crate::sign_in::begin(state, browser, pending).await
+}
+
+/// A live session for a service that asks consent the user has not given:
+/// the consent page, then the ticket from the same session.
+async fn ask_consent(
+    state: &SharedState,
+    browser: &Browser,
+    session_id: &str,
+    target: &Target<'_>,
+    method: Option<String>,
+) -> Response {
+    let again = || {
+        redirect(&format!(
+            "{}/login?service={}",
+            state.prefix(),
+            form_encode(&target.url)
+        ))
+    };
+    let session = match state.engine.session(session_id).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return again(),
+        Err(e) => return unavailable(state, &e),
+    };
+    let ask = match state
+        .engine
+        .consent_needed(&target.url, &session.principal)
+        .await
+    {
+        Ok(Some(ask)) => ask,
+        // Given meanwhile (another tab): SSO as usual.
+        Ok(None) => return again(),
+        Err(e) => return unavailable(state, &e),
+    };
+    let pending = PendingConsent {
+        principal: session.principal,
+        service: target.url.clone(),
+        ask,
+        browser: browser.id.clone(),
+        response_method: method,
+        then: AfterConsent::Session(session.id),
+    };
+    crate::sign_in::ask_consent(state, browser, pending).await
 }
 
 /// POST `/login`: credentials with the one-time `execution` token.
@@ -531,6 +579,7 @@ pub async fn submit(
             methods: AuthnMethods::of(AuthnMethod::Password),
             step_up: None,
             passive: false,
+            consented: None,
         },
     )
     .await

@@ -6,6 +6,7 @@ mod app;
 mod cas_endpoints;
 mod client_address;
 mod config;
+mod consent_page;
 mod cookies;
 mod delegation;
 #[cfg(test)]

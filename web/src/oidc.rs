@@ -230,9 +230,19 @@ pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuer
         .as_ref()
         .and_then(|p| p.get("ticket"))
         .map(String::as_str);
+    let consent_refusal = params
+        .as_ref()
+        .and_then(|p| p.get(castellan_core::ConsentRefusal::PARAMETER))
+        .and_then(|v| castellan_core::ConsentRefusal::parse(v));
     match state
         .oidc
-        .callback(&state.engine, client_id, request_id, ticket)
+        .callback(
+            &state.engine,
+            client_id,
+            request_id,
+            ticket,
+            consent_refusal,
+        )
         .await
     {
         Ok(answer) => {

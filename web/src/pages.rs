@@ -54,6 +54,18 @@ pub struct SecondStepPage {
     pub passkey_create_options: Option<String>,
 }
 
+/// Attribute release consent: what a service is about to receive.
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage {
+    pub prefix: String,
+    pub action: String,
+    pub service_name: String,
+    pub user: String,
+    pub flow: String,
+    pub attributes: castellan_core::Attributes,
+}
+
 /// `/mfa`: the user's own factors.
 #[derive(Template)]
 #[template(path = "mfa.html")]

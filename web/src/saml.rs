@@ -127,7 +127,14 @@ pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuer
     };
     match state
         .saml
-        .callback(&state.engine, sp, request_id, p.get("ticket"))
+        .callback(
+            &state.engine,
+            sp,
+            request_id,
+            p.get("ticket"),
+            p.get(castellan_core::ConsentRefusal::PARAMETER)
+                .and_then(castellan_core::ConsentRefusal::parse),
+        )
         .await
     {
         Ok(answer) => {

@@ -161,6 +161,7 @@ async fn finish(
             methods: pending.methods.with(method),
             step_up: pending.step_up.as_deref(),
             passive: false,
+            consented: None,
         },
     )
     .await;

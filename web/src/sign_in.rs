@@ -2,19 +2,25 @@
 //! proved who the user is (the password form, an upstream, a second
 //! factor) ends here, with the session cookie and the service's ticket; or,
 //! when the service asks for a second factor not yet given, with the
-//! second step (`/login/mfa`).
+//! second step (`/login/mfa`); when it asks consent not yet given, with the
+//! consent page (`/login/consent`).
 //!
 //! [`Engine::sign_in`]: castellan_core::Engine::sign_in
 
 use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
-use crate::pages::{render, Link, MessagePage, PostRedirectPage, SecondStepPage, TotpOffer};
+use crate::pages::{
+    render, ConsentPage, Link, MessagePage, PostRedirectPage, SecondStepPage, TotpOffer,
+};
 use crate::respond::{redirect, unavailable};
 use crate::state::SharedState;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use castellan_cas::service_url::with_ticket;
-use castellan_core::{AuthnMethods, EngineError, PendingSignIn, Principal, SignIn, SignedIn};
+use castellan_core::{
+    AfterConsent, AuthnMethods, ConsentRefusal, EngineError, PendingConsent, PendingSignIn,
+    Principal, SignIn, SignedIn,
+};
 use castellan_mfa::MfaError;
 use std::sync::Arc;
 
@@ -57,6 +63,9 @@ pub struct Completion<'a> {
     /// so a second factor still needed sends the browser back without a
     /// ticket.
     pub passive: bool,
+    /// The digest of the release the user just accepted on the consent
+    /// page, if any.
+    pub consented: Option<&'a str>,
 }
 
 /// The web side of the one sign-in sequence ([`Engine::sign_in`]): the
@@ -101,6 +110,39 @@ pub async fn complete_sign_in(
             }
         }
     }
+    // The service's consent, once the factors passed: nothing of the
+    // session exists until the user decided either.
+    if let (Some(service), None) = (login.service, login.consented) {
+        match state.engine.consent_needed(service, &login.principal).await {
+            Ok(None) => {}
+            Ok(Some(_)) if login.passive => {
+                return Ok(cannot_ask(state, service));
+            }
+            Ok(Some(ask)) => {
+                let browser = Browser::of(headers);
+                let pending = PendingConsent {
+                    principal: login.principal.clone(),
+                    service: service.to_owned(),
+                    ask,
+                    browser: browser.id.clone(),
+                    response_method: login.method.map(str::to_owned),
+                    then: AfterConsent::SignIn(PendingSignIn {
+                        principal: login.principal,
+                        methods: login.methods,
+                        service: Some(service.to_owned()),
+                        long_term: false,
+                        from_new_login: login.from_new_login,
+                        step_up: login.step_up.map(str::to_owned),
+                        browser: browser.id.clone(),
+                        response_method: login.method.map(str::to_owned),
+                        challenge: Vec::new(),
+                    }),
+                };
+                return Ok(ask_consent(state, &browser, pending).await);
+            }
+            Err(e) => return Ok(unavailable(state, &e)),
+        }
+    }
     let previous = match login.step_up {
         Some(id) => Some(id.to_owned()),
         None => cookies::session_id(headers),
@@ -115,6 +157,7 @@ pub async fn complete_sign_in(
             from_new_login: login.from_new_login,
             methods: login.methods,
             step_up: login.step_up.is_some(),
+            consented: login.consented,
         })
         .await;
     let signed = match signed {
@@ -154,6 +197,42 @@ impl SignedInPage {
 
 fn session_cookie(state: &SharedState, session_id: &str) -> HeaderValue {
     cookies::set_session(state.prefix(), session_id, state.settings.secure_cookies())
+}
+
+/// Keeps the sign-in and shows the consent page.
+pub async fn ask_consent(
+    state: &SharedState,
+    browser: &Browser,
+    pending: PendingConsent,
+) -> Response {
+    let flow = match state.engine.defer_consent(&pending).await {
+        Ok(id) => id,
+        Err(e) => return unavailable(state, &e),
+    };
+    tracing::info!(user = %pending.principal.id, service = %pending.ask.service_key, "consent asked");
+    let page = ConsentPage {
+        prefix: state.prefix().to_owned(),
+        action: format!("{}/login/consent", state.prefix()),
+        service_name: service_name(state, &pending.service),
+        user: pending.principal.id.clone(),
+        flow,
+        attributes: pending.ask.attributes,
+    };
+    let mut response = render(StatusCode::OK, &page);
+    if let Some(cookie) = browser.cookie(state.prefix()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A passive login (CAS gateway, OIDC `prompt=none`, SAML `IsPassive`)
+/// cannot ask: back without a ticket, an in-process callback told why.
+pub fn cannot_ask(state: &SharedState, service: &str) -> Response {
+    if state.engine.is_callback(service) {
+        redirect(&ConsentRefusal::Required.on(service))
+    } else {
+        redirect(service)
+    }
 }
 
 /// Starts the second step (`/login/mfa`) of a
@@ -209,7 +288,7 @@ pub(crate) async fn step_page(
     response
 }
 
-fn service_name(state: &SharedState, service: &str) -> String {
+pub(crate) fn service_name(state: &SharedState, service: &str) -> String {
     state
         .engine
         .display_name(service)

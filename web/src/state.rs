@@ -211,6 +211,7 @@ pub async fn build(
                 .context("building the single logout client")?,
         ),
     ];
+    let clock_for_consents = clock.clone();
     let engine = Engine::new(
         store,
         Arc::new(ServiceRegistry::new(services)),
@@ -225,7 +226,11 @@ pub async fn build(
         provider.clone() as Arc<dyn InProcessClient>,
         idp.clone() as Arc<dyn InProcessClient>,
     ])
-    .with_second_factors(Arc::new(Enrolled(factors.clone())));
+    .with_second_factors(Arc::new(Enrolled(factors.clone())))
+    .with_consents(Arc::new(Decisions {
+        factors: factors.clone(),
+        clock: clock_for_consents,
+    }));
     let engine = match previous {
         Some(p) => engine.carrying_over(&p.engine),
         None => engine,
@@ -267,6 +272,61 @@ impl castellan_core::SecondFactors for Enrolled {
             .has_factor(user)
             .await
             .map_err(|e| castellan_core::AuthnError::Backend(e.to_string()))
+    }
+}
+
+/// The engine's consent decisions, kept in the factors' SQL store.
+struct Decisions {
+    factors: Arc<Factors>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Decisions {
+    fn now(&self) -> u64 {
+        self.clock.now() / 1000
+    }
+}
+
+fn consent_store_error(e: castellan_mfa::MfaError) -> castellan_core::ConsentStoreError {
+    castellan_core::ConsentStoreError(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl castellan_core::Consents for Decisions {
+    async fn given(
+        &self,
+        user: &str,
+        service: &str,
+        digest: &str,
+    ) -> Result<bool, castellan_core::ConsentStoreError> {
+        self.factors
+            .consent_given(user, service, digest, self.now())
+            .await
+            .map_err(consent_store_error)
+    }
+
+    async fn remember(
+        &self,
+        user: &str,
+        service: &str,
+        digest: &str,
+        ttl: Duration,
+    ) -> Result<(), castellan_core::ConsentStoreError> {
+        self.factors
+            .remember_consent(user, service, digest, ttl, self.now())
+            .await
+            .map_err(consent_store_error)
+    }
+
+    async fn forget(
+        &self,
+        user: &str,
+        service: &str,
+    ) -> Result<(), castellan_core::ConsentStoreError> {
+        self.factors
+            .forget_consent(user, service, self.now())
+            .await
+            .map_err(consent_store_error)
     }
 }
 

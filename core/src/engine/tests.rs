@@ -730,6 +730,7 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
             from_new_login: false,
             methods: AuthnMethods::of(AuthnMethod::Password),
             step_up: false,
+            consented: None,
         })
         .await
         .unwrap();
@@ -752,6 +753,7 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
             from_new_login: true,
             methods: AuthnMethods::of(AuthnMethod::Password),
             step_up: false,
+            consented: None,
         })
         .await
         .unwrap();
@@ -784,6 +786,7 @@ async fn sign_in_opens_a_session_and_grants_the_service_s_ticket() {
                 from_new_login: true,
                 methods: AuthnMethods::of(AuthnMethod::Password),
                 step_up: false,
+                consented: None,
             })
             .await,
         Err(EngineError::UnauthorizedService)
@@ -877,6 +880,7 @@ fn sign_in<'a>(
         from_new_login,
         methods,
         step_up,
+        consented: None,
     }
 }
 
@@ -1223,4 +1227,184 @@ async fn the_audit_sink_hears_the_second_factor_steps() {
         ]
     );
     assert_eq!(events[0].service.as_deref(), Some("secure"));
+}
+
+/// Decisions in memory, with the clock of the test.
+struct Decisions {
+    clock: Arc<ManualClock>,
+    kept: Mutex<Vec<(String, String, String, u64)>>,
+}
+
+#[async_trait]
+impl Consents for Decisions {
+    async fn given(
+        &self,
+        user: &str,
+        service: &str,
+        digest: &str,
+    ) -> Result<bool, crate::ConsentStoreError> {
+        let now = self.clock.now();
+        Ok(self
+            .kept
+            .lock()
+            .iter()
+            .any(|(u, s, d, until)| u == user && s == service && d == digest && *until > now))
+    }
+
+    async fn remember(
+        &self,
+        user: &str,
+        service: &str,
+        digest: &str,
+        ttl: Duration,
+    ) -> Result<(), crate::ConsentStoreError> {
+        let until = self.clock.now() + ttl.as_millis() as u64;
+        let mut kept = self.kept.lock();
+        kept.retain(|(u, s, _, _)| !(u == user && s == service));
+        kept.push((user.into(), service.into(), digest.into(), until));
+        Ok(())
+    }
+
+    async fn forget(&self, user: &str, service: &str) -> Result<(), crate::ConsentStoreError> {
+        self.kept
+            .lock()
+            .retain(|(u, s, _, _)| !(u == user && s == service));
+        Ok(())
+    }
+}
+
+const ASKING: &str = "https://asking.example.org/";
+
+fn consent_engine(release: &[&str]) -> (Engine, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let store = Arc::new(MemoryStore::new(clock.clone()));
+    let registry = ServiceRegistry::new(vec![RegisteredService::new(
+        "asking",
+        r"https://asking\.example\.org/.*",
+        release.iter().map(|s| (*s).to_owned()).collect(),
+        None,
+        LogoutMode::None,
+    )
+    .unwrap()
+    .with_consent(Some(Duration::from_secs(60)))]);
+    let engine = Engine::new(
+        store,
+        Arc::new(registry),
+        Arc::new(StaticUserAuthenticator::new(vec![]).unwrap()),
+        ThrottlePolicy::default(),
+        TicketPolicy::default(),
+        clock.clone(),
+        Arc::new(RecordingCallback::default()),
+    )
+    .with_consents(Arc::new(Decisions {
+        clock: clock.clone(),
+        kept: Mutex::new(Vec::new()),
+    }));
+    (engine, clock)
+}
+
+fn carol() -> Arc<crate::Principal> {
+    Arc::new(
+        crate::Principal::new("carol")
+            .with_attribute("mail", &["carol@example.org"])
+            .with_attribute("cn", &["Carol"])
+            .with_attribute("secret", &["x"]),
+    )
+}
+
+#[tokio::test]
+async fn a_consent_service_gets_no_ticket_before_the_user_accepted() {
+    let (engine, clock) = consent_engine(&["mail", "cn"]);
+    let ask = engine
+        .consent_needed(ASKING, &carol())
+        .await
+        .unwrap()
+        .expect("asked");
+    // What is shown is what the registration releases, values included.
+    assert_eq!(ask.attributes.keys().collect::<Vec<_>>(), ["cn", "mail"]);
+    assert_eq!(ask.attributes["mail"], ["carol@example.org"]);
+    assert_eq!(ask.service_key, "asking");
+
+    let refused = engine
+        .sign_in(sign_in(
+            None,
+            carol(),
+            Some(ASKING),
+            true,
+            password(),
+            false,
+        ))
+        .await;
+    assert!(matches!(refused, Err(EngineError::ConsentRequired)));
+
+    // Accepted on the page: the ticket for exactly that release.
+    let mut accepted = sign_in(None, carol(), Some(ASKING), true, password(), false);
+    accepted.consented = Some("another digest");
+    assert!(matches!(
+        engine.sign_in(accepted).await,
+        Err(EngineError::ConsentRequired)
+    ));
+    engine.remember_consent(&ask).await.unwrap();
+    let mut accepted = sign_in(None, carol(), Some(ASKING), true, password(), false);
+    accepted.consented = Some(&ask.digest);
+    let signed = engine.sign_in(accepted).await.unwrap();
+    assert!(signed.ticket.is_some());
+
+    // Remembered: SSO grants without asking, until the decision expires.
+    engine
+        .grant_service_ticket(&signed.session.id, ASKING, false)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(61));
+    assert!(matches!(
+        engine
+            .grant_service_ticket(&signed.session.id, ASKING, false)
+            .await,
+        Err(EngineError::ConsentRequired)
+    ));
+
+    // Declined: forgotten.
+    engine.remember_consent(&ask).await.unwrap();
+    assert!(engine
+        .consent_needed(ASKING, &carol())
+        .await
+        .unwrap()
+        .is_none());
+    engine.forget_consent(&ask).await.unwrap();
+    assert!(engine
+        .consent_needed(ASKING, &carol())
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_change_of_the_released_names_asks_again_a_change_of_values_does_not() {
+    let (engine, _) = consent_engine(&["mail"]);
+    let ask = engine
+        .consent_needed(ASKING, &carol())
+        .await
+        .unwrap()
+        .unwrap();
+    engine.remember_consent(&ask).await.unwrap();
+    let moved =
+        Arc::new(crate::Principal::new("carol").with_attribute("mail", &["new@example.org"]));
+    assert!(
+        engine
+            .consent_needed(ASKING, &moved)
+            .await
+            .unwrap()
+            .is_none(),
+        "a new value of a released attribute does not ask again"
+    );
+    let more = Arc::new(
+        crate::Principal::new("carol")
+            .with_attribute("mail", &["carol@example.org"])
+            .with_attribute("cn", &["Carol"]),
+    );
+    let (wider, _) = consent_engine(&["mail", "cn"]);
+    // The same decisions seen by a registration that releases more.
+    let digest = crate::consent::digest(&more.released(&["mail".into(), "cn".into()]));
+    assert_ne!(digest, ask.digest);
+    assert!(wider.consent_needed(ASKING, &more).await.unwrap().is_some());
 }

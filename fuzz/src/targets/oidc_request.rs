@@ -32,6 +32,7 @@ fn client(id: &str, secret: Option<&str>) -> OidcClient {
         id_token_alg: Algorithm::RS256,
         access_token_alg: Algorithm::ES256,
         mfa: None,
+        consent: None,
     }
 }
 

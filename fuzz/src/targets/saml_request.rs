@@ -30,6 +30,7 @@ fn sps() -> &'static [ServiceProvider] {
                 attribute_format: AttributeNameFormat::Uri,
                 require_signed_requests: false,
                 mfa: None,
+                consent: None,
             },
         )
         .unwrap()]

@@ -87,6 +87,15 @@ impl CasError {
             EngineError::SecondFactorRequired => {
                 Self::new(InvalidTicket, format!("Ticket '{ticket}' not recognized"))
             }
+            // Raised only by /proxy: nobody is there to ask the user.
+            EngineError::ConsentRequired => Self::new(
+                UnauthorizedServiceProxy,
+                "The user has not consented to the release of attributes to the target service",
+            ),
+            EngineError::Consents(e) => {
+                tracing::error!(error = %e, "consent store failed");
+                Self::new(InternalError, "The consent store is unavailable")
+            }
             EngineError::Authentication(e) => {
                 tracing::error!(error = %e, "unexpected authentication error during validation");
                 Self::new(InternalError, "Internal error")

@@ -46,6 +46,8 @@ pub struct OidcClient {
     pub resource_servers: Vec<String>,
     /// A second factor asked of every login for this client.
     pub mfa: Option<castellan_core::MfaPolicy>,
+    /// Attribute release consent asked of users, remembered this long.
+    pub consent: Option<std::time::Duration>,
 }
 
 impl OidcClient {
@@ -202,6 +204,7 @@ pub(crate) mod tests {
             access_token_alg: Algorithm::ES256,
             resource_servers: vec![],
             mfa: None,
+            consent: None,
         }
     }
 

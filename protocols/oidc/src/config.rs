@@ -63,6 +63,9 @@ pub struct ClientInput {
     pub resource_servers: Vec<String>,
     /// "required" or "optional" (a second factor).
     pub mfa: Option<String>,
+    /// Attribute release consent, remembered this long (read by the
+    /// caller, common to every protocol).
+    pub consent: Option<std::time::Duration>,
     /// Every key written in the entry, for the check that each belongs to an
     /// OIDC client.
     pub keys: Vec<String>,
@@ -288,6 +291,7 @@ pub fn client(
         access_token_alg,
         resource_servers: input.resource_servers,
         mfa,
+        consent: input.consent,
     })
 }
 

@@ -6,10 +6,11 @@ use crate::client::{ClientRegistry, OidcClient};
 use crate::discovery::{self, DiscoveryError};
 use crate::error::{ErrorCode, OAuthError};
 use crate::keys::Keyring;
-use crate::records::Records;
+use crate::records::{consent_prompt_key, request_key, PendingRequest, Records};
 use crate::signing_keys::KeyCell;
 use castellan_core::{
-    CallbackUrls, Clock, InProcessClient, LogoutMode, RegisteredService, TicketStore,
+    Attributes, CallbackUrls, Clock, InProcessClient, LogoutMode, RegisteredService, Release,
+    StoreError, TicketStore,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,14 +134,21 @@ impl Provider {
                 } else {
                     LogoutMode::None
                 };
-                self.callbacks
-                    .registration(&c.name, &c.client_id, c.release.clone(), logout, c.mfa)
+                self.callbacks.registration(
+                    &c.name,
+                    &c.client_id,
+                    c.release.clone(),
+                    logout,
+                    c.mfa,
+                    c.consent,
+                )
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|r| r.into_iter().flatten().collect())
     }
 }
 
+#[async_trait::async_trait]
 impl InProcessClient for Provider {
     fn callbacks(&self) -> &CallbackUrls {
         &self.callbacks
@@ -162,6 +170,55 @@ impl InProcessClient for Provider {
         Some(match host {
             Some(h) => format!("{} ({h})", client.name),
             None => client.name.clone(),
+        })
+    }
+
+    /// The user claims the request's scopes release (what the ID token
+    /// and userinfo will carry), as the consent page shows them; and
+    /// `prompt=consent` asks again.
+    async fn release(
+        &self,
+        store: &dyn TicketStore,
+        client_id: &str,
+        request: &str,
+        principal_id: &str,
+        allowed: Attributes,
+    ) -> Result<Release, StoreError> {
+        let records = self.records(store);
+        let pending: Option<PendingRequest> = records.get(&request_key(request)).await?;
+        let Some(pending) = pending.filter(|p| p.client_id == client_id) else {
+            // Gone: the callback will refuse the ticket anyway.
+            return Ok(Release {
+                attributes: allowed,
+                ask_again: false,
+            });
+        };
+        let claims = crate::tokens::scope_claims(
+            pending.scopes.iter().map(String::as_str),
+            principal_id,
+            &allowed,
+        );
+        let attributes = claims
+            .into_iter()
+            .map(|(name, value)| {
+                let values = match value {
+                    serde_json::Value::String(s) => vec![s],
+                    serde_json::Value::Array(many) => many
+                        .into_iter()
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                        .collect(),
+                    other => vec![other.to_string()],
+                };
+                (name, values)
+            })
+            .collect();
+        let ask_again = records
+            .get::<bool>(&consent_prompt_key(request))
+            .await?
+            .unwrap_or(false);
+        Ok(Release {
+            attributes,
+            ask_again,
         })
     }
 }

@@ -24,6 +24,11 @@ pub fn grant_key(id: &str) -> String {
 pub fn acr_request_key(request: &str) -> String {
     format!("oidc:acr:{request}")
 }
+/// A pending request that said `prompt=consent` (kept beside it only
+/// then): the user is asked again whatever they decided before.
+pub fn consent_prompt_key(request: &str) -> String {
+    format!("oidc:consent:{request}")
+}
 /// How the user of a grant authenticated (beside the grant: nodes of the
 /// release before read grants without it, and issue tokens without
 /// `amr`).

@@ -8,12 +8,12 @@ use crate::authorize::{self, Rejection};
 use crate::error::{ErrorCode, OAuthError};
 use crate::provider::Provider;
 use crate::records::{
-    acr_request_key, authn_key, code_key, request_key, AuthnContext, Code, CodeRecord, Grant,
-    PendingRequest, ResponseMode,
+    acr_request_key, authn_key, code_key, consent_prompt_key, request_key, AuthnContext, Code,
+    CodeRecord, Grant, PendingRequest, ResponseMode,
 };
 use castellan_core::client::MAX_REQUEST_ID;
 use castellan_core::ids::new_ticket_id;
-use castellan_core::{Engine, EngineError, InProcessClient};
+use castellan_core::{ConsentRefusal, Engine, EngineError, InProcessClient};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -168,6 +168,19 @@ impl Provider {
         engine.admit_pending_flow(client)?;
         let id = new_ticket_id("OR");
         let records = self.records(engine.store().as_ref());
+        let prompts_consent = params
+            .get("prompt")
+            .is_some_and(|p| p.split(' ').any(|v| v == "consent"));
+        if prompts_consent {
+            records
+                .put(
+                    &consent_prompt_key(&id),
+                    &true,
+                    engine.policy().login_flow_ttl,
+                )
+                .await
+                .map_err(EngineError::from)?;
+        }
         if let Some(values) = acr_values {
             records
                 .put(
@@ -203,6 +216,7 @@ impl Provider {
         client_id: &str,
         request_id: &str,
         ticket: Option<&str>,
+        refusal: Option<ConsentRefusal>,
     ) -> Result<ClientAnswer, SignInError> {
         if request_id.len() > MAX_REQUEST_ID {
             return Err(SignInError::Expired);
@@ -226,6 +240,22 @@ impl Provider {
                 error,
             )
         };
+        match (refusal, ticket) {
+            // OIDC Core §3.1.2.6.
+            (Some(ConsentRefusal::Declined), _) => {
+                return Err(refuse(OAuthError::new(
+                    ErrorCode::AccessDenied,
+                    "the user declined to share their information",
+                )))
+            }
+            (Some(ConsentRefusal::Required), None) => {
+                return Err(refuse(OAuthError::new(
+                    ErrorCode::ConsentRequired,
+                    "the user's consent is required, and prompt=none forbids asking",
+                )))
+            }
+            _ => {}
+        }
         let Some(ticket) = ticket else {
             // CAS gateway came back without a ticket: there is no session.
             return Err(refuse(OAuthError::new(
@@ -233,6 +263,11 @@ impl Provider {
                 "the user is not signed in",
             )));
         };
+        let _: Option<bool> = self
+            .records(engine.store().as_ref())
+            .take(&consent_prompt_key(request_id))
+            .await
+            .map_err(EngineError::from)?;
         let acr_values: Option<String> = self
             .records(engine.store().as_ref())
             .take(&acr_request_key(request_id))

@@ -157,7 +157,7 @@ impl Fixture {
         assert_eq!(party, client_id);
         let answer = self
             .provider
-            .callback(&self.engine, client_id, request, Some(&ticket.id))
+            .callback(&self.engine, client_id, request, Some(&ticket.id), None)
             .await
             .unwrap();
         assert_eq!(answer.redirect_uri, REDIRECT);

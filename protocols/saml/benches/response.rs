@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
                 attribute_format: AttributeNameFormat::Uri,
                 require_signed_requests: false,
                 mfa: None,
+                consent: None,
             },
         )
         .unwrap();

@@ -44,6 +44,9 @@ pub struct ServiceProviderInput {
     pub require_signed_requests: Option<bool>,
     /// "required" or "optional" (a second factor).
     pub mfa: Option<String>,
+    /// Attribute release consent, remembered this long (read by the
+    /// caller, common to every protocol).
+    pub consent: Option<std::time::Duration>,
     /// Every key written in the entry, for the check that each belongs to a
     /// SAML SP.
     pub keys: Vec<String>,
@@ -187,6 +190,7 @@ pub fn service_provider(
         attribute_format,
         require_signed_requests: input.require_signed_requests.unwrap_or(false),
         mfa,
+        consent: input.consent,
     };
     match ServiceProvider::from_metadata(&xml, registration) {
         Ok(sp) if problems.is_empty() => Ok(sp),

@@ -122,7 +122,14 @@ impl IdentityProvider {
                     LogoutMode::None
                 };
                 self.callbacks
-                    .registration(&sp.name, &sp.name, sp.release.clone(), logout, sp.mfa)
+                    .registration(
+                        &sp.name,
+                        &sp.name,
+                        sp.release.clone(),
+                        logout,
+                        sp.mfa,
+                        sp.consent,
+                    )
                     .map_err(|e| SamlError::Metadata(format!("{}: {e}", sp.name)))
             })
             .collect::<Result<Vec<_>, _>>()
@@ -260,6 +267,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| SamlError::Crypto(e.to_string()))?
 }
 
+#[async_trait::async_trait]
 impl InProcessClient for IdentityProvider {
     fn callbacks(&self) -> &CallbackUrls {
         &self.callbacks

@@ -60,6 +60,8 @@ pub struct ServiceProvider {
     pub attribute_format: AttributeNameFormat,
     /// A second factor asked of every login for this SP.
     pub mfa: Option<castellan_core::MfaPolicy>,
+    /// Attribute release consent asked of users, remembered this long.
+    pub consent: Option<std::time::Duration>,
 }
 
 fn cert_der(text: &str) -> Result<Vec<u8>, SamlError> {
@@ -79,6 +81,7 @@ pub struct Registration {
     pub attribute_format: AttributeNameFormat,
     pub require_signed_requests: bool,
     pub mfa: Option<castellan_core::MfaPolicy>,
+    pub consent: Option<std::time::Duration>,
 }
 
 impl ServiceProvider {
@@ -180,6 +183,7 @@ impl ServiceProvider {
             encrypt: r.encrypt,
             attribute_format: r.attribute_format,
             mfa: r.mfa,
+            consent: r.consent,
         })
     }
 
@@ -228,6 +232,7 @@ pub(crate) mod tests {
             attribute_format: AttributeNameFormat::Uri,
             require_signed_requests: false,
             mfa: None,
+            consent: None,
         }
     }
 

@@ -262,6 +262,7 @@ impl IdentityProvider {
         sp_name: &str,
         request_id: &str,
         ticket: Option<&str>,
+        refusal: Option<castellan_core::ConsentRefusal>,
     ) -> Result<Answer, SamlError> {
         if request_id.len() > castellan_core::client::MAX_REQUEST_ID {
             return Err(SamlError::Expired);
@@ -289,6 +290,23 @@ impl IdentityProvider {
                     success: false,
                 })
         };
+        match (refusal, ticket) {
+            (Some(castellan_core::ConsentRefusal::Declined), _) => {
+                return failed(
+                    status::REQUEST_DENIED,
+                    "the user declined to share their information",
+                )
+                .await;
+            }
+            (Some(castellan_core::ConsentRefusal::Required), None) => {
+                return failed(
+                    status::NO_PASSIVE,
+                    "the user's consent is required, and IsPassive forbids asking",
+                )
+                .await;
+            }
+            _ => {}
+        }
         let Some(ticket) = ticket else {
             return failed(status::NO_PASSIVE, "the user is not signed in").await;
         };

@@ -213,6 +213,7 @@ impl Fixture {
                             castellan_core::AuthnMethod::Password,
                         ),
                         step_up: false,
+                        consented: None,
                     })
                     .await
                     .unwrap();
@@ -229,7 +230,7 @@ impl Fixture {
         };
         let answer = self
             .idp
-            .callback(&self.engine, sp, &request, Some(&ticket))
+            .callback(&self.engine, sp, &request, Some(&ticket), None)
             .await
             .unwrap();
         assert!(answer.success);
