@@ -42,7 +42,7 @@ pub use logout::{
 pub use methods::{AuthnMethod, AuthnMethods, MfaPolicy};
 pub use principal::{Attributes, Principal};
 pub use second_step::{PendingSignIn, SECOND_STEP_TTL};
-pub use service::{LogoutMode, RegisteredService, ServiceRegistry};
+pub use service::{LogoutMode, RegisteredService, ServiceDisplay, ServiceRegistry};
 pub use store::{memory::MemoryStore, TicketStore};
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use ticket::{

@@ -14,6 +14,14 @@ pub enum LogoutMode {
     BackChannel,
 }
 
+/// How the pages name and show a service: a display name, and the theme
+/// (logo, accent colour) that the web layer serves under this key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceDisplay {
+    pub name: Option<String>,
+    pub theme: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RegisteredService {
     pub name: String,
@@ -30,6 +38,8 @@ pub struct RegisteredService {
     pub internal: bool,
     /// A second factor asked before a ticket (none: the first is enough).
     pub mfa: Option<MfaPolicy>,
+    /// The login page's name and look for the service.
+    pub display: ServiceDisplay,
 }
 
 impl RegisteredService {
@@ -50,6 +60,7 @@ impl RegisteredService {
             logout,
             internal: false,
             mfa: None,
+            display: ServiceDisplay::default(),
         })
     }
 
@@ -62,6 +73,11 @@ impl RegisteredService {
     /// Asks a second factor of the logins for this service.
     pub fn with_mfa(mut self, mfa: Option<MfaPolicy>) -> Self {
         self.mfa = mfa;
+        self
+    }
+
+    pub fn with_display(mut self, display: ServiceDisplay) -> Self {
+        self.display = display;
         self
     }
 

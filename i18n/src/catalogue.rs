@@ -3,6 +3,7 @@
 use crate::Lang;
 use fluent_bundle::concurrent::FluentBundle;
 use fluent_bundle::{FluentArgs, FluentResource, FluentValue};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 const SOURCES: [(Lang, &str); 4] = [
@@ -56,14 +57,22 @@ pub enum Arg {
 /// A message by key, with its arguments: what handlers hand to pages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Msg {
-    pub key: &'static str,
+    pub key: Cow<'static, str>,
     pub args: Vec<(&'static str, Arg)>,
 }
 
 impl Msg {
     pub fn new(key: &'static str) -> Self {
         Self {
-            key,
+            key: Cow::Borrowed(key),
+            args: Vec::new(),
+        }
+    }
+
+    /// A key known only at run time (a template's).
+    pub fn dynamic(key: &str) -> Self {
+        Self {
+            key: Cow::Owned(key.to_owned()),
             args: Vec::new(),
         }
     }
@@ -92,12 +101,12 @@ impl From<&'static str> for Msg {
 pub fn text(lang: Lang, msg: &Msg) -> String {
     format_in(lang, msg)
         .or_else(|| format_in(Lang::En, msg))
-        .unwrap_or_else(|| msg.key.to_owned())
+        .unwrap_or_else(|| msg.key.clone().into_owned())
 }
 
 fn format_in(lang: Lang, msg: &Msg) -> Option<String> {
     let bundle = &catalogue(lang)?.bundle;
-    let pattern = bundle.get_message(msg.key)?.value()?;
+    let pattern = bundle.get_message(&msg.key)?.value()?;
     let mut args = FluentArgs::new();
     for (name, value) in &msg.args {
         match value {
@@ -178,8 +187,7 @@ mod tests {
     fn each_message_formats_with_its_arguments_in_every_language() {
         let en_source = SOURCES[0].1;
         for id in ids(en_source) {
-            let key: &'static str = Box::leak(id.clone().into_boxed_str());
-            let mut msg = Msg::new(key);
+            let mut msg = Msg::dynamic(&id);
             let vars = variables(en_source, &id);
             for v in &vars {
                 let name: &'static str = Box::leak(v.clone().into_boxed_str());

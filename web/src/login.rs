@@ -3,7 +3,7 @@
 use crate::client_address::{client_ip, ClientAddress};
 use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
-use crate::pages::{render, Link, LoginPage, MessagePage, NoticePage};
+use crate::pages::{render, Link, LoginPage, MessagePage, NamedLink, NoticePage};
 use crate::respond::{redirect, unavailable};
 use crate::state::SharedState;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -16,6 +16,7 @@ use castellan_core::{
     AccountProblem, AccountRefusal, AuthnError, AuthnMethod, AuthnMethods, Credentials,
     EngineError, PasswordNotice, PendingSignIn, RegisteredService,
 };
+use castellan_i18n::Msg;
 use serde::Deserialize;
 use std::net::SocketAddr;
 
@@ -75,8 +76,8 @@ fn target<'a>(
             StatusCode::BAD_REQUEST,
             &MessagePage::error(
                 state.prefix(),
-                "Invalid application address",
-                "The address of the application you came from is too long.",
+                "error-invalid-service-address",
+                "error-service-address-too-long",
             ),
         )));
     }
@@ -89,10 +90,10 @@ fn target<'a>(
             tracing::warn!("login for an unregistered service refused");
             let mut page = MessagePage::error(
                 state.prefix(),
-                "Application not authorized",
-                "The application you attempted to sign in to is not authorized to use this sign-in service.",
+                "error-service-not-authorized",
+                "error-service-not-authorized-message",
             );
-            page.detail = Some("Contact the application's administrator.".into());
+            page.detail = Some("error-contact-administrator".into());
             Err(Box::new(render(StatusCode::FORBIDDEN, &page)))
         }
     }
@@ -103,14 +104,14 @@ pub(crate) fn logged_in_page(state: &SharedState, user: &str) -> Response {
         StatusCode::OK,
         &MessagePage {
             prefix: state.prefix().to_owned(),
-            title: "Signed in".into(),
-            heading: "You are signed in".into(),
-            message: format!("You are signed in as {user}. Applications that use this service will let you in without asking again."),
+            title: "signed-in-title".into(),
+            heading: "signed-in-heading".into(),
+            message: Msg::new("signed-in-as").with("user", user),
             detail: None,
             tone: "success",
             link: Some(Link {
                 href: format!("{}/logout", state.prefix()),
-                label: "Sign out".into(),
+                label: "sign-out".into(),
             }),
         },
     )
@@ -121,8 +122,8 @@ fn bad_request(state: &SharedState) -> Response {
         StatusCode::BAD_REQUEST,
         &MessagePage::error(
             state.prefix(),
-            "Invalid request",
-            "The sign-in request could not be understood.",
+            "error-invalid-request",
+            "error-request-not-understood",
         ),
     )
 }
@@ -130,11 +131,11 @@ fn bad_request(state: &SharedState) -> Response {
 struct FormState<'a> {
     status: StatusCode,
     username: String,
-    error: Option<String>,
+    error: Option<Msg>,
     /// Shown with the error (where to change a password).
     error_link: Option<Link>,
     invalid: bool,
-    notice: Option<String>,
+    notice: Option<Msg>,
     target: Option<&'a Target<'a>>,
     raw_query: Option<&'a str>,
     browser: &'a Browser,
@@ -166,6 +167,7 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
                     .display_name(&t.url)
                     .unwrap_or_else(|| t.display_name())
             }),
+            theme: crate::respond::theme_links(state, f.target.map(|t| t.url.as_str())),
             username: f.username,
             execution: flow.id,
             error: f.error,
@@ -392,15 +394,15 @@ pub async fn submit(
     let browser = Browser::of(&headers);
     let again = |status: StatusCode,
                  username: String,
-                 error: Option<&str>,
-                 notice: Option<&str>| FormState {
+                 error: Option<&'static str>,
+                 notice: Option<Msg>| FormState {
         status,
         username,
         // Only wrong credentials mark the fields; other errors are not theirs.
         invalid: status == StatusCode::UNAUTHORIZED,
-        error: error.map(str::to_owned),
+        error: error.map(Msg::new),
         error_link: None,
-        notice: notice.map(str::to_owned),
+        notice,
         target: target.as_ref(),
         raw_query: raw_query.as_deref(),
         browser: &browser,
@@ -414,7 +416,7 @@ pub async fn submit(
                 StatusCode::FORBIDDEN,
                 String::new(),
                 None,
-                Some("This sign-in form was sent from another site. Please sign in here."),
+                Some(Msg::new("login-cross-site")),
             ),
         )
         .await;
@@ -441,14 +443,14 @@ pub async fn submit(
                 StatusCode::FORBIDDEN,
                 String::new(),
                 None,
-                Some("Your sign-in form had expired or was already used. Please sign in again (cookies must be enabled)."),
+                Some(Msg::new("login-form-expired")),
             ),
         )
         .await;
     }
 
     let username = form.username.trim_end_matches(['\r', '\n']).to_owned();
-    let invalid = "The username or password you entered is incorrect.";
+    let invalid = "login-invalid-credentials";
     if username.is_empty() || username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
         let shown = if username.len() > MAX_USERNAME {
             String::new()
@@ -484,8 +486,7 @@ pub async fn submit(
         Err(EngineError::Authentication(AuthnError::Throttled)) => {
             Metrics::inc(&state.metrics.logins_throttled);
             tracing::warn!(user = %username, ip = %client, "login refused: throttled");
-            let message =
-                "Too many failed sign-in attempts. Please wait a few minutes before trying again.";
+            let message = "login-throttled";
             return login_form(
                 &state,
                 again(StatusCode::TOO_MANY_REQUESTS, username, Some(message), None),
@@ -546,6 +547,12 @@ pub async fn submit(
 /// The page that tells a signed-in user about their password, with the
 /// way on: to the application (through SSO, keeping the request's
 /// parameters) or nowhere, and to the password change page.
+/// A source's notice about the password. Its sentence comes from the
+/// source (the directory's policy), in English.
+fn notice_message(notice: &PasswordNotice) -> Msg {
+    Msg::new("notice-other").with("detail", notice.message.clone())
+}
+
 fn notice_page(
     state: &SharedState,
     notice: &PasswordNotice,
@@ -554,17 +561,17 @@ fn notice_page(
 ) -> Response {
     let next = for_service.then(|| Link {
         href: format!("{}/login?{}", state.prefix(), raw_query.unwrap_or_default()),
-        label: "Continue to the application".into(),
+        label: "continue-to-application".into(),
     });
     let change = notice.password_change_url.as_ref().map(|href| Link {
         href: href.clone(),
-        label: "Change your password".into(),
+        label: "change-password".into(),
     });
     render(
         StatusCode::OK,
         &NoticePage {
             prefix: state.prefix().to_owned(),
-            message: notice.message.clone(),
+            message: notice_message(notice),
             change,
             next,
         },
@@ -575,21 +582,13 @@ fn notice_page(
 /// the link to change the password where one is configured.
 fn refusal_message(refusal: &AccountRefusal) -> (&'static str, Option<Link>) {
     let message = match refusal.problem {
-        AccountProblem::PasswordExpired => {
-            "Your password has expired. Please change it, then sign in again."
-        }
-        AccountProblem::MustChangePassword => {
-            "You must change your password before you can sign in."
-        }
-        AccountProblem::Locked => {
-            "Your account is locked. Please try again later or contact your help desk."
-        }
-        AccountProblem::Disabled => "Your account is disabled. Please contact your help desk.",
-        AccountProblem::AccountExpired => {
-            "Your account has expired. Please contact your help desk."
-        }
-        AccountProblem::NotAllowedNow => "Your account may not sign in at this time.",
-        AccountProblem::NotAllowedFromHere => "Your account may not sign in from this computer.",
+        AccountProblem::PasswordExpired => "account-password-expired",
+        AccountProblem::MustChangePassword => "account-must-change-password",
+        AccountProblem::Locked => "account-locked",
+        AccountProblem::Disabled => "account-disabled",
+        AccountProblem::AccountExpired => "account-expired",
+        AccountProblem::NotAllowedNow => "account-not-allowed-now",
+        AccountProblem::NotAllowedFromHere => "account-not-allowed-from-here",
     };
     let about_password = matches!(
         refusal.problem,
@@ -603,13 +602,13 @@ fn refusal_message(refusal: &AccountRefusal) -> (&'static str, Option<Link>) {
         .filter(|_| about_password)
         .map(|href| Link {
             href: href.clone(),
-            label: "Change your password".into(),
+            label: "change-password".into(),
         });
     (message, link)
 }
 
 /// The login page's buttons, keeping the request's parameters.
-fn upstream_links(state: &SharedState, raw_query: Option<&str>) -> Vec<Link> {
+fn upstream_links(state: &SharedState, raw_query: Option<&str>) -> Vec<NamedLink> {
     let keep: String = raw_query
         .map(|q| {
             url::form_urlencoded::parse(q.as_bytes())
@@ -621,12 +620,12 @@ fn upstream_links(state: &SharedState, raw_query: Option<&str>) -> Vec<Link> {
     state
         .upstreams
         .iter()
-        .map(|u| Link {
+        .map(|u| NamedLink {
             href: format!(
                 "login?client_name={}{keep}",
                 form_encode(u.connector().name())
             ),
-            label: u.connector().display_name().to_owned(),
+            name: u.connector().display_name().to_owned(),
         })
         .collect()
 }

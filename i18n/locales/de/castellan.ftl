@@ -92,6 +92,7 @@ upstream-no-such-sp = Diesen Dienstanbieter gibt es hier nicht.
 upstream-malformed = Die Antwort des Identitätsanbieters ist fehlerhaft (ein Parameter ist doppelt angegeben).
 upstream-expired = Diese Anmeldung ist abgelaufen, wurde bereits verwendet oder in einem anderen Browser begonnen. Bitte melden Sie sich erneut an.
 upstream-not-fresh = Diese Anwendung verlangt eine erneute Anmeldung, und der Identitätsanbieter hat keine neue Anmeldung bestätigt.
+upstream-cannot-renew = Diese Anwendung verlangt eine erneute Anmeldung, und { $upstream } kann keine neue Anmeldung bestätigen. Bitte wählen Sie eine andere Anmeldemöglichkeit.
 upstream-missing-attributes = Der Identitätsanbieter hat nicht gesendet, was dieser Dienst über Sie wissen muss.
 upstream-failed = Der Identitätsanbieter konnte Sie nicht anmelden. Bitte versuchen Sie es erneut.
 

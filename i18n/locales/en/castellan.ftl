@@ -94,6 +94,7 @@ upstream-no-such-sp = There is no such service provider here.
 upstream-malformed = The identity provider's answer is malformed (a parameter is given twice).
 upstream-expired = This sign-in expired, was already used, or was started in another browser. Please sign in again.
 upstream-not-fresh = This application asks you to sign in again, and the identity provider did not confirm a fresh sign-in.
+upstream-cannot-renew = This application asks you to sign in again, and { $upstream } cannot confirm a fresh sign-in. Please choose another way to sign in.
 upstream-missing-attributes = The identity provider did not send what this service needs to know about you.
 upstream-failed = The identity provider could not sign you in. Please try again.
 

@@ -92,6 +92,7 @@ upstream-no-such-sp = Aquí no existe ese proveedor de servicios.
 upstream-malformed = La respuesta del proveedor de identidad está mal formada (un parámetro aparece dos veces).
 upstream-expired = Este inicio de sesión caducó, ya se usó o se empezó en otro navegador. Vuelva a iniciar sesión.
 upstream-not-fresh = Esta aplicación le pide volver a iniciar sesión y el proveedor de identidad no confirmó un inicio de sesión reciente.
+upstream-cannot-renew = Esta aplicación le pide volver a iniciar sesión y { $upstream } no puede confirmar un inicio de sesión reciente. Elija otra forma de iniciar sesión.
 upstream-missing-attributes = El proveedor de identidad no envió lo que este servicio necesita saber de usted.
 upstream-failed = El proveedor de identidad no pudo iniciar su sesión. Vuelva a intentarlo.
 

@@ -92,6 +92,7 @@ upstream-no-such-sp = Ce fournisseur de services n'existe pas ici.
 upstream-malformed = La réponse du fournisseur d'identité est malformée (un paramètre est donné deux fois).
 upstream-expired = Cette connexion a expiré, a déjà été utilisée ou a été commencée dans un autre navigateur. Veuillez vous reconnecter.
 upstream-not-fresh = Cette application vous demande de vous reconnecter, et le fournisseur d'identité n'a pas confirmé une nouvelle connexion.
+upstream-cannot-renew = Cette application vous demande de vous reconnecter, et { $upstream } ne peut pas confirmer une nouvelle connexion. Veuillez choisir un autre moyen de connexion.
 upstream-missing-attributes = Le fournisseur d'identité n'a pas envoyé ce que ce service doit savoir de vous.
 upstream-failed = Le fournisseur d'identité n'a pas pu vous connecter. Veuillez réessayer.
 
