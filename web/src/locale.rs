@@ -8,7 +8,7 @@
 use crate::cookies;
 use crate::state::SharedState;
 use askama::Values;
-use axum::extract::{Request, State};
+use axum::extract::{OriginalUri, Request, State};
 use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -45,7 +45,13 @@ pub async fn layer(State(state): State<SharedState>, req: Request, next: Next) -
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok());
     let lang = negotiate(chosen.map(Lang::code), cookie.as_deref(), accept);
-    let here = (req.method() == Method::GET).then(|| without_locale(req.uri().path(), query));
+    // Under a prefix the router sees the path without it: the menu links
+    // to the path the browser asked for.
+    let path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
+    let here = (req.method() == Method::GET).then(|| without_locale(&path, query));
     let mut response = CURRENT
         .scope(PageLocale { lang, here }, next.run(req))
         .await;
