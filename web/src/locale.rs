@@ -1,5 +1,5 @@
 //! The language of a request's pages: negotiated once by a layer, read by
-//! [`crate::pages::render`] and the templates' filters.
+//! the pages' `render` and the templates' filters.
 //!
 //! The layer also remembers a `?locale=` choice in a cookie (HttpOnly,
 //! SameSite=Lax, path = the prefix) and marks HTML answers with
