@@ -25,7 +25,7 @@ pub mod throttle;
 pub mod ticket;
 
 pub use authn::{
-    Authenticator, AuthenticatorChain, Credentials, PasswordNotice, StaticUser,
+    Authenticator, AuthenticatorChain, Credentials, PasswordNotice, PasswordNoticeKind, StaticUser,
     StaticUserAuthenticator, UserSecret,
 };
 pub use client::{CallbackUrls, InProcessClient};

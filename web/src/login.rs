@@ -14,7 +14,7 @@ use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
 use castellan_core::{
     AccountProblem, AccountRefusal, AuthnError, AuthnMethod, AuthnMethods, Credentials,
-    EngineError, PasswordNotice, PendingSignIn, RegisteredService,
+    EngineError, PasswordNotice, PasswordNoticeKind, PendingSignIn, RegisteredService,
 };
 use castellan_i18n::Msg;
 use serde::Deserialize;
@@ -547,10 +547,22 @@ pub async fn submit(
 /// The page that tells a signed-in user about their password, with the
 /// way on: to the application (through SSO, keeping the request's
 /// parameters) or nowhere, and to the password change page.
-/// A source's notice about the password. Its sentence comes from the
-/// source (the directory's policy), in English.
+/// A source's notice about the password, in the page's language; a notice
+/// the source gave only as a sentence is shown as it is.
 fn notice_message(notice: &PasswordNotice) -> Msg {
-    Msg::new("notice-other").with("detail", notice.message.clone())
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    match notice.kind {
+        Some(PasswordNoticeKind::ExpiresIn { seconds }) if seconds >= 86_400 => {
+            Msg::new("notice-expires-in-days").count("count", count(seconds / 86_400))
+        }
+        Some(PasswordNoticeKind::ExpiresIn { seconds }) => {
+            Msg::new("notice-expires-in-hours").count("count", count(seconds / 3600))
+        }
+        Some(PasswordNoticeKind::GraceLoginsLeft(n)) => {
+            Msg::new("notice-grace-logins").count("count", count(n))
+        }
+        None => Msg::new("notice-other").with("detail", notice.message.clone()),
+    }
 }
 
 fn notice_page(
@@ -632,4 +644,41 @@ fn upstream_links(state: &SharedState, raw_query: Option<&str>) -> Vec<NamedLink
 
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+    use castellan_i18n::{text, Lang};
+
+    fn notice(kind: Option<PasswordNoticeKind>) -> PasswordNotice {
+        PasswordNotice {
+            message: "Your password expires soon.".into(),
+            kind,
+            password_change_url: None,
+        }
+    }
+
+    #[test]
+    fn password_notices_are_worded_in_the_page_language() {
+        let days = notice(Some(PasswordNoticeKind::ExpiresIn {
+            seconds: 3 * 86_400,
+        }));
+        assert_eq!(
+            text(Lang::Fr, &notice_message(&days)),
+            "Votre mot de passe expire dans 3 jours."
+        );
+        let hour = notice(Some(PasswordNoticeKind::ExpiresIn { seconds: 3600 }));
+        assert_eq!(
+            text(Lang::En, &notice_message(&hour)),
+            "Your password expires in 1 hour."
+        );
+        let grace = notice(Some(PasswordNoticeKind::GraceLoginsLeft(2)));
+        assert!(text(Lang::De, &notice_message(&grace)).contains("noch 2 Anmeldungen"));
+        // A source that gave only a sentence: shown as it is.
+        assert_eq!(
+            text(Lang::Es, &notice_message(&notice(None))),
+            "Your password expires soon."
+        );
+    }
 }
