@@ -24,11 +24,21 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A password-policy notice, as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordNoticeKind {
+    ExpiresIn { seconds: u64 },
+    GraceLoginsLeft(u64),
+}
+
 /// A source of accounts: the built-in `[[users]]`, a directory, a database.
 /// A warning about an accepted password, in plain words for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PasswordNotice {
     pub message: String,
+    /// What the notice says, for pages that word it in the user's
+    /// language (`message` is the source's English sentence).
+    pub kind: Option<PasswordNoticeKind>,
     /// Where the password can be changed (the source's
     /// `password_change_url`), shown with the message.
     pub password_change_url: Option<String>,
@@ -398,6 +408,9 @@ mod tests {
             }
             let notice = PasswordNotice {
                 message: "Your password expires in 2 day(s).".into(),
+                kind: Some(PasswordNoticeKind::ExpiresIn {
+                    seconds: 2 * 86_400,
+                }),
                 password_change_url: Some("https://pw.example.org/".into()),
             };
             Ok((Arc::new(Principal::new("expiring")), Some(notice)))

@@ -283,9 +283,17 @@ impl Engine {
         self
     }
 
-    /// How the login page names the party of an in-process client's
-    /// callback URL (an OIDC client, a SAML SP); `None` for other services.
+    /// How the login page names a service: the display name it was
+    /// registered with, else the party of an in-process client's callback
+    /// URL (an OIDC client, a SAML SP); `None` for other services.
     pub fn display_name(&self, service: &str) -> Option<String> {
+        if let Some(name) = self
+            .registry
+            .find(service)
+            .and_then(|s| s.display.name.clone())
+        {
+            return Some(name);
+        }
         self.clients.iter().find_map(|c| {
             let (party, _) = c.callbacks().parse(service)?;
             c.display_name(&party)

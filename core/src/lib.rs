@@ -28,8 +28,8 @@ pub mod ticket;
 
 pub use audit::{AuditEvent, AuditKind, AuditSink, Outcome};
 pub use authn::{
-    Authenticator, AuthenticatorChain, Credentials, Decision, PasswordNotice, StaticUser,
-    StaticUserAuthenticator, UserSecret,
+    Authenticator, AuthenticatorChain, Credentials, Decision, PasswordNotice, PasswordNoticeKind,
+    StaticUser, StaticUserAuthenticator, UserSecret,
 };
 pub use client::{CallbackUrls, ConsentRefusal, InProcessClient, Release};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -46,7 +46,7 @@ pub use logout::{
 pub use methods::{AuthnMethod, AuthnMethods, MfaPolicy};
 pub use principal::{Attributes, Principal};
 pub use second_step::{PendingSignIn, SECOND_STEP_TTL};
-pub use service::{LogoutMode, RegisteredService, ServiceRegistry};
+pub use service::{LogoutMode, RegisteredService, ServiceDisplay, ServiceRegistry};
 pub use store::{memory::MemoryStore, TicketStore};
 pub use throttle::{Throttle, ThrottlePolicy};
 pub use ticket::{

@@ -15,6 +15,14 @@ pub enum LogoutMode {
     BackChannel,
 }
 
+/// How the pages name and show a service: a display name, and the theme
+/// (logo, accent colour) that the web layer serves under this key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceDisplay {
+    pub name: Option<String>,
+    pub theme: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct RegisteredService {
     pub name: String,
@@ -34,6 +42,8 @@ pub struct RegisteredService {
     /// Attribute release consent: asked before the first ticket, and
     /// remembered this long (none: released without asking).
     pub consent: Option<Duration>,
+    /// The login page's name and look for the service.
+    pub display: ServiceDisplay,
 }
 
 impl RegisteredService {
@@ -55,6 +65,7 @@ impl RegisteredService {
             internal: false,
             mfa: None,
             consent: None,
+            display: ServiceDisplay::default(),
         })
     }
 
@@ -74,6 +85,11 @@ impl RegisteredService {
     /// service; a decision lives `ttl`.
     pub fn with_consent(mut self, ttl: Option<Duration>) -> Self {
         self.consent = ttl;
+        self
+    }
+
+    pub fn with_display(mut self, display: ServiceDisplay) -> Self {
+        self.display = display;
         self
     }
 

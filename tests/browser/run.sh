@@ -84,4 +84,5 @@ say "node --test ($(node --version), $("${CHROMIUM_BIN:-/usr/bin/chromium}" --ve
 rc=0
 node --test --test-reporter=spec --test-concurrency=1 --test-timeout=120000 ${NODE_TEST_ARGS:-} tests/*.test.mjs || rc=$?
 say "screenshots and logs (castellan, apache, shibd) in $HERE/.out"
+say "screenshots of every page in every language (i18n.test.mjs) in $HERE/screenshots"
 exit "$rc"

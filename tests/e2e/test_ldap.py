@@ -257,7 +257,7 @@ def link_of(page: requests.Response, element_id: str) -> str | None:
 
 
 @pytest.mark.parametrize("user, message", [
-    ("grace", "sign-in(s) left before the account is locked."),
+    ("grace", "left before the account is locked."),  # "1 sign-in left" / "2 sign-ins left"
     ("soon", "Your password expires in"),
 ])
 def test_grace_logins_and_expiry_warnings_are_told_then_the_user_goes_on(cas, user, message):

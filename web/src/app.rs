@@ -68,6 +68,11 @@ pub fn router(state: SharedState) -> Router {
         .route("/health", get(operations::health))
         .route("/metrics", get(operations::metrics))
         .route("/static/{file}", get(operations::static_file))
+        .route("/static/themes/{name}/{file}", get(operations::theme_file))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::locale::layer,
+        ))
         .with_state(state.clone());
     let prefix = state.prefix().to_owned();
     let app = if prefix.is_empty() {

@@ -40,6 +40,9 @@ pub struct ConfigFile {
     pub mfa: MfaSection,
     #[serde(default)]
     pub audit: AuditSection,
+    /// `[themes.NAME]`: looks that services name with `theme = "NAME"`.
+    #[serde(default)]
+    pub themes: BTreeMap<String, ThemeEntry>,
 }
 
 /// `[audit]`: where the audit log goes (none when absent).
@@ -48,6 +51,33 @@ pub struct ConfigFile {
 pub struct AuditSection {
     /// A file (relative to the configuration file), or "-" for stderr.
     pub path: Option<Spanned<String>>,
+}
+
+/// A `[themes.NAME]` table, or the same keys on a `[[services]]` entry.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ThemeEntry {
+    pub display_name: Option<Spanned<String>>,
+    pub logo: Option<Spanned<String>>,
+    pub accent_color: Option<Spanned<String>>,
+}
+
+impl ThemeEntry {
+    fn span(&self, key: &str) -> Option<Range<usize>> {
+        match key {
+            "display_name" => self.display_name.as_ref().map(Spanned::span),
+            "logo" => self.logo.as_ref().map(Spanned::span),
+            _ => self.accent_color.as_ref().map(Spanned::span),
+        }
+    }
+
+    fn input(&self, base: &Path) -> castellan_i18n::theme::ThemeInput {
+        castellan_i18n::theme::ThemeInput {
+            display_name: self.display_name.as_ref().map(|v| v.get_ref().clone()),
+            logo: self.logo.as_ref().map(|v| base.join(v.get_ref())),
+            accent_color: self.accent_color.as_ref().map(|v| v.get_ref().clone()),
+        }
+    }
 }
 
 /// `[mfa]`: where second factors are kept.
@@ -244,6 +274,11 @@ pub struct ServiceEntry {
     pub id_token_signing_alg: Option<Spanned<String>>,
     pub access_token_signing_alg: Option<Spanned<String>>,
     pub resource_servers: Option<Spanned<Vec<String>>>,
+    // Any protocol: the login page's name and look for the service.
+    pub theme: Option<Spanned<String>>,
+    pub display_name: Option<Spanned<String>>,
+    pub logo: Option<Spanned<String>>,
+    pub accent_color: Option<Spanned<String>>,
     // SAML2 service providers
     pub sign: Option<Spanned<String>>,
     pub encrypt_assertions: Option<Spanned<bool>>,
@@ -380,6 +415,10 @@ pub struct Settings {
     pub mfa: MfaConfig,
     /// `[audit] path`: where the audit log goes, if anywhere.
     pub audit: Option<castellan_audit::Target>,
+    /// By service name: its display name, logo and accent colour (a
+    /// `[themes]` table under the service's own keys); services without
+    /// any are absent.
+    pub themes: std::collections::HashMap<String, castellan_i18n::theme::Theme>,
     /// Whether the demo defaults are in use (no configuration file).
     #[allow(dead_code)]
     pub demo: bool,
@@ -760,6 +799,7 @@ impl Validator<'_> {
         };
 
         let users = self.users(raw.users, demo);
+        let themes = self.themes(&raw.themes, &raw.services, base);
         let (services, clients, sps) = self.services(raw.services, base);
         let oidc = self.oidc(raw.oidc, clients);
         let saml = self.saml(raw.saml, sps, &public_url, base);
@@ -813,9 +853,76 @@ impl Validator<'_> {
             authenticators,
             mfa,
             audit,
+            themes,
             demo,
             warnings: Vec::new(),
         }
+    }
+
+    /// `[themes.NAME]` and each service's `theme` and own keys: the look
+    /// of every service that has one, each problem at its key's line.
+    fn themes(
+        &mut self,
+        tables: &BTreeMap<String, ThemeEntry>,
+        services: &[ServiceEntry],
+        base: &Path,
+    ) -> std::collections::HashMap<String, castellan_i18n::theme::Theme> {
+        use castellan_i18n::theme::Theme;
+        let mut named = std::collections::HashMap::new();
+        for (name, table) in tables {
+            match Theme::load(&table.input(base)) {
+                Ok(theme) => {
+                    named.insert(name.clone(), theme);
+                }
+                Err(errors) => {
+                    for e in errors {
+                        self.problem_in(table.span(e.key()), format!("themes.{name}.{e}"));
+                    }
+                }
+            }
+        }
+        let mut looks = std::collections::HashMap::new();
+        for entry in services {
+            let service = entry.name.get_ref();
+            let base_theme = match &entry.theme {
+                None => Theme::default(),
+                Some(t) => match named.get(t.get_ref()) {
+                    Some(theme) => theme.clone(),
+                    None => {
+                        let known = tables.contains_key(t.get_ref());
+                        if !known {
+                            self.problem(
+                                t,
+                                format!(
+                                    "service {service:?}: theme = {:?} names no [themes] table",
+                                    t.get_ref()
+                                ),
+                            );
+                        }
+                        continue;
+                    }
+                },
+            };
+            let own = ThemeEntry {
+                display_name: entry.display_name.clone(),
+                logo: entry.logo.clone(),
+                accent_color: entry.accent_color.clone(),
+            };
+            match Theme::load(&own.input(base)) {
+                Ok(theme) => {
+                    let theme = theme.over(&base_theme);
+                    if !theme.is_empty() {
+                        looks.insert(service.clone(), theme);
+                    }
+                }
+                Err(errors) => {
+                    for e in errors {
+                        self.problem_in(own.span(e.key()), format!("service {service:?}: {e}"));
+                    }
+                }
+            }
+        }
+        looks
     }
 
     /// `[mfa]`.

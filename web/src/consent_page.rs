@@ -20,6 +20,7 @@ use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use castellan_core::{AfterConsent, ConsentRefusal, EngineError, PendingConsent};
+use castellan_i18n::Msg;
 use serde::Deserialize;
 
 const MAX_FLOW_ID: usize = 80;
@@ -43,8 +44,8 @@ pub async fn decide(
             StatusCode::BAD_REQUEST,
             &MessagePage::error(
                 state.prefix(),
-                "Invalid request",
-                "The consent form could not be understood.",
+                "error-invalid-request",
+                "consent-invalid-form",
             ),
         );
     };
@@ -127,11 +128,11 @@ async fn declined(state: &SharedState, pending: &PendingConsent) -> Response {
         StatusCode::FORBIDDEN,
         &MessagePage {
             prefix: state.prefix().to_owned(),
-            title: "Nothing was shared".into(),
-            heading: "Nothing was shared".into(),
-            message: format!(
-                "You declined to share your information with {}. You were not signed in to it.",
-                crate::sign_in::service_name(state, &pending.service)
+            title: Msg::new("consent-declined-heading"),
+            heading: Msg::new("consent-declined-heading"),
+            message: Msg::new("consent-declined-message").with(
+                "name",
+                crate::sign_in::service_name(state, &pending.service),
             ),
             detail: None,
             tone: "info",

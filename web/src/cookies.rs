@@ -10,7 +10,7 @@ pub const SESSION_COOKIE: &str = "CASTGC";
 pub const BROWSER_COOKIE: &str = "CASBROWSER";
 const MAX_COOKIE_VALUE: usize = 256;
 
-fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -66,7 +66,7 @@ impl Browser {
     }
 }
 
-fn path(prefix: &str) -> &str {
+pub(crate) fn path(prefix: &str) -> &str {
     if prefix.is_empty() {
         "/"
     } else {

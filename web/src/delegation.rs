@@ -15,6 +15,7 @@ use castellan_core::ids::new_ticket_id;
 use castellan_core::{AuditEvent, AuditKind, AuthnMethod, AuthnMethods, Outcome};
 use castellan_delegation::pending::{state_key, PendingLogin, STATE_TTL};
 use castellan_delegation::{DelegationError, Finish, Start};
+use castellan_i18n::Msg;
 use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -64,7 +65,7 @@ fn binding_of(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A failure the user sees: what happened, and a way back.
-fn failure(state: &SharedState, status: StatusCode, message: &str) -> Response {
+fn failure(state: &SharedState, status: StatusCode, message: &'static str) -> Response {
     failure_for(state, status, message, None)
 }
 
@@ -72,17 +73,43 @@ fn failure(state: &SharedState, status: StatusCode, message: &str) -> Response {
 fn failure_for(
     state: &SharedState,
     status: StatusCode,
-    message: &str,
+    message: &'static str,
     service: Option<&str>,
 ) -> Response {
-    let mut page = MessagePage::error(state.prefix(), "Sign-in failed", message);
+    failure_page(
+        state,
+        status,
+        MessagePage::error(state.prefix(), "error-sign-in-failed", message),
+        service,
+    )
+}
+
+/// An upstream's own error, told to the administrator beside a general
+/// message.
+fn upstream_failure(
+    state: &SharedState,
+    status: StatusCode,
+    e: &dyn std::fmt::Display,
+    service: Option<&str>,
+) -> Response {
+    let page = MessagePage::error(state.prefix(), "error-sign-in-failed", "upstream-failed")
+        .with_technical_detail(&e.to_string());
+    failure_page(state, status, page, service)
+}
+
+fn failure_page(
+    state: &SharedState,
+    status: StatusCode,
+    mut page: MessagePage,
+    service: Option<&str>,
+) -> Response {
     let href = match service {
         Some(s) => format!("{}/login?service={}", state.prefix(), enc(s)),
         None => format!("{}/login", state.prefix()),
     };
     page.link = Some(Link {
         href,
-        label: "Back to sign-in".into(),
+        label: "back-to-sign-in".into(),
     });
     render(status, &page)
 }
@@ -107,11 +134,7 @@ pub async fn start(
     gateway: bool,
 ) -> Response {
     let Some(upstream) = state.upstreams.get(name) else {
-        return failure(
-            state,
-            StatusCode::BAD_REQUEST,
-            "This sign-in option does not exist.",
-        );
+        return failure(state, StatusCode::BAD_REQUEST, "upstream-unknown");
     };
     // CAS 3.0 §2.1.1: renew wins over gateway.
     let gateway = gateway && !renew;
@@ -121,12 +144,8 @@ pub async fn start(
         tracing::info!(upstream = %name, "renew asked of an upstream that cannot prove a fresh login");
         let mut page = MessagePage::error(
             state.prefix(),
-            "Sign-in failed",
-            &format!(
-                "This application asks you to sign in again, and {} cannot confirm a fresh sign-in. \
-                 Please choose another way to sign in.",
-                upstream.connector().display_name()
-            ),
+            "error-sign-in-failed",
+            Msg::new("upstream-cannot-renew").with("upstream", upstream.connector().display_name()),
         );
         let mut href = format!("{}/login?renew=true", state.prefix());
         if let Some(s) = &service {
@@ -134,7 +153,7 @@ pub async fn start(
         }
         page.link = Some(Link {
             href,
-            label: "Back to sign-in".into(),
+            label: "back-to-sign-in".into(),
         });
         return render(StatusCode::FORBIDDEN, &page);
     }
@@ -142,11 +161,7 @@ pub async fn start(
     if gateway && !upstream.connector().supports_passive() {
         return match service.as_deref() {
             Some(s) => redirect(s),
-            None => failure(
-                state,
-                StatusCode::BAD_REQUEST,
-                "This sign-in option cannot be used silently.",
-            ),
+            None => failure(state, StatusCode::BAD_REQUEST, "upstream-not-silent"),
         };
     }
     let st = random();
@@ -166,7 +181,7 @@ pub async fn start(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(upstream = %name, error = %e, "delegated login could not start");
-            return failure(state, StatusCode::BAD_GATEWAY, &e.to_string());
+            return upstream_failure(state, StatusCode::BAD_GATEWAY, &e, None);
         }
     };
     if let Err(e) = state.engine.admit_pending_flow(client) {
@@ -186,7 +201,7 @@ pub async fn start(
         return failure(
             state,
             StatusCode::INTERNAL_SERVER_ERROR,
-            "The sign-in could not be started.",
+            "upstream-not-started",
         );
     };
     if let Err(e) = state
@@ -210,11 +225,7 @@ pub async fn start(
             ],
         )
             .into_response(),
-        Err(_) => failure(
-            state,
-            StatusCode::BAD_GATEWAY,
-            "The identity provider's address is invalid.",
-        ),
+        Err(_) => failure(state, StatusCode::BAD_GATEWAY, "upstream-bad-address"),
     }
 }
 
@@ -230,11 +241,7 @@ pub async fn metadata(State(state): State<SharedState>, Path(name): Path<String>
             xml,
         )
             .into_response(),
-        None => failure(
-            &state,
-            StatusCode::NOT_FOUND,
-            "There is no such service provider here.",
-        ),
+        None => failure(&state, StatusCode::NOT_FOUND, "upstream-no-such-sp"),
     }
 }
 
@@ -253,11 +260,7 @@ fn single_params(raw: &[u8]) -> Option<HashMap<String, String>> {
 
 fn duplicated(state: &SharedState, name: &str) -> Response {
     tracing::warn!(upstream = %name, "delegation callback with a parameter given twice");
-    failure(
-        state,
-        StatusCode::BAD_REQUEST,
-        "The identity provider's answer is malformed (a parameter is given twice).",
-    )
+    failure(state, StatusCode::BAD_REQUEST, "upstream-malformed")
 }
 
 /// `/delegated/{name}/acs`: a SAML upstream's Response (HTTP-POST), the
@@ -305,13 +308,7 @@ async fn finish(
     params: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Response {
-    let expired = || {
-        failure(
-            state,
-            StatusCode::BAD_REQUEST,
-            "This sign-in expired, was already used, or was started in another browser. Please sign in again.",
-        )
-    };
+    let expired = || failure(state, StatusCode::BAD_REQUEST, "upstream-expired");
     let Some(st) = params.get("state").filter(|s| s.len() <= 64) else {
         return expired();
     };
@@ -370,7 +367,7 @@ async fn finish(
                 .filter(|s| state.engine.service(s).is_some())
             {
                 Some(service) => return redirect(service),
-                None => return failure(state, StatusCode::FORBIDDEN, &e.to_string()),
+                None => return upstream_failure(state, StatusCode::FORBIDDEN, &e, None),
             }
         }
         Err(e) => {
@@ -386,7 +383,7 @@ async fn finish(
                 DelegationError::Unavailable(_) => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::FORBIDDEN,
             };
-            return failure_for(state, status, &e.to_string(), pending.service.as_deref());
+            return upstream_failure(state, status, &e, pending.service.as_deref());
         }
     };
     // renew: the upstream was asked for a fresh login and must have proved
@@ -396,7 +393,7 @@ async fn finish(
         return failure_for(
             state,
             StatusCode::FORBIDDEN,
-            "This application asks you to sign in again, and the identity provider did not confirm a fresh sign-in.",
+            "upstream-not-fresh",
             pending.service.as_deref(),
         );
     }
@@ -407,11 +404,7 @@ async fn finish(
     let from_new_login = authenticated.fresh;
     let Some(principal) = upstream.mapping().apply(authenticated.principal) else {
         tracing::warn!(upstream = %name, "the upstream identity lacks what the principal template names");
-        return failure(
-            state,
-            StatusCode::FORBIDDEN,
-            "The identity provider did not send what this service needs to know about you.",
-        );
+        return failure(state, StatusCode::FORBIDDEN, "upstream-missing-attributes");
     };
     let mut principal = principal;
     // The groups live at home: the directory adds its attributes (its
@@ -465,17 +458,15 @@ async fn finish(
     match signed_in {
         Ok(response) => response,
         Err(page) => {
-            let message = format!(
-                "You are signed in as {} through {}. Applications that use this service will let you in without asking again.",
-                page.signed.session.principal.id,
-                upstream.connector().display_name()
-            );
+            let message = Msg::new("signed-in-through")
+                .with("user", page.signed.session.principal.id.clone())
+                .with("upstream", upstream.connector().display_name());
             page.with_page(render(
                 StatusCode::OK,
                 &MessagePage {
                     prefix: state.prefix().to_owned(),
-                    title: "Signed in".into(),
-                    heading: "You are signed in".into(),
+                    title: "signed-in-title".into(),
+                    heading: "signed-in-heading".into(),
                     message,
                     detail: None,
                     tone: "success",

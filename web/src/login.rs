@@ -3,7 +3,7 @@
 use crate::client_address::{client_ip, ClientAddress};
 use crate::cookies::{self, Browser};
 use crate::metrics::Metrics;
-use crate::pages::{render, Link, LoginPage, MessagePage, NoticePage};
+use crate::pages::{render, Link, LoginPage, MessagePage, NamedLink, NoticePage};
 use crate::respond::{redirect, unavailable};
 use crate::state::SharedState;
 use axum::extract::rejection::{FormRejection, QueryRejection};
@@ -14,8 +14,10 @@ use castellan_cas::validate::flag;
 use castellan_cas::MAX_SERVICE_LEN;
 use castellan_core::{
     AccountProblem, AccountRefusal, AfterConsent, AuthnError, AuthnMethod, AuthnMethods,
-    Credentials, EngineError, PasswordNotice, PendingConsent, PendingSignIn, RegisteredService,
+    Credentials, EngineError, PasswordNotice, PasswordNoticeKind, PendingConsent, PendingSignIn,
+    RegisteredService,
 };
+use castellan_i18n::Msg;
 use serde::Deserialize;
 use std::net::SocketAddr;
 
@@ -75,8 +77,8 @@ fn target<'a>(
             StatusCode::BAD_REQUEST,
             &MessagePage::error(
                 state.prefix(),
-                "Invalid application address",
-                "The address of the application you came from is too long.",
+                "error-invalid-service-address",
+                "error-service-address-too-long",
             ),
         )));
     }
@@ -89,10 +91,10 @@ fn target<'a>(
             tracing::warn!("login for an unregistered service refused");
             let mut page = MessagePage::error(
                 state.prefix(),
-                "Application not authorized",
-                "The application you attempted to sign in to is not authorized to use this sign-in service.",
+                "error-service-not-authorized",
+                "error-service-not-authorized-message",
             );
-            page.detail = Some("Contact the application's administrator.".into());
+            page.detail = Some("error-contact-administrator".into());
             Err(Box::new(render(StatusCode::FORBIDDEN, &page)))
         }
     }
@@ -103,14 +105,14 @@ pub(crate) fn logged_in_page(state: &SharedState, user: &str) -> Response {
         StatusCode::OK,
         &MessagePage {
             prefix: state.prefix().to_owned(),
-            title: "Signed in".into(),
-            heading: "You are signed in".into(),
-            message: format!("You are signed in as {user}. Applications that use this service will let you in without asking again."),
+            title: "signed-in-title".into(),
+            heading: "signed-in-heading".into(),
+            message: Msg::new("signed-in-as").with("user", user),
             detail: None,
             tone: "success",
             link: Some(Link {
                 href: format!("{}/logout", state.prefix()),
-                label: "Sign out".into(),
+                label: "sign-out".into(),
             }),
         },
     )
@@ -121,8 +123,8 @@ fn bad_request(state: &SharedState) -> Response {
         StatusCode::BAD_REQUEST,
         &MessagePage::error(
             state.prefix(),
-            "Invalid request",
-            "The sign-in request could not be understood.",
+            "error-invalid-request",
+            "error-request-not-understood",
         ),
     )
 }
@@ -130,11 +132,11 @@ fn bad_request(state: &SharedState) -> Response {
 struct FormState<'a> {
     status: StatusCode,
     username: String,
-    error: Option<String>,
+    error: Option<Msg>,
     /// Shown with the error (where to change a password).
     error_link: Option<Link>,
     invalid: bool,
-    notice: Option<String>,
+    notice: Option<Msg>,
     target: Option<&'a Target<'a>>,
     raw_query: Option<&'a str>,
     browser: &'a Browser,
@@ -166,6 +168,7 @@ async fn login_form(state: &SharedState, f: FormState<'_>) -> Response {
                     .display_name(&t.url)
                     .unwrap_or_else(|| t.display_name())
             }),
+            theme: crate::respond::theme_links(state, f.target.map(|t| t.url.as_str())),
             username: f.username,
             execution: flow.id,
             error: f.error,
@@ -440,15 +443,15 @@ pub async fn submit(
     let browser = Browser::of(&headers);
     let again = |status: StatusCode,
                  username: String,
-                 error: Option<&str>,
-                 notice: Option<&str>| FormState {
+                 error: Option<&'static str>,
+                 notice: Option<Msg>| FormState {
         status,
         username,
         // Only wrong credentials mark the fields; other errors are not theirs.
         invalid: status == StatusCode::UNAUTHORIZED,
-        error: error.map(str::to_owned),
+        error: error.map(Msg::new),
         error_link: None,
-        notice: notice.map(str::to_owned),
+        notice,
         target: target.as_ref(),
         raw_query: raw_query.as_deref(),
         browser: &browser,
@@ -462,7 +465,7 @@ pub async fn submit(
                 StatusCode::FORBIDDEN,
                 String::new(),
                 None,
-                Some("This sign-in form was sent from another site. Please sign in here."),
+                Some(Msg::new("login-cross-site")),
             ),
         )
         .await;
@@ -489,14 +492,14 @@ pub async fn submit(
                 StatusCode::FORBIDDEN,
                 String::new(),
                 None,
-                Some("Your sign-in form had expired or was already used. Please sign in again (cookies must be enabled)."),
+                Some(Msg::new("login-form-expired")),
             ),
         )
         .await;
     }
 
     let username = form.username.trim_end_matches(['\r', '\n']).to_owned();
-    let invalid = "The username or password you entered is incorrect.";
+    let invalid = "login-invalid-credentials";
     if username.is_empty() || username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
         let shown = if username.len() > MAX_USERNAME {
             String::new()
@@ -532,8 +535,7 @@ pub async fn submit(
         Err(EngineError::Authentication(AuthnError::Throttled)) => {
             Metrics::inc(&state.metrics.logins_throttled);
             tracing::warn!(user = %username, ip = %client, "login refused: throttled");
-            let message =
-                "Too many failed sign-in attempts. Please wait a few minutes before trying again.";
+            let message = "login-throttled";
             return login_form(
                 &state,
                 again(StatusCode::TOO_MANY_REQUESTS, username, Some(message), None),
@@ -595,6 +597,24 @@ pub async fn submit(
 /// The page that tells a signed-in user about their password, with the
 /// way on: to the application (through SSO, keeping the request's
 /// parameters) or nowhere, and to the password change page.
+/// A source's notice about the password, in the page's language; a notice
+/// the source gave only as a sentence is shown as it is.
+fn notice_message(notice: &PasswordNotice) -> Msg {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    match notice.kind {
+        Some(PasswordNoticeKind::ExpiresIn { seconds }) if seconds >= 86_400 => {
+            Msg::new("notice-expires-in-days").count("count", count(seconds / 86_400))
+        }
+        Some(PasswordNoticeKind::ExpiresIn { seconds }) => {
+            Msg::new("notice-expires-in-hours").count("count", count(seconds / 3600))
+        }
+        Some(PasswordNoticeKind::GraceLoginsLeft(n)) => {
+            Msg::new("notice-grace-logins").count("count", count(n))
+        }
+        None => Msg::new("notice-other").with("detail", notice.message.clone()),
+    }
+}
+
 fn notice_page(
     state: &SharedState,
     notice: &PasswordNotice,
@@ -603,17 +623,17 @@ fn notice_page(
 ) -> Response {
     let next = for_service.then(|| Link {
         href: format!("{}/login?{}", state.prefix(), raw_query.unwrap_or_default()),
-        label: "Continue to the application".into(),
+        label: "continue-to-application".into(),
     });
     let change = notice.password_change_url.as_ref().map(|href| Link {
         href: href.clone(),
-        label: "Change your password".into(),
+        label: "change-password".into(),
     });
     render(
         StatusCode::OK,
         &NoticePage {
             prefix: state.prefix().to_owned(),
-            message: notice.message.clone(),
+            message: notice_message(notice),
             change,
             next,
         },
@@ -624,21 +644,13 @@ fn notice_page(
 /// the link to change the password where one is configured.
 fn refusal_message(refusal: &AccountRefusal) -> (&'static str, Option<Link>) {
     let message = match refusal.problem {
-        AccountProblem::PasswordExpired => {
-            "Your password has expired. Please change it, then sign in again."
-        }
-        AccountProblem::MustChangePassword => {
-            "You must change your password before you can sign in."
-        }
-        AccountProblem::Locked => {
-            "Your account is locked. Please try again later or contact your help desk."
-        }
-        AccountProblem::Disabled => "Your account is disabled. Please contact your help desk.",
-        AccountProblem::AccountExpired => {
-            "Your account has expired. Please contact your help desk."
-        }
-        AccountProblem::NotAllowedNow => "Your account may not sign in at this time.",
-        AccountProblem::NotAllowedFromHere => "Your account may not sign in from this computer.",
+        AccountProblem::PasswordExpired => "account-password-expired",
+        AccountProblem::MustChangePassword => "account-must-change-password",
+        AccountProblem::Locked => "account-locked",
+        AccountProblem::Disabled => "account-disabled",
+        AccountProblem::AccountExpired => "account-expired",
+        AccountProblem::NotAllowedNow => "account-not-allowed-now",
+        AccountProblem::NotAllowedFromHere => "account-not-allowed-from-here",
     };
     let about_password = matches!(
         refusal.problem,
@@ -652,13 +664,13 @@ fn refusal_message(refusal: &AccountRefusal) -> (&'static str, Option<Link>) {
         .filter(|_| about_password)
         .map(|href| Link {
             href: href.clone(),
-            label: "Change your password".into(),
+            label: "change-password".into(),
         });
     (message, link)
 }
 
 /// The login page's buttons, keeping the request's parameters.
-fn upstream_links(state: &SharedState, raw_query: Option<&str>) -> Vec<Link> {
+fn upstream_links(state: &SharedState, raw_query: Option<&str>) -> Vec<NamedLink> {
     let keep: String = raw_query
         .map(|q| {
             url::form_urlencoded::parse(q.as_bytes())
@@ -670,16 +682,53 @@ fn upstream_links(state: &SharedState, raw_query: Option<&str>) -> Vec<Link> {
     state
         .upstreams
         .iter()
-        .map(|u| Link {
+        .map(|u| NamedLink {
             href: format!(
                 "login?client_name={}{keep}",
                 form_encode(u.connector().name())
             ),
-            label: u.connector().display_name().to_owned(),
+            name: u.connector().display_name().to_owned(),
         })
         .collect()
 }
 
 fn form_encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+    use castellan_i18n::{text, Lang};
+
+    fn notice(kind: Option<PasswordNoticeKind>) -> PasswordNotice {
+        PasswordNotice {
+            message: "Your password expires soon.".into(),
+            kind,
+            password_change_url: None,
+        }
+    }
+
+    #[test]
+    fn password_notices_are_worded_in_the_page_language() {
+        let days = notice(Some(PasswordNoticeKind::ExpiresIn {
+            seconds: 3 * 86_400,
+        }));
+        assert_eq!(
+            text(Lang::Fr, &notice_message(&days)),
+            "Votre mot de passe expire dans 3 jours."
+        );
+        let hour = notice(Some(PasswordNoticeKind::ExpiresIn { seconds: 3600 }));
+        assert_eq!(
+            text(Lang::En, &notice_message(&hour)),
+            "Your password expires in 1 hour."
+        );
+        let grace = notice(Some(PasswordNoticeKind::GraceLoginsLeft(2)));
+        assert!(text(Lang::De, &notice_message(&grace)).contains("noch 2 Anmeldungen"));
+        // A source that gave only a sentence: shown as it is.
+        assert_eq!(
+            text(Lang::Es, &notice_message(&notice(None))),
+            "Your password expires soon."
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod cookies;
 mod delegation;
 #[cfg(test)]
 mod layering;
+mod locale;
 mod logging;
 mod login;
 mod logout;

@@ -17,6 +17,7 @@ use axum::extract::{Form, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use castellan_core::{MfaPolicy, TicketGrantingTicket};
+use castellan_i18n::Msg;
 use castellan_mfa::{FactorKind, MfaError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -139,16 +140,16 @@ async fn list(
     state: &SharedState,
     headers: &HeaderMap,
     user: &str,
-    notice: Option<&str>,
-    error: Option<&str>,
+    notice: Option<&'static str>,
+    error: Option<&'static str>,
     status: StatusCode,
 ) -> Response {
     let mut page = match base_page(state, headers, user).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    page.notice = notice.map(str::to_owned);
-    page.error = error.map(str::to_owned);
+    page.notice = notice.map(Msg::new);
+    page.error = error.map(Msg::new);
     let mut addition = Addition {
         user: user.to_owned(),
         ..Default::default()
@@ -191,9 +192,9 @@ async fn base_page(
             id: f.id.clone(),
             label: f.label.clone(),
             kind: match f.kind {
-                FactorKind::Totp => "authenticator app",
-                FactorKind::Passkey { hardware: true } => "security key",
-                FactorKind::Passkey { hardware: false } => "passkey",
+                FactorKind::Totp => Msg::new("mfa-kind-totp"),
+                FactorKind::Passkey { hardware: true } => Msg::new("mfa-kind-security-key"),
+                FactorKind::Passkey { hardware: false } => Msg::new("mfa-kind-passkey"),
             },
             added: date(f.created_at),
         })
@@ -315,7 +316,7 @@ pub async fn act(
             &headers,
             &user,
             None,
-            Some("This form was sent from another site."),
+            Some("mfa-cross-site"),
             StatusCode::FORBIDDEN,
         )
         .await;
@@ -337,7 +338,7 @@ pub async fn act(
                 &headers,
                 &user,
                 None,
-                Some("The form had expired. Please try again."),
+                Some("mfa-form-expired"),
                 StatusCode::FORBIDDEN,
             )
             .await;
@@ -353,7 +354,7 @@ pub async fn act(
                     &headers,
                     &user,
                     None,
-                    Some("No such sign-in method."),
+                    Some("mfa-no-such-method"),
                     StatusCode::BAD_REQUEST,
                 )
                 .await;
@@ -364,7 +365,15 @@ pub async fn act(
             };
             let owned = enrolment.factors.iter().any(|f| f.id == factor);
             if owned && enrolment.factors.len() == 1 && required_somewhere(&state) {
-                return list(&state, &headers, &user, None, Some("This is your only second factor, and some applications require one: add another before removing it."), StatusCode::CONFLICT).await;
+                return list(
+                    &state,
+                    &headers,
+                    &user,
+                    None,
+                    Some("mfa-only-factor"),
+                    StatusCode::CONFLICT,
+                )
+                .await;
             }
             match state.factors.remove(&user, &factor).await {
                 Ok(true) => {
@@ -373,7 +382,7 @@ pub async fn act(
                         &state,
                         &headers,
                         &user,
-                        Some("The sign-in method was removed."),
+                        Some("mfa-removed"),
                         None,
                         StatusCode::OK,
                     )
@@ -385,7 +394,7 @@ pub async fn act(
                         &headers,
                         &user,
                         None,
-                        Some("No such sign-in method."),
+                        Some("mfa-no-such-method"),
                         StatusCode::NOT_FOUND,
                     )
                     .await
@@ -424,7 +433,7 @@ pub async fn act(
                     &headers,
                     &user,
                     None,
-                    Some("Adding the app took too long. Please start again."),
+                    Some("mfa-add-too-slow"),
                     StatusCode::FORBIDDEN,
                 )
                 .await;
@@ -441,7 +450,7 @@ pub async fn act(
                 .engine
                 .check_second_factor(&user, None, async {
                     match factors
-                        .confirm_totp(&user, &secret, &code, "Authenticator app", now)
+                        .confirm_totp(&user, &secret, &code, &app_label(), now)
                         .await
                     {
                         Ok(_) => Ok(Some(castellan_core::AuthnMethod::Totp)),
@@ -458,8 +467,7 @@ pub async fn act(
                     if let Some(key) = record_key(&form.flow) {
                         let _ = state.engine.store().remove_record(&key).await;
                     }
-                    new_codes_if_none(&state, &headers, &user, "The authenticator app was added.")
-                        .await
+                    new_codes_if_none(&state, &headers, &user, "mfa-app-added").await
                 }
                 Ok(None)
                 | Err(castellan_core::EngineError::Authentication(
@@ -471,8 +479,7 @@ pub async fn act(
                     };
                     page.flow = form.flow.clone();
                     page.enrol = Some(TotpOffer { uri, qr_svg });
-                    page.error =
-                        Some("That code is not valid. Enter the code the app shows now.".into());
+                    page.error = Some("mfa-wrong-code".into());
                     finish(&state, &headers, StatusCode::UNAUTHORIZED, &page)
                 }
                 Err(e) => unavailable(&state, &e),
@@ -495,7 +502,7 @@ pub async fn act(
                     &headers,
                     &user,
                     None,
-                    Some("The passkey could not be added. Please try again."),
+                    Some("mfa-passkey-not-added"),
                     StatusCode::BAD_REQUEST,
                 )
                 .await;
@@ -510,7 +517,7 @@ pub async fn act(
                     if let Some(key) = record_key(&form.flow) {
                         let _ = state.engine.store().remove_record(&key).await;
                     }
-                    new_codes_if_none(&state, &headers, &user, "The passkey was added.").await
+                    new_codes_if_none(&state, &headers, &user, "mfa-passkey-added").await
                 }
                 Err(e @ (MfaError::Store(_) | MfaError::Key(_) | MfaError::KeyMismatch(_))) => {
                     mfa_unavailable(&state, &e)
@@ -522,7 +529,7 @@ pub async fn act(
                         &headers,
                         &user,
                         None,
-                        Some("The passkey could not be added. Please try again."),
+                        Some("mfa-passkey-not-added"),
                         StatusCode::BAD_REQUEST,
                     )
                     .await
@@ -536,7 +543,7 @@ pub async fn act(
                 &headers,
                 &user,
                 None,
-                Some("Unknown action."),
+                Some("mfa-unknown-action"),
                 StatusCode::BAD_REQUEST,
             )
             .await
@@ -549,7 +556,7 @@ async fn new_codes_if_none(
     state: &SharedState,
     headers: &HeaderMap,
     user: &str,
-    notice: &str,
+    notice: &'static str,
 ) -> Response {
     match state.factors.list(user).await {
         Ok(e) if e.recovery_codes_left == 0 => {
@@ -564,7 +571,7 @@ async fn show_new_codes(
     state: &SharedState,
     headers: &HeaderMap,
     user: &str,
-    notice: Option<&str>,
+    notice: Option<&'static str>,
 ) -> Response {
     let codes = state.factors.new_recovery_codes(user);
     if let Err(e) = state.factors.save_recovery_codes(user, &codes.hashes).await {
@@ -575,9 +582,15 @@ async fn show_new_codes(
         Ok(p) => p,
         Err(r) => return r,
     };
-    page.notice = notice.map(str::to_owned);
+    page.notice = notice.map(Msg::new);
     page.recovery_codes = codes.codes;
     finish(state, headers, StatusCode::OK, &page)
+}
+
+/// The name an authenticator app is listed under, in the language of the
+/// page that added it.
+fn app_label() -> String {
+    castellan_i18n::text(crate::locale::current().lang, &Msg::new("mfa-app-label"))
 }
 
 fn mfa_unavailable(state: &SharedState, e: &MfaError) -> Response {

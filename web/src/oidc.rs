@@ -6,7 +6,7 @@ use crate::client_address::ClientAddress;
 use crate::cookies;
 use crate::metrics::Metrics;
 use crate::pages::{render, PostRedirectPage};
-use crate::respond::{error_page as page, redirect, unavailable};
+use crate::respond::{error_page as page, protocol_error_page, redirect, unavailable};
 use crate::state::SharedState;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -115,20 +115,24 @@ fn bearer_error(code: ErrorCode, description: &str) -> Response {
 /// A sign-in step that did not end with a code.
 fn sign_in_error(state: &SharedState, e: SignInError) -> Response {
     match e {
-        SignInError::Invalid(message) => {
-            page(state, StatusCode::BAD_REQUEST, "Invalid request", &message)
-        }
+        SignInError::Invalid(message) => protocol_error_page(
+            state,
+            StatusCode::BAD_REQUEST,
+            "error-invalid-request",
+            "error-application-request-refused",
+            &message,
+        ),
         SignInError::Expired => page(
             state,
             StatusCode::BAD_REQUEST,
-            "Sign-in expired",
-            "This sign-in request expired or was already used. Go back to the application and sign in again.",
+            "error-sign-in-expired",
+            "error-request-expired-message",
         ),
         SignInError::NotConfirmed(_) => page(
             state,
             StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "The sign-in could not be confirmed. Go back to the application and sign in again.",
+            "error-sign-in-failed",
+            "error-not-confirmed-message",
         ),
         SignInError::Client { answer, .. } => to_client(state, *answer),
         SignInError::Unavailable(e) => unavailable(state, &e),
@@ -184,10 +188,11 @@ async fn authorize(
     let params = match parameters(raw) {
         Ok(p) => p,
         Err(e) => {
-            return page(
+            return protocol_error_page(
                 state,
                 StatusCode::BAD_REQUEST,
-                "Invalid request",
+                "error-invalid-request",
+                "error-application-request-refused",
                 &e.error_description,
             )
         }
@@ -222,8 +227,8 @@ pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuer
         return page(
             &state,
             StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The sign-in response could not be understood.",
+            "error-invalid-request",
+            "error-response-not-understood",
         );
     };
     let ticket = params
@@ -384,20 +389,25 @@ pub async fn logout_post(
 /// RP-Initiated Logout 1.0: ends the SSO session (CAS and OIDC alike), then
 /// returns to a registered post_logout_redirect_uri.
 async fn logout(state: &SharedState, headers: &HeaderMap, raw: &[u8]) -> Response {
-    let bad = |message: &str| {
-        page(
+    let Ok(params) = parameters(raw) else {
+        return page(
             state,
             StatusCode::BAD_REQUEST,
-            "Invalid logout request",
-            message,
-        )
-    };
-    let Ok(params) = parameters(raw) else {
-        return bad("The logout request could not be understood.");
+            "error-invalid-logout",
+            "error-logout-not-understood",
+        );
     };
     let target = match state.oidc.end_session(&params) {
         Ok(t) => t,
-        Err(e) => return bad(&e.to_string()),
+        Err(e) => {
+            return protocol_error_page(
+                state,
+                StatusCode::BAD_REQUEST,
+                "error-invalid-logout",
+                "error-application-request-refused",
+                &e.to_string(),
+            )
+        }
     };
     let mut visits = Vec::new();
     if let Some(id) = cookies::session_id(headers) {

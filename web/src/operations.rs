@@ -112,3 +112,34 @@ pub async fn static_file(Path(file): Path<String>) -> Response {
     )
         .into_response()
 }
+
+/// `/static/themes/{service}/logo` and `…/style.css`: a service's theme,
+/// read and checked at load; served from our origin, so the CSP's
+/// `img-src 'self'` and `style-src 'self'` hold.
+pub async fn theme_file(
+    State(state): State<SharedState>,
+    Path((name, file)): Path<(String, String)>,
+) -> Response {
+    let Some(theme) = state.settings.themes.get(&name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match (file.as_str(), &theme.logo) {
+        ("logo", Some(logo)) => (
+            [
+                (header::CONTENT_TYPE, logo.content_type),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            axum::body::Bytes::copy_from_slice(&logo.bytes),
+        )
+            .into_response(),
+        ("style.css", _) if theme.accent_color.is_some() => (
+            [
+                (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            theme.stylesheet(),
+        )
+            .into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}

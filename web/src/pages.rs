@@ -1,8 +1,20 @@
-//! HTML pages (askama templates in `web/templates`).
+//! HTML pages (askama templates in `web/templates`). Every text on them is
+//! a catalogue key (castellan-i18n), formatted in the request's language
+//! when the page is rendered.
 
+use crate::locale::{self, filters};
 use askama::Template;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use castellan_i18n::Msg;
+
+/// A service's look on the pages that name it (a `[themes]` table or its
+/// own keys): where its logo and stylesheet are served.
+#[derive(Debug, Clone, Default)]
+pub struct ThemeLinks {
+    pub logo: Option<String>,
+    pub stylesheet: Option<String>,
+}
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -10,16 +22,17 @@ pub struct LoginPage {
     pub prefix: String,
     pub action: String,
     pub service_name: Option<String>,
+    pub theme: ThemeLinks,
     pub username: String,
     pub execution: String,
-    pub error: Option<String>,
+    pub error: Option<Msg>,
     /// A link shown with the error (where to change a password).
     pub error_link: Option<Link>,
     /// The error is about the credentials typed (marks the fields invalid).
     pub invalid: bool,
-    pub notice: Option<String>,
-    /// One button per upstream identity provider.
-    pub upstreams: Vec<Link>,
+    pub notice: Option<Msg>,
+    /// One button per upstream identity provider, by its name.
+    pub upstreams: Vec<NamedLink>,
 }
 
 /// A signed-in user's password expires soon: told before going on.
@@ -27,7 +40,7 @@ pub struct LoginPage {
 #[template(path = "notice.html")]
 pub struct NoticePage {
     pub prefix: String,
-    pub message: String,
+    pub message: Msg,
     pub change: Option<Link>,
     /// On to the application; `None` when the login was for none.
     pub next: Option<Link>,
@@ -41,9 +54,10 @@ pub struct SecondStepPage {
     pub prefix: String,
     pub action: String,
     pub service_name: Option<String>,
+    pub theme: ThemeLinks,
     pub user: String,
     pub flow: String,
-    pub error: Option<String>,
+    pub error: Option<Msg>,
     pub invalid: bool,
     /// Enrolment: the authenticator app's QR code and URI.
     pub enrol: Option<TotpOffer>,
@@ -74,8 +88,8 @@ pub struct MfaPage {
     pub user: String,
     pub csrf: String,
     pub flow: String,
-    pub notice: Option<String>,
-    pub error: Option<String>,
+    pub notice: Option<Msg>,
+    pub error: Option<Msg>,
     pub factors: Vec<FactorLine>,
     pub recovery_left: usize,
     /// Codes just made: shown once, instead of the list.
@@ -88,7 +102,8 @@ pub struct MfaPage {
 pub struct FactorLine {
     pub id: String,
     pub label: String,
-    pub kind: &'static str,
+    /// The catalogue key of the factor's kind.
+    pub kind: Msg,
     pub added: String,
 }
 
@@ -98,19 +113,26 @@ pub struct TotpOffer {
     pub qr_svg: String,
 }
 
+/// A link whose label is a message.
 pub struct Link {
     pub href: String,
-    pub label: String,
+    pub label: Msg,
+}
+
+/// A link whose label is a name (an upstream identity provider's).
+pub struct NamedLink {
+    pub href: String,
+    pub name: String,
 }
 
 #[derive(Template)]
 #[template(path = "message.html")]
 pub struct MessagePage {
     pub prefix: String,
-    pub title: String,
-    pub heading: String,
-    pub message: String,
-    pub detail: Option<String>,
+    pub title: Msg,
+    pub heading: Msg,
+    pub message: Msg,
+    pub detail: Option<Msg>,
     /// "success", "error" or "info".
     pub tone: &'static str,
     pub link: Option<Link>,
@@ -125,8 +147,11 @@ pub struct PostRedirectPage {
     pub fields: Vec<(String, String)>,
 }
 
+/// Renders a page in the request's language.
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
-    match page.render() {
+    let current = locale::current();
+    let values = (locale::VALUE, &current as &dyn std::any::Any);
+    match page.render_with_values(&values) {
         Ok(body) => (
             status,
             [
@@ -144,39 +169,42 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
 }
 
 impl MessagePage {
-    pub fn error(prefix: &str, heading: &str, message: &str) -> Self {
+    pub fn error(prefix: &str, heading: &'static str, message: impl Into<Msg>) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            title: heading.to_owned(),
-            heading: heading.to_owned(),
-            message: message.to_owned(),
+            title: Msg::new(heading),
+            heading: Msg::new(heading),
+            message: message.into(),
             detail: None,
             tone: "error",
             link: None,
         }
     }
 
+    /// A protocol's own description of what was wrong, for the
+    /// application's administrator (not translated: it names parameters).
+    pub fn with_technical_detail(mut self, detail: &str) -> Self {
+        self.detail = Some(Msg::new("error-technical-detail").with("detail", detail));
+        self
+    }
+
     /// The end of a logout.
     pub fn signed_out(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            title: "Signed out".into(),
-            heading: "You have signed out".into(),
-            message: "Your single sign-on session has ended. For security, close your browser if you used applications that keep their own sessions.".into(),
+            title: Msg::new("signed-out-title"),
+            heading: Msg::new("signed-out-heading"),
+            message: Msg::new("signed-out-message"),
             detail: None,
             tone: "success",
             link: Some(Link {
                 href: format!("{prefix}/login"),
-                label: "Sign in again".into(),
+                label: Msg::new("sign-in-again"),
             }),
         }
     }
 
     pub fn unavailable(prefix: &str) -> Self {
-        Self::error(
-            prefix,
-            "Temporarily unavailable",
-            "Sign-in is temporarily unavailable. Please try again in a few minutes.",
-        )
+        Self::error(prefix, "error-unavailable", "error-unavailable-message")
     }
 }

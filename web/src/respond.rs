@@ -1,11 +1,12 @@
 //! Responses every endpoint module gives the same way.
 
 use crate::metrics::Metrics;
-use crate::pages::{render, MessagePage};
+use crate::pages::{render, MessagePage, ThemeLinks};
 use crate::state::SharedState;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use castellan_core::EngineError;
+use castellan_i18n::Msg;
 
 /// A 302; a location that is not a valid header value (registered patterns
 /// may still admit odd bytes) is a 400, never a 500.
@@ -20,12 +21,27 @@ pub fn redirect(location: &str) -> Response {
 pub fn error_page(
     state: &SharedState,
     status: StatusCode,
-    heading: &str,
-    message: &str,
+    heading: &'static str,
+    message: impl Into<Msg>,
 ) -> Response {
     render(
         status,
         &MessagePage::error(state.prefix(), heading, message),
+    )
+}
+
+/// An error page with a protocol's own description of the problem, for the
+/// application's administrator.
+pub fn protocol_error_page(
+    state: &SharedState,
+    status: StatusCode,
+    heading: &'static str,
+    message: &'static str,
+    detail: &str,
+) -> Response {
+    render(
+        status,
+        &MessagePage::error(state.prefix(), heading, message).with_technical_detail(detail),
     )
 }
 
@@ -36,11 +52,7 @@ pub fn unavailable(state: &SharedState, e: &EngineError) -> Response {
         // The ceiling on pending sign-ins (the engine logged it).
         let mut page = render(
             StatusCode::SERVICE_UNAVAILABLE,
-            &MessagePage::error(
-                state.prefix(),
-                "Too many sign-ins in progress",
-                "The sign-in service is handling too many requests right now. Please try again in a minute.",
-            ),
+            &MessagePage::error(state.prefix(), "error-busy", "error-busy-message"),
         );
         page.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
@@ -52,6 +64,32 @@ pub fn unavailable(state: &SharedState, e: &EngineError) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         &MessagePage::unavailable(state.prefix()),
     )
+}
+
+/// Where a service's theme is served (`/static/themes/<service>/…`), when
+/// it has one.
+pub fn theme_links(state: &SharedState, service: Option<&str>) -> ThemeLinks {
+    let Some(key) = service
+        .and_then(|s| state.engine.service(s))
+        .and_then(|r| r.display.theme.as_deref())
+    else {
+        return ThemeLinks::default();
+    };
+    let Some(theme) = state.settings.themes.get(key) else {
+        return ThemeLinks::default();
+    };
+    let base = format!(
+        "{}/static/themes/{}",
+        state.prefix(),
+        url::form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>()
+    );
+    ThemeLinks {
+        logo: theme.logo.as_ref().map(|_| format!("{base}/logo")),
+        stylesheet: theme
+            .accent_color
+            .as_ref()
+            .map(|_| format!("{base}/style.css")),
+    }
 }
 
 /// `/login` for an in-process protocol module's callback: `renew` for a

@@ -6,7 +6,9 @@ use crate::client_address::ClientAddress;
 use crate::cookies;
 use crate::logout::{logout_step, post_form};
 use crate::metrics::Metrics;
-use crate::respond::{error_page as page, login_location, redirect, unavailable};
+use crate::respond::{
+    error_page as page, login_location, protocol_error_page, redirect, unavailable,
+};
 use crate::state::SharedState;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -19,29 +21,33 @@ use std::net::IpAddr;
 
 /// A SAML error as a page: the message for what the SP sent wrong, 503
 /// when the store failed, 500 when a response could not be signed.
-fn failed(state: &SharedState, heading: &str, e: SamlError) -> Response {
+fn failed(state: &SharedState, heading: &'static str, e: SamlError) -> Response {
     match e {
-        SamlError::Untrusted(message) | SamlError::Status { message, .. } => {
-            page(state, StatusCode::BAD_REQUEST, heading, &message)
-        }
+        SamlError::Untrusted(message) | SamlError::Status { message, .. } => protocol_error_page(
+            state,
+            StatusCode::BAD_REQUEST,
+            heading,
+            "error-application-request-refused",
+            &message,
+        ),
         SamlError::Expired => page(
             state,
             StatusCode::BAD_REQUEST,
-            "Sign-in expired",
-            "This sign-in request expired or was already used. Go back to the application and sign in again.",
+            "error-sign-in-expired",
+            "error-request-expired-message",
         ),
         SamlError::Engine(e) => unavailable(state, &e),
         SamlError::Credentials(_) | SamlError::Crypto(_) | SamlError::Metadata(_) => page(
             state,
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Sign-in failed",
-            "The response could not be built.",
+            "error-sign-in-failed",
+            "error-response-not-built",
         ),
     }
 }
 
 fn invalid(state: &SharedState, e: SamlError) -> Response {
-    failed(state, "Invalid request", e)
+    failed(state, "error-invalid-request", e)
 }
 
 /// Posts a SAML message to the SP (HTTP-POST binding): an auto-submitting
@@ -120,10 +126,10 @@ pub async fn unsolicited(
 pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuery) -> Response {
     let query = query.unwrap_or_default();
     let Ok(p) = BindingParameters::parse(&query) else {
-        return failed(&state, "", SamlError::Expired);
+        return failed(&state, "error-sign-in-expired", SamlError::Expired);
     };
     let (Some(sp), Some(request_id)) = (p.get("sp"), p.get("req")) else {
-        return failed(&state, "", SamlError::Expired);
+        return failed(&state, "error-sign-in-expired", SamlError::Expired);
     };
     match state
         .saml
@@ -143,7 +149,7 @@ pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuer
             }
             post_form(&state, answer.form)
         }
-        Err(e) => failed(&state, "Sign-in failed", e),
+        Err(e) => failed(&state, "error-sign-in-failed", e),
     }
 }
 
@@ -195,7 +201,7 @@ async fn slo(state: &SharedState, headers: &HeaderMap, message: SamlMessage) -> 
         .await;
     let answer = match answer {
         Ok(a) => a,
-        Err(e) => return failed(state, "Invalid logout request", e),
+        Err(e) => return failed(state, "error-invalid-logout", e),
     };
     if answer.ended {
         Metrics::inc(&state.metrics.logouts);
@@ -213,6 +219,6 @@ async fn chain_response(state: &SharedState, relay_state: Option<&str>) -> Respo
         .await
     {
         Ok(step) => logout_step(state, step),
-        Err(e) => failed(state, "Sign-out failed", e),
+        Err(e) => failed(state, "error-sign-out-failed", e),
     }
 }

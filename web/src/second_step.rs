@@ -56,11 +56,7 @@ pub async fn submit(
     let Ok(Form(form)) = form else {
         return render(
             StatusCode::BAD_REQUEST,
-            &MessagePage::error(
-                state.prefix(),
-                "Invalid request",
-                "The verification form could not be understood.",
-            ),
+            &MessagePage::error(state.prefix(), "error-invalid-request", "step-invalid-form"),
         );
     };
     if crate::login::cross_site(&state, &headers) {
@@ -104,23 +100,14 @@ pub async fn submit(
     };
     let (error, status) = match checked {
         Ok(Some(method)) => return finish(&state, &headers, &browser, &form.flow, method).await,
-        Ok(None) if proof.is_none() => (
-            "Enter the code from your authenticator app, or use your passkey.",
-            StatusCode::UNAUTHORIZED,
-        ),
+        Ok(None) if proof.is_none() => ("step-enter-code-or-passkey", StatusCode::UNAUTHORIZED),
         Ok(None) => {
             tracing::info!(user = %user, "second factor refused");
-            (
-                "That code is not valid, or was already used. Enter the current code from your authenticator app.",
-                StatusCode::UNAUTHORIZED,
-            )
+            ("step-wrong-code", StatusCode::UNAUTHORIZED)
         }
         Err(EngineError::Authentication(AuthnError::Throttled)) => {
             tracing::warn!(user = %user, ip = %client, "second factor refused: throttled");
-            (
-                "Too many wrong codes. Please wait a few minutes before trying again.",
-                StatusCode::TOO_MANY_REQUESTS,
-            )
+            ("step-throttled", StatusCode::TOO_MANY_REQUESTS)
         }
         Err(EngineError::Authentication(AuthnError::Backend(e))) => {
             tracing::error!(user = %user, error = %e, "second factor not decided: MFA store unavailable");

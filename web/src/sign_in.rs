@@ -254,7 +254,7 @@ pub(crate) async fn step_page(
     browser: &Browser,
     flow: &str,
     mut pending: PendingSignIn,
-    error: Option<&str>,
+    error: Option<&'static str>,
     status: StatusCode,
 ) -> Response {
     let user = pending.principal.id.clone();
@@ -266,9 +266,10 @@ pub(crate) async fn step_page(
         prefix: state.prefix().to_owned(),
         action: format!("{}/login/mfa", state.prefix()),
         service_name: pending.service.as_deref().map(|s| service_name(state, s)),
+        theme: crate::respond::theme_links(state, pending.service.as_deref()),
         user,
         flow: flow.to_owned(),
-        error: error.map(str::to_owned),
+        error: error.map(castellan_i18n::Msg::new),
         invalid: status == StatusCode::UNAUTHORIZED,
         enrol: view.enrol.map(|(uri, qr_svg)| TotpOffer { uri, qr_svg }),
         recovery_codes: view.recovery_codes,
@@ -308,12 +309,12 @@ pub fn expired(state: &SharedState, service: Option<&str>) -> Response {
     };
     let mut page = MessagePage::error(
         state.prefix(),
-        "Sign-in expired",
-        "This sign-in has expired or was already completed. Please sign in again.",
+        "error-sign-in-expired",
+        "error-sign-in-expired-message",
     );
     page.link = Some(Link {
         href,
-        label: "Sign in again".into(),
+        label: "sign-in-again".into(),
     });
     render(StatusCode::FORBIDDEN, &page)
 }

@@ -165,6 +165,17 @@ pub async fn build(
     // The user's own page signs in through the core like any client.
     services.push(mfa_page_registration(&settings)?);
     services.extend(settings.services.iter().cloned());
+    // Every protocol's registrations carry their service's name and look
+    // (an OIDC client's or SAML SP's callbacks are named after it).
+    for service in &mut services {
+        if let Some(theme) = settings.themes.get(&service.name) {
+            service.display = castellan_core::ServiceDisplay {
+                name: theme.display_name.clone(),
+                theme: (theme.logo.is_some() || theme.accent_color.is_some())
+                    .then(|| service.name.clone()),
+            };
+        }
+    }
     // [[users]] first, then [[authenticators]] in order.
     let users =
         StaticUserAuthenticator::new(settings.users.clone()).map_err(|e| anyhow::anyhow!(e))?;

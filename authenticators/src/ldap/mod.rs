@@ -212,6 +212,14 @@ impl Authenticator for LdapAuthenticator {
             tracing::info!(authenticator = %self.name(), user = %principal.id, "password notice: {notice}");
             castellan_core::PasswordNotice {
                 message: notice.sentence(),
+                kind: Some(match notice {
+                    PasswordNotice::ExpiresIn { seconds } => {
+                        castellan_core::PasswordNoticeKind::ExpiresIn { seconds }
+                    }
+                    PasswordNotice::GraceLoginsLeft(n) => {
+                        castellan_core::PasswordNoticeKind::GraceLoginsLeft(n)
+                    }
+                }),
                 password_change_url: self.inner.settings.password_change_url.clone(),
             }
         });

@@ -1,0 +1,304 @@
+//! The language of a request's pages: negotiated once by a layer, read by
+//! the pages' `render` and the templates' filters.
+//!
+//! The layer also remembers a `?locale=` choice in a cookie (HttpOnly,
+//! SameSite=Lax, path = the prefix) and marks HTML answers with
+//! `Content-Language` and `Vary: Accept-Language, Cookie`.
+
+use crate::cookies;
+use crate::state::SharedState;
+use askama::Values;
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use castellan_i18n::{negotiate, text, Lang, Msg, LOCALE_COOKIE, LOCALE_PARAM};
+
+/// What a page needs to know of its request.
+#[derive(Debug, Clone, Default)]
+pub struct PageLocale {
+    pub lang: Lang,
+    /// Path and query of a GET, without `locale`: where the language menu
+    /// links to. `None` for other methods (a form post is not repeated).
+    pub here: Option<String>,
+}
+
+tokio::task_local! {
+    static CURRENT: PageLocale;
+}
+
+/// The current request's language (English outside a request).
+pub fn current() -> PageLocale {
+    CURRENT.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// The layer: negotiates, runs the request in that language, marks the
+/// answer.
+pub async fn layer(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let query = req.uri().query().unwrap_or("");
+    let chosen = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == LOCALE_PARAM)
+        .and_then(|(_, v)| Lang::from_tag(&v));
+    let cookie = cookies::cookie(req.headers(), LOCALE_COOKIE);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    let lang = negotiate(chosen.map(Lang::code), cookie.as_deref(), accept);
+    // Under a prefix the router sees the path without it: the menu links
+    // to the path the browser asked for.
+    let path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
+    let here = (req.method() == Method::GET).then(|| without_locale(&path, query));
+    let mut response = CURRENT
+        .scope(PageLocale { lang, here }, next.run(req))
+        .await;
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let headers = response.headers_mut();
+    if is_html {
+        headers.insert(
+            header::CONTENT_LANGUAGE,
+            HeaderValue::from_static(lang.code()),
+        );
+        headers.append(
+            header::VARY,
+            HeaderValue::from_static("Accept-Language, Cookie"),
+        );
+    }
+    if let Some(lang) = chosen {
+        if cookie.as_deref().and_then(Lang::from_tag) != Some(lang) {
+            let secure = if state.settings.secure_cookies() {
+                "; Secure"
+            } else {
+                ""
+            };
+            let value = format!(
+                "{LOCALE_COOKIE}={}; Path={}; Max-Age=31536000; HttpOnly; SameSite=Lax{secure}",
+                lang.code(),
+                cookies::path(state.prefix())
+            );
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    response
+}
+
+fn without_locale(path: &str, query: &str) -> String {
+    let kept: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k != LOCALE_PARAM)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.extend_pairs(kept);
+    let query = query.finish();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+impl PageLocale {
+    /// The language menu's links (none on a page answering a post).
+    pub fn menu(&self) -> Vec<LanguageLink> {
+        let Some(here) = &self.here else {
+            return Vec::new();
+        };
+        let sep = if here.contains('?') { '&' } else { '?' };
+        Lang::ALL
+            .into_iter()
+            .map(|l| LanguageLink {
+                href: format!("{here}{sep}{LOCALE_PARAM}={}", l.code()),
+                code: l.code(),
+                name: l.native_name(),
+                current: l == self.lang,
+            })
+            .collect()
+    }
+}
+
+pub struct LanguageLink {
+    pub href: String,
+    pub code: &'static str,
+    pub name: &'static str,
+    pub current: bool,
+}
+
+/// The key under which templates find the [`PageLocale`].
+pub const VALUE: &str = "locale";
+
+fn of(values: &dyn Values) -> Lang {
+    askama::get_value::<PageLocale>(values, VALUE)
+        .map(|l| l.lang)
+        .unwrap_or_default()
+}
+
+/// Something a template translates: a key written in it, or a [`Msg`] a
+/// handler passed.
+pub trait Translatable {
+    fn to_msg(&self) -> Msg;
+}
+
+impl Translatable for str {
+    fn to_msg(&self) -> Msg {
+        Msg::dynamic(self)
+    }
+}
+
+impl Translatable for Msg {
+    fn to_msg(&self) -> Msg {
+        self.clone()
+    }
+}
+
+impl<T: Translatable + ?Sized> Translatable for &T {
+    fn to_msg(&self) -> Msg {
+        (**self).to_msg()
+    }
+}
+
+/// The templates' filters: `{{ "login-title"|t }}`, `{{ error|t }}`,
+/// `{{ "mfa-signed-in-as"|t1("user", user) }}`, `{{ "x"|tn("count", n) }}`.
+pub mod filters {
+    use super::*;
+
+    pub fn t<T: Translatable + ?Sized>(m: &T, values: &dyn Values) -> askama::Result<String> {
+        Ok(text(of(values), &m.to_msg()))
+    }
+
+    pub fn t1<T: Translatable + ?Sized>(
+        m: &T,
+        values: &dyn Values,
+        name: &'static str,
+        value: impl std::fmt::Display,
+    ) -> askama::Result<String> {
+        Ok(text(of(values), &m.to_msg().with(name, value.to_string())))
+    }
+
+    pub fn t2<T: Translatable + ?Sized>(
+        m: &T,
+        values: &dyn Values,
+        name: &'static str,
+        value: impl std::fmt::Display,
+        name2: &'static str,
+        value2: impl std::fmt::Display,
+    ) -> askama::Result<String> {
+        let msg = m
+            .to_msg()
+            .with(name, value.to_string())
+            .with(name2, value2.to_string());
+        Ok(text(of(values), &msg))
+    }
+
+    pub fn tn<T: Translatable + ?Sized>(
+        m: &T,
+        values: &dyn Values,
+        name: &'static str,
+        n: &usize,
+    ) -> askama::Result<String> {
+        let n = i64::try_from(*n).unwrap_or(i64::MAX);
+        Ok(text(of(values), &m.to_msg().count(name, n)))
+    }
+
+    /// A sentence with a name in it, the name emphasised: the sentence is
+    /// escaped, then the (escaped) name is wrapped in `<strong>`. Marked
+    /// safe in the template.
+    pub fn t_strong<T: Translatable + ?Sized>(
+        m: &T,
+        values: &dyn Values,
+        name: &'static str,
+        value: impl std::fmt::Display,
+    ) -> askama::Result<String> {
+        emphasised(of(values), m.to_msg(), name, &value.to_string())
+    }
+
+    /// [`t_strong`] with one more (plain) argument.
+    pub fn t_strong_with<T: Translatable + ?Sized>(
+        m: &T,
+        values: &dyn Values,
+        name: &'static str,
+        value: impl std::fmt::Display,
+        other: &'static str,
+        other_value: impl std::fmt::Display,
+    ) -> askama::Result<String> {
+        let msg = m.to_msg().with(other, other_value.to_string());
+        emphasised(of(values), msg, name, &value.to_string())
+    }
+
+    fn emphasised(lang: Lang, msg: Msg, name: &'static str, value: &str) -> askama::Result<String> {
+        const MARK: &str = "\u{E000}";
+        let sentence = text(lang, &msg.with(name, MARK));
+        let strong = format!("<strong class=\"service-name\">{}</strong>", escape(value));
+        Ok(escape(&sentence).replace(MARK, &strong))
+    }
+
+    pub(crate) fn escape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '&' => out.push_str("&amp;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&#39;"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// The page's language code (`<html lang>`); the argument is ignored.
+    pub fn lang<T: ?Sized>(_: &T, values: &dyn Values) -> askama::Result<&'static str> {
+        Ok(of(values).code())
+    }
+
+    /// The language menu's links.
+    pub fn languages<T: ?Sized>(_: &T, values: &dyn Values) -> askama::Result<Vec<LanguageLink>> {
+        Ok(askama::get_value::<PageLocale>(values, VALUE)
+            .map(PageLocale::menu)
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_menu_keeps_the_query_but_its_locale() {
+        let l = PageLocale {
+            lang: Lang::Fr,
+            here: Some(without_locale(
+                "/cas/login",
+                "service=https%3A%2F%2Fa%2F&locale=de",
+            )),
+        };
+        let menu = l.menu();
+        assert_eq!(menu.len(), 4);
+        assert_eq!(
+            menu[2].href,
+            "/cas/login?service=https%3A%2F%2Fa%2F&locale=de"
+        );
+        assert!(menu[1].current);
+        assert!(PageLocale::default().menu().is_empty());
+    }
+
+    #[test]
+    fn a_name_in_a_sentence_is_escaped_and_emphasised() {
+        let locale = PageLocale::default();
+        let values = (VALUE, &locale as &dyn std::any::Any);
+        let html = filters::t_strong("login-continue-to", &values, "name", "<b>&x</b>").unwrap();
+        assert_eq!(
+            html,
+            "to continue to <strong class=\"service-name\">&lt;b&gt;&amp;x&lt;/b&gt;</strong>"
+        );
+    }
+}
