@@ -256,7 +256,8 @@ def test_services_test_names_the_match(fresh_castellan, tmp_path):
     services = base_services() + [{
         "name": "wiki", "protocol": "oidc", "client_id": "wiki-client", "client_secret": "s3cret-s3cret",
         "redirect_uris": ["https://wiki.example.test/cb"], "scopes": ["openid", "email"], "release": ["mail"],
-        "mfa": "required",
+        "mfa": "required", "consent": True, "consent_ttl": "30d", "display_name": "The Wiki",
+        "accent_color": "#0a7",
     }]
     cas = fresh_castellan("reload-services", services=services)
     cas.write_config()
@@ -266,6 +267,10 @@ def test_services_test_names_the_match(fresh_castellan, tmp_path):
     out = cli(cas, "services", "test", "https://wiki.example.test/cb")
     assert out.returncode == 0 and "service: wiki" in out.stdout and "protocol: oidc" in out.stdout, out
     assert "mfa: required" in out.stdout
+    assert "consent: asked, remembered 2592000s" in out.stdout, out.stdout
+    assert "display name: The Wiki" in out.stdout and "accent colour: #00aa77" in out.stdout, out.stdout
+    out = cli(cas, "services", "test", APP)
+    assert "consent: not asked" in out.stdout, out.stdout
     out = cli(cas, "services", "test", "https://evil.example.test/")
     assert out.returncode == 1 and "no registered service matches" in out.stdout, out
 

@@ -264,11 +264,6 @@ fn services_test(config: &Path, url: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mfa = |m: Option<castellan_core::MfaPolicy>| match m {
-        Some(castellan_core::MfaPolicy::Required) => "required",
-        Some(castellan_core::MfaPolicy::Optional) => "optional",
-        None => "none",
-    };
     let list = |v: &[String]| {
         if v.is_empty() {
             "(nothing)".to_owned()
@@ -277,51 +272,91 @@ fn services_test(config: &Path, url: &str) -> ExitCode {
         }
     };
     let registry = castellan_core::ServiceRegistry::new(settings.services.clone());
-    if let Some(s) = registry.find(url) {
-        println!("service: {}", s.name);
-        println!("protocol: cas");
-        println!("pattern: {}", s.pattern.as_str());
-        println!("release: {}", list(&s.release));
-        println!("mfa: {}", mfa(s.mfa));
-        println!(
-            "proxy: {}",
-            s.proxy_callback
-                .as_ref()
-                .map_or("not allowed", |p| p.as_str())
-        );
-        println!("single logout: {:?}", s.logout);
-        return ExitCode::SUCCESS;
-    }
-    if let Some(c) = settings
+    let found: Option<(&str, Vec<String>, _, _)> = if let Some(s) = registry.find(url) {
+        Some((
+            &s.name,
+            vec![
+                "protocol: cas".into(),
+                format!("pattern: {}", s.pattern.as_str()),
+                format!("release: {}", list(&s.release)),
+                format!(
+                    "proxy: {}",
+                    s.proxy_callback
+                        .as_ref()
+                        .map_or("not allowed", |p| p.as_str())
+                ),
+                format!("single logout: {:?}", s.logout),
+            ],
+            s.mfa,
+            s.consent,
+        ))
+    } else if let Some(c) = settings
         .oidc
         .clients
         .iter()
         .find(|c| c.client_id == url || c.redirect_uris.iter().any(|r| r == url))
     {
-        println!("service: {}", c.name);
-        println!("protocol: oidc");
-        println!("client_id: {}", c.client_id);
-        println!("scopes: {}", list(&c.scopes));
-        println!("release: {}", list(&c.release));
-        println!("mfa: {}", mfa(c.mfa));
-        return ExitCode::SUCCESS;
+        Some((
+            &c.name,
+            vec![
+                "protocol: oidc".into(),
+                format!("client_id: {}", c.client_id),
+                format!("scopes: {}", list(&c.scopes)),
+                format!("release: {}", list(&c.release)),
+            ],
+            c.mfa,
+            c.consent,
+        ))
+    } else {
+        settings
+            .saml
+            .sps
+            .iter()
+            .find(|sp| sp.entity_id == url || sp.acs.iter().any(|a| a.url == url))
+            .map(|sp| {
+                (
+                    sp.name.as_str(),
+                    vec![
+                        "protocol: saml".into(),
+                        format!("entity_id: {}", sp.entity_id),
+                        format!("release: {}", list(&sp.release)),
+                        format!("name_id_format: {}", sp.name_id_format),
+                    ],
+                    sp.mfa,
+                    sp.consent,
+                )
+            })
+    };
+    let Some((name, lines, mfa, consent)) = found else {
+        println!("no registered service matches {url}: Castellan refuses it");
+        return ExitCode::FAILURE;
+    };
+    println!("service: {name}");
+    for line in lines {
+        println!("{line}");
     }
-    if let Some(sp) = settings
-        .saml
-        .sps
-        .iter()
-        .find(|sp| sp.entity_id == url || sp.acs.iter().any(|a| a.url == url))
-    {
-        println!("service: {}", sp.name);
-        println!("protocol: saml");
-        println!("entity_id: {}", sp.entity_id);
-        println!("release: {}", list(&sp.release));
-        println!("name_id_format: {}", sp.name_id_format);
-        println!("mfa: {}", mfa(sp.mfa));
-        return ExitCode::SUCCESS;
+    println!(
+        "mfa: {}",
+        match mfa {
+            Some(castellan_core::MfaPolicy::Required) => "required",
+            Some(castellan_core::MfaPolicy::Optional) => "optional",
+            None => "none",
+        }
+    );
+    match consent {
+        Some(ttl) => println!("consent: asked, remembered {}s", ttl.as_secs()),
+        None => println!("consent: not asked"),
     }
-    println!("no registered service matches {url}: Castellan refuses it");
-    ExitCode::FAILURE
+    if let Some(theme) = settings.themes.get(name) {
+        if let Some(display) = &theme.display_name {
+            println!("display name: {display}");
+        }
+        if let Some(color) = &theme.accent_color {
+            println!("accent colour: {color}");
+        }
+        println!("logo: {}", if theme.logo.is_some() { "yes" } else { "no" });
+    }
+    ExitCode::SUCCESS
 }
 
 /// `castellan mfa list|reset USER`: the factor store, as the server opens it.
