@@ -1,12 +1,18 @@
 //! The admin socket: `castellan reload` and `castellan sessions` reach the
-//! running server through a Unix socket in data_dir, which only the
-//! server's own user (or root) may use. One command per connection, one
-//! line; the answer is lines of text, the last one `OK` or `FAILED`.
+//! running server through a Unix socket that only the server's own user
+//! (or root) may use: the server checks each peer's uid. On Linux the
+//! socket is abstract — no file in data_dir for a copy or a backup to trip
+//! on, none left behind by a crash — and named after data_dir and the
+//! port, so the CLI finds it from the same configuration. One command per
+//! connection, one line; the answer is lines of text, the last one `OK` or
+//! `FAILED`.
 
 use crate::reload::Live;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(not(target_os = "linux"))]
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
@@ -18,24 +24,58 @@ const MAX_COMMAND_BYTES: u64 = 4096;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One socket per node: nodes sharing a data_dir listen on different ports.
-pub fn socket_path(data_dir: &Path, listen: SocketAddr) -> PathBuf {
-    data_dir.join(format!("castellan-{}.sock", listen.port()))
+#[derive(Debug, Clone)]
+pub struct AdminSocket {
+    name: String,
+    #[cfg(not(target_os = "linux"))]
+    path: PathBuf,
 }
 
-/// Listens on `path` (a stale socket of an earlier run is replaced) and
-/// serves commands until the process ends. The socket is removed at exit
-/// by the caller.
-pub fn spawn(live: Arc<Live>, path: &Path) -> std::io::Result<()> {
-    if std::fs::symlink_metadata(path).is_ok() {
-        // Our listen port is ours (bound already), so is this name.
-        std::fs::remove_file(path)?;
+impl AdminSocket {
+    pub fn of(data_dir: &Path, listen: SocketAddr) -> Self {
+        // The same directory however the configuration spells it.
+        let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+        // FNV-1a: stable across builds, unlike the std hasher.
+        let hash = dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        Self {
+            name: format!("castellan/{hash:016x}/{}", listen.port()),
+            #[cfg(not(target_os = "linux"))]
+            path: data_dir.join(format!("castellan-{}.sock", listen.port())),
+        }
     }
-    let listener = UnixListener::bind(path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+
+    fn address(&self) -> std::io::Result<std::os::unix::net::SocketAddr> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::linux::net::SocketAddrExt as _;
+            std::os::unix::net::SocketAddr::from_abstract_name(self.name.as_bytes())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = std::fs::remove_file(&self.path);
+            std::os::unix::net::SocketAddr::from_pathname(&self.path)
+        }
     }
+}
+
+impl std::fmt::Display for AdminSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "@{}", self.name)
+    }
+}
+
+/// Listens on the node's admin socket and serves commands until the
+/// process ends.
+pub fn spawn(live: Arc<Live>, socket: &AdminSocket) -> std::io::Result<()> {
+    let listener = std::os::unix::net::UnixListener::bind_addr(&socket.address()?)?;
+    listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(listener)?;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
@@ -146,14 +186,12 @@ fn rfc3339(unix_ms: u64) -> String {
         .unwrap_or_default()
 }
 
-/// The client side: sends `command` to the server whose socket is `path`,
+/// The client side: sends `command` to the server listening on `socket`,
 /// prints what it answers, and says whether it ended in `OK`.
-pub fn request(path: &Path, command: &str) -> Result<bool, String> {
-    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
-        format!(
-            "cannot reach the server at {}: {e} (is it running with this configuration?)",
-            path.display()
-        )
+pub fn request(socket: &AdminSocket, command: &str) -> Result<bool, String> {
+    let address = socket.address().map_err(|e| e.to_string())?;
+    let mut stream = std::os::unix::net::UnixStream::connect_addr(&address).map_err(|e| {
+        format!("cannot reach the server at {socket}: {e} (is it running with this configuration?)")
     })?;
     stream
         .set_read_timeout(Some(CLIENT_TIMEOUT))

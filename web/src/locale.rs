@@ -91,9 +91,15 @@ pub async fn layer(State(state): State<SharedState>, req: Request, next: Next) -
     response
 }
 
+/// The parameters a language link carries over: those of a login (the
+/// flow continues in the other language). Anything else a request carried
+/// (a SAML message, a RelayState, an error's input) is not echoed into
+/// the page.
+const KEPT_PARAMS: [&str; 5] = ["service", "renew", "gateway", "method", "client_name"];
+
 fn without_locale(path: &str, query: &str) -> String {
     let kept: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
-        .filter(|(k, _)| k != LOCALE_PARAM)
+        .filter(|(k, _)| KEPT_PARAMS.contains(&k.as_ref()))
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let mut query = url::form_urlencoded::Serializer::new(String::new());
@@ -273,12 +279,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_menu_keeps_the_query_but_its_locale() {
+    fn the_menu_keeps_the_login_parameters_only() {
         let l = PageLocale {
             lang: Lang::Fr,
             here: Some(without_locale(
                 "/cas/login",
-                "service=https%3A%2F%2Fa%2F&locale=de",
+                "service=https%3A%2F%2Fa%2F&locale=de&RelayState=evil&SAMLRequest=x",
             )),
         };
         let menu = l.menu();

@@ -240,7 +240,7 @@ fn admin_command(config: Option<&Path>, command: String) -> ExitCode {
             .map_err(|e| e.to_string()),
     };
     let socket = match located {
-        Ok((data_dir, listen)) => admin::socket_path(&data_dir, listen),
+        Ok((data_dir, listen)) => admin::AdminSocket::of(&data_dir, listen),
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
@@ -777,7 +777,7 @@ async fn run(
              (LimitNOFILE= in the systemd unit)"
         );
     }
-    let socket = admin::socket_path(&settings.data_dir, listen);
+    let socket = admin::AdminSocket::of(&settings.data_dir, listen);
     let live = reload::Live::start(settings, config_path).await?;
     spawn_allocator_trim();
     let listener = tokio::net::TcpListener::bind(listen)
@@ -787,7 +787,7 @@ async fn run(
     // failed by now and cannot take this one's admin socket.
     if let Err(e) = admin::spawn(live.clone(), &socket) {
         tracing::warn!(
-            socket = %socket.display(),
+            socket = %socket,
             "no admin socket ({e}): `castellan reload` and `castellan sessions` cannot reach \
              this server; SIGHUP still reloads"
         );
@@ -803,7 +803,6 @@ async fn run(
         "Castellan is serving"
     );
     server::serve(listener, live.router(), limits, ceiling, shutdown_signal()).await;
-    let _ = std::fs::remove_file(&socket);
     if let Some(audit) = live.audit() {
         // The last lines reach the file before the process ends.
         let audit = audit.clone();
