@@ -59,10 +59,13 @@ pub fn format_line(
         party: event.party.as_deref(),
         detail: event.detail.as_deref(),
     };
-    // Serialising plain strings and options cannot fail.
-    let mut out = serde_json::to_string(&line).unwrap_or_default();
-    out.push('\n');
-    out
+    // One allocation of about a line's size, not a string grown by halves.
+    let mut out = Vec::with_capacity(384);
+    // Serialising plain strings and options into memory cannot fail, and
+    // yields UTF-8.
+    let _ = serde_json::to_writer(&mut out, &line);
+    out.push(b'\n');
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

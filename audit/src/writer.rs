@@ -267,13 +267,32 @@ fn write_lines(lines: Receiver<Message>, mut output: Output, counters: &Counters
     };
     while let Ok(first) = lines.recv() {
         handle(first, &mut output);
-        while let Ok(next) = lines.try_recv() {
-            handle(next, &mut output);
+        loop {
+            while let Ok(next) = lines.try_recv() {
+                handle(next, &mut output);
+            }
+            let _ = output.writer().flush();
+            // Under load lines come all the time: a short pause lets them
+            // gather, so that one write(2) and no wake-up of this thread
+            // serve many. Woken and flushed per line, the log cost the
+            // request path more than making the line. An idle log is still
+            // written at once (flushed above).
+            std::thread::sleep(BATCH_PAUSE);
+            match lines.try_recv() {
+                Ok(next) => handle(next, &mut output),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    let _ = output.writer().flush();
+                    return;
+                }
+            }
         }
-        let _ = output.writer().flush();
     }
     let _ = output.writer().flush();
 }
+
+/// How long the writer lets lines gather once it has written some.
+const BATCH_PAUSE: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 mod tests {
