@@ -82,6 +82,17 @@ def lines_of(cas: AuditCastellan, request_id: str, count: int = 1, timeout: floa
         time.sleep(0.05)
 
 
+def settled(cas: AuditCastellan, protocol: str, count: int = 2, timeout: float = 5.0) -> list[dict]:
+    """The lines of `protocol`, once `count` are there: the log is written
+    apart from the requests, a few milliseconds after them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [l for l in cas.audit_lines() if l.get("protocol") == protocol]
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
 def one(lines: list[dict], **want) -> dict:
     """The one line with these field values."""
     found = [l for l in lines if all(l.get(k) == v for k, v in want.items())]
@@ -257,7 +268,7 @@ def test_an_oidc_login_is_granted_and_validated_as_oidc(cas):
     for hop in res.hops:
         loc = hop.headers.get("Location") or ""
         SEEN_SECRETS.update(re.findall(r"(?:ST|TGT)-[A-Za-z0-9_-]+", loc))
-    lines = [l for l in cas.audit_lines() if l.get("protocol") == "oidc"]
+    lines = settled(cas, "oidc")
     granted = one(lines, event="ticket_granted", user="casuser")
     assert granted["service"] == "audit-rp", granted
     validated = one(lines, event="ticket_validated", user="casuser")
@@ -274,7 +285,7 @@ def test_a_saml_login_is_granted_and_validated_as_saml(cas, sp):
     response = flow.form.saml_response
     assert response, flow.trace()
     SEEN_SECRETS.update({response, b.tgc})
-    lines = [l for l in cas.audit_lines() if l.get("protocol") == "saml"]
+    lines = settled(cas, "saml")
     granted = one(lines, event="ticket_granted", user="casuser")
     assert granted["service"] == "auditsp", granted
     validated = one(lines, event="ticket_validated", user="casuser")
