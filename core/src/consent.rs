@@ -108,19 +108,11 @@ const KEY: &str = "engine:consent:";
 pub const CONSENT_STEP_TTL: Duration = Duration::from_secs(10 * 60);
 
 fn key(id: &str) -> Option<String> {
-    let well_formed = id.len() <= 80
-        && id.starts_with(PREFIX)
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    well_formed.then(|| format!("{KEY}{id}"))
+    crate::ids::step_key(id, PREFIX, KEY)
 }
 
 fn same_browser(pending: &PendingConsent, browser: &str) -> bool {
-    bool::from(subtle::ConstantTimeEq::ct_eq(
-        pending.browser.as_bytes(),
-        browser.as_bytes(),
-    ))
+    crate::ids::same_browser(&pending.browser, browser)
 }
 
 /// Keeps a sign-in until its user decides; the id to decide with.

@@ -85,6 +85,27 @@ pub fn session_tag(id: &str) -> Option<&str> {
         .then_some(tag)
 }
 
+/// The store key of a half-done step's id (a second factor, a consent):
+/// ids are ours, `prefix` then URL-safe random characters; anything else
+/// a browser sends has no key.
+pub(crate) fn step_key(id: &str, prefix: &str, namespace: &str) -> Option<String> {
+    let well_formed = id.len() <= 80
+        && id.starts_with(prefix)
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then(|| format!("{namespace}{id}"))
+}
+
+/// Whether the browser presenting a step is the one it was made for,
+/// compared in constant time.
+pub(crate) fn same_browser(expected: &str, presented: &str) -> bool {
+    bool::from(subtle::ConstantTimeEq::ct_eq(
+        expected.as_bytes(),
+        presented.as_bytes(),
+    ))
+}
+
 /// A shortened form for logs: never a whole ticket id in a log line.
 pub fn redact(id: &str) -> String {
     let cut = id

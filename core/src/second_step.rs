@@ -49,13 +49,7 @@ pub(crate) struct SecondSteps {
 }
 
 fn key(id: &str) -> Option<String> {
-    // Ids are ours: a prefix, then URL-safe random characters.
-    let well_formed = id.len() <= 80
-        && id.starts_with(PREFIX)
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    well_formed.then(|| format!("{KEY}{id}"))
+    crate::ids::step_key(id, PREFIX, KEY)
 }
 
 impl SecondSteps {
@@ -121,8 +115,5 @@ impl SecondSteps {
 }
 
 fn same_browser(pending: &PendingSignIn, browser: &str) -> bool {
-    bool::from(subtle::ConstantTimeEq::ct_eq(
-        pending.browser.as_bytes(),
-        browser.as_bytes(),
-    ))
+    crate::ids::same_browser(&pending.browser, browser)
 }
