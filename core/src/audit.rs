@@ -31,6 +31,9 @@ pub enum AuditKind {
     UpstreamLogin,
     /// The configuration was reloaded.
     Reload,
+    /// A user accepted (`ok`) or declined (`refused`) the release of
+    /// attributes to a service; `detail` names them (never their values).
+    Consent,
 }
 
 impl AuditKind {
@@ -44,6 +47,7 @@ impl AuditKind {
             Self::SingleLogout => "single_logout",
             Self::UpstreamLogin => "upstream_login",
             Self::Reload => "reload",
+            Self::Consent => "consent",
         }
     }
 }

@@ -1105,7 +1105,20 @@ impl Engine {
                 .remember(&ask.user, &ask.service_key, &ask.digest, ask.ttl)
                 .await?;
         }
+        self.record_consent(ask, Outcome::Ok);
         Ok(())
+    }
+
+    fn record_consent(&self, ask: &ConsentAsk, outcome: Outcome) {
+        if self.audit.is_some() {
+            let names: Vec<&str> = ask.attributes.keys().map(String::as_str).collect();
+            self.record(
+                AuditEvent::new(AuditKind::Consent, outcome)
+                    .user(&ask.user)
+                    .service(&ask.service_key)
+                    .detail(names.join(" ")),
+            );
+        }
     }
 
     /// Drops the user's decision for the service of `ask` (a decline).
@@ -1113,6 +1126,7 @@ impl Engine {
         if let Some(consents) = &self.consents {
             consents.forget(&ask.user, &ask.service_key).await?;
         }
+        self.record_consent(ask, Outcome::Refused);
         Ok(())
     }
 

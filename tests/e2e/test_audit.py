@@ -393,3 +393,34 @@ def test_a_dash_writes_the_lines_to_stderr(tmp_path):
         assert not (cas.workdir / "-").exists()
     finally:
         cas.stop()
+
+
+def test_consent_decisions_and_a_refused_reload_are_lines(tmp_path):
+    consent_app = "https://consent.example.test/home"
+    cas = AuditCastellan(tmp_path / "consent", label="audit-consent", services=[
+        {"name": "consent-app", "protocol": "cas", "service": r"^https://consent\.example\.test/.*$",
+         "release": ["mail", "cn"], "consent": True}])
+    cas.start()
+    try:
+        for user, password, decision, outcome in (("casuser", PASSWORD, "accept", "ok"),
+                                                  ("alice", "Wonderland-42", "decline", "refused")):
+            b = cas.browser()
+            page = b.submit(b.get_login(consent_app), user, password)
+            m = re.search(r'name="flow" value="([^"]+)"', page.text)
+            assert page.status_code == 200 and m, page.text[:500]
+            r = b.s.post(cas.url("/login/consent"), data={"flow": m.group(1), "decision": decision},
+                         allow_redirects=False, timeout=15)
+            line = one(lines_of(cas, rid(r)), event="consent")
+            assert (line["user"], line["service"], line["outcome"]) == (user, "consent-app", outcome), line
+            assert sorted(line["detail"].split()) == ["cn", "mail"], line
+            # names, never values
+            assert not any(v in json.dumps(line) for v in ("casuser@example.org", "CAS User", "Alice"))
+        cas.config_path.write_text(cas.config_text() + "\n[[services]]\nname = 'broken'\n")
+        cas.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while not [l for l in cas.audit_lines() if l["event"] == "reload"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reload_line = one(cas.audit_lines(), event="reload")
+        assert reload_line["outcome"] == "refused" and reload_line["detail"] == "generation 1", reload_line
+    finally:
+        cas.stop()
