@@ -1,12 +1,15 @@
 //! The XML the IdP writes: Responses with signed (and optionally
 //! encrypted) assertions, LogoutRequests and LogoutResponses, and its
-//! metadata. Values go through [`escape`]; signatures are xmlsec's, over
-//! templates placed where SAML Core §5 puts them (after the Issuer).
+//! metadata. Signed documents are written in exclusive canonical form
+//! (attributes in canonical order, namespaces declared where first used,
+//! values through [`text`] and [`attr`]), so that they are signed in one
+//! pass with no parse ([`IdpCredentials::sign_enveloped`]); the signature
+//! goes where SAML Core §5 puts it, after the Issuer.
 
 use crate::idp::NameId;
 use crate::keys::IdpCredentials;
 use crate::sp::{AttributeNameFormat, ServiceProvider};
-use crate::xml::{escape, instant, new_id};
+use crate::xml::{attr, escape, instant, new_id, text};
 use crate::{nameid, status, SamlError, ASSERTION_NS, BINDING_POST, BINDING_REDIRECT, PROTOCOL_NS};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -90,19 +93,22 @@ fn attribute_statement(sp: &ServiceProvider, attributes: &Attributes) -> String 
             (AttributeNameFormat::Uri, Some(o)) => (o.to_owned(), URI_FORMAT, Some(name)),
             _ => (name.clone(), BASIC_FORMAT, None),
         };
-        out.push_str(&format!(
-            "<saml:Attribute Name=\"{}\" NameFormat=\"{format}\"",
-            escape(&attr_name)
-        ));
+        // Canonical attribute order: FriendlyName, Name, NameFormat.
+        out.push_str("<saml:Attribute");
         if let Some(f) = friendly {
-            out.push_str(&format!(" FriendlyName=\"{}\"", escape(f)));
+            out.push_str(&format!(" FriendlyName=\"{}\"", attr(f)));
         }
-        out.push('>');
+        out.push_str(&format!(
+            " Name=\"{}\" NameFormat=\"{format}\">",
+            attr(&attr_name)
+        ));
         for v in values {
+            // `xs` is used only inside a value (xsi:type), which exc-c14n
+            // does not see: the signature names it in InclusiveNamespaces.
             out.push_str(&format!(
                 "<saml:AttributeValue xmlns:xs=\"http://www.w3.org/2001/XMLSchema\" \
 xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xsi:type=\"xs:string\">{}</saml:AttributeValue>",
-                escape(v)
+                text(v)
             ));
         }
         out.push_str("</saml:Attribute>");
@@ -126,49 +132,60 @@ fn assertion(
     let not_on_or_after = instant(ctx.now_ms + ctx.ttl_ms);
     let in_response_to = ctx
         .in_response_to
-        .map(|r| format!(" InResponseTo=\"{}\"", escape(r)))
+        .map(|r| format!(" InResponseTo=\"{}\"", attr(r)))
         .unwrap_or_default();
     let qualifiers = if subject.name_id_format == nameid::PERSISTENT
         || subject.name_id_format == nameid::TRANSIENT
     {
         format!(
             " NameQualifier=\"{}\" SPNameQualifier=\"{}\"",
-            escape(ctx.idp_entity_id),
-            escape(&ctx.sp.entity_id)
+            attr(ctx.idp_entity_id),
+            attr(&ctx.sp.entity_id)
         )
     } else {
         String::new()
     };
-    let signature = if ctx.sp.sign.assertion() {
-        signature_template(&id, &credentials.cert_base64)
-    } else {
-        String::new()
-    };
-    let xml = format!(
-        "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{now}\">\
-<saml:Issuer>{issuer}</saml:Issuer>{signature}\
-<saml:Subject><saml:NameID Format=\"{format}\"{qualifiers}>{name_id}</saml:NameID>\
+    let head = format!(
+        "<saml:Assertion xmlns:saml=\"{ASSERTION_NS}\" ID=\"{id}\" IssueInstant=\"{now}\" Version=\"2.0\">\
+<saml:Issuer>{issuer}</saml:Issuer>",
+        issuer = text(ctx.idp_entity_id),
+    );
+    let tail = format!(
+        "<saml:Subject><saml:NameID Format=\"{format}\"{qualifiers}>{name_id}</saml:NameID>\
 <saml:SubjectConfirmation Method=\"urn:oasis:names:tc:SAML:2.0:cm:bearer\">\
-<saml:SubjectConfirmationData NotOnOrAfter=\"{not_on_or_after}\" Recipient=\"{acs}\"{in_response_to}/>\
-</saml:SubjectConfirmation></saml:Subject>\
+<saml:SubjectConfirmationData{in_response_to} NotOnOrAfter=\"{not_on_or_after}\" Recipient=\"{acs}\">\
+</saml:SubjectConfirmationData></saml:SubjectConfirmation></saml:Subject>\
 <saml:Conditions NotBefore=\"{not_before}\" NotOnOrAfter=\"{not_on_or_after}\">\
 <saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions>\
 <saml:AuthnStatement AuthnInstant=\"{authn}\" SessionIndex=\"{session_index}\">\
 <saml:AuthnContext><saml:AuthnContextClassRef>{class}</saml:AuthnContextClassRef>\
 </saml:AuthnContext></saml:AuthnStatement>{attributes}</saml:Assertion>",
-        issuer = escape(ctx.idp_entity_id),
-        class = escape(subject.authn_context_class),
-        format = escape(subject.name_id_format),
-        name_id = escape(subject.name_id),
-        acs = escape(ctx.acs_url),
-        audience = escape(&ctx.sp.entity_id),
+        class = text(subject.authn_context_class),
+        format = attr(subject.name_id_format),
+        name_id = text(subject.name_id),
+        acs = attr(ctx.acs_url),
+        audience = text(&ctx.sp.entity_id),
         authn = instant(subject.authn_instant),
-        session_index = escape(subject.session_index),
+        session_index = attr(subject.session_index),
         attributes = attribute_statement(ctx.sp, subject.attributes),
     );
-    if ctx.sp.sign.assertion() {
-        credentials.sign_xml(&xml)
+    signed_if(ctx.sp.sign.assertion(), &id, head, tail, credentials)
+}
+
+/// The element `head` + `tail`, with an enveloped signature between the
+/// two when `sign`.
+fn signed_if(
+    sign: bool,
+    id: &str,
+    head: String,
+    tail: String,
+    credentials: &IdpCredentials,
+) -> Result<String, SamlError> {
+    if sign {
+        credentials.sign_enveloped(id, &head, &tail)
     } else {
+        let mut xml = head;
+        xml.push_str(&tail);
         Ok(xml)
     }
 }
@@ -202,12 +219,12 @@ fn encrypt(assertion: &str, sp: &ServiceProvider) -> Result<String, SamlError> {
     let n = encrypter.encrypt(&content_key, &mut wrapped)?;
     wrapped.truncate(n);
     Ok(format!(
-        "<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\" \
+        "<saml:EncryptedAssertion xmlns:saml=\"{ASSERTION_NS}\"><xenc:EncryptedData xmlns:xenc=\"http://www.w3.org/2001/04/xmlenc#\" \
 Type=\"http://www.w3.org/2001/04/xmlenc#Element\">\
-<xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes256-gcm\"/>\
+<xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2009/xmlenc11#aes256-gcm\"></xenc:EncryptionMethod>\
 <ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><xenc:EncryptedKey>\
 <xenc:EncryptionMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p\">\
-<ds:DigestMethod Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"/></xenc:EncryptionMethod>\
+<ds:DigestMethod Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"></ds:DigestMethod></xenc:EncryptionMethod>\
 <xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>\
 <xenc:CipherData><xenc:CipherValue>{}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData>\
 </saml:EncryptedAssertion>",
@@ -226,39 +243,33 @@ fn response_envelope(
     let id = new_id();
     let in_response_to = ctx
         .in_response_to
-        .map(|r| format!(" InResponseTo=\"{}\"", escape(r)))
+        .map(|r| format!(" InResponseTo=\"{}\"", attr(r)))
         .unwrap_or_default();
-    let signature = if sign {
-        signature_template(&id, &credentials.cert_base64)
-    } else {
-        String::new()
-    };
-    let xml = format!(
-        "<samlp:Response xmlns:samlp=\"{PROTOCOL_NS}\" xmlns:saml=\"{ASSERTION_NS}\" ID=\"{id}\" \
-Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{acs}\"{in_response_to}>\
-<saml:Issuer>{issuer}</saml:Issuer>{signature}{status_xml}{body}</samlp:Response>",
+    let head = format!(
+        "<samlp:Response xmlns:samlp=\"{PROTOCOL_NS}\" Destination=\"{acs}\" ID=\"{id}\"{in_response_to} \
+IssueInstant=\"{now}\" Version=\"2.0\"><saml:Issuer xmlns:saml=\"{ASSERTION_NS}\">{issuer}</saml:Issuer>",
         now = instant(ctx.now_ms),
-        acs = escape(ctx.acs_url),
-        issuer = escape(ctx.idp_entity_id),
+        acs = attr(ctx.acs_url),
+        issuer = text(ctx.idp_entity_id),
     );
-    if sign {
-        credentials.sign_xml(&xml)
-    } else {
-        Ok(xml)
-    }
+    let mut tail = String::with_capacity(status_xml.len() + body.len() + 20);
+    tail.push_str(status_xml);
+    tail.push_str(body);
+    tail.push_str("</samlp:Response>");
+    signed_if(sign, &id, head, tail, credentials)
 }
 
 fn status_element(code: &str, message: Option<&str>) -> String {
     let message = message
-        .map(|m| format!("<samlp:StatusMessage>{}</samlp:StatusMessage>", escape(m)))
+        .map(|m| format!("<samlp:StatusMessage>{}</samlp:StatusMessage>", text(m)))
         .unwrap_or_default();
     if code == status::SUCCESS {
-        format!("<samlp:Status><samlp:StatusCode Value=\"{code}\"/>{message}</samlp:Status>")
+        format!("<samlp:Status><samlp:StatusCode Value=\"{code}\"></samlp:StatusCode>{message}</samlp:Status>")
     } else {
         // A second-level code goes inside a top-level Requester/Responder.
         let top = if code == status::REQUESTER || code == status::RESPONDER {
             return format!(
-                "<samlp:Status><samlp:StatusCode Value=\"{code}\"/>{message}</samlp:Status>"
+                "<samlp:Status><samlp:StatusCode Value=\"{code}\"></samlp:StatusCode>{message}</samlp:Status>"
             );
         } else if code == status::NO_PASSIVE
             || code == status::REQUEST_DENIED
@@ -269,7 +280,8 @@ fn status_element(code: &str, message: Option<&str>) -> String {
             status::REQUESTER
         };
         format!(
-            "<samlp:Status><samlp:StatusCode Value=\"{top}\"><samlp:StatusCode Value=\"{code}\"/></samlp:StatusCode>{message}</samlp:Status>"
+            "<samlp:Status><samlp:StatusCode Value=\"{top}\"><samlp:StatusCode Value=\"{code}\">\
+</samlp:StatusCode></samlp:StatusCode>{message}</samlp:Status>"
         )
     }
 }
@@ -321,26 +333,17 @@ pub fn logout_response(
     credentials: &IdpCredentials,
 ) -> Result<String, SamlError> {
     let id = new_id();
-    let signature = if sign {
-        signature_template(&id, &credentials.cert_base64)
-    } else {
-        String::new()
-    };
-    let xml = format!(
-        "<samlp:LogoutResponse xmlns:samlp=\"{PROTOCOL_NS}\" xmlns:saml=\"{ASSERTION_NS}\" ID=\"{id}\" \
-Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\" InResponseTo=\"{irt}\">\
-<saml:Issuer>{issuer}</saml:Issuer>{signature}{status}</samlp:LogoutResponse>",
+    let head = format!(
+        "<samlp:LogoutResponse xmlns:samlp=\"{PROTOCOL_NS}\" Destination=\"{dest}\" ID=\"{id}\" \
+InResponseTo=\"{irt}\" IssueInstant=\"{now}\" Version=\"2.0\">\
+<saml:Issuer xmlns:saml=\"{ASSERTION_NS}\">{issuer}</saml:Issuer>",
         now = instant(now_ms),
-        dest = escape(destination),
-        irt = escape(in_response_to),
-        issuer = escape(idp_entity_id),
-        status = status_element(code, None),
+        dest = attr(destination),
+        irt = attr(in_response_to),
+        issuer = text(idp_entity_id),
     );
-    if sign {
-        credentials.sign_xml(&xml)
-    } else {
-        Ok(xml)
-    }
+    let tail = format!("{}</samlp:LogoutResponse>", status_element(code, None));
+    signed_if(sign, &id, head, tail, credentials)
 }
 
 /// What a LogoutRequest the IdP sends names.
@@ -365,33 +368,26 @@ pub fn logout_request(
     let id = new_id();
     let mut qualifiers = String::new();
     if let Some(q) = &p.name_id.name_qualifier {
-        qualifiers.push_str(&format!(" NameQualifier=\"{}\"", escape(q)));
+        qualifiers.push_str(&format!(" NameQualifier=\"{}\"", attr(q)));
     }
     if let Some(q) = &p.name_id.sp_name_qualifier {
-        qualifiers.push_str(&format!(" SPNameQualifier=\"{}\"", escape(q)));
+        qualifiers.push_str(&format!(" SPNameQualifier=\"{}\"", attr(q)));
     }
-    let signature = if sign {
-        signature_template(&id, &credentials.cert_base64)
-    } else {
-        String::new()
-    };
-    let xml = format!(
-        "<samlp:LogoutRequest xmlns:samlp=\"{PROTOCOL_NS}\" xmlns:saml=\"{ASSERTION_NS}\" ID=\"{id}\" \
-Version=\"2.0\" IssueInstant=\"{now}\" Destination=\"{dest}\">\
-<saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:NameID Format=\"{format}\"{qualifiers}>{name_id}</saml:NameID>\
-<samlp:SessionIndex>{session_index}</samlp:SessionIndex></samlp:LogoutRequest>",
+    let head = format!(
+        "<samlp:LogoutRequest xmlns:samlp=\"{PROTOCOL_NS}\" Destination=\"{dest}\" ID=\"{id}\" \
+IssueInstant=\"{now}\" Version=\"2.0\"><saml:Issuer xmlns:saml=\"{ASSERTION_NS}\">{issuer}</saml:Issuer>",
         now = instant(p.now_ms),
-        dest = escape(p.destination),
-        issuer = escape(p.idp_entity_id),
-        format = escape(&p.name_id.format),
-        name_id = escape(&p.name_id.value),
-        session_index = escape(p.session_index),
+        dest = attr(p.destination),
+        issuer = text(p.idp_entity_id),
     );
-    let xml = if sign {
-        credentials.sign_xml(&xml)?
-    } else {
-        xml
-    };
+    let tail = format!(
+        "<saml:NameID xmlns:saml=\"{ASSERTION_NS}\" Format=\"{format}\"{qualifiers}>{name_id}</saml:NameID>\
+<samlp:SessionIndex>{session_index}</samlp:SessionIndex></samlp:LogoutRequest>",
+        format = attr(&p.name_id.format),
+        name_id = text(&p.name_id.value),
+        session_index = text(p.session_index),
+    );
+    let xml = signed_if(sign, &id, head, tail, credentials)?;
     Ok((id, xml))
 }
 
@@ -445,12 +441,17 @@ mod tests {
     fn response_for(sp: &ServiceProvider, creds: &IdpCredentials) -> String {
         let mut attributes = Attributes::new();
         attributes.insert("mail".into(), vec!["u@example.org".into()]);
-        attributes.insert("weird".into(), vec!["a<b&\"c".into()]);
+        // Every character canonical XML escapes or keeps, in text and in
+        // attributes: the signature covers the bytes as written.
+        attributes.insert(
+            "we\"i>r&d\t".into(),
+            vec!["a<b&\"c'd>e\tf\ng\rh é\u{1}".into(), "x".into()],
+        );
         let ctx = ResponseContext {
-            idp_entity_id: "https://idp.example/idp",
+            idp_entity_id: "https://idp.example/idp?a=1&b='2'",
             sp,
             acs_url: "https://sp.example/acs",
-            in_response_to: Some("_req1"),
+            in_response_to: Some("_req1\"<>&'\n"),
             now_ms: 1_764_084_646_000,
             skew_ms: 60_000,
             ttl_ms: 300_000,
@@ -548,7 +549,7 @@ mod tests {
     #[test]
     fn error_statuses_nest_second_level_codes() {
         assert!(status_element(status::NO_PASSIVE, None).contains(&format!(
-            "<samlp:StatusCode Value=\"{}\"><samlp:StatusCode Value=\"{}\"/>",
+            "<samlp:StatusCode Value=\"{}\"><samlp:StatusCode Value=\"{}\"></samlp:StatusCode>",
             status::RESPONDER,
             status::NO_PASSIVE
         )));

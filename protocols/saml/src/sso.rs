@@ -272,7 +272,10 @@ impl IdentityProvider {
             .take_record(&records::pending_key(request_id))
             .await?
         {
-            Some(bytes) => records::decode(&bytes).map_err(|_| SamlError::Expired)?,
+            Some(bytes) => {
+                engine.release_pending_flow();
+                records::decode(&bytes).map_err(|_| SamlError::Expired)?
+            }
             None => return Err(SamlError::Expired),
         };
         let sp = self

@@ -34,6 +34,49 @@ pub fn refuse_dtd(xml: &str) -> Result<(), crate::SamlError> {
     Ok(())
 }
 
+/// Text content as canonical XML writes it (C14N 1.0 §2.3, which
+/// exc-c14n shares): `&`, `<`, `>` and CR escaped, nothing else. The IdP's
+/// signed documents are written in canonical form, so that their bytes are
+/// what a verifier digests.
+pub fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    canonical(s, false)
+}
+
+/// An attribute value as canonical XML writes it: `&`, `<`, `"`, TAB, LF
+/// and CR escaped (`>` and `'` stay as they are).
+pub fn attr(s: &str) -> std::borrow::Cow<'_, str> {
+    canonical(s, true)
+}
+
+fn canonical(s: &str, attribute: bool) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| match c {
+        '&' | '<' | '\r' => true,
+        '>' => !attribute,
+        '"' | '\t' | '\n' => attribute,
+        c => (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}',
+    };
+    if !s.contains(special) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '\r' => out.push_str("&#xD;"),
+            '>' if !attribute => out.push_str("&gt;"),
+            '"' if attribute => out.push_str("&quot;"),
+            '\t' if attribute => out.push_str("&#x9;"),
+            '\n' if attribute => out.push_str("&#xA;"),
+            '\t' | '\n' => out.push(c),
+            // Not allowed in XML 1.0 at all.
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// xs:dateTime in UTC, seconds precision.
 pub fn instant(unix_ms: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp((unix_ms / 1000) as i64)
@@ -71,6 +114,20 @@ mod tests {
             "a&lt;b&amp;c&gt;&quot;d&#39;e&#10;"
         );
         assert_eq!(escape("x\u{1}y"), "xy");
+    }
+
+    #[test]
+    fn canonical_text_and_attributes_escape_what_c14n_escapes() {
+        assert_eq!(
+            text("a<b&c>\"d'e\n\tf\r"),
+            "a&lt;b&amp;c&gt;\"d'e\n\tf&#xD;"
+        );
+        assert_eq!(
+            attr("a<b&c>\"d'e\n\tf\r"),
+            "a&lt;b&amp;c>&quot;d'e&#xA;&#x9;f&#xD;"
+        );
+        assert!(matches!(text("plain"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(attr("x\u{1}y"), "xy");
     }
 
     #[test]
