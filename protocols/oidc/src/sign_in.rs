@@ -227,6 +227,7 @@ impl Provider {
             .await
             .map_err(EngineError::from)?
             .ok_or(SignInError::Expired)?;
+        engine.release_pending_flow();
         let client = self
             .clients
             .get(&request.client_id)

@@ -1,6 +1,7 @@
 //! JWTs the provider issues and reads back: ID tokens (OIDC Core §2),
 //! access tokens (RFC 9068), logout tokens (OIDC Back-Channel Logout §2.4).
-//! Signing and verifying are jsonwebtoken's; this module decides the claims.
+//! Signing is the keyring's (keys parsed once); verifying is jsonwebtoken's;
+//! this module decides the claims.
 
 use crate::client::{OidcClient, Subject};
 use crate::keys::{Algorithm, Keyring};
@@ -9,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use castellan_core::ids::session_tag;
 use castellan_core::Attributes;
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -58,11 +59,21 @@ pub fn sign<T: Serialize>(
     typ: &str,
     claims: &T,
 ) -> Result<String, TokenError> {
-    let (kid, key) = keys.signing_key(alg).ok_or(TokenError::NoKey(alg.name()))?;
-    let mut header = Header::new(alg.jose());
-    header.kid = Some(kid.to_owned());
-    header.typ = Some(typ.to_owned());
-    jsonwebtoken::encode(&header, claims, key).map_err(|e| TokenError::Signing(e.to_string()))
+    let kid = keys.signing_kid(alg).ok_or(TokenError::NoKey(alg.name()))?;
+    let header = serde_json::to_vec(&json!({ "alg": alg.name(), "kid": kid, "typ": typ }))
+        .map_err(|e| TokenError::Signing(e.to_string()))?;
+    let payload = serde_json::to_vec(claims).map_err(|e| TokenError::Signing(e.to_string()))?;
+    let mut jws = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 360);
+    URL_SAFE_NO_PAD.encode_string(&header, &mut jws);
+    jws.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut jws);
+    let signature = keys.sign(alg, jws.as_bytes()).map_err(|e| match e {
+        crate::keys::SignError::NoKey(alg) => TokenError::NoKey(alg),
+        crate::keys::SignError::Failed(reason) => TokenError::Signing(reason),
+    })?;
+    jws.push('.');
+    URL_SAFE_NO_PAD.encode_string(&signature, &mut jws);
+    Ok(jws)
 }
 
 /// Checks a JWT's signature against our keys (the `kid` picks the key, the
