@@ -940,6 +940,12 @@ impl Engine {
         Ok(ticket)
     }
 
+    /// A pending request was completed (its record taken): its place in the
+    /// ceiling is free again.
+    pub fn release_pending_flow(&self) {
+        self.pending.release();
+    }
+
     /// Admits one pending request of a not yet signed-in client (kept for
     /// at most `login_flow_ttl`); [`EngineError::Busy`] past the ceiling or
     /// past the client address's share of it.

@@ -5,8 +5,13 @@
 //! ask here first. Each lives at most one `window`; counting the admissions
 //! of the last window bounds how many can be alive at once, per node. Past
 //! the ceiling the request gets a 503 rather than the server its memory.
-//! One client address gets at most a share of the ceiling, so that a single
-//! anonymous client cannot shut everyone else out.
+//! A flow that completes gives its place back ([`PendingFlowBudget::release`]),
+//! so the count is of flows alive or abandoned, not of every sign-in: the
+//! ceiling bounds memory, not the rate of sign-ins.
+//! Under pressure (past half the ceiling) one client address gets at most a
+//! share of it, so that a single anonymous client cannot shut everyone else
+//! out; below that, many users behind one address (a campus NAT) sign in
+//! freely.
 
 use crate::clock::Clock;
 use std::collections::{HashMap, VecDeque};
@@ -67,8 +72,9 @@ impl PendingFlowBudget {
             }
             let key = address_key(ip);
             let tracked = counts.len();
+            let pressed = self.slots.lock().1 >= self.ceiling / 2;
             match counts.get_mut(&key) {
-                Some(n) if *n >= share => return false,
+                Some(n) if *n >= share && pressed => return false,
                 Some(n) => *n += 1,
                 None if tracked < MAX_ADDRESSES => {
                     counts.insert(key, 1);
@@ -77,6 +83,18 @@ impl PendingFlowBudget {
             }
         }
         self.admit_globally()
+    }
+
+    /// Gives back the place of a flow that completed (its record taken).
+    /// The place is taken from the newest slot that has one: a flow most
+    /// often completes within seconds, in the slot that admitted it.
+    pub fn release(&self) {
+        let mut guard = self.slots.lock();
+        let (slots, total) = &mut *guard;
+        if let Some((_, count)) = slots.iter_mut().rev().find(|(_, c)| *c > 0) {
+            *count -= 1;
+            *total -= 1;
+        }
     }
 
     fn admit_globally(&self) -> bool {
@@ -130,9 +148,38 @@ mod tests {
     }
 
     #[test]
+    fn completed_flows_give_their_place_back() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let budget = PendingFlowBudget::new(100, Duration::from_secs(64), clock.clone());
+        let nat: IpAddr = "192.0.2.7".parse().unwrap();
+        // Ten times the ceiling from one address, each completed: no refusal.
+        for _ in 0..1000 {
+            assert!(budget.admit(Some(nat)));
+            budget.release();
+        }
+        for _ in 0..100 {
+            assert!(budget.admit(None));
+        }
+        assert!(!budget.admit(None), "abandoned flows still count");
+        budget.release();
+        assert!(budget.admit(None));
+        // Releasing more than was admitted never wraps.
+        let empty = PendingFlowBudget::new(10, Duration::from_secs(64), clock);
+        empty.release();
+        for _ in 0..10 {
+            assert!(empty.admit(None));
+        }
+        assert!(!empty.admit(None));
+    }
+
+    #[test]
     fn one_address_gets_only_its_share() {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         let budget = PendingFlowBudget::new(1000, Duration::from_secs(64), clock.clone());
+        // Shares apply under pressure: past half the ceiling.
+        for _ in 0..500 {
+            assert!(budget.admit(None));
+        }
         let flooder: IpAddr = "192.0.2.1".parse().unwrap();
         let same_net: IpAddr = "2001:db8::1".parse().unwrap();
         let same_net_too: IpAddr = "2001:db8::ffff:2".parse().unwrap();
@@ -151,5 +198,16 @@ mod tests {
         assert!(!budget.admit(Some(same_net_too)), "one /64 is one client");
         clock.advance(Duration::from_secs(70));
         assert!(budget.admit(Some(flooder)), "a new window");
+    }
+
+    #[test]
+    fn below_half_the_ceiling_one_address_is_not_held_to_its_share() {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let budget = PendingFlowBudget::new(1000, Duration::from_secs(64), clock);
+        let nat: IpAddr = "192.0.2.9".parse().unwrap();
+        for _ in 0..500 {
+            assert!(budget.admit(Some(nat)), "a campus behind one address");
+        }
+        assert!(!budget.admit(Some(nat)), "under pressure, its share again");
     }
 }

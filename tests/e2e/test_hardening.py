@@ -167,7 +167,7 @@ def oidc_cas(castellan_factory, services, oidc_clients):
             stranger.service(scopes=["openid"], release=[]),
             api.service(scopes=["openid"], release=[]),
         ],
-        tickets={"max_pending_flows": 200},  # one address: a twentieth, 10
+        tickets={"max_pending_flows": 200},  # one address: a twentieth, 10, under pressure
     ).start()
     yield c
     c.stop()
@@ -217,14 +217,17 @@ def test_pending_authorization_requests_have_a_ceiling(oidc_cas, oidc_clients):
     params = {"response_type": "code", "client_id": owner.client_id, "redirect_uri": owner.redirect_uri,
               "scope": "openid", "state": "x"}
     codes = []
-    for _ in range(60):
+    for _ in range(160):
         r = requests.get(oidc.url("/authorize"), params=params, allow_redirects=False, timeout=10)
         codes.append(r.status_code)
         if r.status_code == 503:
             assert r.headers.get("Retry-After"), r.headers
             assert "Too many sign-ins" in r.text, r.text[:300]
-    # 127.0.0.1 gets its share of the ceiling (10), a few of them used above
-    assert 503 in codes and codes.count(302) <= 10, codes
+    # Abandoned requests count until they expire. Below half the ceiling (100)
+    # one address is not held to its share (users behind one NAT); past it,
+    # 127.0.0.1 has far more than its share (10) and is refused.
+    assert 503 in codes and 90 <= codes.count(302) <= 100, codes
+    assert codes[-1] == 503, codes
     # another address still gets in
     conn = http.client.HTTPConnection("127.0.0.1", oidc_cas.port, timeout=10, source_address=("127.0.0.2", 0))
     conn.request("GET", urlparse(oidc.url("/authorize")).path + "?" + urlencode(params))

@@ -313,10 +313,13 @@ async fn finish(
         return expired();
     };
     let pending = match state.engine.store().take_record(&state_key(st)).await {
-        Ok(Some(bytes)) => match PendingLogin::decode(&bytes) {
-            Ok(p) => p,
-            Err(_) => return expired(),
-        },
+        Ok(Some(bytes)) => {
+            state.engine.release_pending_flow();
+            match PendingLogin::decode(&bytes) {
+                Ok(p) => p,
+                Err(_) => return expired(),
+            }
+        }
         Ok(None) => return expired(),
         Err(e) => return unavailable(state, &e.into()),
     };
