@@ -128,4 +128,13 @@ impl Ticket {
             Self::LoginFlow(t) => &t.id,
         }
     }
+
+    pub(crate) fn id_mut(&mut self) -> &mut String {
+        match self {
+            Self::Service(t) => &mut t.id,
+            Self::Proxy(t) => &mut t.id,
+            Self::ProxyGranting(t) => &mut t.id,
+            Self::LoginFlow(t) => &mut t.id,
+        }
+    }
 }

@@ -9,7 +9,7 @@ use crate::cookies;
 use crate::state::SharedState;
 use askama::Values;
 use axum::extract::{OriginalUri, Request, State};
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, HeaderValue, Method, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use castellan_i18n::{negotiate, text, Lang, Msg, LOCALE_COOKIE, LOCALE_PARAM};
@@ -18,9 +18,11 @@ use castellan_i18n::{negotiate, text, Lang, Msg, LOCALE_COOKIE, LOCALE_PARAM};
 #[derive(Debug, Clone, Default)]
 pub struct PageLocale {
     pub lang: Lang,
-    /// Path and query of a GET, without `locale`: where the language menu
-    /// links to. `None` for other methods (a form post is not repeated).
-    pub here: Option<String>,
+    /// The URI of a GET (path and query): the language menu links to it,
+    /// without `locale`. `None` for other methods (a form post is not
+    /// repeated). Kept whole (a reference-counted copy) and read only when
+    /// a page draws its menu: most requests are redirects and XML.
+    pub here: Option<Uri>,
 }
 
 tokio::task_local! {
@@ -36,22 +38,27 @@ pub fn current() -> PageLocale {
 /// answer.
 pub async fn layer(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let query = req.uri().query().unwrap_or("");
-    let chosen = url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == LOCALE_PARAM)
-        .and_then(|(_, v)| Lang::from_tag(&v));
+    // Parsed only when it can be there: a ticket's query is long.
+    let chosen = query
+        .contains(LOCALE_PARAM)
+        .then(|| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == LOCALE_PARAM)
+                .and_then(|(_, v)| Lang::from_tag(&v))
+        })
+        .flatten();
     let cookie = cookies::cookie(req.headers(), LOCALE_COOKIE);
     let accept = req
         .headers()
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok());
     let lang = negotiate(chosen.map(Lang::code), cookie.as_deref(), accept);
-    // Under a prefix the router sees the path without it: the menu links
-    // to the path the browser asked for.
-    let path = req
-        .extensions()
-        .get::<OriginalUri>()
-        .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
-    let here = (req.method() == Method::GET).then(|| without_locale(&path, query));
+    // The URI the browser asked for (OriginalUri, should a router ever nest).
+    let here = (req.method() == Method::GET).then(|| {
+        req.extensions()
+            .get::<OriginalUri>()
+            .map_or_else(|| req.uri().clone(), |u| u.0.clone())
+    });
     let mut response = CURRENT
         .scope(PageLocale { lang, here }, next.run(req))
         .await;
@@ -115,9 +122,10 @@ fn without_locale(path: &str, query: &str) -> String {
 impl PageLocale {
     /// The language menu's links (none on a page answering a post).
     pub fn menu(&self) -> Vec<LanguageLink> {
-        let Some(here) = &self.here else {
+        let Some(uri) = &self.here else {
             return Vec::new();
         };
+        let here = without_locale(uri.path(), uri.query().unwrap_or(""));
         let sep = if here.contains('?') { '&' } else { '?' };
         Lang::ALL
             .into_iter()
@@ -282,9 +290,8 @@ mod tests {
     fn the_menu_keeps_the_login_parameters_only() {
         let l = PageLocale {
             lang: Lang::Fr,
-            here: Some(without_locale(
-                "/cas/login",
-                "service=https%3A%2F%2Fa%2F&locale=de&RelayState=evil&SAMLRequest=x",
+            here: Some(Uri::from_static(
+                "/cas/login?service=https%3A%2F%2Fa%2F&locale=de&RelayState=evil&SAMLRequest=x",
             )),
         };
         let menu = l.menu();

@@ -3,6 +3,7 @@
 
 use crate::client_address::client_ip;
 use crate::state::SharedState;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderName, HeaderValue, Request};
 use axum::response::Response;
@@ -11,6 +12,7 @@ use castellan_audit::RequestContext;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -18,6 +20,9 @@ use tower_http::request_id::{
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+
+/// Largest request body accepted by any endpoint (login forms, SOAP).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -40,47 +45,75 @@ impl MakeRequestId for RequestIds {
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
                    form-action 'self' https: http:; frame-ancestors 'none'; base-uri 'none'";
 
-pub fn wrap(app: Router) -> Router {
+/// Everything around the routes, as one layer: request ids, the trace span,
+/// security headers (HSTS when reached over https: RFC 6797, so that a
+/// later plain-http link cannot expose the CASTGC cookie or a login form),
+/// the timeout, panic containment, the body limit, the audit context and
+/// the page language. One `Router::layer` call, because axum boxes every
+/// route's service again for each call and clones each box per request: a
+/// dozen separate layers cost a dozen allocations and drops per request.
+pub fn wrap(app: Router, state: SharedState, https: bool) -> Router {
     let ids = RequestIds {
         base: rand::random(),
         counter: Default::default(),
     };
-    // Layers run bottom-up on the way in: the request id exists before the
-    // trace span that logs it. The span names the path, never the query,
-    // which carries tickets.
-    app.layer(CatchPanicLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let id = req
-                    .headers()
-                    .get(&X_REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
-            }),
+    // Subdomains are not the identity provider's to decide.
+    let hsts = https.then(|| {
+        SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
         )
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), ids))
+    });
+    // Outermost first: the request id exists before the trace span that
+    // logs it. The span names the path, never the query, which carries
+    // tickets.
+    app.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), ids))
+            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get(&X_REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
+                }),
+            )
+            .option_layer(hsts)
+            .layer(SetResponseHeaderLayer::overriding(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_FRAME_OPTIONS,
+                HeaderValue::from_static("DENY"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ))
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(30),
+            ))
+            .layer(CatchPanicLayer::new())
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            // The request id made above exists when the audit context is set.
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                audit_scope,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                state,
+                crate::locale::layer,
+            )),
+    )
 }
 
 /// Runs each request in its audit context: the request id made above (the
@@ -109,17 +142,4 @@ pub async fn audit_scope(
             )
         });
     castellan_audit::scope(RequestContext { request_id, client }, next.run(request)).await
-}
-
-/// RFC 6797: when Castellan is reached over https, browsers keep to https
-/// for a year, so a later plain-http link cannot expose the CASTGC cookie or
-/// a login form. Subdomains are not the identity provider's to decide.
-pub fn strict_transport_security(app: Router, https: bool) -> Router {
-    if !https {
-        return app;
-    }
-    app.layer(SetResponseHeaderLayer::if_not_present(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000"),
-    ))
 }

@@ -5,9 +5,9 @@
 //! one gets the new generation. A file that does not validate changes
 //! nothing.
 
+use crate::app;
 use crate::config::{self, Settings};
 use crate::state::{self, AppState, Lasting};
-use crate::{app, middleware};
 use arc_swap::ArcSwap;
 use axum::Router;
 use std::path::PathBuf;
@@ -140,7 +140,7 @@ impl Live {
 }
 
 fn routes(state: Arc<AppState>, https: bool) -> Router {
-    middleware::strict_transport_security(app::router(state), https)
+    app::router(state, https)
 }
 
 /// Settings a running process cannot change (its socket, its stores, its

@@ -164,6 +164,12 @@ impl MemoryStore {
         let mut shard = self.shards[index % SHARDS].lock();
         let before = shard.len();
         shard.retain(|_, e| e.expires_at > now);
+        // A table never shrinks by itself: after a burst of tickets it would
+        // keep room for all of them. A rehash of one shard costs tens of
+        // microseconds, once per sweep at most.
+        if shard.capacity() > 1024 && shard.len() * 2 <= shard.capacity() {
+            shard.shrink_to_fit();
+        }
         before - shard.len()
     }
 
@@ -206,6 +212,13 @@ fn keep_recent(services: &mut Vec<Box<[u8]>>, record: Box<[u8]>) {
         services.reserve_exact(1);
     }
     services.push(record);
+}
+
+/// A ticket as stored: without its id, which is its key.
+fn decode_ticket(id: &str, bytes: &[u8]) -> Result<Ticket, StoreError> {
+    let mut ticket: Ticket = decode(bytes)?;
+    id.clone_into(ticket.id_mut());
+    Ok(ticket)
 }
 
 /// Keeps session and ticket ids apart from counter keys (which are user data).
@@ -371,9 +384,10 @@ impl TicketStore for MemoryStore {
         })
     }
 
-    async fn add_ticket(&self, ticket: Ticket, ttl: Duration) -> Result<(), StoreError> {
+    async fn add_ticket(&self, mut ticket: Ticket, ttl: Duration) -> Result<(), StoreError> {
         let expires_at = self.deadline(ttl);
-        let key: Box<str> = ticket.id().into();
+        // The id is the map key: the value does not hold it a second time.
+        let key: Box<str> = std::mem::take(ticket.id_mut()).into_boxed_str();
         let bytes = encode(&ticket)?;
         self.shard(&key).lock().insert(
             key,
@@ -403,7 +417,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Ticket(bytes),
                 expires_at,
-            }) if expires_at > now => decode::<Ticket>(&bytes).map(Some),
+            }) if expires_at > now => decode_ticket(id, &bytes).map(Some),
             _ => Ok(None),
         }
     }
@@ -415,7 +429,7 @@ impl TicketStore for MemoryStore {
             Some(Entry {
                 value: Value::Ticket(bytes),
                 expires_at,
-            }) if *expires_at > now => decode::<Ticket>(bytes).map(Some),
+            }) if *expires_at > now => decode_ticket(id, bytes).map(Some),
             _ => Ok(None),
         }
     }
