@@ -12,7 +12,15 @@
 # Knobs (environment): SSO_CONNECTIONS (64), SSO_SECONDS (10), SESSIONS
 # (100000), SESSION_CONCURRENCY (16), LOGIN_SECONDS (10), LOGIN_CONNECTIONS
 # (4), STARTS (5), SSO_SESSIONS_B (50, sessions per connection in the
-# second SSO scenario), LOADGEN_THREADS (1), SERVER_RUST_LOG (info).
+# second SSO scenario), LOADGEN_THREADS (1), SERVER_RUST_LOG (info),
+# CEILING_ROUNDS (2, alternating rounds of Castellan and the ceiling).
+#
+# Each flow is also printed as a share of its limit on this machine,
+# measured in the same run, so that a regression shows without a second
+# machine: CAS SSO against `loadgen ceiling` (trivial axum handlers giving
+# the same answers), SAML and OIDC code round trips against
+# `openssl speed -multi NPROC rsa2048` signatures/s (each round trip needs
+# one RSA-2048 signature).
 #
 # Only loopback traffic; every load phase is bounded in time or count.
 set -euo pipefail
@@ -27,11 +35,12 @@ LOGIN_CONNECTIONS=${LOGIN_CONNECTIONS:-4}
 STARTS=${STARTS:-5}
 SSO_SESSIONS_B=${SSO_SESSIONS_B:-50}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
+CEILING_ROUNDS=${CEILING_ROUNDS:-2}
 PASSWORD=bench-password
 SERVICE=https://app.example.org/home
 
 LG_TARGET="$ROOT/target/loadgen"
-BIN="$ROOT/target/release/castellan"
+BIN=${CASTELLAN_BIN:-$ROOT/target/release/castellan}
 LG="$LG_TARGET/release/loadgen"
 OUT_DIR="$ROOT/target/bench"
 mkdir -p "$OUT_DIR"
@@ -44,6 +53,7 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 cleanup() {
     stop_server
+    [[ -n "${CEILING_PID:-}" ]] && kill -TERM "$CEILING_PID" 2>/dev/null
     [[ -n "${SERVER2_PID:-}" ]] && kill -TERM "$SERVER2_PID" 2>/dev/null
     [[ -n "${REDIS_PID:-}" ]] && kill -TERM "$REDIS_PID" 2>/dev/null
     rm -rf "$WORK"
@@ -122,6 +132,16 @@ client_secret = "bench-secret"
 redirect_uris = ["https://rp.example.org/callback"]
 scopes = ["openid", "profile", "email", "api"]
 release = ["mail", "cn"]
+
+[[services]]
+name = "bench-rp-es256"
+protocol = "oidc"
+client_id = "bench-es256"
+client_secret = "bench-secret"
+redirect_uris = ["https://rp.example.org/callback"]
+scopes = ["openid", "profile", "email", "api"]
+release = ["mail", "cn"]
+id_token_signing_alg = "ES256"
 
 [[services]]
 name = "bench-sp"
@@ -230,6 +250,31 @@ sso_pair() {
     printf -v "${name}_HALF" '%s' "$half"
 }
 
+# The CAS ceiling: alternating rounds of Castellan and of trivial axum
+# handlers (`loadgen ceiling`) giving the same answers, same load, so the
+# ratio is the share of the machine's round trips Castellan keeps.
+CEILING_PORT=$("$LG" free-port)
+"$LG" ceiling --listen "127.0.0.1:$CEILING_PORT" --workers "$NPROC" 2>>"$WORK/loadgen.log" &
+CEILING_PID=$!
+for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://127.0.0.1:$CEILING_PORT/cas/health" 2>/dev/null && break; sleep 0.05; done
+CAS_RATES=() CEIL_RATES=() CAS_CPU=()
+for round in $(seq 1 "$CEILING_ROUNDS"); do
+    log "ceiling round $round: Castellan, then the trivial handlers ($SSO_CONNECTIONS connections, $SSO_SECONDS s each)"
+    line=$(run_lg sso --url "$BASE" --service "$SERVICE" --user bench --password "$PASSWORD" \
+        --connections "$SSO_CONNECTIONS" --duration "$SSO_SECONDS" --warmup 1 --server-pid "$SERVER_PID")
+    CAS_RATES+=("$(field "$line" rate)"); CAS_CPU+=("$(field "$line" server_cpu_us_per_rt)")
+    line=$(run_lg sso --url "http://127.0.0.1:$CEILING_PORT/cas" --service "$SERVICE" --user bench \
+        --password "$PASSWORD" --connections "$SSO_CONNECTIONS" --duration "$SSO_SECONDS" --warmup 1 \
+        --server-pid "$CEILING_PID")
+    CEIL_RATES+=("$(field "$line" rate)"); CEIL_CPU=$(field "$line" server_cpu_us_per_rt)
+done
+kill -TERM "$CEILING_PID" 2>/dev/null; wait "$CEILING_PID" 2>/dev/null || true; CEILING_PID=
+mean() { awk '{s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF}' <<<"$*"; }
+CAS_MEAN=$(mean "${CAS_RATES[@]}"); CEIL_MEAN=$(mean "${CEIL_RATES[@]}")
+CAS_RATIO=$(awk -v a="$CAS_MEAN" -v b="$CEIL_MEAN" 'BEGIN {printf "%.2f", a / b}')
+stop_server
+start_server cheap "$PORT"
+
 # A: what the targets name, each connection one browser with one session
 # (so each session gets thousands of tickets); B: each connection rotates
 # over SSO_SESSIONS_B sessions (a few dozen tickets per session).
@@ -275,13 +320,32 @@ start_server cheap "$PORT"
 for mode in client-credentials refresh code saml; do
     log "OIDC $mode: $OIDC_CONNECTIONS connections, $OIDC_SECONDS s"
     line=$(run_lg oidc --url "$BASE" --user bench --password "$PASSWORD" --mode "$mode" \
-        --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" --warmup 1)
+        --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" --warmup 1 --server-pid "$SERVER_PID")
     printf -v "OIDC_${mode//-/_}" '%s' "$line"
 done
+log "OIDC code with ES256 ID tokens: $OIDC_CONNECTIONS connections, $OIDC_SECONDS s"
+OIDC_code_es=$(run_lg oidc --url "$BASE" --user bench --password "$PASSWORD" --mode code \
+    --client-id bench-es256 --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" --warmup 1 \
+    --server-pid "$SERVER_PID")
 RSS_OIDC=$(rss_kib "$SERVER_PID")
 stop_server
 # Keycloak's published sizing: ~120 grants/s per vCPU; the aim is 20x per core.
 OIDC_TARGET=$((120 * 20 * NPROC))
+
+# The signing limit: RSA-2048 signatures/s from OpenSSL on every CPU, and
+# on one, right after the flows that need one each.
+rsa_speed() {
+    openssl speed -seconds 3 "$@" rsa2048 2>/dev/null |
+        awk '/^rsa 2048 bits/ {print $(NF - 1); exit}'
+}
+log "openssl speed rsa2048: -multi $NPROC, then one process (3 s each)"
+RSA_MULTI=$(rsa_speed -multi "$NPROC")
+RSA_ONE=$(rsa_speed)
+echo "openssl speed rsa2048 sign/s: multi $NPROC $RSA_MULTI, one $RSA_ONE" >>"$RAW"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+SAML_RATIO=$(ratio "$(field "$OIDC_saml" rate)" "$RSA_MULTI")
+CODE_RATIO=$(ratio "$(field "$OIDC_code" rate)" "$RSA_MULTI")
+CODE_ES_RATIO=$(ratio "$(field "$OIDC_code_es" rate)" "$RSA_MULTI")
 
 # --- 5. criterion: engine grant + validate -------------------------------
 CRIT_LINE=
@@ -393,6 +457,8 @@ REPORT=$(cat <<EOF
 | Release binary size (\`stat -c %s target/release/castellan\`) | $SIZE_MIB MiB ($SIZE_BYTES B) | | |
 | Start to first 200 on /health (median of $STARTS) | $START_MS ms | < 200 ms | $(verdict "$START_MS" "<" 200) |
 | RSS idle (VmRSS) | $(mib "$RSS_IDLE") MiB | | |
+| **CAS SSO round trips against the ceiling** ($CEILING_ROUNDS alternating rounds, $SSO_CONNECTIONS connections, ${SSO_SECONDS} s each) | Castellan $CAS_MEAN /s (${CAS_RATES[*]}), ceiling $CEIL_MEAN /s (${CEIL_RATES[*]}): **$CAS_RATIO** | ≥ 0.60 | $(verdict "$CAS_RATIO" ">=" 0.6) |
+| &nbsp;&nbsp;server CPU per round trip, Castellan / ceiling | ${CAS_CPU[*]} / $CEIL_CPU µs | | |
 | **A.** SSO round trips/s, $SSO_CONNECTIONS connections × 1 session, ${SSO_SECONDS} s closed loop | $(printf '%.0f' "$(field "$A_SAT" rate)") /s ($(field "$A_SAT" errors) errors) | ≥ 10,000 /s | $(verdict "$(field "$A_SAT" rate)" ">=" 10000) |
 | &nbsp;&nbsp;A per second (warm-up first) | $A_TIMELINE | | |
 | &nbsp;&nbsp;A latency at saturation p50 / p99 | $(field "$A_SAT" p50_ms) / $(field "$A_SAT" p99_ms) ms | | |
@@ -412,8 +478,10 @@ REPORT=$(cat <<EOF
 | &nbsp;&nbsp;RSS after those logins (idle again) | $(mib "$RSS_LOGINS") MiB | < 60 MB | $(verdict "$(mib "$RSS_LOGINS")" "<" 57.2) |
 | OIDC client_credentials grants/s, $OIDC_CONNECTIONS connections, ${OIDC_SECONDS} s (ES256 access tokens) | $(printf '%.0f' "$(field "$OIDC_client_credentials" rate)") /s ($(field "$OIDC_client_credentials" errors) errors), p50 / p99 $(field "$OIDC_client_credentials" p50_ms) / $(field "$OIDC_client_credentials" p99_ms) ms | ≥ $OIDC_TARGET /s (20 × Keycloak's 120/s per vCPU) | $(verdict "$(field "$OIDC_client_credentials" rate)" ">=" "$OIDC_TARGET") |
 | OIDC refresh grants/s (rotation + reuse check + session check) | $(printf '%.0f' "$(field "$OIDC_refresh" rate)") /s ($(field "$OIDC_refresh" errors) errors), p50 / p99 $(field "$OIDC_refresh" p50_ms) / $(field "$OIDC_refresh" p99_ms) ms | ≥ $OIDC_TARGET /s | $(verdict "$(field "$OIDC_refresh" rate)" ">=" "$OIDC_TARGET") |
-| OIDC code round trips/s with an SSO session (authorize → /login → callback → token, RS256 ID token) | $(printf '%.0f' "$(field "$OIDC_code" rate)") /s ($(field "$OIDC_code" errors) errors), p50 / p99 $(field "$OIDC_code" p50_ms) / $(field "$OIDC_code" p99_ms) ms | | |
-| SAML SSO round trips/s with an SSO session (Redirect AuthnRequest → /login → callback → signed Response page) | $(printf '%.0f' "$(field "$OIDC_saml" rate)") /s ($(field "$OIDC_saml" errors) errors), p50 / p99 $(field "$OIDC_saml" p50_ms) / $(field "$OIDC_saml" p99_ms) ms | | |
+| RSA-2048 signatures/s, \`openssl speed rsa2048\`, $NPROC processes / one (the signing limit) | $RSA_MULTI / $RSA_ONE /s | | |
+| OIDC code round trips/s with an SSO session (authorize → /login → callback → token, RS256 ID token, ES256 access token) | $(printf '%.0f' "$(field "$OIDC_code" rate)") /s ($(field "$OIDC_code" errors) errors), p50 / p99 $(field "$OIDC_code" p50_ms) / $(field "$OIDC_code" p99_ms) ms; server CPU $(field "$OIDC_code" server_cpu_us_per_rt) µs each; **$CODE_RATIO** of the RSA limit | ≥ 0.60 | $(verdict "$CODE_RATIO" ">=" 0.6) |
+| &nbsp;&nbsp;the same with ES256 ID tokens (client \`bench-es256\`) | $(printf '%.0f' "$(field "$OIDC_code_es" rate)") /s ($(field "$OIDC_code_es" errors) errors), p50 / p99 $(field "$OIDC_code_es" p50_ms) / $(field "$OIDC_code_es" p99_ms) ms; server CPU $(field "$OIDC_code_es" server_cpu_us_per_rt) µs each; $CODE_ES_RATIO of the RSA limit | | |
+| SAML SSO round trips/s with an SSO session (Redirect AuthnRequest → /login → callback → signed Response page) | $(printf '%.0f' "$(field "$OIDC_saml" rate)") /s ($(field "$OIDC_saml" errors) errors), p50 / p99 $(field "$OIDC_saml" p50_ms) / $(field "$OIDC_saml" p99_ms) ms; server CPU $(field "$OIDC_saml" server_cpu_us_per_rt) µs each; **$SAML_RATIO** of the RSA limit | ≥ 0.60 | $(verdict "$SAML_RATIO" ">=" 0.6) |
 | &nbsp;&nbsp;RSS after the OIDC and SAML runs | $(mib "$RSS_OIDC") MiB | | |
 | GET /health req/s (wrk, 64 connections, context only) | ${WRK_RPS:-n/a} /s | | |
 | Engine grant + validate, in process (criterion, median) | ${CRIT_MID:-skipped} | | |

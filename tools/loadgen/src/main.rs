@@ -3,6 +3,7 @@
 //! Every subcommand prints a human summary on stderr and one machine line
 //! on stdout: `RESULT kind=… key=value …`.
 
+mod ceiling;
 mod client;
 mod flows;
 mod oidc;
@@ -52,6 +53,8 @@ enum Command {
     Oidc(OidcArgs),
     /// Print a free TCP port on 127.0.0.1.
     FreePort,
+    /// Serve the like-for-like ceiling of the SSO loop (trivial handlers).
+    Ceiling(ceiling::CeilingArgs),
 }
 
 #[derive(Args, Clone)]
@@ -177,8 +180,15 @@ struct OidcArgs {
     /// SAML mode: the SP's entityID and ACS URL (registered with the server).
     #[arg(long, default_value = "https://sp.example.org/shibboleth")]
     sp_entity: String,
-    #[arg(long, default_value = "https://sp.example.org/Shibboleth.sso/SAML2/POST")]
+    #[arg(
+        long,
+        default_value = "https://sp.example.org/Shibboleth.sso/SAML2/POST"
+    )]
     acs: String,
+    /// The server's process id (same machine): its CPU time per grant or
+    /// round trip over the measured window, and the client's own.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -196,6 +206,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Hash(args) => hash(&args),
         Command::Startup(args) => startup::run(&args),
+        Command::Ceiling(args) => ceiling::run(&args),
         Command::FreePort => {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             println!("{}", l.local_addr()?.port());
@@ -459,26 +470,9 @@ async fn sso(args: SsoArgs) -> Result<Report> {
     }
     let start = Instant::now();
     start_tx.send(Some(start)).ok();
-    // CPU time of the server and of this process over the measured window.
-    let cpu_window = args.server_pid.map(|pid| {
-        let (from, to) = (start + warmup, start + warmup + duration);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(from).await;
-            let before = (
-                cpu_seconds(&format!("/proc/{pid}/stat")),
-                cpu_seconds("/proc/self/stat"),
-            );
-            tokio::time::sleep_until(to).await;
-            let after = (
-                cpu_seconds(&format!("/proc/{pid}/stat")),
-                cpu_seconds("/proc/self/stat"),
-            );
-            match (before, after) {
-                ((Some(s0), Some(c0)), (Some(s1), Some(c1))) => Some((s1 - s0, c1 - c0)),
-                _ => None,
-            }
-        })
-    });
+    let cpu_window = args
+        .server_pid
+        .map(|pid| cpu_window(pid, start + warmup, start + warmup + duration));
     if args.timeline {
         let completed = completed.clone();
         let total_secs = (warmup + duration).as_secs_f64().ceil() as u64;
@@ -506,18 +500,7 @@ async fn sso(args: SsoArgs) -> Result<Report> {
         ("tcp_connects".to_owned(), total.connects.to_string()),
     ];
     if let Some(window) = cpu_window {
-        if let Some((server_s, client_s)) = window.await? {
-            let per = |cpu: f64| cpu * 1e6 / (total.ok.max(1) as f64);
-            extra.push(("server_cpu_s".to_owned(), format!("{server_s:.2}")));
-            extra.push((
-                "server_cpu_us_per_rt".to_owned(),
-                format!("{:.1}", per(server_s)),
-            ));
-            extra.push((
-                "client_cpu_us_per_rt".to_owned(),
-                format!("{:.1}", per(client_s)),
-            ));
-        }
+        cpu_figures(window.await?, total.ok, &mut extra);
     }
     if let Some(r) = args.rate {
         extra.push(("target_rate".to_owned(), format!("{r:.1}")));
@@ -600,6 +583,43 @@ async fn sessions(args: SessionsArgs) -> Result<Report> {
     })
 }
 
+/// CPU seconds the server (`pid`) and this process spend between `from`
+/// and `to`.
+fn cpu_window(pid: u32, from: Instant, to: Instant) -> tokio::task::JoinHandle<Option<(f64, f64)>> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(from).await;
+        let before = (
+            cpu_seconds(&format!("/proc/{pid}/stat")),
+            cpu_seconds("/proc/self/stat"),
+        );
+        tokio::time::sleep_until(to).await;
+        let after = (
+            cpu_seconds(&format!("/proc/{pid}/stat")),
+            cpu_seconds("/proc/self/stat"),
+        );
+        match (before, after) {
+            ((Some(s0), Some(c0)), (Some(s1), Some(c1))) => Some((s1 - s0, c1 - c0)),
+            _ => None,
+        }
+    })
+}
+
+/// `server_cpu_s`, `server_cpu_us_per_rt` and `client_cpu_us_per_rt`.
+fn cpu_figures(window: Option<(f64, f64)>, ok: u64, extra: &mut Vec<(String, String)>) {
+    if let Some((server_s, client_s)) = window {
+        let per = |cpu: f64| cpu * 1e6 / (ok.max(1) as f64);
+        extra.push(("server_cpu_s".to_owned(), format!("{server_s:.2}")));
+        extra.push((
+            "server_cpu_us_per_rt".to_owned(),
+            format!("{:.1}", per(server_s)),
+        ));
+        extra.push((
+            "client_cpu_us_per_rt".to_owned(),
+            format!("{:.1}", per(client_s)),
+        ));
+    }
+}
+
 async fn oidc_load(args: OidcArgs) -> Result<Report> {
     let (target, flow) = args.common.flow()?;
     let client = Arc::new(oidc::Client {
@@ -618,7 +638,11 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
     for _ in 0..n {
         let (target, flow, client, ready) =
             (target.clone(), flow.clone(), client.clone(), ready.clone());
-        let (base_path, sp_entity, acs) = (target.path.clone(), args.sp_entity.clone(), args.acs.clone());
+        let (base_path, sp_entity, acs) = (
+            target.path.clone(),
+            args.sp_entity.clone(),
+            args.acs.clone(),
+        );
         let mut start_rx = start_rx.clone();
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new();
@@ -664,7 +688,9 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
                     break;
                 }
                 let outcome = match mode {
-                    OidcMode::ClientCredentials => oidc::client_credentials(&mut conn, &client).await,
+                    OidcMode::ClientCredentials => {
+                        oidc::client_credentials(&mut conn, &client).await
+                    }
                     OidcMode::Refresh => oidc::refresh(&mut conn, &client, &refresh)
                         .await
                         .map(|r| refresh = r),
@@ -673,7 +699,10 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
                         .map(|_| ()),
                     OidcMode::Saml => {
                         counter += 1;
-                        oidc::saml_round_trip(&mut conn, &base_path, &sp_entity, &acs, &cookie, counter).await
+                        oidc::saml_round_trip(
+                            &mut conn, &base_path, &sp_entity, &acs, &cookie, counter,
+                        )
+                        .await
                     }
                 };
                 if t0 < measure_from {
@@ -706,9 +735,16 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
     ready.wait().await;
     let start = Instant::now();
     let _ = start_tx.send(Some(start));
+    let window = args
+        .server_pid
+        .map(|pid| cpu_window(pid, start + warmup, start + warmup + duration));
     let mut total = Tally::new();
     for w in workers {
         total.merge(w.await.context("oidc worker")?);
+    }
+    let mut extra = vec![("connections".to_owned(), n.to_string())];
+    if let Some(window) = window {
+        cpu_figures(window.await?, total.ok, &mut extra);
     }
     let what = match mode {
         OidcMode::ClientCredentials => "oidc client_credentials grants",
@@ -723,7 +759,7 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
         elapsed: duration,
         latency: total.latency,
         first_error: total.first_error,
-        extra: vec![("connections".to_owned(), n.to_string())],
+        extra,
     })
 }
 

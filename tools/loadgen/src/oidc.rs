@@ -131,7 +131,14 @@ pub async fn refresh(conn: &mut Conn, client: &Client, refresh_token: &str) -> R
 /// A SAML SSO round trip with an SSO session: a fresh Redirect-binding
 /// AuthnRequest → /login with CASTGC → callback → the 200 page that posts
 /// the signed Response to the ACS.
-pub async fn saml_round_trip(conn: &mut Conn, base_path: &str, sp_entity: &str, acs: &str, cookie: &str, n: u64) -> Result<()> {
+pub async fn saml_round_trip(
+    conn: &mut Conn,
+    base_path: &str,
+    sp_entity: &str,
+    acs: &str,
+    cookie: &str,
+    n: u64,
+) -> Result<()> {
     use base64::Engine as _;
     use std::io::Write as _;
     let now = std::time::SystemTime::now()
@@ -186,7 +193,14 @@ fn civil(t: u64) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
 }
 
 /// A password login without a service: the SSO cookie.
@@ -202,8 +216,14 @@ mod tests {
     fn paths_and_params() {
         assert_eq!(path_of("http://h:1/cas/x?a=b"), "/cas/x?a=b");
         assert_eq!(path_of("/cas/login?s=1"), "/cas/login?s=1");
-        assert_eq!(query_param("http://h/cb?code=OC-1-x&state=s", "code").as_deref(), Some("OC-1-x"));
-        assert_eq!(json_str(br#"{"a":1,"refresh_token":"RT-1-y"}"#, "refresh_token").as_deref(), Some("RT-1-y"));
+        assert_eq!(
+            query_param("http://h/cb?code=OC-1-x&state=s", "code").as_deref(),
+            Some("OC-1-x")
+        );
+        assert_eq!(
+            json_str(br#"{"a":1,"refresh_token":"RT-1-y"}"#, "refresh_token").as_deref(),
+            Some("RT-1-y")
+        );
         assert_eq!(civil(1_764_084_646), (2025, 11, 25, 15, 30, 46));
     }
 }
