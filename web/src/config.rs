@@ -136,6 +136,8 @@ pub struct OidcSection {
     pub offline_token_ttl: Option<Spanned<String>>,
     /// Secret mixed into pairwise subjects; required when a client uses them.
     pub pairwise_salt: Option<Spanned<String>>,
+    /// DPoP server nonces (RFC 9449 §8) are required, derived from it.
+    pub dpop_nonce_secret: Option<Spanned<String>>,
 }
 
 /// The OIDC provider's settings.
@@ -274,6 +276,7 @@ pub struct ServiceEntry {
     pub id_token_signing_alg: Option<Spanned<String>>,
     pub access_token_signing_alg: Option<Spanned<String>>,
     pub resource_servers: Option<Spanned<Vec<String>>>,
+    pub dpop_bound_access_tokens: Option<Spanned<bool>>,
     // Any protocol: the login page's name and look for the service.
     pub theme: Option<Spanned<String>>,
     pub display_name: Option<Spanned<String>>,
@@ -335,6 +338,7 @@ impl ServiceEntry {
             grant_types, subject, id_token_signing_alg, access_token_signing_alg,
             resource_servers, sign, encrypt_assertions, attribute_name_format,
             require_signed_requests, metadata, name_id_format, mfa,
+            dpop_bound_access_tokens,
         );
         w.0.insert(0, ("protocol", self.protocol.span()));
         w.0.insert(0, ("name", self.name.span()));
@@ -1119,7 +1123,7 @@ impl Validator<'_> {
     fn oidc(&mut self, raw: OidcSection, clients: castellan_oidc::config::Clients) -> OidcSettings {
         let written = written!(raw;
             code_ttl, access_token_ttl, id_token_ttl, refresh_token_ttl, offline_token_ttl,
-            pairwise_salt,
+            pairwise_salt, dpop_nonce_secret,
         );
         let code_ttl = self.optional_duration("oidc.code_ttl", &raw.code_ttl);
         // The other durations' problems come after the section's own, as
@@ -1139,6 +1143,7 @@ impl Validator<'_> {
             refresh_token_ttl: durations[2],
             offline_token_ttl: durations[3],
             pairwise_salt: value(raw.pairwise_salt),
+            dpop_nonce_secret: value(raw.dpop_nonce_secret),
         };
         let provider =
             castellan_oidc::config::provider(input, clients.as_slice(), &mut self.warnings);
@@ -1155,6 +1160,7 @@ impl Validator<'_> {
             refresh_token_ttl: provider.refresh_token_ttl,
             offline_token_ttl: provider.offline_token_ttl,
             pairwise_salt: provider.pairwise_salt,
+            dpop_nonce_secret: provider.dpop_nonce_secret,
         }
     }
 
@@ -1306,6 +1312,8 @@ impl Validator<'_> {
                         resource_servers: list(entry.resource_servers),
                         mfa: value(entry.mfa.clone()),
                         consent,
+                        dpop_bound_access_tokens: value(entry.dpop_bound_access_tokens)
+                            .unwrap_or(false),
                         keys: written.keys(),
                     };
                     if let Err(errors) = clients.add(input, &mut self.warnings) {

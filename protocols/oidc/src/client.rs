@@ -48,6 +48,8 @@ pub struct OidcClient {
     pub mfa: Option<castellan_core::MfaPolicy>,
     /// Attribute release consent asked of users, remembered this long.
     pub consent: Option<std::time::Duration>,
+    /// RFC 9449 §5.2: every token request must carry a DPoP proof.
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl OidcClient {
@@ -205,6 +207,7 @@ pub(crate) mod tests {
             resource_servers: vec![],
             mfa: None,
             consent: None,
+            dpop_bound_access_tokens: false,
         }
     }
 

@@ -31,6 +31,7 @@ pub const KEYS: &[&str] = &[
     "access_token_signing_alg",
     "resource_servers",
     "mfa",
+    "dpop_bound_access_tokens",
 ];
 
 /// The CAS service's keys, refused with a message of their own: the one
@@ -66,6 +67,8 @@ pub struct ClientInput {
     /// Attribute release consent, remembered this long (read by the
     /// caller, common to every protocol).
     pub consent: Option<std::time::Duration>,
+    /// RFC 9449: token requests must carry a DPoP proof.
+    pub dpop_bound_access_tokens: bool,
     /// Every key written in the entry, for the check that each belongs to an
     /// OIDC client.
     pub keys: Vec<String>,
@@ -292,6 +295,7 @@ pub fn client(
         resource_servers: input.resource_servers,
         mfa,
         consent: input.consent,
+        dpop_bound_access_tokens: input.dpop_bound_access_tokens,
     })
 }
 
@@ -305,6 +309,8 @@ pub struct ProviderInput {
     pub offline_token_ttl: Option<Duration>,
     /// Secret mixed into pairwise subjects; required when a client uses them.
     pub pairwise_salt: Option<String>,
+    /// When set, DPoP proofs must carry a server nonce derived from it.
+    pub dpop_nonce_secret: Option<String>,
 }
 
 /// The `[oidc]` section, checked, with its defaults.
@@ -316,6 +322,7 @@ pub struct ProviderConfig {
     pub refresh_token_ttl: Duration,
     pub offline_token_ttl: Duration,
     pub pairwise_salt: String,
+    pub dpop_nonce_secret: Option<String>,
 }
 
 impl Default for ProviderConfig {
@@ -327,6 +334,7 @@ impl Default for ProviderConfig {
             refresh_token_ttl: Duration::from_secs(8 * 3600),
             offline_token_ttl: Duration::from_secs(30 * 86_400),
             pairwise_salt: String::new(),
+            dpop_nonce_secret: None,
         }
     }
 }
@@ -343,6 +351,8 @@ pub enum ProviderConfigError {
     ShortPairwiseSalt,
     #[error("a client uses subject = \"pairwise\": set oidc.pairwise_salt (a secret shared by every node)")]
     MissingPairwiseSalt,
+    #[error("oidc.dpop_nonce_secret: use at least 32 random characters")]
+    ShortDpopNonceSecret,
 }
 
 impl ProviderConfigError {
@@ -353,6 +363,7 @@ impl ProviderConfigError {
             ProviderConfigError::CodeTtlTooLong => Some("code_ttl"),
             ProviderConfigError::ShortPairwiseSalt => Some("pairwise_salt"),
             ProviderConfigError::MissingPairwiseSalt => None,
+            ProviderConfigError::ShortDpopNonceSecret => Some("dpop_nonce_secret"),
         }
     }
 }
@@ -395,6 +406,13 @@ pub fn provider(
             String::new()
         }
     };
+    if input
+        .dpop_nonce_secret
+        .as_ref()
+        .is_some_and(|s| s.len() < 32)
+    {
+        problems.push(ProviderConfigError::ShortDpopNonceSecret);
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -410,6 +428,7 @@ pub fn provider(
             .offline_token_ttl
             .unwrap_or(defaults.offline_token_ttl),
         pairwise_salt,
+        dpop_nonce_secret: input.dpop_nonce_secret,
     })
 }
 

@@ -34,6 +34,7 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
         authorization_response_iss_parameter_supported: bool,
         request_parameter_supported: bool,
         request_uri_parameter_supported: bool,
+        dpop_signing_alg_values_supported: Vec<String>,
     }
     impl AdditionalProviderMetadata for Extra {}
     type Metadata = ProviderMetadata<
@@ -79,6 +80,10 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
             authorization_response_iss_parameter_supported: true,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,
+            dpop_signing_alg_values_supported: crate::dpop::ALGORITHMS
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect(),
         },
     )
     .set_token_endpoint(Some(TokenUrl::new(format!("{issuer}/token"))?))

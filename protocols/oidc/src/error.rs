@@ -24,6 +24,9 @@ pub enum ErrorCode {
     RequestUriNotSupported,
     InvalidToken,
     InsufficientScope,
+    /// RFC 9449 §12.2.
+    InvalidDpopProof,
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -47,6 +50,8 @@ impl ErrorCode {
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 

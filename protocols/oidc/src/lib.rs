@@ -13,6 +13,7 @@ pub mod authorize;
 pub mod client;
 pub mod config;
 pub mod discovery;
+pub mod dpop;
 pub mod error;
 pub mod grants;
 pub mod keys;

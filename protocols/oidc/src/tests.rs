@@ -80,6 +80,7 @@ fn fixture() -> Fixture {
         refresh_token_ttl: Duration::from_secs(3600),
         offline_token_ttl: Duration::from_secs(86400),
         pairwise_salt: "salt".into(),
+        dpop_nonce_secret: None,
     };
     let provider =
         Arc::new(Provider::new(settings, &format!("{PUBLIC_URL}/"), keys, clock.clone()).unwrap());
@@ -177,7 +178,7 @@ impl Fixture {
         let mut form = params(form);
         form.insert("client_id".into(), client_id.into());
         form.insert("client_secret".into(), SECRET.into());
-        self.provider.token(&self.engine, None, &form).await
+        self.provider.token(&self.engine, None, None, &form).await
     }
 
     async fn redeem(&self, client_id: &str, code: &str) -> Result<Value, OAuthError> {
@@ -205,7 +206,9 @@ impl Fixture {
 
     async fn userinfo(&self, tokens: &Value) -> Result<Map<String, Value>, OAuthError> {
         let at = tokens["access_token"].as_str().unwrap();
-        self.provider.userinfo(&self.engine, at).await
+        self.provider
+            .userinfo(&self.engine, at, crate::dpop::Presentation::Bearer)
+            .await
     }
 
     async fn introspect(&self, token: &str) -> Value {
@@ -808,4 +811,88 @@ fn test_client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .build()
         .unwrap()
+}
+
+/// RFC 9449: a proof at the token endpoint binds the access token
+/// (`token_type` DPoP, `cnf.jkt`); userinfo then wants a proof of that key
+/// and refuses the token as a bearer token; a proof is good once.
+#[tokio::test]
+async fn dpop_proofs_bind_access_tokens() {
+    use crate::dpop::tests::Holder;
+    use crate::dpop::{access_token_hash, Presentation};
+    let fx = fixture();
+    let session = fx.session().await;
+    let code = fx.code(&session, "rp", "openid email").await;
+    let holder = Holder::new();
+    let now = SystemClock.now() / 1000;
+    let token_url = format!("{ISSUER}/token");
+    let proof = holder.proof("POST", &token_url, now, json!({}));
+    let mut form = params(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("client_id", "rp"),
+        ("client_secret", SECRET),
+    ]);
+    let tokens = fx
+        .provider
+        .token(&fx.engine, None, Some(&proof), &form)
+        .await
+        .unwrap();
+    assert_eq!(tokens["token_type"], "DPoP");
+    let at = str_of(&tokens, "access_token");
+    assert_eq!(payload(at)["cnf"], json!({ "jkt": holder.jkt() }));
+    let introspected = fx.introspect(at).await;
+    assert_eq!(introspected["token_type"], "DPoP");
+    assert_eq!(introspected["cnf"]["jkt"], holder.jkt());
+
+    // The same proof again, for a refresh: refused as a replay.
+    form = params(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", str_of(&tokens, "refresh_token")),
+        ("client_id", "rp"),
+        ("client_secret", SECRET),
+    ]);
+    let e = fx
+        .provider
+        .token(&fx.engine, None, Some(&proof), &form)
+        .await
+        .unwrap_err();
+    assert_eq!(e.error, ErrorCode::InvalidDpopProof);
+    assert!(e.error_description.contains("used before"));
+
+    // userinfo: a bearer presentation is refused; a proof of the key with
+    // `ath` is accepted; a proof of another key is not.
+    let e = fx.userinfo(&tokens).await.unwrap_err();
+    assert_eq!(e.error, ErrorCode::InvalidToken);
+    let userinfo_url = format!("{ISSUER}/userinfo");
+    let ath = json!({ "ath": access_token_hash(at) });
+    let other = Holder::new().proof("GET", &userinfo_url, now, ath.clone());
+    let e = fx
+        .provider
+        .userinfo(
+            &fx.engine,
+            at,
+            Presentation::Dpop {
+                proof: Some(&other),
+                method: "GET",
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.error, ErrorCode::InvalidDpopProof);
+    let good = holder.proof("GET", &userinfo_url, now, ath);
+    let claims = fx
+        .provider
+        .userinfo(
+            &fx.engine,
+            at,
+            Presentation::Dpop {
+                proof: Some(&good),
+                method: "GET",
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims["email"], "alice@example.org");
 }

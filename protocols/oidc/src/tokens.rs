@@ -44,6 +44,9 @@ pub struct AccessTokenClaims {
     pub auth_time: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// The DPoP key the token is bound to (RFC 9449 §6.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<crate::dpop::Confirmation>,
 }
 
 impl AccessTokenClaims {
@@ -331,6 +334,7 @@ mod tests {
             scope: "openid profile".into(),
             auth_time: None,
             grant: Some("G".into()),
+            cnf: None,
         }
     }
 
