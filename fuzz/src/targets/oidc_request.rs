@@ -33,6 +33,7 @@ fn client(id: &str, secret: Option<&str>) -> OidcClient {
         access_token_alg: Algorithm::ES256,
         mfa: None,
         consent: None,
+        dpop_bound_access_tokens: false,
     }
 }
 
