@@ -2,8 +2,8 @@
 
 use crate::state::SharedState;
 use crate::{
-    cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc, operations,
-    saml, second_step,
+    cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc,
+    oidc_device, operations, saml, second_step,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -43,7 +43,16 @@ pub fn router(state: SharedState) -> Router {
             "/oidc/authorize",
             get(oidc::authorize_get).post(oidc::authorize_post),
         )
-        .route("/oidc/callback", get(oidc::callback))
+        // A device's login (RFC 8628) comes back there too.
+        .route("/oidc/callback", get(oidc_device::callback))
+        .route(
+            "/oidc/device_authorization",
+            post(oidc_device::authorization),
+        )
+        .route(
+            "/oidc/device",
+            get(oidc_device::form).post(oidc_device::submit),
+        )
         .route("/oidc/token", post(oidc::token))
         .route(
             "/oidc/userinfo",

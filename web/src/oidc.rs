@@ -21,7 +21,7 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
         [
@@ -35,7 +35,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// An error at the token, introspection or revocation endpoint (RFC 6749 §5.2).
-fn oauth_error(state: &SharedState, e: &OAuthError) -> Response {
+pub(crate) fn oauth_error(state: &SharedState, e: &OAuthError) -> Response {
     if e.error == ErrorCode::TemporarilyUnavailable {
         Metrics::inc(&state.metrics.store_errors);
     }
@@ -81,7 +81,7 @@ fn to_client(state: &SharedState, answer: ClientAnswer) -> Response {
 }
 
 /// The `Authorization: Basic` credentials, after the scheme.
-fn basic(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn basic(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Why a presented access token is not good.
-enum Inactive {
+pub(crate) enum Inactive {
     Invalid(String),
     Unavailable(OAuthError),
 }
@@ -26,7 +26,7 @@ enum Inactive {
 impl Provider {
     /// A valid, unexpired, unrevoked access token, with its grant (none for
     /// client_credentials).
-    async fn active_access_token(
+    pub(crate) async fn active_access_token(
         &self,
         engine: &Engine,
         token: &str,
@@ -155,6 +155,9 @@ impl Provider {
                 });
                 if let Some(cnf) = &c.cnf {
                     body["cnf"] = json!({ "jkt": cnf.jkt });
+                }
+                if let Some(act) = &c.act {
+                    body["act"] = act.clone();
                 }
                 body
             }

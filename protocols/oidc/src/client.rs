@@ -13,6 +13,10 @@ pub struct GrantTypes {
     pub authorization_code: bool,
     pub refresh_token: bool,
     pub client_credentials: bool,
+    /// RFC 8628.
+    pub device_code: bool,
+    /// RFC 8693.
+    pub token_exchange: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +54,8 @@ pub struct OidcClient {
     pub consent: Option<std::time::Duration>,
     /// RFC 9449 §5.2: every token request must carry a DPoP proof.
     pub dpop_bound_access_tokens: bool,
+    /// RFC 8693: the clients whose access tokens this one may exchange.
+    pub token_exchange_from: Vec<String>,
 }
 
 impl OidcClient {
@@ -200,6 +206,8 @@ pub(crate) mod tests {
                 authorization_code: true,
                 refresh_token: true,
                 client_credentials: secret.is_some(),
+                device_code: false,
+                token_exchange: false,
             },
             subject: Subject::Public,
             id_token_alg: Algorithm::RS256,
@@ -208,6 +216,7 @@ pub(crate) mod tests {
             mfa: None,
             consent: None,
             dpop_bound_access_tokens: false,
+            token_exchange_from: vec![],
         }
     }
 

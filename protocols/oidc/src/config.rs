@@ -32,6 +32,7 @@ pub const KEYS: &[&str] = &[
     "resource_servers",
     "mfa",
     "dpop_bound_access_tokens",
+    "token_exchange_from",
 ];
 
 /// The CAS service's keys, refused with a message of their own: the one
@@ -69,6 +70,8 @@ pub struct ClientInput {
     pub consent: Option<std::time::Duration>,
     /// RFC 9449: token requests must carry a DPoP proof.
     pub dpop_bound_access_tokens: bool,
+    /// RFC 8693: client_ids whose access tokens this client may exchange.
+    pub token_exchange_from: Vec<String>,
     /// Every key written in the entry, for the check that each belongs to an
     /// OIDC client.
     pub keys: Vec<String>,
@@ -90,7 +93,9 @@ pub enum ClientConfigError {
     BadUri { name: String, uri: String },
     #[error("services.grant_types: client_credentials needs a client_secret")]
     ClientCredentialsWithoutSecret,
-    #[error("services.grant_types: {0:?} is not authorization_code, refresh_token or client_credentials")]
+    #[error("services.grant_types: token exchange needs a client_secret")]
+    TokenExchangeWithoutSecret,
+    #[error("services.grant_types: {0:?} is not authorization_code, refresh_token, client_credentials, urn:ietf:params:oauth:grant-type:device_code or urn:ietf:params:oauth:grant-type:token-exchange")]
     UnknownGrantType(String),
     #[error("services.subject: {0:?} is not \"public\" or \"pairwise\"")]
     BadSubject(String),
@@ -108,7 +113,9 @@ impl ClientConfigError {
         use ClientConfigError::*;
         match self {
             ForeignKey { key, .. } => Some(key),
-            ClientCredentialsWithoutSecret | UnknownGrantType(_) => Some("grant_types"),
+            ClientCredentialsWithoutSecret | TokenExchangeWithoutSecret | UnknownGrantType(_) => {
+                Some("grant_types")
+            }
             BadSubject(_) => Some("subject"),
             BadMfa(_) => Some("mfa"),
             BadAlgorithm { key, .. } => Some(key),
@@ -213,12 +220,16 @@ pub fn client(
             authorization_code: true,
             refresh_token: true,
             client_credentials: confidential,
+            device_code: false,
+            token_exchange: false,
         },
         Some(list) => {
             let mut g = GrantTypes {
                 authorization_code: false,
                 refresh_token: false,
                 client_credentials: false,
+                device_code: false,
+                token_exchange: false,
             };
             for t in list {
                 match t.as_str() {
@@ -226,6 +237,9 @@ pub fn client(
                     "refresh_token" => g.refresh_token = true,
                     "client_credentials" if confidential => g.client_credentials = true,
                     "client_credentials" => problems.push(ClientCredentialsWithoutSecret),
+                    crate::device::GRANT_TYPE => g.device_code = true,
+                    crate::exchange::GRANT_TYPE if confidential => g.token_exchange = true,
+                    crate::exchange::GRANT_TYPE => problems.push(TokenExchangeWithoutSecret),
                     other => problems.push(UnknownGrantType(other.to_owned())),
                 }
             }
@@ -296,6 +310,7 @@ pub fn client(
         mfa,
         consent: input.consent,
         dpop_bound_access_tokens: input.dpop_bound_access_tokens,
+        token_exchange_from: input.token_exchange_from,
     })
 }
 
@@ -311,6 +326,7 @@ pub struct ProviderInput {
     pub pairwise_salt: Option<String>,
     /// When set, DPoP proofs must carry a server nonce derived from it.
     pub dpop_nonce_secret: Option<String>,
+    pub device_code_ttl: Option<Duration>,
 }
 
 /// The `[oidc]` section, checked, with its defaults.
@@ -323,6 +339,7 @@ pub struct ProviderConfig {
     pub offline_token_ttl: Duration,
     pub pairwise_salt: String,
     pub dpop_nonce_secret: Option<String>,
+    pub device_code_ttl: Duration,
 }
 
 impl Default for ProviderConfig {
@@ -335,6 +352,7 @@ impl Default for ProviderConfig {
             offline_token_ttl: Duration::from_secs(30 * 86_400),
             pairwise_salt: String::new(),
             dpop_nonce_secret: None,
+            device_code_ttl: crate::device::DEVICE_CODE_TTL,
         }
     }
 }
@@ -429,6 +447,7 @@ pub fn provider(
             .unwrap_or(defaults.offline_token_ttl),
         pairwise_salt,
         dpop_nonce_secret: input.dpop_nonce_secret,
+        device_code_ttl: input.device_code_ttl.unwrap_or(defaults.device_code_ttl),
     })
 }
 

@@ -35,6 +35,7 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
         request_parameter_supported: bool,
         request_uri_parameter_supported: bool,
         dpop_signing_alg_values_supported: Vec<String>,
+        device_authorization_endpoint: String,
     }
     impl AdditionalProviderMetadata for Extra {}
     type Metadata = ProviderMetadata<
@@ -84,6 +85,7 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
                 .iter()
                 .map(|a| (*a).to_owned())
                 .collect(),
+            device_authorization_endpoint: format!("{issuer}/device_authorization"),
         },
     )
     .set_token_endpoint(Some(TokenUrl::new(format!("{issuer}/token"))?))
@@ -102,6 +104,8 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
         CoreGrantType::AuthorizationCode,
         CoreGrantType::RefreshToken,
         CoreGrantType::ClientCredentials,
+        CoreGrantType::DeviceCode,
+        CoreGrantType::Extension(crate::exchange::GRANT_TYPE.to_owned()),
     ]))
     .set_token_endpoint_auth_methods_supported(Some(vec![
         CoreClientAuthMethod::ClientSecretBasic,

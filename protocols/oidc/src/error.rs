@@ -27,6 +27,12 @@ pub enum ErrorCode {
     /// RFC 9449 §12.2.
     InvalidDpopProof,
     UseDpopNonce,
+    /// RFC 8628 §3.5.
+    AuthorizationPending,
+    SlowDown,
+    ExpiredToken,
+    /// RFC 8693 §2.2.2.
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -52,6 +58,10 @@ impl ErrorCode {
             ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
             ErrorCode::UseDpopNonce => "use_dpop_nonce",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
+            ErrorCode::InvalidTarget => "invalid_target",
         }
     }
 

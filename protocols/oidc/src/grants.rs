@@ -63,6 +63,10 @@ impl Provider {
             Some("authorization_code") => self.code_grant(engine, client, params, jkt).await,
             Some("refresh_token") => self.refresh_grant(engine, client, params, jkt).await,
             Some("client_credentials") => self.client_credentials_grant(client, params, jkt),
+            Some(crate::device::GRANT_TYPE) => self.device_grant(engine, client, params, jkt).await,
+            Some(crate::exchange::GRANT_TYPE) => {
+                self.exchange_grant(engine, client, params, jkt).await
+            }
             None => Err(OAuthError::invalid_request("grant_type is missing")),
             Some(other) => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
@@ -161,7 +165,7 @@ impl Provider {
 
     /// Stores the grant and issues its tokens: an access token, a refresh
     /// token (when the client may refresh) and an ID token (scope openid).
-    async fn issue(
+    pub(crate) async fn issue(
         &self,
         engine: &Engine,
         client: &OidcClient,
@@ -234,7 +238,7 @@ impl Provider {
     /// An RFC 9068 access token, bound to its grant when it has one, and to
     /// a DPoP key (`jkt`) when the request proved one.
     #[allow(clippy::too_many_arguments)]
-    fn access_token(
+    pub(crate) fn access_token(
         &self,
         keys: &Keyring,
         client: &OidcClient,
@@ -259,6 +263,7 @@ impl Provider {
             cnf: jkt.map(|jkt| crate::dpop::Confirmation {
                 jkt: jkt.to_owned(),
             }),
+            act: None,
         };
         sign(keys, client.access_token_alg, ACCESS_TOKEN_TYPE, &claims).map_err(|e| {
             tracing::error!(error = %e, "access token signing failed");
@@ -385,7 +390,7 @@ impl Provider {
 }
 
 /// Requested scopes: a subset of `allowed`; none requested means all of them.
-fn narrow_scopes(
+pub(crate) fn narrow_scopes(
     params: &HashMap<String, String>,
     allowed: &[String],
 ) -> Result<Vec<String>, OAuthError> {

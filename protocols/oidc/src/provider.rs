@@ -27,6 +27,8 @@ pub struct OidcSettings {
     pub pairwise_salt: String,
     /// DPoP server nonces (RFC 9449 §8) are required when set.
     pub dpop_nonce_secret: Option<String>,
+    /// How long a device code waits for its user (RFC 8628 `expires_in`).
+    pub device_code_ttl: Duration,
 }
 
 pub struct Provider {

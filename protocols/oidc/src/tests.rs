@@ -81,6 +81,7 @@ fn fixture() -> Fixture {
         offline_token_ttl: Duration::from_secs(86400),
         pairwise_salt: "salt".into(),
         dpop_nonce_secret: None,
+        device_code_ttl: Duration::from_secs(600),
     };
     let provider =
         Arc::new(Provider::new(settings, &format!("{PUBLIC_URL}/"), keys, clock.clone()).unwrap());

@@ -47,6 +47,9 @@ pub struct AccessTokenClaims {
     /// The DPoP key the token is bound to (RFC 9449 §6.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<crate::dpop::Confirmation>,
+    /// Who acts for the subject, after a token exchange (RFC 8693 §4.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
 }
 
 impl AccessTokenClaims {
@@ -335,6 +338,7 @@ mod tests {
             auth_time: None,
             grant: Some("G".into()),
             cnf: None,
+            act: None,
         }
     }
 
