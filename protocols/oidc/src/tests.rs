@@ -897,3 +897,110 @@ async fn dpop_proofs_bind_access_tokens() {
         .unwrap();
     assert_eq!(claims["email"], "alice@example.org");
 }
+
+/// RFC 8628: a device polls (pending, slow_down when too early), the user
+/// signs in and confirms, the device gets its tokens once; an unanswered
+/// code expires.
+#[tokio::test]
+async fn the_device_grant_polls_until_the_user_confirms() {
+    let mut clients = clients();
+    clients[0].grant_types.device_code = true;
+    let fx = fixture();
+    let provider = Provider::new(
+        OidcSettings {
+            clients,
+            ..fx.provider.settings().clone()
+        },
+        PUBLIC_URL,
+        fx.provider.signing_keys().clone(),
+        fx.clock.clone(),
+    )
+    .unwrap();
+    let auth = [("client_id", "rp"), ("client_secret", SECRET)];
+    let start = || async {
+        let mut form = params(&auth);
+        form.insert("scope".into(), "openid email".into());
+        provider
+            .device_authorization(&fx.engine, None, &form, None)
+            .await
+            .unwrap()
+    };
+    let poll = |device_code: String| {
+        let provider = &provider;
+        let engine = &fx.engine;
+        async move {
+            let mut form = params(&auth);
+            form.insert("grant_type".into(), crate::device::GRANT_TYPE.into());
+            form.insert("device_code".into(), device_code);
+            provider.token(engine, None, None, &form).await
+        }
+    };
+    let da = start().await;
+    let device_code = str_of(&da, "device_code").to_owned();
+    let user_code = str_of(&da, "user_code").to_owned();
+    assert_eq!(
+        poll(device_code.clone()).await.unwrap_err().error,
+        ErrorCode::AuthorizationPending
+    );
+    let e = poll(device_code.clone()).await.unwrap_err();
+    assert_eq!(e.error, ErrorCode::SlowDown);
+    assert!(e.error_description.contains("10 seconds"), "{e:?}");
+    fx.clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        poll(device_code.clone()).await.unwrap_err().error,
+        ErrorCode::AuthorizationPending
+    );
+
+    // The user: the code (as typed), the login, the confirmation.
+    let typed = user_code.replace('-', " ").to_lowercase();
+    let login = provider
+        .device_user_code(&fx.engine, &typed, None)
+        .await
+        .unwrap();
+    let session = fx.session().await;
+    let ticket = fx
+        .engine
+        .grant_service_ticket(&session, &login.service, true)
+        .await
+        .unwrap();
+    let (_, request) = provider.callbacks().parse(&login.service).unwrap();
+    assert!(crate::device::is_device_request(request));
+    let page = provider
+        .device_callback(&fx.engine, "rp", request, Some(&ticket.id), None)
+        .await
+        .unwrap();
+    assert_eq!(page.client_name, "rp");
+    assert_eq!(page.user, "alice");
+    // The user code is used up.
+    assert!(provider
+        .device_user_code(&fx.engine, &user_code, None)
+        .await
+        .is_err());
+    assert!(provider
+        .device_confirm(&fx.engine, &page.id, true)
+        .await
+        .unwrap());
+    // One-time confirmation.
+    assert!(provider
+        .device_confirm(&fx.engine, &page.id, false)
+        .await
+        .is_err());
+    fx.clock.advance(Duration::from_secs(11));
+    let tokens = poll(device_code.clone()).await.unwrap();
+    assert_eq!(payload(str_of(&tokens, "id_token"))["sub"], "alice");
+    assert_eq!(
+        poll(device_code).await.unwrap_err().error,
+        ErrorCode::InvalidGrant
+    );
+
+    // Unanswered: expired.
+    let da = start().await;
+    fx.clock.advance(Duration::from_secs(601));
+    assert_eq!(
+        poll(str_of(&da, "device_code").to_owned())
+            .await
+            .unwrap_err()
+            .error,
+        ErrorCode::ExpiredToken
+    );
+}
