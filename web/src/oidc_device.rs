@@ -151,6 +151,12 @@ pub async fn submit(
             &typed,
             Some("device-unknown-code"),
         ),
+        Err(DeviceError::Throttled) => page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            "",
+            Some("device-throttled"),
+        ),
         Err(e) => device_error(&state, e),
     }
 }
@@ -218,6 +224,12 @@ fn device_error(state: &SharedState, e: DeviceError) -> Response {
             StatusCode::BAD_REQUEST,
             "",
             Some("device-unknown-code"),
+        ),
+        DeviceError::Throttled => page(
+            state,
+            StatusCode::TOO_MANY_REQUESTS,
+            "",
+            Some("device-throttled"),
         ),
         DeviceError::Declined => outcome(
             state,

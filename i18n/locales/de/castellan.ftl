@@ -187,6 +187,7 @@ device-lead = Geben Sie den Code ein, den Ihr Gerät anzeigt.
 device-code-label = Code
 device-submit = Weiter
 device-unknown-code = Dieser Code ist unbekannt oder abgelaufen. Prüfen Sie ihn auf Ihrem Gerät oder beginnen Sie dort neu.
+device-throttled = Von hier wurden zu viele falsche Codes eingegeben. Warten Sie einige Minuten und versuchen Sie es dann erneut.
 device-confirm-heading = Dieses Gerät zulassen?
 device-confirm-lead = { $name } möchte auf einem Gerät in Ihrem Namen ({ $user }) handeln.
 device-confirm-scopes = Angefragter Zugriff:

@@ -189,6 +189,7 @@ device-lead = Enter the code your device shows.
 device-code-label = Code
 device-submit = Continue
 device-unknown-code = This code is unknown or has expired. Check it on your device, or start again there.
+device-throttled = Too many wrong codes were typed from here. Wait a few minutes, then try again.
 device-confirm-heading = Allow this device?
 device-confirm-lead = { $name } asks to act as you ({ $user }) on a device.
 device-confirm-scopes = Access asked for:

@@ -187,6 +187,7 @@ device-lead = Introduzca el código que muestra su dispositivo.
 device-code-label = Código
 device-submit = Continuar
 device-unknown-code = Este código es desconocido o ha caducado. Compruébelo en su dispositivo o vuelva a empezar allí.
+device-throttled = Se han introducido demasiados códigos erróneos desde aquí. Espere unos minutos y vuelva a intentarlo.
 device-confirm-heading = ¿Permitir este dispositivo?
 device-confirm-lead = { $name } solicita actuar en su nombre ({ $user }) en un dispositivo.
 device-confirm-scopes = Acceso solicitado:

@@ -187,6 +187,7 @@ device-lead = Saisissez le code affiché par votre appareil.
 device-code-label = Code
 device-submit = Continuer
 device-unknown-code = Ce code est inconnu ou a expiré. Vérifiez-le sur votre appareil, ou recommencez depuis celui-ci.
+device-throttled = Trop de codes erronés ont été saisis depuis cet endroit. Patientez quelques minutes, puis réessayez.
 device-confirm-heading = Autoriser cet appareil ?
 device-confirm-lead = { $name } demande à agir en votre nom ({ $user }) sur un appareil.
 device-confirm-scopes = Accès demandé :

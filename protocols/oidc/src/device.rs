@@ -40,6 +40,10 @@ const SLOW_DOWN_SECS: u64 = 5;
 /// The records outlive the code a little, so that a late poll is told
 /// `expired_token` rather than that the code is unknown.
 const GRACE: Duration = Duration::from_secs(300);
+/// Wrong user codes one client address may type in a window (RFC 8628
+/// §5.1: the codes are short, so guessing must be slowed down).
+pub const MAX_WRONG_CODES: u32 = 20;
+pub const WRONG_CODES_WINDOW: Duration = Duration::from_secs(300);
 /// Request ids of a device's login, at the provider's callback.
 pub const REQUEST_PREFIX: &str = "DR-";
 
@@ -111,6 +115,9 @@ pub enum DeviceError {
     /// The user code is unknown, used or expired (shown to the user).
     #[error("the code is unknown or expired")]
     UnknownCode,
+    /// Too many wrong codes from this address lately.
+    #[error("too many wrong codes")]
+    Throttled,
     /// The login or the confirmation is gone, or the ticket did not validate.
     #[error("the device sign-in expired or was already used")]
     Expired,
@@ -233,13 +240,27 @@ impl Provider {
         typed: &str,
         client_address: Option<IpAddr>,
     ) -> Result<LoginRequest, DeviceError> {
-        let user_code = normalize_user_code(typed).ok_or(DeviceError::UnknownCode)?;
         let store = engine.store();
+        // Each try counts until it proves right, as a password does.
+        let guesses = client_address.map(|ip| format!("oidc:devguess:{ip}"));
+        if let Some(key) = &guesses {
+            if !store
+                .reserve_attempt(key, MAX_WRONG_CODES, WRONG_CODES_WINDOW)
+                .await?
+            {
+                tracing::warn!(client = ?client_address, "too many wrong device user codes");
+                return Err(DeviceError::Throttled);
+            }
+        }
+        let user_code = normalize_user_code(typed).ok_or(DeviceError::UnknownCode)?;
         let device_code = store
             .take_record(&user_code_key(&user_code))
             .await?
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or(DeviceError::UnknownCode)?;
+        if let Some(key) = &guesses {
+            store.release_attempt(key).await?;
+        }
         let records = self.records(store.as_ref());
         let authorization: DeviceAuthorization = records
             .get(&device_key(&device_code))

@@ -185,3 +185,21 @@ test('device: an expired code is expired_token', async () => {
     await short.stop();
   }
 });
+
+test('device: guessing user codes is throttled per address', async () => {
+  const own = await start('device-guesses');
+  try {
+    const r = await postForm(`${own.cas.issuer}/device_authorization`, { client_id: DEVICE.client_id, scope: 'openid' });
+    const browser = new Browser(own.cas);
+    for (let i = 0; i < 20; i += 1) {
+      const wrong = await browser.request(`${own.cas.issuer}/device`, { method: 'POST', form: { user_code: 'BCDF-GHJK' } });
+      assert.equal(wrong.status, 400, `wrong code ${i + 1}`);
+    }
+    // The 21st try is refused, even with the right code.
+    const right = await browser.request(`${own.cas.issuer}/device`, { method: 'POST', form: { user_code: r.json.user_code } });
+    assert.equal(right.status, 429, right.body.slice(0, 300));
+    assert.match(right.body, /id="device-error"/);
+  } finally {
+    await own.stop();
+  }
+});
