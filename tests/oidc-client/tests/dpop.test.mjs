@@ -3,7 +3,11 @@
 // and a client that must use DPoP. Run through tests/oidc-client/run.sh.
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import * as client from 'openid-client';
 import * as jose from 'jose';
@@ -209,4 +213,53 @@ test('dpop: with nonces on, a proof without the nonce gets use_dpop_nonce and a 
   }
   const info = await client.fetchUserInfo(config, tokens.access_token, client.skipSubjectCheck, { DPoP });
   assert.equal(info.email, 'casuser@example.org');
+});
+
+test('dpop: a proof used at one node is refused at another sharing the Redis store', async () => {
+  const [redisPort, portA, portB, rpPort] = await distinctPorts(4);
+  const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' });
+  const rp = await startRp({ port: rpPort });
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'castellan-dpop-cluster-'));
+  const nodes = [];
+  try {
+    // Both nodes behind one public URL, as behind a load balancer.
+    const shared = `http://127.0.0.1:${portA}/cas`;
+    // And one data_dir: the signing keys are the cluster's.
+    const clustered = (args) => `${withBoundClient(args)
+      .replace(/^public_url = .*$/m, `public_url = "${shared}"`)
+      .replace(/^data_dir = .*$/m, `data_dir = ${tomlString(dataDir)}`)}
+[tickets]
+store = "redis"
+redis_url = "redis://127.0.0.1:${redisPort}"
+`;
+    for (const [i, port] of [portA, portB].entries()) {
+      let lastError;
+      for (let attempt = 0; attempt < 20 && nodes.length === i; attempt += 1) {
+        try {
+          nodes.push(await startCastellan({ port, rpOrigin: rp.origin, name: `dpop-node${i + 1}`, config: clustered }));
+        } catch (e) {
+          lastError = e; // redis-server still starting
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
+      assert.equal(nodes.length, i + 1, `node ${i + 1}: ${lastError}`);
+    }
+    const keyPair = await client.randomDPoPKeyPair('ES256');
+    const p = await proof(keyPair, { htu: `${shared}/oidc/token` });
+    const atA = await postForm(`${nodes[0].issuer}/token`, machineForm(MACHINE), { headers: { DPoP: p } });
+    assert.equal(atA.status, 200, atA.text);
+    const atB = await postForm(`${nodes[1].issuer}/token`, machineForm(MACHINE), { headers: { DPoP: p } });
+    assert.equal(atB.status, 400, atB.text);
+    assert.equal(atB.json.error, 'invalid_dpop_proof');
+    // A fresh proof is good at node B.
+    const fresh = await postForm(`${nodes[1].issuer}/token`, machineForm(MACHINE),
+      { headers: { DPoP: await proof(keyPair, { htu: `${shared}/oidc/token` }) } });
+    assert.equal(fresh.status, 200, fresh.text);
+  } finally {
+    for (const n of nodes) await n.stop();
+    await rp.stop();
+    redis.kill('SIGTERM');
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
 });
