@@ -28,7 +28,7 @@ jobs="${FUZZ_JOBS:-1}"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/fuzz}"
 
-all=(saml_validate_body service_url response_xml oidc_request saml_request)
+all=(saml_validate_body service_url response_xml oidc_request saml_request dpop_proof)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 

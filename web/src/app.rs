@@ -2,8 +2,8 @@
 
 use crate::state::SharedState;
 use crate::{
-    cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc, operations,
-    saml, second_step,
+    cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc,
+    oidc_device, operations, saml, second_step,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -51,7 +51,16 @@ pub fn router(state: SharedState, https: bool) -> Router {
             &at("/oidc/authorize"),
             get(oidc::authorize_get).post(oidc::authorize_post),
         )
-        .route(&at("/oidc/callback"), get(oidc::callback))
+        // A device's login (RFC 8628) comes back there too.
+        .route(&at("/oidc/callback"), get(oidc_device::callback))
+        .route(
+            &at("/oidc/device_authorization"),
+            post(oidc_device::authorization),
+        )
+        .route(
+            &at("/oidc/device"),
+            get(oidc_device::form).post(oidc_device::submit),
+        )
         .route(&at("/oidc/token"), post(oidc::token))
         .route(
             &at("/oidc/userinfo"),

@@ -136,6 +136,10 @@ pub struct OidcSection {
     pub offline_token_ttl: Option<Spanned<String>>,
     /// Secret mixed into pairwise subjects; required when a client uses them.
     pub pairwise_salt: Option<Spanned<String>>,
+    /// DPoP server nonces (RFC 9449 §8) are required, derived from it.
+    pub dpop_nonce_secret: Option<Spanned<String>>,
+    /// RFC 8628: how long a device code waits for its user ("10m").
+    pub device_code_ttl: Option<Spanned<String>>,
 }
 
 /// The OIDC provider's settings.
@@ -274,6 +278,8 @@ pub struct ServiceEntry {
     pub id_token_signing_alg: Option<Spanned<String>>,
     pub access_token_signing_alg: Option<Spanned<String>>,
     pub resource_servers: Option<Spanned<Vec<String>>>,
+    pub dpop_bound_access_tokens: Option<Spanned<bool>>,
+    pub token_exchange_from: Option<Spanned<Vec<String>>>,
     // Any protocol: the login page's name and look for the service.
     pub theme: Option<Spanned<String>>,
     pub display_name: Option<Spanned<String>>,
@@ -335,6 +341,7 @@ impl ServiceEntry {
             grant_types, subject, id_token_signing_alg, access_token_signing_alg,
             resource_servers, sign, encrypt_assertions, attribute_name_format,
             require_signed_requests, metadata, name_id_format, mfa,
+            dpop_bound_access_tokens, token_exchange_from,
         );
         w.0.insert(0, ("protocol", self.protocol.span()));
         w.0.insert(0, ("name", self.name.span()));
@@ -1119,7 +1126,7 @@ impl Validator<'_> {
     fn oidc(&mut self, raw: OidcSection, clients: castellan_oidc::config::Clients) -> OidcSettings {
         let written = written!(raw;
             code_ttl, access_token_ttl, id_token_ttl, refresh_token_ttl, offline_token_ttl,
-            pairwise_salt,
+            pairwise_salt, dpop_nonce_secret, device_code_ttl,
         );
         let code_ttl = self.optional_duration("oidc.code_ttl", &raw.code_ttl);
         // The other durations' problems come after the section's own, as
@@ -1131,6 +1138,7 @@ impl Validator<'_> {
             self.optional_duration("oidc.refresh_token_ttl", &raw.refresh_token_ttl),
             self.optional_duration("oidc.offline_token_ttl", &raw.offline_token_ttl),
         ];
+        let device_code_ttl = self.optional_duration("oidc.device_code_ttl", &raw.device_code_ttl);
         let duration_problems: Vec<Problem> = self.problems.drain(before..).collect();
         let input = castellan_oidc::config::ProviderInput {
             code_ttl,
@@ -1139,6 +1147,8 @@ impl Validator<'_> {
             refresh_token_ttl: durations[2],
             offline_token_ttl: durations[3],
             pairwise_salt: value(raw.pairwise_salt),
+            dpop_nonce_secret: value(raw.dpop_nonce_secret),
+            device_code_ttl,
         };
         let provider =
             castellan_oidc::config::provider(input, clients.as_slice(), &mut self.warnings);
@@ -1155,6 +1165,8 @@ impl Validator<'_> {
             refresh_token_ttl: provider.refresh_token_ttl,
             offline_token_ttl: provider.offline_token_ttl,
             pairwise_salt: provider.pairwise_salt,
+            dpop_nonce_secret: provider.dpop_nonce_secret,
+            device_code_ttl: provider.device_code_ttl,
         }
     }
 
@@ -1306,6 +1318,9 @@ impl Validator<'_> {
                         resource_servers: list(entry.resource_servers),
                         mfa: value(entry.mfa.clone()),
                         consent,
+                        dpop_bound_access_tokens: value(entry.dpop_bound_access_tokens)
+                            .unwrap_or(false),
+                        token_exchange_from: list(entry.token_exchange_from),
                         keys: written.keys(),
                     };
                     if let Err(errors) = clients.add(input, &mut self.warnings) {

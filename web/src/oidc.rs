@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use castellan_oidc::dpop::Presentation;
 use castellan_oidc::{parameters, ClientAnswer, ErrorCode, OAuthError, ResponseMode, SignInError};
 use serde_json::Value;
 use std::net::IpAddr;
@@ -20,7 +21,7 @@ fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
         [
@@ -34,7 +35,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// An error at the token, introspection or revocation endpoint (RFC 6749 §5.2).
-fn oauth_error(state: &SharedState, e: &OAuthError) -> Response {
+pub(crate) fn oauth_error(state: &SharedState, e: &OAuthError) -> Response {
     if e.error == ErrorCode::TemporarilyUnavailable {
         Metrics::inc(&state.metrics.store_errors);
     }
@@ -80,7 +81,7 @@ fn to_client(state: &SharedState, answer: ClientAnswer) -> Response {
 }
 
 /// The `Authorization: Basic` credentials, after the scheme.
-fn basic(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn basic(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -261,28 +262,62 @@ pub async fn callback(State(state): State<SharedState>, RawQuery(query): RawQuer
 // ------------------------------------------------------------ token
 
 pub async fn token(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = match parameters(&body) {
-        Ok(params) => {
+    let dpop = dpop_proof(&headers);
+    let result = match (parameters(&body), dpop) {
+        (Ok(params), Ok(dpop)) => {
             state
                 .oidc
-                .token(&state.engine, basic(&headers), &params)
+                .token(&state.engine, basic(&headers), dpop, &params)
                 .await
         }
-        Err(e) => Err(e),
+        (Err(e), _) | (_, Err(e)) => Err(e),
     };
-    match result {
+    let mut response = match result {
         Ok(body) => {
             Metrics::inc(&state.metrics.oidc_tokens_issued);
             json_response(StatusCode::OK, body.to_string())
         }
         Err(e) => oauth_error(&state, &e),
+    };
+    if headers.contains_key(DPOP) {
+        add_dpop_nonce(&state, &mut response);
+    }
+    response
+}
+
+const DPOP: &str = "dpop";
+
+/// The request's one `DPoP` header (RFC 9449 §4.3: exactly one).
+fn dpop_proof(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
+    let mut all = headers.get_all(DPOP).iter();
+    match (all.next(), all.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| OAuthError::new(ErrorCode::InvalidDpopProof, "unreadable DPoP header")),
+        (Some(_), Some(_)) => Err(OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            "more than one DPoP header",
+        )),
+    }
+}
+
+/// RFC 9449 §8: the nonce the next proof must carry, when nonces are on.
+fn add_dpop_nonce(state: &SharedState, response: &mut Response) {
+    if let Some(v) = state
+        .oidc
+        .dpop_nonce()
+        .and_then(|n| HeaderValue::from_str(&n).ok())
+    {
+        response.headers_mut().insert("dpop-nonce", v);
     }
 }
 
 // ------------------------------------------------------------ userinfo
 
 pub async fn userinfo_get(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    userinfo(&state, &headers, None).await
+    userinfo(&state, &headers, None, "GET").await
 }
 
 pub async fn userinfo_post(
@@ -293,14 +328,36 @@ pub async fn userinfo_post(
     let form_token = parameters(&body)
         .ok()
         .and_then(|mut p| p.remove("access_token"));
-    userinfo(&state, &headers, form_token).await
+    userinfo(&state, &headers, form_token, "POST").await
+}
+
+/// `Authorization: DPoP …` (RFC 9449 §7.1).
+fn dpop_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("dpop").then_some(token.trim())
 }
 
 async fn userinfo(
     state: &SharedState,
     headers: &HeaderMap,
     form_token: Option<String>,
+    method: &str,
 ) -> Response {
+    if let Some(token) = dpop_token(headers) {
+        let presentation = match dpop_proof(headers) {
+            Ok(proof) => Presentation::Dpop { proof, method },
+            Err(e) => return dpop_error(state, &e),
+        };
+        return match state
+            .oidc
+            .userinfo(&state.engine, token, presentation)
+            .await
+        {
+            Ok(claims) => json_response(StatusCode::OK, Value::Object(claims).to_string()),
+            Err(e) => dpop_error(state, &e),
+        };
+    }
     // RFC 6750 §2: in the header or the form, never both.
     let token = match (bearer(headers), form_token.as_deref()) {
         (Some(t), None) | (None, Some(t)) => t,
@@ -316,7 +373,11 @@ async fn userinfo(
             return r;
         }
     };
-    match state.oidc.userinfo(&state.engine, token).await {
+    match state
+        .oidc
+        .userinfo(&state.engine, token, Presentation::Bearer)
+        .await
+    {
         Ok(claims) => json_response(StatusCode::OK, Value::Object(claims).to_string()),
         Err(e)
             if matches!(
@@ -328,6 +389,36 @@ async fn userinfo(
         }
         Err(e) => oauth_error(state, &e),
     }
+}
+
+/// An error at a resource endpoint for a DPoP request (RFC 9449 §7.1):
+/// a `DPoP` challenge, with a fresh nonce when the proof lacked one.
+fn dpop_error(state: &SharedState, e: &OAuthError) -> Response {
+    if !matches!(
+        e.error,
+        ErrorCode::InvalidToken
+            | ErrorCode::InsufficientScope
+            | ErrorCode::InvalidDpopProof
+            | ErrorCode::UseDpopNonce
+    ) {
+        return oauth_error(state, e);
+    }
+    let status = match e.error {
+        ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    let challenge = format!(
+        "DPoP error=\"{}\", error_description=\"{}\", algs=\"{}\"",
+        e.error.as_str(),
+        e.error_description.replace(['"', '\\'], "'"),
+        castellan_oidc::dpop::ALGORITHMS.join(" ")
+    );
+    let mut response = json_response(status, e.to_json());
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    add_dpop_nonce(state, &mut response);
+    response
 }
 
 // ------------------------------------------------------------ introspection, revocation

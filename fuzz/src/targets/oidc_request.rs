@@ -27,12 +27,16 @@ fn client(id: &str, secret: Option<&str>) -> OidcClient {
             authorization_code: true,
             refresh_token: true,
             client_credentials: secret.is_some(),
+            device_code: false,
+            token_exchange: false,
         },
         subject: Subject::Public,
         id_token_alg: Algorithm::RS256,
         access_token_alg: Algorithm::ES256,
         mfa: None,
         consent: None,
+        dpop_bound_access_tokens: false,
+        token_exchange_from: vec![],
     }
 }
 

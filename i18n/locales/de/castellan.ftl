@@ -179,3 +179,22 @@ consent-remembered = Ihre Entscheidung wird gespeichert; Sie werden erneut gefra
 consent-invalid-form = Das Zustimmungsformular konnte nicht verarbeitet werden.
 consent-declined-heading = Nichts wurde weitergegeben
 consent-declined-message = Sie haben die Weitergabe Ihrer Daten an { $name } abgelehnt. Sie wurden dort nicht angemeldet.
+
+## The device authorization grant (RFC 8628)
+device-title = Gerät verbinden
+device-heading = Gerät verbinden
+device-lead = Geben Sie den Code ein, den Ihr Gerät anzeigt.
+device-code-label = Code
+device-submit = Weiter
+device-unknown-code = Dieser Code ist unbekannt oder abgelaufen. Prüfen Sie ihn auf Ihrem Gerät oder beginnen Sie dort neu.
+device-throttled = Von hier wurden zu viele falsche Codes eingegeben. Warten Sie einige Minuten und versuchen Sie es dann erneut.
+device-confirm-heading = Dieses Gerät zulassen?
+device-confirm-lead = { $name } möchte auf einem Gerät in Ihrem Namen ({ $user }) handeln.
+device-confirm-scopes = Angefragter Zugriff:
+device-confirm-hint = Lassen Sie es nur zu, wenn Sie dies gerade auf einem eigenen Gerät begonnen haben.
+device-approve = Zulassen
+device-deny = Ablehnen
+device-approved-heading = Gerät verbunden
+device-approved-message = Sie können zu Ihrem Gerät zurückkehren; es fährt von selbst fort.
+device-denied-heading = Gerät nicht verbunden
+device-denied-message = Das Gerät wurde abgelehnt. Es wurde nichts weitergegeben.

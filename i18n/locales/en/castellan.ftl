@@ -181,3 +181,22 @@ consent-remembered = Your decision is remembered; you will be asked again if the
 consent-invalid-form = The consent form could not be understood.
 consent-declined-heading = Nothing was shared
 consent-declined-message = You declined to share your information with { $name }. You were not signed in to it.
+
+## The device authorization grant (RFC 8628)
+device-title = Connect a device
+device-heading = Connect a device
+device-lead = Enter the code your device shows.
+device-code-label = Code
+device-submit = Continue
+device-unknown-code = This code is unknown or has expired. Check it on your device, or start again there.
+device-throttled = Too many wrong codes were typed from here. Wait a few minutes, then try again.
+device-confirm-heading = Allow this device?
+device-confirm-lead = { $name } asks to act as you ({ $user }) on a device.
+device-confirm-scopes = Access asked for:
+device-confirm-hint = Allow only if you started this on a device of your own just now.
+device-approve = Allow
+device-deny = Deny
+device-approved-heading = Device connected
+device-approved-message = You can go back to your device; it will continue by itself.
+device-denied-heading = Device not connected
+device-denied-message = The device was refused. Nothing was shared with it.

@@ -179,3 +179,22 @@ consent-remembered = Su decisión queda guardada; se le volverá a preguntar si 
 consent-invalid-form = No se pudo interpretar el formulario de consentimiento.
 consent-declined-heading = No se ha compartido nada
 consent-declined-message = Ha rechazado compartir su información con { $name }. No ha iniciado sesión en esa aplicación.
+
+## The device authorization grant (RFC 8628)
+device-title = Conectar un dispositivo
+device-heading = Conectar un dispositivo
+device-lead = Introduzca el código que muestra su dispositivo.
+device-code-label = Código
+device-submit = Continuar
+device-unknown-code = Este código es desconocido o ha caducado. Compruébelo en su dispositivo o vuelva a empezar allí.
+device-throttled = Se han introducido demasiados códigos erróneos desde aquí. Espere unos minutos y vuelva a intentarlo.
+device-confirm-heading = ¿Permitir este dispositivo?
+device-confirm-lead = { $name } solicita actuar en su nombre ({ $user }) en un dispositivo.
+device-confirm-scopes = Acceso solicitado:
+device-confirm-hint = Permítalo solo si acaba de iniciar esto en un dispositivo propio.
+device-approve = Permitir
+device-deny = Denegar
+device-approved-heading = Dispositivo conectado
+device-approved-message = Puede volver a su dispositivo; continuará por sí solo.
+device-denied-heading = Dispositivo no conectado
+device-denied-message = El dispositivo fue rechazado. No se ha compartido nada con él.

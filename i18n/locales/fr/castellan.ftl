@@ -179,3 +179,22 @@ consent-remembered = Votre décision est mémorisée ; elle vous sera redemandé
 consent-invalid-form = Le formulaire de consentement n'a pas pu être compris.
 consent-declined-heading = Rien n'a été partagé
 consent-declined-message = Vous avez refusé de partager vos informations avec { $name }. Vous n'y êtes pas connecté.
+
+## The device authorization grant (RFC 8628)
+device-title = Connecter un appareil
+device-heading = Connecter un appareil
+device-lead = Saisissez le code affiché par votre appareil.
+device-code-label = Code
+device-submit = Continuer
+device-unknown-code = Ce code est inconnu ou a expiré. Vérifiez-le sur votre appareil, ou recommencez depuis celui-ci.
+device-throttled = Trop de codes erronés ont été saisis depuis cet endroit. Patientez quelques minutes, puis réessayez.
+device-confirm-heading = Autoriser cet appareil ?
+device-confirm-lead = { $name } demande à agir en votre nom ({ $user }) sur un appareil.
+device-confirm-scopes = Accès demandé :
+device-confirm-hint = N'autorisez que si vous venez de lancer cette demande sur un appareil qui vous appartient.
+device-approve = Autoriser
+device-deny = Refuser
+device-approved-heading = Appareil connecté
+device-approved-message = Vous pouvez revenir à votre appareil ; il continuera de lui-même.
+device-denied-heading = Appareil non connecté
+device-denied-message = L'appareil a été refusé. Rien ne lui a été transmis.

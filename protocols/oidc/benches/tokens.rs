@@ -18,6 +18,8 @@ fn claims() -> AccessTokenClaims {
         scope: "openid profile email".into(),
         auth_time: Some(1_764_000_000),
         grant: Some("G-1-0123456789abcdefghijklmnopqrstuv".into()),
+        cnf: None,
+        act: None,
     }
 }
 

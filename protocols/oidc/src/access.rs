@@ -5,7 +5,9 @@
 //! revoked, and its grant (none for client_credentials) still exists and,
 //! without offline_access, its SSO session is still live.
 
+use crate::dpop::Presentation;
 use crate::error::{ErrorCode, OAuthError};
+use crate::grants::token_type;
 use crate::parameters::{required, MAX_TOKEN_LEN};
 use crate::provider::Provider;
 use crate::records::{grant_key, refresh_key, revoked_key, Grant, RefreshRecord};
@@ -16,7 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Why a presented access token is not good.
-enum Inactive {
+pub(crate) enum Inactive {
     Invalid(String),
     Unavailable(OAuthError),
 }
@@ -24,7 +26,7 @@ enum Inactive {
 impl Provider {
     /// A valid, unexpired, unrevoked access token, with its grant (none for
     /// client_credentials).
-    async fn active_access_token(
+    pub(crate) async fn active_access_token(
         &self,
         engine: &Engine,
         token: &str,
@@ -68,13 +70,15 @@ impl Provider {
         Ok((claims, grant))
     }
 
-    /// `/oidc/userinfo` for a bearer token: the user's claims. Its errors
-    /// are `invalid_token` and `insufficient_scope` (RFC 6750 §3.1), or
-    /// the store's `temporarily_unavailable`.
+    /// `/oidc/userinfo` for a bearer or DPoP-bound token (`method`: the
+    /// request's): the user's claims. Its errors are `invalid_token` and
+    /// `insufficient_scope` (RFC 6750 §3.1), the DPoP ones (RFC 9449 §7.1),
+    /// or the store's `temporarily_unavailable`.
     pub async fn userinfo(
         &self,
         engine: &Engine,
         token: &str,
+        presentation: Presentation<'_>,
     ) -> Result<Map<String, Value>, OAuthError> {
         let (claims, grant) = match self.active_access_token(engine, token).await {
             Ok(x) => x,
@@ -83,6 +87,14 @@ impl Provider {
             }
             Err(Inactive::Unavailable(e)) => return Err(e),
         };
+        self.check_presentation(
+            engine,
+            token,
+            claims.cnf.as_ref(),
+            presentation,
+            "/userinfo",
+        )
+        .await?;
         let Some(grant) = grant.filter(|_| claims.scopes().any(|s| s == "openid")) else {
             return Err(OAuthError::new(
                 ErrorCode::InsufficientScope,
@@ -128,18 +140,27 @@ impl Provider {
                 tracing::warn!(caller = %caller.client_id, owner = %c.client_id, "introspection of another client's token refused");
                 json!({"active": false})
             }
-            Ok((c, _)) => json!({
-                "active": true,
-                "iss": c.iss,
-                "sub": c.sub,
-                "aud": c.aud,
-                "client_id": c.client_id,
-                "scope": c.scope,
-                "exp": c.exp,
-                "iat": c.iat,
-                "jti": c.jti,
-                "token_type": "Bearer",
-            }),
+            Ok((c, _)) => {
+                let mut body = json!({
+                    "active": true,
+                    "iss": c.iss,
+                    "sub": c.sub,
+                    "aud": c.aud,
+                    "client_id": c.client_id,
+                    "scope": c.scope,
+                    "exp": c.exp,
+                    "iat": c.iat,
+                    "jti": c.jti,
+                    "token_type": token_type(c.cnf.as_ref().map(|c| c.jkt.as_str())),
+                });
+                if let Some(cnf) = &c.cnf {
+                    body["cnf"] = json!({ "jkt": cnf.jkt });
+                }
+                if let Some(act) = &c.act {
+                    body["act"] = act.clone();
+                }
+                body
+            }
             Err(Inactive::Invalid(_)) => json!({"active": false}),
             Err(Inactive::Unavailable(e)) => return Err(e),
         })
@@ -153,8 +174,10 @@ impl Provider {
     ) -> Result<Value, OAuthError> {
         let inactive = json!({"active": false});
         let records = self.records(engine.store().as_ref());
-        let Some(RefreshRecord::Live(t)) =
-            records.get::<RefreshRecord>(&refresh_key(token)).await?
+        let Some((t, bound_to)) = records
+            .get::<RefreshRecord>(&refresh_key(token))
+            .await?
+            .and_then(RefreshRecord::live)
         else {
             return Ok(inactive);
         };
@@ -173,14 +196,18 @@ impl Provider {
             .get(&t.client_id)
             .map(|c| subject(c, &grant.principal_id, &self.settings.pairwise_salt))
             .unwrap_or_default();
-        Ok(json!({
+        let mut body = json!({
             "active": true,
             "iss": self.issuer,
             "sub": sub,
             "client_id": t.client_id,
             "scope": t.scopes.join(" "),
             "token_type": "refresh_token",
-        }))
+        });
+        if let Some(jkt) = bound_to {
+            body["cnf"] = json!({ "jkt": jkt });
+        }
+        Ok(body)
     }
 
     /// `/oidc/revoke` (RFC 7009): a refresh token takes its whole grant
@@ -197,10 +224,11 @@ impl Provider {
         let store = engine.store();
         if token.starts_with("RT-") {
             let key = refresh_key(token);
-            if let Some(RefreshRecord::Live(t)) = self
+            if let Some((t, _)) = self
                 .records(store.as_ref())
                 .get::<RefreshRecord>(&key)
                 .await?
+                .and_then(RefreshRecord::live)
             {
                 if t.client_id != client.client_id {
                     return Err(OAuthError::new(

@@ -13,6 +13,10 @@ pub struct GrantTypes {
     pub authorization_code: bool,
     pub refresh_token: bool,
     pub client_credentials: bool,
+    /// RFC 8628.
+    pub device_code: bool,
+    /// RFC 8693.
+    pub token_exchange: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,10 @@ pub struct OidcClient {
     pub mfa: Option<castellan_core::MfaPolicy>,
     /// Attribute release consent asked of users, remembered this long.
     pub consent: Option<std::time::Duration>,
+    /// RFC 9449 §5.2: every token request must carry a DPoP proof.
+    pub dpop_bound_access_tokens: bool,
+    /// RFC 8693: the clients whose access tokens this one may exchange.
+    pub token_exchange_from: Vec<String>,
 }
 
 impl OidcClient {
@@ -198,6 +206,8 @@ pub(crate) mod tests {
                 authorization_code: true,
                 refresh_token: true,
                 client_credentials: secret.is_some(),
+                device_code: false,
+                token_exchange: false,
             },
             subject: Subject::Public,
             id_token_alg: Algorithm::RS256,
@@ -205,6 +215,8 @@ pub(crate) mod tests {
             resource_servers: vec![],
             mfa: None,
             consent: None,
+            dpop_bound_access_tokens: false,
+            token_exchange_from: vec![],
         }
     }
 

@@ -31,6 +31,8 @@ pub const KEYS: &[&str] = &[
     "access_token_signing_alg",
     "resource_servers",
     "mfa",
+    "dpop_bound_access_tokens",
+    "token_exchange_from",
 ];
 
 /// The CAS service's keys, refused with a message of their own: the one
@@ -66,6 +68,10 @@ pub struct ClientInput {
     /// Attribute release consent, remembered this long (read by the
     /// caller, common to every protocol).
     pub consent: Option<std::time::Duration>,
+    /// RFC 9449: token requests must carry a DPoP proof.
+    pub dpop_bound_access_tokens: bool,
+    /// RFC 8693: client_ids whose access tokens this client may exchange.
+    pub token_exchange_from: Vec<String>,
     /// Every key written in the entry, for the check that each belongs to an
     /// OIDC client.
     pub keys: Vec<String>,
@@ -87,7 +93,9 @@ pub enum ClientConfigError {
     BadUri { name: String, uri: String },
     #[error("services.grant_types: client_credentials needs a client_secret")]
     ClientCredentialsWithoutSecret,
-    #[error("services.grant_types: {0:?} is not authorization_code, refresh_token or client_credentials")]
+    #[error("services.grant_types: token exchange needs a client_secret")]
+    TokenExchangeWithoutSecret,
+    #[error("services.grant_types: {0:?} is not authorization_code, refresh_token, client_credentials, urn:ietf:params:oauth:grant-type:device_code or urn:ietf:params:oauth:grant-type:token-exchange")]
     UnknownGrantType(String),
     #[error("services.subject: {0:?} is not \"public\" or \"pairwise\"")]
     BadSubject(String),
@@ -105,7 +113,9 @@ impl ClientConfigError {
         use ClientConfigError::*;
         match self {
             ForeignKey { key, .. } => Some(key),
-            ClientCredentialsWithoutSecret | UnknownGrantType(_) => Some("grant_types"),
+            ClientCredentialsWithoutSecret | TokenExchangeWithoutSecret | UnknownGrantType(_) => {
+                Some("grant_types")
+            }
             BadSubject(_) => Some("subject"),
             BadMfa(_) => Some("mfa"),
             BadAlgorithm { key, .. } => Some(key),
@@ -210,12 +220,16 @@ pub fn client(
             authorization_code: true,
             refresh_token: true,
             client_credentials: confidential,
+            device_code: false,
+            token_exchange: false,
         },
         Some(list) => {
             let mut g = GrantTypes {
                 authorization_code: false,
                 refresh_token: false,
                 client_credentials: false,
+                device_code: false,
+                token_exchange: false,
             };
             for t in list {
                 match t.as_str() {
@@ -223,6 +237,9 @@ pub fn client(
                     "refresh_token" => g.refresh_token = true,
                     "client_credentials" if confidential => g.client_credentials = true,
                     "client_credentials" => problems.push(ClientCredentialsWithoutSecret),
+                    crate::device::GRANT_TYPE => g.device_code = true,
+                    crate::exchange::GRANT_TYPE if confidential => g.token_exchange = true,
+                    crate::exchange::GRANT_TYPE => problems.push(TokenExchangeWithoutSecret),
                     other => problems.push(UnknownGrantType(other.to_owned())),
                 }
             }
@@ -292,6 +309,8 @@ pub fn client(
         resource_servers: input.resource_servers,
         mfa,
         consent: input.consent,
+        dpop_bound_access_tokens: input.dpop_bound_access_tokens,
+        token_exchange_from: input.token_exchange_from,
     })
 }
 
@@ -305,6 +324,9 @@ pub struct ProviderInput {
     pub offline_token_ttl: Option<Duration>,
     /// Secret mixed into pairwise subjects; required when a client uses them.
     pub pairwise_salt: Option<String>,
+    /// When set, DPoP proofs must carry a server nonce derived from it.
+    pub dpop_nonce_secret: Option<String>,
+    pub device_code_ttl: Option<Duration>,
 }
 
 /// The `[oidc]` section, checked, with its defaults.
@@ -316,6 +338,8 @@ pub struct ProviderConfig {
     pub refresh_token_ttl: Duration,
     pub offline_token_ttl: Duration,
     pub pairwise_salt: String,
+    pub dpop_nonce_secret: Option<String>,
+    pub device_code_ttl: Duration,
 }
 
 impl Default for ProviderConfig {
@@ -327,6 +351,8 @@ impl Default for ProviderConfig {
             refresh_token_ttl: Duration::from_secs(8 * 3600),
             offline_token_ttl: Duration::from_secs(30 * 86_400),
             pairwise_salt: String::new(),
+            dpop_nonce_secret: None,
+            device_code_ttl: crate::device::DEVICE_CODE_TTL,
         }
     }
 }
@@ -343,6 +369,8 @@ pub enum ProviderConfigError {
     ShortPairwiseSalt,
     #[error("a client uses subject = \"pairwise\": set oidc.pairwise_salt (a secret shared by every node)")]
     MissingPairwiseSalt,
+    #[error("oidc.dpop_nonce_secret: use at least 32 random characters")]
+    ShortDpopNonceSecret,
 }
 
 impl ProviderConfigError {
@@ -353,6 +381,7 @@ impl ProviderConfigError {
             ProviderConfigError::CodeTtlTooLong => Some("code_ttl"),
             ProviderConfigError::ShortPairwiseSalt => Some("pairwise_salt"),
             ProviderConfigError::MissingPairwiseSalt => None,
+            ProviderConfigError::ShortDpopNonceSecret => Some("dpop_nonce_secret"),
         }
     }
 }
@@ -395,6 +424,13 @@ pub fn provider(
             String::new()
         }
     };
+    if input
+        .dpop_nonce_secret
+        .as_ref()
+        .is_some_and(|s| s.len() < 32)
+    {
+        problems.push(ProviderConfigError::ShortDpopNonceSecret);
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -410,6 +446,8 @@ pub fn provider(
             .offline_token_ttl
             .unwrap_or(defaults.offline_token_ttl),
         pairwise_salt,
+        dpop_nonce_secret: input.dpop_nonce_secret,
+        device_code_ttl: input.device_code_ttl.unwrap_or(defaults.device_code_ttl),
     })
 }
 

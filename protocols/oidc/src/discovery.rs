@@ -34,6 +34,8 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
         authorization_response_iss_parameter_supported: bool,
         request_parameter_supported: bool,
         request_uri_parameter_supported: bool,
+        dpop_signing_alg_values_supported: Vec<String>,
+        device_authorization_endpoint: String,
     }
     impl AdditionalProviderMetadata for Extra {}
     type Metadata = ProviderMetadata<
@@ -79,6 +81,11 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
             authorization_response_iss_parameter_supported: true,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,
+            dpop_signing_alg_values_supported: crate::dpop::ALGORITHMS
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect(),
+            device_authorization_endpoint: format!("{issuer}/device_authorization"),
         },
     )
     .set_token_endpoint(Some(TokenUrl::new(format!("{issuer}/token"))?))
@@ -97,6 +104,8 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
         CoreGrantType::AuthorizationCode,
         CoreGrantType::RefreshToken,
         CoreGrantType::ClientCredentials,
+        CoreGrantType::DeviceCode,
+        CoreGrantType::Extension(crate::exchange::GRANT_TYPE.to_owned()),
     ]))
     .set_token_endpoint_auth_methods_supported(Some(vec![
         CoreClientAuthMethod::ClientSecretBasic,

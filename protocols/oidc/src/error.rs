@@ -24,6 +24,15 @@ pub enum ErrorCode {
     RequestUriNotSupported,
     InvalidToken,
     InsufficientScope,
+    /// RFC 9449 §12.2.
+    InvalidDpopProof,
+    UseDpopNonce,
+    /// RFC 8628 §3.5.
+    AuthorizationPending,
+    SlowDown,
+    ExpiredToken,
+    /// RFC 8693 §2.2.2.
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -47,6 +56,12 @@ impl ErrorCode {
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InsufficientScope => "insufficient_scope",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
+            ErrorCode::InvalidTarget => "invalid_target",
         }
     }
 

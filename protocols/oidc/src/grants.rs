@@ -46,18 +46,27 @@ impl Provider {
             })
     }
 
-    /// `/oidc/token`: the JSON body of a successful token response.
+    /// `/oidc/token`: the JSON body of a successful token response. `dpop`
+    /// is the request's `DPoP` header (RFC 9449): the tokens are bound to
+    /// its key.
     pub async fn token(
         &self,
         engine: &Engine,
         basic: Option<&str>,
+        dpop: Option<&str>,
         params: &HashMap<String, String>,
     ) -> Result<Value, OAuthError> {
         let client = self.authenticate_client(basic, params)?;
+        let jkt = self.token_binding(engine, client, dpop).await?;
+        let jkt = jkt.as_deref();
         match params.get("grant_type").map(String::as_str) {
-            Some("authorization_code") => self.code_grant(engine, client, params).await,
-            Some("refresh_token") => self.refresh_grant(engine, client, params).await,
-            Some("client_credentials") => self.client_credentials_grant(client, params),
+            Some("authorization_code") => self.code_grant(engine, client, params, jkt).await,
+            Some("refresh_token") => self.refresh_grant(engine, client, params, jkt).await,
+            Some("client_credentials") => self.client_credentials_grant(client, params, jkt),
+            Some(crate::device::GRANT_TYPE) => self.device_grant(engine, client, params, jkt).await,
+            Some(crate::exchange::GRANT_TYPE) => {
+                self.exchange_grant(engine, client, params, jkt).await
+            }
             None => Err(OAuthError::invalid_request("grant_type is missing")),
             Some(other) => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
@@ -79,6 +88,7 @@ impl Provider {
         engine: &Engine,
         client: &OidcClient,
         params: &HashMap<String, String>,
+        jkt: Option<&str>,
     ) -> Result<Value, OAuthError> {
         if !client.grant_types.authorization_code {
             return Err(OAuthError::new(
@@ -139,6 +149,7 @@ impl Provider {
             code.grant,
             &code.grant_id,
             code.nonce.as_deref(),
+            jkt,
         )
         .await
     }
@@ -154,13 +165,14 @@ impl Provider {
 
     /// Stores the grant and issues its tokens: an access token, a refresh
     /// token (when the client may refresh) and an ID token (scope openid).
-    async fn issue(
+    pub(crate) async fn issue(
         &self,
         engine: &Engine,
         client: &OidcClient,
         grant: Grant,
         grant_id: &str,
         nonce: Option<&str>,
+        jkt: Option<&str>,
     ) -> Result<Value, OAuthError> {
         let keys = self.keys()?;
         let records = self.records(engine.store().as_ref());
@@ -175,10 +187,11 @@ impl Provider {
             &scope,
             Some(grant_id),
             Some(grant.auth_time),
+            jkt,
         )?;
         let mut body = json!({
             "access_token": access_token,
-            "token_type": "Bearer",
+            "token_type": token_type(jkt),
             "expires_in": self.settings.access_token_ttl.as_secs(),
             "scope": scope,
         });
@@ -187,11 +200,14 @@ impl Provider {
             records
                 .put(
                     &refresh_key(&refresh),
-                    &RefreshRecord::Live(RefreshToken {
-                        grant_id: grant_id.to_owned(),
-                        client_id: client.client_id.clone(),
-                        scopes: grant.scopes.clone(),
-                    }),
+                    &RefreshRecord::new(
+                        RefreshToken {
+                            grant_id: grant_id.to_owned(),
+                            client_id: client.client_id.clone(),
+                            scopes: grant.scopes.clone(),
+                        },
+                        refresh_binding(client, jkt),
+                    ),
                     ttl,
                 )
                 .await?;
@@ -219,8 +235,10 @@ impl Provider {
         Ok(body)
     }
 
-    /// An RFC 9068 access token, bound to its grant when it has one.
-    fn access_token(
+    /// An RFC 9068 access token, bound to its grant when it has one, and to
+    /// a DPoP key (`jkt`) when the request proved one.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn access_token(
         &self,
         keys: &Keyring,
         client: &OidcClient,
@@ -228,6 +246,7 @@ impl Provider {
         scope: &str,
         grant_id: Option<&str>,
         auth_time: Option<u64>,
+        jkt: Option<&str>,
     ) -> Result<String, OAuthError> {
         let now = self.now();
         let claims = AccessTokenClaims {
@@ -241,6 +260,10 @@ impl Provider {
             scope: scope.to_owned(),
             auth_time,
             grant: grant_id.map(str::to_owned),
+            cnf: jkt.map(|jkt| crate::dpop::Confirmation {
+                jkt: jkt.to_owned(),
+            }),
+            act: None,
         };
         sign(keys, client.access_token_alg, ACCESS_TOKEN_TYPE, &claims).map_err(|e| {
             tracing::error!(error = %e, "access token signing failed");
@@ -253,6 +276,7 @@ impl Provider {
         engine: &Engine,
         client: &OidcClient,
         params: &HashMap<String, String>,
+        jkt: Option<&str>,
     ) -> Result<Value, OAuthError> {
         if !client.grant_types.refresh_token {
             return Err(OAuthError::new(
@@ -262,7 +286,7 @@ impl Provider {
         }
         let presented = required(params, "refresh_token")?;
         let records = self.records(engine.store().as_ref());
-        let token = match records.redeem_refresh(presented).await? {
+        let (token, bound_to) = match records.redeem_refresh(presented).await? {
             Redemption::First(t) => t,
             Redemption::Unknown => {
                 return Err(OAuthError::invalid_grant(
@@ -281,6 +305,10 @@ impl Provider {
             return Err(OAuthError::invalid_grant(
                 "the refresh token was issued to another client",
             ));
+        }
+        if let Some(bound_to) = bound_to {
+            self.check_refresh_binding(engine, presented, token.clone(), bound_to, jkt)
+                .await?;
         }
         let Some(grant) = records.get::<Grant>(&grant_key(&token.grant_id)).await? else {
             return Err(OAuthError::invalid_grant(
@@ -303,23 +331,27 @@ impl Provider {
             &scope,
             Some(&token.grant_id),
             Some(grant.auth_time),
+            jkt,
         )?;
         let refresh = new_ticket_id("RT");
         records
             .put(
                 &refresh_key(&refresh),
-                &RefreshRecord::Live(RefreshToken {
-                    grant_id: token.grant_id.clone(),
-                    client_id: client.client_id.clone(),
-                    // A narrowed refresh keeps the original grant for later.
-                    scopes: token.scopes,
-                }),
+                &RefreshRecord::new(
+                    RefreshToken {
+                        grant_id: token.grant_id.clone(),
+                        client_id: client.client_id.clone(),
+                        // A narrowed refresh keeps the original grant for later.
+                        scopes: token.scopes,
+                    },
+                    refresh_binding(client, jkt),
+                ),
                 self.grant_ttl(&grant),
             )
             .await?;
         Ok(json!({
             "access_token": access_token,
-            "token_type": "Bearer",
+            "token_type": token_type(jkt),
             "expires_in": self.settings.access_token_ttl.as_secs(),
             "refresh_token": refresh,
             "scope": scope,
@@ -330,6 +362,7 @@ impl Provider {
         &self,
         client: &OidcClient,
         params: &HashMap<String, String>,
+        jkt: Option<&str>,
     ) -> Result<Value, OAuthError> {
         if client.is_public() || !client.grant_types.client_credentials {
             return Err(OAuthError::new(
@@ -346,10 +379,10 @@ impl Provider {
         let scopes = narrow_scopes(params, &allowed)?;
         let keys = self.keys()?;
         let scope = scopes.join(" ");
-        let token = self.access_token(&keys, client, &client.client_id, &scope, None, None)?;
+        let token = self.access_token(&keys, client, &client.client_id, &scope, None, None, jkt)?;
         Ok(json!({
             "access_token": token,
-            "token_type": "Bearer",
+            "token_type": token_type(jkt),
             "expires_in": self.settings.access_token_ttl.as_secs(),
             "scope": scope,
         }))
@@ -357,7 +390,7 @@ impl Provider {
 }
 
 /// Requested scopes: a subset of `allowed`; none requested means all of them.
-fn narrow_scopes(
+pub(crate) fn narrow_scopes(
     params: &HashMap<String, String>,
     allowed: &[String],
 ) -> Result<Vec<String>, OAuthError> {
@@ -379,4 +412,19 @@ fn narrow_scopes(
             Ok(scopes)
         }
     }
+}
+
+/// RFC 9449 §5: `DPoP` for tokens bound to a key.
+pub(crate) fn token_type(jkt: Option<&str>) -> &'static str {
+    if jkt.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
+}
+
+/// RFC 9449 §5: a public client's refresh tokens are bound to its DPoP key;
+/// a confidential client's are bound by its authentication already.
+fn refresh_binding(client: &OidcClient, jkt: Option<&str>) -> Option<String> {
+    jkt.filter(|_| client.is_public()).map(str::to_owned)
 }

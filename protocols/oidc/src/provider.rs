@@ -25,6 +25,10 @@ pub struct OidcSettings {
     pub refresh_token_ttl: Duration,
     pub offline_token_ttl: Duration,
     pub pairwise_salt: String,
+    /// DPoP server nonces (RFC 9449 §8) are required when set.
+    pub dpop_nonce_secret: Option<String>,
+    /// How long a device code waits for its user (RFC 8628 `expires_in`).
+    pub device_code_ttl: Duration,
 }
 
 pub struct Provider {
@@ -38,6 +42,7 @@ pub struct Provider {
     discovery: String,
     keys: KeyCell,
     clock: Arc<dyn Clock>,
+    pub(crate) dpop_nonces: Option<crate::dpop::Nonces>,
 }
 
 impl Provider {
@@ -53,6 +58,10 @@ impl Provider {
             discovery: discovery::document(&issuer)?,
             callbacks: CallbackUrls::new(format!("{issuer}/callback?client_id=")),
             issuer,
+            dpop_nonces: settings
+                .dpop_nonce_secret
+                .as_deref()
+                .map(|s| crate::dpop::Nonces::new(s.as_bytes())),
             settings,
             keys,
             clock,

@@ -124,6 +124,34 @@ pub struct RefreshToken {
 pub enum RefreshRecord {
     Live(RefreshToken),
     Spent(Spent),
+    /// A public client's token bound to its DPoP key (RFC 9449 §5): a new
+    /// variant, so that the records of the release before read the same.
+    Bound(BoundRefresh),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoundRefresh {
+    pub token: RefreshToken,
+    /// The RFC 7638 thumbprint of the key.
+    pub jkt: String,
+}
+
+impl RefreshRecord {
+    /// A live token and the key it is bound to, if any.
+    pub fn live(self) -> Option<(RefreshToken, Option<String>)> {
+        match self {
+            RefreshRecord::Live(t) => Some((t, None)),
+            RefreshRecord::Bound(b) => Some((b.token, Some(b.jkt))),
+            RefreshRecord::Spent(_) => None,
+        }
+    }
+
+    pub fn new(token: RefreshToken, jkt: Option<String>) -> Self {
+        match jkt {
+            None => RefreshRecord::Live(token),
+            Some(jkt) => RefreshRecord::Bound(BoundRefresh { token, jkt }),
+        }
+    }
 }
 
 /// The outcome of presenting a one-time token.
@@ -187,14 +215,20 @@ impl Records<'_> {
         .map(|(r, _)| r)
     }
 
+    /// Redeems a refresh token: its content and the DPoP key it is bound
+    /// to, if any.
     pub async fn redeem_refresh(
         &self,
         token: &str,
-    ) -> Result<Redemption<RefreshToken>, StoreError> {
+    ) -> Result<Redemption<(RefreshToken, Option<String>)>, StoreError> {
         self.redeem(&refresh_key(token), |r: RefreshRecord| match r {
             RefreshRecord::Live(t) => {
                 let grant_id = t.grant_id.clone();
-                (Redemption::First(t), grant_id)
+                (Redemption::First((t, None)), grant_id)
+            }
+            RefreshRecord::Bound(b) => {
+                let grant_id = b.token.grant_id.clone();
+                (Redemption::First((b.token, Some(b.jkt))), grant_id)
             }
             RefreshRecord::Spent(s) => (
                 Redemption::Replay {
@@ -250,7 +284,7 @@ mod tests {
         .unwrap();
         match decode::<RefreshRecord>(&bytes).unwrap() {
             RefreshRecord::Spent(s) => assert_eq!(s.grant_id, "G"),
-            RefreshRecord::Live(_) => panic!("a marker decoded as a live token"),
+            _ => panic!("a marker decoded as a live token"),
         }
     }
 

@@ -80,6 +80,8 @@ fn fixture() -> Fixture {
         refresh_token_ttl: Duration::from_secs(3600),
         offline_token_ttl: Duration::from_secs(86400),
         pairwise_salt: "salt".into(),
+        dpop_nonce_secret: None,
+        device_code_ttl: Duration::from_secs(600),
     };
     let provider =
         Arc::new(Provider::new(settings, &format!("{PUBLIC_URL}/"), keys, clock.clone()).unwrap());
@@ -177,7 +179,7 @@ impl Fixture {
         let mut form = params(form);
         form.insert("client_id".into(), client_id.into());
         form.insert("client_secret".into(), SECRET.into());
-        self.provider.token(&self.engine, None, &form).await
+        self.provider.token(&self.engine, None, None, &form).await
     }
 
     async fn redeem(&self, client_id: &str, code: &str) -> Result<Value, OAuthError> {
@@ -205,7 +207,9 @@ impl Fixture {
 
     async fn userinfo(&self, tokens: &Value) -> Result<Map<String, Value>, OAuthError> {
         let at = tokens["access_token"].as_str().unwrap();
-        self.provider.userinfo(&self.engine, at).await
+        self.provider
+            .userinfo(&self.engine, at, crate::dpop::Presentation::Bearer)
+            .await
     }
 
     async fn introspect(&self, token: &str) -> Value {
@@ -808,4 +812,195 @@ fn test_client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .build()
         .unwrap()
+}
+
+/// RFC 9449: a proof at the token endpoint binds the access token
+/// (`token_type` DPoP, `cnf.jkt`); userinfo then wants a proof of that key
+/// and refuses the token as a bearer token; a proof is good once.
+#[tokio::test]
+async fn dpop_proofs_bind_access_tokens() {
+    use crate::dpop::tests::Holder;
+    use crate::dpop::{access_token_hash, Presentation};
+    let fx = fixture();
+    let session = fx.session().await;
+    let code = fx.code(&session, "rp", "openid email").await;
+    let holder = Holder::new();
+    let now = SystemClock.now() / 1000;
+    let token_url = format!("{ISSUER}/token");
+    let proof = holder.proof("POST", &token_url, now, json!({}));
+    let mut form = params(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("client_id", "rp"),
+        ("client_secret", SECRET),
+    ]);
+    let tokens = fx
+        .provider
+        .token(&fx.engine, None, Some(&proof), &form)
+        .await
+        .unwrap();
+    assert_eq!(tokens["token_type"], "DPoP");
+    let at = str_of(&tokens, "access_token");
+    assert_eq!(payload(at)["cnf"], json!({ "jkt": holder.jkt() }));
+    let introspected = fx.introspect(at).await;
+    assert_eq!(introspected["token_type"], "DPoP");
+    assert_eq!(introspected["cnf"]["jkt"], holder.jkt());
+
+    // The same proof again, for a refresh: refused as a replay.
+    form = params(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", str_of(&tokens, "refresh_token")),
+        ("client_id", "rp"),
+        ("client_secret", SECRET),
+    ]);
+    let e = fx
+        .provider
+        .token(&fx.engine, None, Some(&proof), &form)
+        .await
+        .unwrap_err();
+    assert_eq!(e.error, ErrorCode::InvalidDpopProof);
+    assert!(e.error_description.contains("used before"));
+
+    // userinfo: a bearer presentation is refused; a proof of the key with
+    // `ath` is accepted; a proof of another key is not.
+    let e = fx.userinfo(&tokens).await.unwrap_err();
+    assert_eq!(e.error, ErrorCode::InvalidToken);
+    let userinfo_url = format!("{ISSUER}/userinfo");
+    let ath = json!({ "ath": access_token_hash(at) });
+    let other = Holder::new().proof("GET", &userinfo_url, now, ath.clone());
+    let e = fx
+        .provider
+        .userinfo(
+            &fx.engine,
+            at,
+            Presentation::Dpop {
+                proof: Some(&other),
+                method: "GET",
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.error, ErrorCode::InvalidDpopProof);
+    let good = holder.proof("GET", &userinfo_url, now, ath);
+    let claims = fx
+        .provider
+        .userinfo(
+            &fx.engine,
+            at,
+            Presentation::Dpop {
+                proof: Some(&good),
+                method: "GET",
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims["email"], "alice@example.org");
+}
+
+/// RFC 8628: a device polls (pending, slow_down when too early), the user
+/// signs in and confirms, the device gets its tokens once; an unanswered
+/// code expires.
+#[tokio::test]
+async fn the_device_grant_polls_until_the_user_confirms() {
+    let mut clients = clients();
+    clients[0].grant_types.device_code = true;
+    let fx = fixture();
+    let provider = Provider::new(
+        OidcSettings {
+            clients,
+            ..fx.provider.settings().clone()
+        },
+        PUBLIC_URL,
+        fx.provider.signing_keys().clone(),
+        fx.clock.clone(),
+    )
+    .unwrap();
+    let auth = [("client_id", "rp"), ("client_secret", SECRET)];
+    let start = || async {
+        let mut form = params(&auth);
+        form.insert("scope".into(), "openid email".into());
+        provider
+            .device_authorization(&fx.engine, None, &form, None)
+            .await
+            .unwrap()
+    };
+    let poll = |device_code: String| {
+        let provider = &provider;
+        let engine = &fx.engine;
+        async move {
+            let mut form = params(&auth);
+            form.insert("grant_type".into(), crate::device::GRANT_TYPE.into());
+            form.insert("device_code".into(), device_code);
+            provider.token(engine, None, None, &form).await
+        }
+    };
+    let da = start().await;
+    let device_code = str_of(&da, "device_code").to_owned();
+    let user_code = str_of(&da, "user_code").to_owned();
+    assert_eq!(
+        poll(device_code.clone()).await.unwrap_err().error,
+        ErrorCode::AuthorizationPending
+    );
+    let e = poll(device_code.clone()).await.unwrap_err();
+    assert_eq!(e.error, ErrorCode::SlowDown);
+    assert!(e.error_description.contains("10 seconds"), "{e:?}");
+    fx.clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        poll(device_code.clone()).await.unwrap_err().error,
+        ErrorCode::AuthorizationPending
+    );
+
+    // The user: the code (as typed), the login, the confirmation.
+    let typed = user_code.replace('-', " ").to_lowercase();
+    let login = provider
+        .device_user_code(&fx.engine, &typed, None)
+        .await
+        .unwrap();
+    let session = fx.session().await;
+    let ticket = fx
+        .engine
+        .grant_service_ticket(&session, &login.service, true)
+        .await
+        .unwrap();
+    let (_, request) = provider.callbacks().parse(&login.service).unwrap();
+    assert!(crate::device::is_device_request(request));
+    let page = provider
+        .device_callback(&fx.engine, "rp", request, Some(&ticket.id), None)
+        .await
+        .unwrap();
+    assert_eq!(page.client_name, "rp");
+    assert_eq!(page.user, "alice");
+    // The user code is used up.
+    assert!(provider
+        .device_user_code(&fx.engine, &user_code, None)
+        .await
+        .is_err());
+    assert!(provider
+        .device_confirm(&fx.engine, &page.id, true)
+        .await
+        .unwrap());
+    // One-time confirmation.
+    assert!(provider
+        .device_confirm(&fx.engine, &page.id, false)
+        .await
+        .is_err());
+    fx.clock.advance(Duration::from_secs(11));
+    let tokens = poll(device_code.clone()).await.unwrap();
+    assert_eq!(payload(str_of(&tokens, "id_token"))["sub"], "alice");
+    assert_eq!(
+        poll(device_code).await.unwrap_err().error,
+        ErrorCode::InvalidGrant
+    );
+
+    // Unanswered: expired.
+    let da = start().await;
+    fx.clock.advance(Duration::from_secs(601));
+    assert_eq!(
+        poll(str_of(&da, "device_code").to_owned())
+            .await
+            .unwrap_err()
+            .error,
+        ErrorCode::ExpiredToken
+    );
 }

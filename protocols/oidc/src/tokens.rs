@@ -45,6 +45,12 @@ pub struct AccessTokenClaims {
     pub auth_time: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<String>,
+    /// The DPoP key the token is bound to (RFC 9449 §6.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<crate::dpop::Confirmation>,
+    /// Who acts for the subject, after a token exchange (RFC 8693 §4.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
 }
 
 impl AccessTokenClaims {
@@ -342,6 +348,8 @@ mod tests {
             scope: "openid profile".into(),
             auth_time: None,
             grant: Some("G".into()),
+            cnf: None,
+            act: None,
         }
     }
 

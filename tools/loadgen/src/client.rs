@@ -72,6 +72,8 @@ pub struct Conn {
     sender: Option<SendRequest<Full<Bytes>>>,
     /// TCP connections opened (1 when keep-alive held all along).
     pub connects: u64,
+    /// A `DPoP` header for the next request only.
+    pub dpop: Option<String>,
 }
 
 impl Conn {
@@ -82,6 +84,7 @@ impl Conn {
             host,
             sender: None,
             connects: 0,
+            dpop: None,
         }
     }
 
@@ -130,6 +133,9 @@ impl Conn {
             .header(HOST, self.host.clone());
         if let Some(c) = cookie {
             builder = builder.header(COOKIE, c);
+        }
+        if let Some(proof) = self.dpop.take() {
+            builder = builder.header("dpop", proof);
         }
         let body = match form {
             Some(f) => {

@@ -5,6 +5,7 @@
 
 mod ceiling;
 mod client;
+mod dpop;
 mod flows;
 mod oidc;
 mod startup;
@@ -180,6 +181,11 @@ struct OidcArgs {
     /// SAML mode: the SP's entityID and ACS URL (registered with the server).
     #[arg(long, default_value = "https://sp.example.org/shibboleth")]
     sp_entity: String,
+    /// Refresh and client-credentials modes: send a DPoP proof (RFC 9449,
+    /// ES256, a key per connection) for this token endpoint URL (the
+    /// server's issuer + /token) with every grant.
+    #[arg(long)]
+    dpop: Option<String>,
     #[arg(
         long,
         default_value = "https://sp.example.org/Shibboleth.sso/SAML2/POST"
@@ -644,9 +650,11 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
             args.acs.clone(),
         );
         let mut start_rx = start_rx.clone();
+        let dpop_htu = args.dpop.clone();
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new();
             let mut conn = Conn::new(target);
+            let mut prover = dpop_htu.as_deref().map(dpop::Prover::new);
             // Set up: an SSO session, and a grant to refresh.
             let mut cookie = String::new();
             let mut refresh = String::new();
@@ -686,6 +694,9 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
                 let t0 = Instant::now();
                 if t0 >= end {
                     break;
+                }
+                if let Some(p) = prover.as_mut() {
+                    conn.dpop = Some(p.proof());
                 }
                 let outcome = match mode {
                     OidcMode::ClientCredentials => {
