@@ -2,8 +2,8 @@
 
 use crate::state::SharedState;
 use crate::{
-    cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc, operations,
-    saml, second_step,
+    cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc, oidc_cors,
+    operations, saml, second_step,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -13,6 +13,10 @@ use axum::Router;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub fn router(state: SharedState) -> Router {
+    let cors = |endpoint| {
+        axum::middleware::from_fn_with_state((state.clone(), endpoint), oidc_cors::layer)
+    };
+    use castellan_oidc::cors::CorsEndpoint;
     let endpoints = Router::new()
         .route("/login", get(login::form).post(login::submit))
         .route("/login/mfa", post(second_step::submit))
@@ -34,23 +38,38 @@ pub fn router(state: SharedState) -> Router {
                 castellan_cas::saml11::MAX_REQUEST_BYTES,
             )),
         )
-        .route("/oidc/jwks", get(operations::jwks))
+        .route(
+            "/oidc/jwks",
+            get(operations::jwks).layer(cors(CorsEndpoint::Jwks)),
+        )
         .route(
             "/oidc/.well-known/openid-configuration",
-            get(oidc::configuration),
+            get(oidc::configuration).layer(cors(CorsEndpoint::Discovery)),
         )
         .route(
             "/oidc/authorize",
             get(oidc::authorize_get).post(oidc::authorize_post),
         )
         .route("/oidc/callback", get(oidc::callback))
-        .route("/oidc/token", post(oidc::token))
+        .route(
+            "/oidc/token",
+            post(oidc::token).layer(cors(CorsEndpoint::Token)),
+        )
+        .route(
+            "/oidc/par",
+            post(oidc::par).layer(cors(CorsEndpoint::PushedAuthorization)),
+        )
         .route(
             "/oidc/userinfo",
-            get(oidc::userinfo_get).post(oidc::userinfo_post),
+            get(oidc::userinfo_get)
+                .post(oidc::userinfo_post)
+                .layer(cors(CorsEndpoint::Userinfo)),
         )
         .route("/oidc/introspect", post(oidc::introspect))
-        .route("/oidc/revoke", post(oidc::revoke))
+        .route(
+            "/oidc/revoke",
+            post(oidc::revoke).layer(cors(CorsEndpoint::Revocation)),
+        )
         .route(
             "/oidc/logout",
             get(oidc::logout_get).post(oidc::logout_post),

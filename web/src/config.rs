@@ -274,6 +274,13 @@ pub struct ServiceEntry {
     pub id_token_signing_alg: Option<Spanned<String>>,
     pub access_token_signing_alg: Option<Spanned<String>>,
     pub resource_servers: Option<Spanned<Vec<String>>>,
+    pub token_endpoint_auth_method: Option<Spanned<String>>,
+    /// An inline JWK Set (JSON text).
+    pub jwks: Option<Spanned<String>>,
+    pub jwks_uri: Option<Spanned<String>>,
+    pub require_pushed_authorization_requests: Option<Spanned<bool>>,
+    pub allowed_origins: Option<Spanned<Vec<String>>>,
+    pub id_token_on_refresh: Option<Spanned<bool>>,
     // Any protocol: the login page's name and look for the service.
     pub theme: Option<Spanned<String>>,
     pub display_name: Option<Spanned<String>>,
@@ -335,6 +342,8 @@ impl ServiceEntry {
             grant_types, subject, id_token_signing_alg, access_token_signing_alg,
             resource_servers, sign, encrypt_assertions, attribute_name_format,
             require_signed_requests, metadata, name_id_format, mfa,
+            token_endpoint_auth_method, jwks, jwks_uri, require_pushed_authorization_requests,
+            allowed_origins, id_token_on_refresh,
         );
         w.0.insert(0, ("protocol", self.protocol.span()));
         w.0.insert(0, ("name", self.name.span()));
@@ -1306,6 +1315,14 @@ impl Validator<'_> {
                         resource_servers: list(entry.resource_servers),
                         mfa: value(entry.mfa.clone()),
                         consent,
+                        token_endpoint_auth_method: value(entry.token_endpoint_auth_method),
+                        jwks: value(entry.jwks),
+                        jwks_uri: value(entry.jwks_uri),
+                        require_pushed_authorization_requests: value(
+                            entry.require_pushed_authorization_requests,
+                        ),
+                        allowed_origins: list(entry.allowed_origins),
+                        id_token_on_refresh: value(entry.id_token_on_refresh),
                         keys: written.keys(),
                     };
                     if let Err(errors) = clients.add(input, &mut self.warnings) {

@@ -146,7 +146,6 @@ pub async fn configuration(State(state): State<SharedState>) -> Response {
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         state.oidc.discovery().to_owned(),
     )
@@ -275,6 +274,25 @@ pub async fn token(State(state): State<SharedState>, headers: HeaderMap, body: B
             Metrics::inc(&state.metrics.oidc_tokens_issued);
             json_response(StatusCode::OK, body.to_string())
         }
+        Err(e) => oauth_error(&state, &e),
+    }
+}
+
+// ------------------------------------------------------------ pushed authorization requests
+
+pub async fn par(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = match parameters(&body) {
+        Ok(params) => {
+            state
+                .oidc
+                .push_authorization_request(&state.engine, basic(&headers), &params)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        // RFC 9126 §2.2: 201 Created.
+        Ok(body) => json_response(StatusCode::CREATED, body.to_string()),
         Err(e) => oauth_error(&state, &e),
     }
 }

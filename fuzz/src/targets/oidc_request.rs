@@ -33,6 +33,10 @@ fn client(id: &str, secret: Option<&str>) -> OidcClient {
         access_token_alg: Algorithm::ES256,
         mfa: None,
         consent: None,
+        assertion_keys: None,
+        require_par: false,
+        allowed_origins: vec![],
+        id_token_on_refresh: false,
     }
 }
 

@@ -48,6 +48,14 @@ pub struct OidcClient {
     pub mfa: Option<castellan_core::MfaPolicy>,
     /// Attribute release consent asked of users, remembered this long.
     pub consent: Option<std::time::Duration>,
+    /// `private_key_jwt` (RFC 7523): the keys its assertions are signed with.
+    pub assertion_keys: Option<crate::client_assertion::ClientKeys>,
+    /// RFC 9126 §5: authorization requests only by `/oidc/par`.
+    pub require_par: bool,
+    /// Origins of browser apps beyond those of `redirect_uris` (CORS).
+    pub allowed_origins: Vec<String>,
+    /// An ID token in refresh responses too.
+    pub id_token_on_refresh: bool,
 }
 
 impl OidcClient {
@@ -57,8 +65,9 @@ impl OidcClient {
         self.client_id == caller || self.resource_servers.iter().any(|r| r == caller)
     }
 
+    /// A client without a secret or keys: one that cannot authenticate.
     pub fn is_public(&self) -> bool {
-        self.secret.is_none()
+        self.secret.is_none() && self.assertion_keys.is_none()
     }
 
     pub fn allows_redirect(&self, uri: &str) -> bool {
@@ -205,6 +214,10 @@ pub(crate) mod tests {
             resource_servers: vec![],
             mfa: None,
             consent: None,
+            assertion_keys: None,
+            require_par: false,
+            allowed_origins: vec![],
+            id_token_on_refresh: false,
         }
     }
 

@@ -34,6 +34,11 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
         authorization_response_iss_parameter_supported: bool,
         request_parameter_supported: bool,
         request_uri_parameter_supported: bool,
+        // private_key_jwt (RFC 7523), PAR (RFC 9126), claims (OIDC Core §5.5).
+        introspection_endpoint_auth_signing_alg_values_supported: Vec<String>,
+        revocation_endpoint_auth_signing_alg_values_supported: Vec<String>,
+        pushed_authorization_request_endpoint: String,
+        require_pushed_authorization_requests: bool,
     }
     impl AdditionalProviderMetadata for Extra {}
     type Metadata = ProviderMetadata<
@@ -53,7 +58,12 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
     let secret_methods = vec![
         "client_secret_basic".to_owned(),
         "client_secret_post".to_owned(),
+        "private_key_jwt".to_owned(),
     ];
+    let assertion_algs: Vec<String> = crate::client_assertion::ALGORITHMS
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
     let metadata = Metadata::new(
         IssuerUrl::new(issuer.to_owned())?,
         AuthUrl::new(format!("{issuer}/authorize"))?,
@@ -79,6 +89,10 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
             authorization_response_iss_parameter_supported: true,
             request_parameter_supported: false,
             request_uri_parameter_supported: false,
+            introspection_endpoint_auth_signing_alg_values_supported: assertion_algs.clone(),
+            revocation_endpoint_auth_signing_alg_values_supported: assertion_algs,
+            pushed_authorization_request_endpoint: format!("{issuer}/par"),
+            require_pushed_authorization_requests: false,
         },
     )
     .set_token_endpoint(Some(TokenUrl::new(format!("{issuer}/token"))?))
@@ -101,8 +115,15 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
     .set_token_endpoint_auth_methods_supported(Some(vec![
         CoreClientAuthMethod::ClientSecretBasic,
         CoreClientAuthMethod::ClientSecretPost,
+        CoreClientAuthMethod::PrivateKeyJwt,
         CoreClientAuthMethod::None,
     ]))
+    .set_token_endpoint_auth_signing_alg_values_supported(Some(vec![
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+        CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    ]))
+    .set_claims_parameter_supported(Some(true))
     .set_claims_supported(Some(
         [
             "sub",

@@ -10,13 +10,18 @@
 pub mod access;
 pub mod acr;
 pub mod authorize;
+pub mod claims;
 pub mod client;
+pub mod client_assertion;
 pub mod config;
+pub mod cors;
 pub mod discovery;
 pub mod error;
 pub mod grants;
+mod id_tokens;
 pub mod keys;
 pub mod logout;
+pub mod par;
 pub mod parameters;
 pub mod provider;
 pub mod records;
