@@ -104,6 +104,11 @@ fn saml_request() {
     replay_target("saml_request");
 }
 
+#[test]
+fn client_assertion() {
+    replay_target("client_assertion");
+}
+
 /// Every target has a test above, and every directory under `seeds/` and
 /// `regressions/` belongs to a target (a typo would never be replayed).
 #[test]
@@ -114,6 +119,7 @@ fn every_target_and_directory_is_replayed() {
         "response_xml",
         "oidc_request",
         "saml_request",
+        "client_assertion",
     ];
     let mut names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
     names.sort_unstable();

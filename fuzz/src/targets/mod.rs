@@ -3,6 +3,7 @@
 //! libFuzzer's inputs and `tests/corpus.rs` the committed ones
 //! (`seeds/NAME/`, `regressions/NAME/`).
 
+pub mod client_assertion;
 pub mod oidc_request;
 pub mod response_xml;
 pub mod saml_request;
@@ -20,4 +21,5 @@ pub const ALL: &[(&str, Check)] = &[
     ("response_xml", response_xml::run),
     ("oidc_request", oidc_request::run),
     ("saml_request", saml_request::run),
+    ("client_assertion", client_assertion::run),
 ];
