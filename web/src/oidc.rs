@@ -280,12 +280,17 @@ pub async fn token(State(state): State<SharedState>, headers: HeaderMap, body: B
 
 // ------------------------------------------------------------ pushed authorization requests
 
-pub async fn par(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn par(
+    State(state): State<SharedState>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = match parameters(&body) {
         Ok(params) => {
             state
                 .oidc
-                .push_authorization_request(&state.engine, basic(&headers), &params)
+                .push_authorization_request(&state.engine, basic(&headers), &params, client)
                 .await
         }
         Err(e) => Err(e),

@@ -12,6 +12,7 @@ use castellan_core::{Engine, EngineError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// RFC 9126 §2.2: the `request_uri` is a URN of this prefix.
@@ -45,8 +46,14 @@ impl Provider {
         engine: &Engine,
         basic: Option<&str>,
         params: &HashMap<String, String>,
+        address: Option<IpAddr>,
     ) -> Result<Value, OAuthError> {
         let client = self.authenticate_client(engine, basic, params).await?;
+        // Anybody can push as a public client: such a request counts as a
+        // pending sign-in of its address, as one at /authorize does.
+        if client.is_public() {
+            engine.admit_pending_flow(address)?;
+        }
         // RFC 9126 §2.1: request_uri is not allowed here.
         if params.contains_key("request_uri") {
             return Err(OAuthError::invalid_request("request_uri may not be pushed"));
