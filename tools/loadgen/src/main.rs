@@ -167,6 +167,17 @@ struct OidcArgs {
     client_secret: String,
     #[arg(long, default_value = "https://rp.example.org/callback")]
     redirect_uri: String,
+    /// Authenticate with private_key_jwt: ES256 assertions signed with this
+    /// P-256 PKCS#8 PEM key (instead of client_secret_post).
+    #[arg(long)]
+    assertion_key: Option<std::path::PathBuf>,
+    /// The key's `kid` in the client's registered JWK Set.
+    #[arg(long, default_value = "bench-key")]
+    assertion_kid: String,
+    /// Assertions signed before the measurement (the rest are signed as
+    /// they are needed, on the load generator's CPU).
+    #[arg(long, default_value_t = 0)]
+    presign: usize,
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Unmeasured seconds of load first.
@@ -177,7 +188,10 @@ struct OidcArgs {
     /// SAML mode: the SP's entityID and ACS URL (registered with the server).
     #[arg(long, default_value = "https://sp.example.org/shibboleth")]
     sp_entity: String,
-    #[arg(long, default_value = "https://sp.example.org/Shibboleth.sso/SAML2/POST")]
+    #[arg(
+        long,
+        default_value = "https://sp.example.org/Shibboleth.sso/SAML2/POST"
+    )]
     acs: String,
 }
 
@@ -602,11 +616,24 @@ async fn sessions(args: SessionsArgs) -> Result<Report> {
 
 async fn oidc_load(args: OidcArgs) -> Result<Report> {
     let (target, flow) = args.common.flow()?;
+    let assertions = match &args.assertion_key {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            // The assertion's aud: the token endpoint (--url is the public URL).
+            let aud = format!("{}/oidc/token", args.common.url.trim_end_matches('/'));
+            let a = oidc::Assertions::new(&pem, &args.assertion_kid, &args.client_id, &aud)?;
+            a.presign(args.presign);
+            Some(a)
+        }
+    };
     let client = Arc::new(oidc::Client {
         oidc: format!("{}/oidc", target.path),
         client_id: args.client_id.clone(),
         client_secret: args.client_secret.clone(),
         redirect_uri: args.redirect_uri.clone(),
+        assertions,
     });
     let n = args.connections.max(1);
     let ready = Arc::new(Barrier::new(n + 1));
@@ -618,7 +645,11 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
     for _ in 0..n {
         let (target, flow, client, ready) =
             (target.clone(), flow.clone(), client.clone(), ready.clone());
-        let (base_path, sp_entity, acs) = (target.path.clone(), args.sp_entity.clone(), args.acs.clone());
+        let (base_path, sp_entity, acs) = (
+            target.path.clone(),
+            args.sp_entity.clone(),
+            args.acs.clone(),
+        );
         let mut start_rx = start_rx.clone();
         workers.push(tokio::spawn(async move {
             let mut tally = Tally::new();
@@ -664,7 +695,9 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
                     break;
                 }
                 let outcome = match mode {
-                    OidcMode::ClientCredentials => oidc::client_credentials(&mut conn, &client).await,
+                    OidcMode::ClientCredentials => {
+                        oidc::client_credentials(&mut conn, &client).await
+                    }
                     OidcMode::Refresh => oidc::refresh(&mut conn, &client, &refresh)
                         .await
                         .map(|r| refresh = r),
@@ -673,7 +706,10 @@ async fn oidc_load(args: OidcArgs) -> Result<Report> {
                         .map(|_| ()),
                     OidcMode::Saml => {
                         counter += 1;
-                        oidc::saml_round_trip(&mut conn, &base_path, &sp_entity, &acs, &cookie, counter).await
+                        oidc::saml_round_trip(
+                            &mut conn, &base_path, &sp_entity, &acs, &cookie, counter,
+                        )
+                        .await
                     }
                 };
                 if t0 < measure_from {
