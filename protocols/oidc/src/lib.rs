@@ -41,4 +41,6 @@ pub use sign_in::{ClientAnswer, LoginRequest, SignInError};
 pub use signing_keys::{KeyCell, SigningKeysError};
 
 #[cfg(test)]
+mod advanced_tests;
+#[cfg(test)]
 mod tests;
