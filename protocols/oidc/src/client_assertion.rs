@@ -12,8 +12,8 @@ use crate::provider::Provider;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use castellan_core::{Engine, StoreError};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 pub use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -274,13 +274,16 @@ struct CachedSet {
 pub struct JwksCache {
     http: Option<reqwest::Client>,
     sets: Mutex<HashMap<String, CachedSet>>,
+    /// One fetch at a time: requests arriving together with a cold cache
+    /// wait for the first one's answer instead of fetching too.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl JwksCache {
     pub fn new(http: reqwest::Client) -> Self {
         Self {
             http: Some(http),
-            sets: Mutex::default(),
+            ..Self::default()
         }
     }
 
@@ -301,6 +304,10 @@ impl JwksCache {
     /// The key set of `uri`, fetched when not cached, or when it lacks
     /// `kid` (once per [`JWKS_REFETCH_INTERVAL`]).
     pub async fn get(&self, uri: &Url, kid: Option<&str>) -> Result<Arc<JwkSet>, AssertionError> {
+        if let Some(keys) = self.cached(uri, kid) {
+            return Ok(keys);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
         if let Some(keys) = self.cached(uri, kid) {
             return Ok(keys);
         }
