@@ -28,7 +28,7 @@ jobs="${FUZZ_JOBS:-1}"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/fuzz}"
 
-all=(saml_validate_body service_url response_xml oidc_request saml_request dpop_proof)
+all=(saml_validate_body service_url response_xml oidc_request saml_request dpop_proof client_assertion)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 
@@ -40,6 +40,7 @@ max_len() {
     service_url) echo 9000 ;;
     response_xml) echo 2048 ;;
     oidc_request) echo 8192 ;;
+    client_assertion) echo 16384 ;;
     saml_request) echo 16384 ;;
     *) echo 4096 ;;
   esac

@@ -109,6 +109,11 @@ fn dpop_proof() {
     replay_target("dpop_proof");
 }
 
+#[test]
+fn client_assertion() {
+    replay_target("client_assertion");
+}
+
 /// Every target has a test above, and every directory under `seeds/` and
 /// `regressions/` belongs to a target (a typo would never be replayed).
 #[test]
@@ -120,6 +125,7 @@ fn every_target_and_directory_is_replayed() {
         "oidc_request",
         "saml_request",
         "dpop_proof",
+        "client_assertion",
     ];
     let mut names: Vec<&str> = ALL.iter().map(|(n, _)| *n).collect();
     names.sort_unstable();

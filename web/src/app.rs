@@ -2,7 +2,7 @@
 
 use crate::state::SharedState;
 use crate::{
-    cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc,
+    cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc, oidc_cors,
     oidc_device, operations, saml, second_step,
 };
 use axum::extract::DefaultBodyLimit;
@@ -13,8 +13,13 @@ use axum::Router;
 /// (no `nest`: it would wrap each route once more), and everything around
 /// the routes as one layer ([`middleware::wrap`]).
 pub fn router(state: SharedState, https: bool) -> Router {
+    use castellan_oidc::cors::CorsEndpoint;
     let prefix = state.prefix().to_owned();
     let at = |path: &str| format!("{prefix}{path}");
+    // CORS for browser apps, on the endpoints they call (and preflight).
+    let cors = |endpoint| {
+        axum::middleware::from_fn_with_state((state.clone(), endpoint), oidc_cors::layer)
+    };
     let endpoints = Router::new()
         .route(&at("/login"), get(login::form).post(login::submit))
         .route(&at("/login/mfa"), post(second_step::submit))
@@ -42,10 +47,13 @@ pub fn router(state: SharedState, https: bool) -> Router {
                 castellan_cas::saml11::MAX_REQUEST_BYTES,
             )),
         )
-        .route(&at("/oidc/jwks"), get(operations::jwks))
+        .route(
+            &at("/oidc/jwks"),
+            get(operations::jwks).layer(cors(CorsEndpoint::Jwks)),
+        )
         .route(
             &at("/oidc/.well-known/openid-configuration"),
-            get(oidc::configuration),
+            get(oidc::configuration).layer(cors(CorsEndpoint::Discovery)),
         )
         .route(
             &at("/oidc/authorize"),
@@ -61,13 +69,25 @@ pub fn router(state: SharedState, https: bool) -> Router {
             &at("/oidc/device"),
             get(oidc_device::form).post(oidc_device::submit),
         )
-        .route(&at("/oidc/token"), post(oidc::token))
+        .route(
+            &at("/oidc/token"),
+            post(oidc::token).layer(cors(CorsEndpoint::Token)),
+        )
+        .route(
+            &at("/oidc/par"),
+            post(oidc::par).layer(cors(CorsEndpoint::PushedAuthorization)),
+        )
         .route(
             &at("/oidc/userinfo"),
-            get(oidc::userinfo_get).post(oidc::userinfo_post),
+            get(oidc::userinfo_get)
+                .post(oidc::userinfo_post)
+                .layer(cors(CorsEndpoint::Userinfo)),
         )
         .route(&at("/oidc/introspect"), post(oidc::introspect))
-        .route(&at("/oidc/revoke"), post(oidc::revoke))
+        .route(
+            &at("/oidc/revoke"),
+            post(oidc::revoke).layer(cors(CorsEndpoint::Revocation)),
+        )
         .route(
             &at("/oidc/logout"),
             get(oidc::logout_get).post(oidc::logout_post),

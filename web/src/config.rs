@@ -280,6 +280,13 @@ pub struct ServiceEntry {
     pub resource_servers: Option<Spanned<Vec<String>>>,
     pub dpop_bound_access_tokens: Option<Spanned<bool>>,
     pub token_exchange_from: Option<Spanned<Vec<String>>>,
+    pub token_endpoint_auth_method: Option<Spanned<String>>,
+    /// An inline JWK Set (JSON text).
+    pub jwks: Option<Spanned<String>>,
+    pub jwks_uri: Option<Spanned<String>>,
+    pub require_pushed_authorization_requests: Option<Spanned<bool>>,
+    pub allowed_origins: Option<Spanned<Vec<String>>>,
+    pub id_token_on_refresh: Option<Spanned<bool>>,
     // Any protocol: the login page's name and look for the service.
     pub theme: Option<Spanned<String>>,
     pub display_name: Option<Spanned<String>>,
@@ -342,6 +349,8 @@ impl ServiceEntry {
             resource_servers, sign, encrypt_assertions, attribute_name_format,
             require_signed_requests, metadata, name_id_format, mfa,
             dpop_bound_access_tokens, token_exchange_from,
+            token_endpoint_auth_method, jwks, jwks_uri, require_pushed_authorization_requests,
+            allowed_origins, id_token_on_refresh,
         );
         w.0.insert(0, ("protocol", self.protocol.span()));
         w.0.insert(0, ("name", self.name.span()));
@@ -1321,6 +1330,14 @@ impl Validator<'_> {
                         dpop_bound_access_tokens: value(entry.dpop_bound_access_tokens)
                             .unwrap_or(false),
                         token_exchange_from: list(entry.token_exchange_from),
+                        token_endpoint_auth_method: value(entry.token_endpoint_auth_method),
+                        jwks: value(entry.jwks),
+                        jwks_uri: value(entry.jwks_uri),
+                        require_pushed_authorization_requests: value(
+                            entry.require_pushed_authorization_requests,
+                        ),
+                        allowed_origins: list(entry.allowed_origins),
+                        id_token_on_refresh: value(entry.id_token_on_refresh),
                         keys: written.keys(),
                     };
                     if let Err(errors) = clients.add(input, &mut self.warnings) {

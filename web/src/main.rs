@@ -19,6 +19,7 @@ mod metrics;
 mod mfa_page;
 mod middleware;
 mod oidc;
+mod oidc_cors;
 mod oidc_device;
 mod operations;
 mod pages;

@@ -147,7 +147,6 @@ pub async fn configuration(State(state): State<SharedState>) -> Response {
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         state.oidc.discovery().to_owned(),
     )
@@ -311,6 +310,30 @@ fn add_dpop_nonce(state: &SharedState, response: &mut Response) {
         .and_then(|n| HeaderValue::from_str(&n).ok())
     {
         response.headers_mut().insert("dpop-nonce", v);
+    }
+}
+
+// ------------------------------------------------------------ pushed authorization requests
+
+pub async fn par(
+    State(state): State<SharedState>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let result = match parameters(&body) {
+        Ok(params) => {
+            state
+                .oidc
+                .push_authorization_request(&state.engine, basic(&headers), &params, client)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        // RFC 9126 §2.2: 201 Created.
+        Ok(body) => json_response(StatusCode::CREATED, body.to_string()),
+        Err(e) => oauth_error(&state, &e),
     }
 }
 

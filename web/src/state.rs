@@ -141,12 +141,20 @@ pub async fn build(
     let store = lasting.store.clone();
     let memory_store = lasting.memory_store.clone();
     let signing_keys = lasting.signing_keys.clone();
-    let provider = Arc::new(castellan_oidc::Provider::new(
-        settings.oidc.clone(),
-        settings.public_url.as_str(),
-        signing_keys,
-        clock.clone(),
-    )?);
+    // One client for every back-channel logout and for private_key_jwt
+    // clients' jwks_uri: verified TLS with the system roots and
+    // SSL_CERT_FILE, bounded, redirects not followed.
+    let http = castellan_cas::proxy_callback::http_client(false, Duration::from_secs(5))
+        .context("building the single logout client")?;
+    let provider = Arc::new(
+        castellan_oidc::Provider::new(
+            settings.oidc.clone(),
+            settings.public_url.as_str(),
+            signing_keys,
+            clock.clone(),
+        )?
+        .with_http_client(http.clone()),
+    );
     // The OIDC callbacks first: a broad CAS pattern must not capture them.
     let idp = Arc::new(IdentityProvider::new(
         settings.saml.clone(),
@@ -204,10 +212,6 @@ pub async fn build(
             Some((u.name.clone(), source.clone()))
         })
         .collect();
-    // One client for every back-channel logout: verified TLS with the
-    // system roots and SSL_CERT_FILE, bounded, redirects not followed.
-    let http = castellan_cas::proxy_callback::http_client(false, Duration::from_secs(5))
-        .context("building the single logout client")?;
     // CAS last: it owns every service the others do not.
     let participants: Vec<Arc<dyn LogoutParticipant>> = vec![
         Arc::new(OidcLogout::new(provider.clone(), http.clone())),

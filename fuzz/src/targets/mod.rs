@@ -4,6 +4,7 @@
 //! (`seeds/NAME/`, `regressions/NAME/`).
 
 pub mod dpop_proof;
+pub mod client_assertion;
 pub mod oidc_request;
 pub mod response_xml;
 pub mod saml_request;
@@ -22,4 +23,5 @@ pub const ALL: &[(&str, Check)] = &[
     ("oidc_request", oidc_request::run),
     ("saml_request", saml_request::run),
     ("dpop_proof", dpop_proof::run),
+    ("client_assertion", client_assertion::run),
 ];

@@ -37,6 +37,10 @@ fn client(id: &str, secret: Option<&str>) -> OidcClient {
         consent: None,
         dpop_bound_access_tokens: false,
         token_exchange_from: vec![],
+        assertion_keys: None,
+        require_par: false,
+        allowed_origins: vec![],
+        id_token_on_refresh: false,
     }
 }
 

@@ -102,6 +102,23 @@ impl Provider {
             ));
         };
         let mut body = scope_claims(claims.scopes(), &grant.principal_id, &grant.attributes);
+        // OIDC Core §5.5: the claims request's userinfo member.
+        if let (Some(grant_id), Some(client)) = (&claims.grant, self.clients.get(&claims.client_id))
+        {
+            let requested: Option<crate::claims::ClaimsRequest> = self
+                .records(engine.store().as_ref())
+                .get(&crate::claims::grant_claims_key(grant_id))
+                .await?;
+            if let Some(requested) = requested {
+                crate::claims::add_requested(
+                    &mut body,
+                    requested.userinfo.iter().map(String::as_str),
+                    client,
+                    &grant.principal_id,
+                    &grant.attributes,
+                );
+            }
+        }
         body.insert("sub".into(), json!(claims.sub));
         Ok(body)
     }
@@ -122,7 +139,7 @@ impl Provider {
         basic: Option<&str>,
         params: &HashMap<String, String>,
     ) -> Result<Value, OAuthError> {
-        let caller = self.authenticate_client(basic, params)?;
+        let caller = self.authenticate_client(engine, basic, params).await?;
         if caller.is_public() {
             return Err(OAuthError::new(
                 ErrorCode::InvalidClient,
@@ -219,7 +236,7 @@ impl Provider {
         basic: Option<&str>,
         params: &HashMap<String, String>,
     ) -> Result<(), OAuthError> {
-        let client = self.authenticate_client(basic, params)?;
+        let client = self.authenticate_client(engine, basic, params).await?;
         let token = required(params, "token")?;
         let store = engine.store();
         if token.starts_with("RT-") {

@@ -56,6 +56,14 @@ pub struct OidcClient {
     pub dpop_bound_access_tokens: bool,
     /// RFC 8693: the clients whose access tokens this one may exchange.
     pub token_exchange_from: Vec<String>,
+    /// `private_key_jwt` (RFC 7523): the keys its assertions are signed with.
+    pub assertion_keys: Option<crate::client_assertion::ClientKeys>,
+    /// RFC 9126 §5: authorization requests only by `/oidc/par`.
+    pub require_par: bool,
+    /// Origins of browser apps beyond those of `redirect_uris` (CORS).
+    pub allowed_origins: Vec<String>,
+    /// An ID token in refresh responses too.
+    pub id_token_on_refresh: bool,
 }
 
 impl OidcClient {
@@ -65,8 +73,9 @@ impl OidcClient {
         self.client_id == caller || self.resource_servers.iter().any(|r| r == caller)
     }
 
+    /// A client without a secret or keys: one that cannot authenticate.
     pub fn is_public(&self) -> bool {
-        self.secret.is_none()
+        self.secret.is_none() && self.assertion_keys.is_none()
     }
 
     pub fn allows_redirect(&self, uri: &str) -> bool {
@@ -217,6 +226,10 @@ pub(crate) mod tests {
             consent: None,
             dpop_bound_access_tokens: false,
             token_exchange_from: vec![],
+            assertion_keys: None,
+            require_par: false,
+            allowed_origins: vec![],
+            id_token_on_refresh: false,
         }
     }
 

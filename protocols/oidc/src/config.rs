@@ -33,6 +33,12 @@ pub const KEYS: &[&str] = &[
     "mfa",
     "dpop_bound_access_tokens",
     "token_exchange_from",
+    "token_endpoint_auth_method",
+    "jwks",
+    "jwks_uri",
+    "require_pushed_authorization_requests",
+    "allowed_origins",
+    "id_token_on_refresh",
 ];
 
 /// The CAS service's keys, refused with a message of their own: the one
@@ -72,6 +78,16 @@ pub struct ClientInput {
     pub dpop_bound_access_tokens: bool,
     /// RFC 8693: client_ids whose access tokens this client may exchange.
     pub token_exchange_from: Vec<String>,
+    /// `client_secret_basic`, `client_secret_post`, `private_key_jwt` or
+    /// `none` (default: by the presence of client_secret).
+    pub token_endpoint_auth_method: Option<String>,
+    /// private_key_jwt: an inline JWK Set (JSON), or where to fetch it.
+    pub jwks: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub require_pushed_authorization_requests: Option<bool>,
+    /// CORS origins (`scheme://host[:port]`) beyond those of redirect_uris.
+    pub allowed_origins: Vec<String>,
+    pub id_token_on_refresh: Option<bool>,
     /// Every key written in the entry, for the check that each belongs to an
     /// OIDC client.
     pub keys: Vec<String>,
@@ -105,6 +121,17 @@ pub enum ClientConfigError {
     DuplicateClientId(String),
     #[error("services.mfa: {0:?} is not \"required\" or \"optional\"")]
     BadMfa(String),
+    #[error("services.token_endpoint_auth_method: {0:?} is not client_secret_basic, client_secret_post, private_key_jwt or none, or does not fit client_secret")]
+    BadAuthMethod(String),
+    #[error("services.{key}: {error}")]
+    BadKeys {
+        key: &'static str,
+        error: crate::client_assertion::KeysConfigError,
+    },
+    #[error(
+        "services.allowed_origins: {0:?} is not an origin (scheme://host[:port], nothing else)"
+    )]
+    BadOrigin(String),
 }
 
 impl ClientConfigError {
@@ -118,6 +145,9 @@ impl ClientConfigError {
             }
             BadSubject(_) => Some("subject"),
             BadMfa(_) => Some("mfa"),
+            BadAuthMethod(_) => Some("token_endpoint_auth_method"),
+            BadKeys { key, .. } => Some(key),
+            BadOrigin(_) => Some("allowed_origins"),
             BadAlgorithm { key, .. } => Some(key),
             CasKeys { .. }
             | MissingClientId { .. }
@@ -214,7 +244,19 @@ pub fn client(
             }),
         }
     }
-    let confidential = input.client_secret.is_some();
+    let assertion_keys = advanced_keys(
+        input.client_secret.is_some(),
+        input.token_endpoint_auth_method.as_deref(),
+        input.jwks.as_deref(),
+        input.jwks_uri.as_deref(),
+        &mut problems,
+    );
+    for origin in &input.allowed_origins {
+        if crate::cors::parse_origin(origin).is_none() {
+            problems.push(BadOrigin(origin.clone()));
+        }
+    }
+    let confidential = input.client_secret.is_some() || assertion_keys.is_some();
     let grant_types = match &input.grant_types {
         None => GrantTypes {
             authorization_code: true,
@@ -311,7 +353,56 @@ pub fn client(
         consent: input.consent,
         dpop_bound_access_tokens: input.dpop_bound_access_tokens,
         token_exchange_from: input.token_exchange_from,
+        assertion_keys,
+        require_par: input.require_pushed_authorization_requests.unwrap_or(false),
+        allowed_origins: input.allowed_origins,
+        id_token_on_refresh: input.id_token_on_refresh.unwrap_or(false),
     })
+}
+
+/// `token_endpoint_auth_method` against the credentials given: a secret
+/// for the `client_secret_*` methods, `jwks` or `jwks_uri` (and no secret)
+/// for `private_key_jwt`, nothing for `none`. The keys of a private_key_jwt
+/// client.
+fn advanced_keys(
+    secret: bool,
+    method: Option<&str>,
+    jwks: Option<&str>,
+    jwks_uri: Option<&str>,
+    problems: &mut Vec<ClientConfigError>,
+) -> Option<crate::client_assertion::ClientKeys> {
+    use crate::client_assertion::{ClientKeys, KeysConfigError};
+    let fits = match method {
+        None => true,
+        Some("client_secret_basic" | "client_secret_post") => secret,
+        Some("private_key_jwt" | "none") => !secret,
+        Some(_) => false,
+    };
+    if !fits {
+        problems.push(ClientConfigError::BadAuthMethod(
+            method.unwrap_or_default().to_owned(),
+        ));
+    }
+    if method != Some("private_key_jwt") {
+        if jwks.is_some() || jwks_uri.is_some() {
+            problems.push(ClientConfigError::BadAuthMethod(
+                "jwks and jwks_uri are for private_key_jwt".into(),
+            ));
+        }
+        return None;
+    }
+    match ClientKeys::parse(jwks, jwks_uri) {
+        Ok(keys) => Some(keys),
+        Err(error) => {
+            let key = match error {
+                KeysConfigError::BadJwksUri => "jwks_uri",
+                KeysConfigError::Missing => "token_endpoint_auth_method",
+                _ => "jwks",
+            };
+            problems.push(ClientConfigError::BadKeys { key, error });
+            None
+        }
+    }
 }
 
 /// The `[oidc]` section, durations already read.
@@ -597,6 +688,45 @@ mod tests {
             problems[1].to_string(),
             "services.id_token_signing_alg: \"HS256\" is not RS256 or ES256"
         );
+    }
+
+    #[test]
+    fn auth_methods_keys_and_origins_are_checked() {
+        let jwks = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        let mut i = input("pk", &["token_endpoint_auth_method", "jwks", "grant_types"]);
+        i.token_endpoint_auth_method = Some("private_key_jwt".into());
+        i.jwks = Some(jwks.into());
+        i.grant_types = Some(vec!["client_credentials".into()]);
+        let c = client(i, &mut Vec::new()).unwrap();
+        assert!(!c.is_public(), "a private_key_jwt client is confidential");
+        assert!(c.grant_types.client_credentials);
+        // No keys, keys and a secret, keys without the method.
+        let mut i = input("pk", &["token_endpoint_auth_method"]);
+        i.token_endpoint_auth_method = Some("private_key_jwt".into());
+        assert_eq!(errors(i)[0].key(), Some("token_endpoint_auth_method"));
+        let mut i = input(
+            "pk",
+            &["token_endpoint_auth_method", "jwks", "client_secret"],
+        );
+        i.token_endpoint_auth_method = Some("private_key_jwt".into());
+        i.jwks = Some(jwks.into());
+        i.client_secret = Some("s".into());
+        assert!(!errors(i).is_empty());
+        let mut i = input("pk", &["jwks_uri"]);
+        i.jwks_uri = Some("https://k.example/jwks".into());
+        assert!(!errors(i).is_empty());
+        let mut i = input("pk", &["token_endpoint_auth_method", "jwks"]);
+        i.token_endpoint_auth_method = Some("private_key_jwt".into());
+        i.jwks = Some("{\"keys\":[]}".into());
+        assert_eq!(errors(i)[0].key(), Some("jwks"));
+        let mut i = input("spa", &["allowed_origins"]);
+        i.allowed_origins = vec!["https://ok.example".into(), "https://bad.example/".into()];
+        let problems = errors(i);
+        assert_eq!(
+            problems,
+            [ClientConfigError::BadOrigin("https://bad.example/".into())]
+        );
+        assert_eq!(problems[0].key(), Some("allowed_origins"));
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Provider {
         params: &HashMap<String, String>,
         client_address: Option<IpAddr>,
     ) -> Result<Value, OAuthError> {
-        let client = self.authenticate_client(basic, params)?;
+        let client = self.authenticate_client(engine, basic, params).await?;
         if !client.grant_types.device_code {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,

@@ -36,6 +36,11 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
         request_uri_parameter_supported: bool,
         dpop_signing_alg_values_supported: Vec<String>,
         device_authorization_endpoint: String,
+        // private_key_jwt (RFC 7523), PAR (RFC 9126), claims (OIDC Core §5.5).
+        introspection_endpoint_auth_signing_alg_values_supported: Vec<String>,
+        revocation_endpoint_auth_signing_alg_values_supported: Vec<String>,
+        pushed_authorization_request_endpoint: String,
+        require_pushed_authorization_requests: bool,
     }
     impl AdditionalProviderMetadata for Extra {}
     type Metadata = ProviderMetadata<
@@ -55,7 +60,12 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
     let secret_methods = vec![
         "client_secret_basic".to_owned(),
         "client_secret_post".to_owned(),
+        "private_key_jwt".to_owned(),
     ];
+    let assertion_algs: Vec<String> = crate::client_assertion::ALGORITHMS
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
     let metadata = Metadata::new(
         IssuerUrl::new(issuer.to_owned())?,
         AuthUrl::new(format!("{issuer}/authorize"))?,
@@ -86,6 +96,10 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
                 .map(|a| (*a).to_owned())
                 .collect(),
             device_authorization_endpoint: format!("{issuer}/device_authorization"),
+            introspection_endpoint_auth_signing_alg_values_supported: assertion_algs.clone(),
+            revocation_endpoint_auth_signing_alg_values_supported: assertion_algs,
+            pushed_authorization_request_endpoint: format!("{issuer}/par"),
+            require_pushed_authorization_requests: false,
         },
     )
     .set_token_endpoint(Some(TokenUrl::new(format!("{issuer}/token"))?))
@@ -110,8 +124,15 @@ pub fn document(issuer: &str) -> Result<String, DiscoveryError> {
     .set_token_endpoint_auth_methods_supported(Some(vec![
         CoreClientAuthMethod::ClientSecretBasic,
         CoreClientAuthMethod::ClientSecretPost,
+        CoreClientAuthMethod::PrivateKeyJwt,
         CoreClientAuthMethod::None,
     ]))
+    .set_token_endpoint_auth_signing_alg_values_supported(Some(vec![
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+        CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    ]))
+    .set_claims_parameter_supported(Some(true))
     .set_claims_supported(Some(
         [
             "sub",

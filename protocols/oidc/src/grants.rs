@@ -13,10 +13,8 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::keys::Keyring;
 use crate::parameters::required;
 use crate::provider::Provider;
-use crate::records::{
-    authn_key, grant_key, refresh_key, AuthnContext, Grant, Redemption, RefreshRecord, RefreshToken,
-};
-use crate::tokens::{id_token_claims, sign, subject, AccessTokenClaims, ACCESS_TOKEN_TYPE};
+use crate::records::{grant_key, refresh_key, Grant, Redemption, RefreshRecord, RefreshToken};
+use crate::tokens::{sign, subject, AccessTokenClaims, ACCESS_TOKEN_TYPE};
 use castellan_core::ids::{new_ticket_id, redact};
 use castellan_core::Engine;
 use serde_json::{json, Value};
@@ -29,11 +27,16 @@ impl Provider {
     /// The client a request to the token, introspection or revocation
     /// endpoint authenticates as. `basic` is the `Authorization: Basic`
     /// header's value after `Basic `.
-    pub(crate) fn authenticate_client(
+    pub(crate) async fn authenticate_client(
         &self,
+        engine: &Engine,
         basic: Option<&str>,
         params: &HashMap<String, String>,
     ) -> Result<&OidcClient, OAuthError> {
+        // RFC 7523: private_key_jwt.
+        if params.contains_key("client_assertion") || params.contains_key("client_assertion_type") {
+            return self.authenticate_by_assertion(engine, basic, params).await;
+        }
         self.clients
             .authenticate(&ClientCredentials {
                 basic,
@@ -56,7 +59,7 @@ impl Provider {
         dpop: Option<&str>,
         params: &HashMap<String, String>,
     ) -> Result<Value, OAuthError> {
-        let client = self.authenticate_client(basic, params)?;
+        let client = self.authenticate_client(engine, basic, params).await?;
         let jkt = self.token_binding(engine, client, dpop).await?;
         let jkt = jkt.as_deref();
         match params.get("grant_type").map(String::as_str) {
@@ -214,22 +217,18 @@ impl Provider {
             body["refresh_token"] = Value::String(refresh);
         }
         if grant.scopes.iter().any(|s| s == "openid") {
-            let authn: Option<AuthnContext> = records.get(&authn_key(grant_id)).await?;
-            let claims = id_token_claims(
-                &self.issuer,
-                client,
-                &sub,
-                &grant,
-                nonce,
-                &access_token,
-                self.now(),
-                self.settings.id_token_ttl.as_secs(),
-                authn.as_ref(),
-            );
-            let id_token = sign(&keys, client.id_token_alg, "JWT", &claims).map_err(|e| {
-                tracing::error!(error = %e, "ID token signing failed");
-                OAuthError::server_error()
-            })?;
+            let id_token = self
+                .grant_id_token(
+                    &records,
+                    &keys,
+                    client,
+                    &sub,
+                    &grant,
+                    grant_id,
+                    nonce,
+                    &access_token,
+                )
+                .await?;
             body["id_token"] = Value::String(id_token);
         }
         Ok(body)
@@ -349,13 +348,30 @@ impl Provider {
                 self.grant_ttl(&grant),
             )
             .await?;
-        Ok(json!({
+        let mut body = json!({
             "access_token": access_token,
             "token_type": token_type(jkt),
             "expires_in": self.settings.access_token_ttl.as_secs(),
             "refresh_token": refresh,
             "scope": scope,
-        }))
+        });
+        // A client's option: an ID token in refresh responses (OIDC Core §12.2).
+        if client.id_token_on_refresh && scopes.iter().any(|s| s == "openid") {
+            let id_token = self
+                .grant_id_token(
+                    &records,
+                    &keys,
+                    client,
+                    &sub,
+                    &grant,
+                    &token.grant_id,
+                    None,
+                    &access_token,
+                )
+                .await?;
+            body["id_token"] = Value::String(id_token);
+        }
+        Ok(body)
     }
 
     fn client_credentials_grant(

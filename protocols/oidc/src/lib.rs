@@ -10,16 +10,21 @@
 pub mod access;
 pub mod acr;
 pub mod authorize;
+pub mod claims;
 pub mod client;
+pub mod client_assertion;
 pub mod config;
+pub mod cors;
 pub mod device;
 pub mod discovery;
 pub mod dpop;
 pub mod error;
 pub mod exchange;
 pub mod grants;
+mod id_tokens;
 pub mod keys;
 pub mod logout;
+pub mod par;
 pub mod parameters;
 pub mod provider;
 pub mod records;
@@ -38,5 +43,7 @@ pub use records::ResponseMode;
 pub use sign_in::{ClientAnswer, LoginRequest, SignInError};
 pub use signing_keys::{KeyCell, SigningKeysError};
 
+#[cfg(test)]
+mod advanced_tests;
 #[cfg(test)]
 mod tests;

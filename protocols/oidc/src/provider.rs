@@ -43,6 +43,10 @@ pub struct Provider {
     keys: KeyCell,
     clock: Arc<dyn Clock>,
     pub(crate) dpop_nonces: Option<crate::dpop::Nonces>,
+    /// The origins browser apps may call from (CORS).
+    cors: crate::cors::CorsOrigins,
+    /// The key sets of private_key_jwt clients' `jwks_uri`.
+    pub(crate) jwks_cache: crate::client_assertion::JwksCache,
 }
 
 impl Provider {
@@ -55,6 +59,8 @@ impl Provider {
         let issuer = format!("{}/oidc", public_url.trim_end_matches('/'));
         Ok(Self {
             clients: ClientRegistry::new(settings.clients.clone()),
+            cors: crate::cors::CorsOrigins::of_clients(&settings.clients),
+            jwks_cache: Default::default(),
             discovery: discovery::document(&issuer)?,
             callbacks: CallbackUrls::new(format!("{issuer}/callback?client_id=")),
             issuer,
@@ -66,6 +72,17 @@ impl Provider {
             keys,
             clock,
         })
+    }
+
+    /// The HTTP client that fetches private_key_jwt clients' `jwks_uri`.
+    pub fn with_http_client(mut self, http: reqwest::Client) -> Self {
+        self.jwks_cache = crate::client_assertion::JwksCache::new(http);
+        self
+    }
+
+    /// Which origins may call which endpoint from a page.
+    pub fn cors(&self) -> &crate::cors::CorsOrigins {
+        &self.cors
     }
 
     pub fn issuer(&self) -> &str {
@@ -202,11 +219,24 @@ impl InProcessClient for Provider {
                 ask_again: false,
             });
         };
-        let claims = crate::tokens::scope_claims(
+        let mut claims = crate::tokens::scope_claims(
             pending.scopes.iter().map(String::as_str),
             principal_id,
             &allowed,
         );
+        // The claims asked for one by one are consented to as well.
+        let requested: Option<crate::claims::ClaimsRequest> = records
+            .get(&crate::claims::request_claims_key(request))
+            .await?;
+        if let (Some(requested), Some(client)) = (requested, self.clients.get(client_id)) {
+            crate::claims::add_requested(
+                &mut claims,
+                requested.names(),
+                client,
+                principal_id,
+                &allowed,
+            );
+        }
         let attributes = claims
             .into_iter()
             .map(|(name, value)| {

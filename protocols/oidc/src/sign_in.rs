@@ -5,6 +5,7 @@
 //! `/p3/serviceValidate`) and the client gets a code.
 
 use crate::authorize::{self, Rejection};
+use crate::claims::{grant_claims_key, request_claims_key, ClaimsRequest};
 use crate::error::{ErrorCode, OAuthError};
 use crate::provider::Provider;
 use crate::records::{
@@ -97,7 +98,19 @@ impl Provider {
         session: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<LoginRequest, SignInError> {
+        // RFC 9126 §4: a pushed request stands for the whole request.
+        let pushed = self.pushed_request(engine, params).await?;
+        let params = pushed.as_ref().unwrap_or(params);
         let checked = match authorize::check(&self.clients, params) {
+            Ok(c) if c.client.require_par && pushed.is_none() => {
+                let r = &c.request;
+                return Err(self.refuse(
+                    &r.redirect_uri,
+                    &r.response_mode,
+                    r.state.as_deref(),
+                    crate::par::required_error(),
+                ));
+            }
             Ok(c) => c,
             Err(Rejection::Page(message)) => {
                 tracing::warn!(%message, "authorization request refused");
@@ -111,6 +124,18 @@ impl Provider {
             }) => return Err(self.refuse(&redirect_uri, &response_mode, state.as_deref(), error)),
         };
         let mut request = checked.request;
+        let claims_request = match params.get("claims").map(|c| ClaimsRequest::parse(c)) {
+            Some(Err(why)) => {
+                return Err(self.refuse(
+                    &request.redirect_uri,
+                    &request.response_mode,
+                    request.state.as_deref(),
+                    OAuthError::invalid_request(why),
+                ))
+            }
+            Some(Ok(c)) if !c.is_empty() => Some(c),
+            _ => None,
+        };
         let acr_values = params.get("acr_values").filter(|v| !v.is_empty());
         let asks_mfa = acr_values.is_some_and(|v| crate::acr::asks_mfa(v));
         let requires_mfa = asks_mfa
@@ -176,6 +201,16 @@ impl Provider {
                 .put(
                     &consent_prompt_key(&id),
                     &true,
+                    engine.policy().login_flow_ttl,
+                )
+                .await
+                .map_err(EngineError::from)?;
+        }
+        if let Some(claims) = &claims_request {
+            records
+                .put(
+                    &request_claims_key(&id),
+                    claims,
                     engine.policy().login_flow_ttl,
                 )
                 .await
@@ -328,6 +363,17 @@ impl Provider {
             .put(&authn_key(&grant_id), &authn, authn_ttl)
             .await
             .map_err(EngineError::from)?;
+        let claims_request: Option<ClaimsRequest> = self
+            .records(engine.store().as_ref())
+            .take(&request_claims_key(request_id))
+            .await
+            .map_err(EngineError::from)?;
+        if let Some(claims) = claims_request {
+            self.records(engine.store().as_ref())
+                .put(&grant_claims_key(&grant_id), &claims, authn_ttl)
+                .await
+                .map_err(EngineError::from)?;
+        }
         let record = CodeRecord::Live(Box::new(Code {
             client_id: client.client_id.clone(),
             redirect_uri: request.redirect_uri.clone(),

@@ -171,6 +171,17 @@ struct OidcArgs {
     client_secret: String,
     #[arg(long, default_value = "https://rp.example.org/callback")]
     redirect_uri: String,
+    /// Authenticate with private_key_jwt: ES256 assertions signed with this
+    /// P-256 PKCS#8 PEM key (instead of client_secret_post).
+    #[arg(long)]
+    assertion_key: Option<std::path::PathBuf>,
+    /// The key's `kid` in the client's registered JWK Set.
+    #[arg(long, default_value = "bench-key")]
+    assertion_kid: String,
+    /// Assertions signed before the measurement (the rest are signed as
+    /// they are needed, on the load generator's CPU).
+    #[arg(long, default_value_t = 0)]
+    presign: usize,
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Unmeasured seconds of load first.
@@ -628,11 +639,24 @@ fn cpu_figures(window: Option<(f64, f64)>, ok: u64, extra: &mut Vec<(String, Str
 
 async fn oidc_load(args: OidcArgs) -> Result<Report> {
     let (target, flow) = args.common.flow()?;
+    let assertions = match &args.assertion_key {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            // The assertion's aud: the token endpoint (--url is the public URL).
+            let aud = format!("{}/oidc/token", args.common.url.trim_end_matches('/'));
+            let a = oidc::Assertions::new(&pem, &args.assertion_kid, &args.client_id, &aud)?;
+            a.presign(args.presign);
+            Some(a)
+        }
+    };
     let client = Arc::new(oidc::Client {
         oidc: format!("{}/oidc", target.path),
         client_id: args.client_id.clone(),
         client_secret: args.client_secret.clone(),
         redirect_uri: args.redirect_uri.clone(),
+        assertions,
     });
     let n = args.connections.max(1);
     let ready = Arc::new(Barrier::new(n + 1));

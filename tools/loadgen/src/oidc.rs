@@ -5,19 +5,90 @@ use crate::client::{expect_status, Conn, Resp};
 use crate::flows::{self, Flow};
 use anyhow::{anyhow, Context as _, Result};
 use hyper::StatusCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A fixed PKCE pair (RFC 7636 Appendix B): the server does the same work
 /// whatever the verifier.
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-#[derive(Debug, Clone)]
 pub struct Client {
     /// `{base}/oidc`
     pub oidc: String,
     pub client_id: String,
     pub client_secret: String,
     pub redirect_uri: String,
+    /// private_key_jwt instead of client_secret_post.
+    pub assertions: Option<Assertions>,
+}
+
+/// ES256 client assertions (RFC 7523) of one client: signed ahead of the
+/// measurement (`presign`), then one per request, each with its own jti.
+pub struct Assertions {
+    key: p256::ecdsa::SigningKey,
+    kid: String,
+    client_id: String,
+    aud: String,
+    /// Unique per run: jtis stay unique across runs against one store.
+    run: u128,
+    counter: AtomicU64,
+    ready: Mutex<Vec<String>>,
+}
+
+impl Assertions {
+    pub fn new(pem: &str, kid: &str, client_id: &str, aud: &str) -> Result<Self> {
+        use p256::pkcs8::DecodePrivateKey;
+        let key = p256::ecdsa::SigningKey::from_pkcs8_pem(pem)
+            .map_err(|e| anyhow!("the assertion key is not a P-256 PKCS#8 PEM key: {e}"))?;
+        let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        Ok(Self {
+            key,
+            kid: kid.to_owned(),
+            client_id: client_id.to_owned(),
+            aud: aud.to_owned(),
+            run,
+            counter: AtomicU64::new(0),
+            ready: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn sign(&self) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        use p256::ecdsa::signature::Signer as _;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let header = format!(r#"{{"alg":"ES256","typ":"JWT","kid":"{}"}}"#, self.kid);
+        let claims = format!(
+            r#"{{"iss":"{c}","sub":"{c}","aud":"{a}","iat":{now},"exp":{exp},"jti":"{r:x}-{n}"}}"#,
+            c = self.client_id,
+            a = self.aud,
+            exp = now + 540,
+            r = self.run,
+        );
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let signature: p256::ecdsa::Signature = self.key.sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+
+    /// Signs `n` assertions ahead.
+    pub fn presign(&self, n: usize) {
+        let signed: Vec<String> = (0..n).map(|_| self.sign()).collect();
+        self.ready.lock().expect("not poisoned").extend(signed);
+    }
+
+    fn next(&self) -> String {
+        let ready = self.ready.lock().expect("not poisoned").pop();
+        ready.unwrap_or_else(|| self.sign())
+    }
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {
@@ -59,8 +130,21 @@ fn json_str(body: &[u8], name: &str) -> Option<String> {
 
 async fn token(conn: &mut Conn, client: &Client, pairs: &[(&str, &str)]) -> Result<Resp> {
     let mut all = pairs.to_vec();
-    all.push(("client_id", &client.client_id));
-    all.push(("client_secret", &client.client_secret));
+    let assertion;
+    match &client.assertions {
+        Some(a) => {
+            assertion = a.next();
+            all.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+            all.push(("client_assertion", &assertion));
+        }
+        None => {
+            all.push(("client_id", &client.client_id));
+            all.push(("client_secret", &client.client_secret));
+        }
+    }
     let r = conn
         .post_form(&format!("{}/token", client.oidc), None, form(&all))
         .await?;
