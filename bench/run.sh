@@ -87,6 +87,14 @@ run_lg() {
     echo "$line"
 }
 
+# The P-256 key of the private_key_jwt client, and its public JWK.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/jwt.pem" 2>/dev/null
+JWT_XY=$(openssl pkey -in "$WORK/jwt.pem" -pubout -outform DER 2>/dev/null | tail -c 64 | base64 -w0)
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+JWT_X=$(base64 -d <<<"$JWT_XY" | head -c 32 | b64url)
+JWT_Y=$(base64 -d <<<"$JWT_XY" | tail -c 32 | b64url)
+JWKS="{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"$JWT_X\",\"y\":\"$JWT_Y\",\"kid\":\"k1\",\"alg\":\"ES256\",\"use\":\"sig\"}]}"
+
 # The SAML SP every bench configuration registers (nothing is ever posted to it).
 cat >"$WORK/sp-metadata.xml" <<'EOM'
 <md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://sp.example.org/shibboleth">
@@ -142,6 +150,17 @@ redirect_uris = ["https://rp.example.org/callback"]
 scopes = ["openid", "profile", "email", "api"]
 release = ["mail", "cn"]
 id_token_signing_alg = "ES256"
+
+[[services]]
+name = "bench-jwt"
+protocol = "oidc"
+client_id = "bench-jwt"
+token_endpoint_auth_method = "private_key_jwt"
+jwks = '$JWKS'
+redirect_uris = ["https://rp.example.org/callback"]
+grant_types = ["client_credentials"]
+scopes = ["openid", "api"]
+release = []
 
 [[services]]
 name = "bench-sp"
@@ -323,6 +342,14 @@ for mode in client-credentials refresh code saml; do
         --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" --warmup 1 --server-pid "$SERVER_PID")
     printf -v "OIDC_${mode//-/_}" '%s' "$line"
 done
+log "OIDC client_credentials with private_key_jwt (ES256 assertions): $OIDC_CONNECTIONS connections, $OIDC_SECONDS s"
+OIDC_jwt=$(run_lg oidc --url "$BASE" --mode client-credentials --client-id bench-jwt \
+    --assertion-key "$WORK/jwt.pem" --assertion-kid k1 --presign 80000 \
+    --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" --warmup 1 --server-pid "$SERVER_PID")
+log "OIDC refresh with DPoP proofs (ES256): $OIDC_CONNECTIONS connections, $OIDC_SECONDS s"
+OIDC_dpop=$(run_lg oidc --url "$BASE" --user bench --password "$PASSWORD" --mode refresh \
+    --dpop "$BASE/oidc/token" --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" \
+    --warmup 1 --server-pid "$SERVER_PID")
 log "OIDC code with ES256 ID tokens: $OIDC_CONNECTIONS connections, $OIDC_SECONDS s"
 OIDC_code_es=$(run_lg oidc --url "$BASE" --user bench --password "$PASSWORD" --mode code \
     --client-id bench-es256 --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" --warmup 1 \
@@ -477,8 +504,10 @@ REPORT=$(cat <<EOF
 | Password logins/s, default argon2id ($DEFAULT_PARAMS), $LOGIN_CONNECTIONS connections | $(field "$LOGINS" rate) /s (p50 $(field "$LOGINS" p50_ms) ms) | | |
 | &nbsp;&nbsp;RSS after those logins (idle again) | $(mib "$RSS_LOGINS") MiB | < 60 MB | $(verdict "$(mib "$RSS_LOGINS")" "<" 57.2) |
 | OIDC client_credentials grants/s, $OIDC_CONNECTIONS connections, ${OIDC_SECONDS} s (ES256 access tokens) | $(printf '%.0f' "$(field "$OIDC_client_credentials" rate)") /s ($(field "$OIDC_client_credentials" errors) errors), p50 / p99 $(field "$OIDC_client_credentials" p50_ms) / $(field "$OIDC_client_credentials" p99_ms) ms | ≥ $OIDC_TARGET /s (20 × Keycloak's 120/s per vCPU) | $(verdict "$(field "$OIDC_client_credentials" rate)" ">=" "$OIDC_TARGET") |
+| &nbsp;&nbsp;the same with \`private_key_jwt\` (ES256 assertions made beforehand; each checked, its jti kept once) | $(printf '%.0f' "$(field "$OIDC_jwt" rate)") /s ($(field "$OIDC_jwt" errors) errors), p50 / p99 $(field "$OIDC_jwt" p50_ms) / $(field "$OIDC_jwt" p99_ms) ms; server CPU $(field "$OIDC_jwt" server_cpu_us_per_rt) µs each (with a secret: $(field "$OIDC_client_credentials" server_cpu_us_per_rt) µs) | | |
 | OIDC refresh grants/s (rotation + reuse check + session check) | $(printf '%.0f' "$(field "$OIDC_refresh" rate)") /s ($(field "$OIDC_refresh" errors) errors), p50 / p99 $(field "$OIDC_refresh" p50_ms) / $(field "$OIDC_refresh" p99_ms) ms | ≥ $OIDC_TARGET /s | $(verdict "$(field "$OIDC_refresh" rate)" ">=" "$OIDC_TARGET") |
 | RSA-2048 signatures/s, \`openssl speed rsa2048\`, $NPROC processes / one (the signing limit) | $RSA_MULTI / $RSA_ONE /s | | |
+| &nbsp;&nbsp;the same with a DPoP proof each (ES256; proof checked, jti kept once, tokens bound) | $(printf '%.0f' "$(field "$OIDC_dpop" rate)") /s ($(field "$OIDC_dpop" errors) errors), p50 / p99 $(field "$OIDC_dpop" p50_ms) / $(field "$OIDC_dpop" p99_ms) ms; server CPU $(field "$OIDC_dpop" server_cpu_us_per_rt) µs each (without: $(field "$OIDC_refresh" server_cpu_us_per_rt) µs) | | |
 | OIDC code round trips/s with an SSO session (authorize → /login → callback → token, RS256 ID token, ES256 access token) | $(printf '%.0f' "$(field "$OIDC_code" rate)") /s ($(field "$OIDC_code" errors) errors), p50 / p99 $(field "$OIDC_code" p50_ms) / $(field "$OIDC_code" p99_ms) ms; server CPU $(field "$OIDC_code" server_cpu_us_per_rt) µs each; **$CODE_RATIO** of the RSA limit | ≥ 0.60 | $(verdict "$CODE_RATIO" ">=" 0.6) |
 | &nbsp;&nbsp;the same with ES256 ID tokens (client \`bench-es256\`) | $(printf '%.0f' "$(field "$OIDC_code_es" rate)") /s ($(field "$OIDC_code_es" errors) errors), p50 / p99 $(field "$OIDC_code_es" p50_ms) / $(field "$OIDC_code_es" p99_ms) ms; server CPU $(field "$OIDC_code_es" server_cpu_us_per_rt) µs each; $CODE_ES_RATIO of the RSA limit | | |
 | SAML SSO round trips/s with an SSO session (Redirect AuthnRequest → /login → callback → signed Response page) | $(printf '%.0f' "$(field "$OIDC_saml" rate)") /s ($(field "$OIDC_saml" errors) errors), p50 / p99 $(field "$OIDC_saml" p50_ms) / $(field "$OIDC_saml" p99_ms) ms; server CPU $(field "$OIDC_saml" server_cpu_us_per_rt) µs each; **$SAML_RATIO** of the RSA limit | ≥ 0.60 | $(verdict "$SAML_RATIO" ">=" 0.6) |
