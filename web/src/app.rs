@@ -3,7 +3,7 @@
 use crate::state::SharedState;
 use crate::{
     cas_endpoints, consent_page, delegation, login, logout, mfa_page, middleware, oidc, oidc_cors,
-    oidc_device, operations, saml, second_step,
+    operations, saml, second_step,
 };
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -60,14 +60,14 @@ pub fn router(state: SharedState, https: bool) -> Router {
             get(oidc::authorize_get).post(oidc::authorize_post),
         )
         // A device's login (RFC 8628) comes back there too.
-        .route(&at("/oidc/callback"), get(oidc_device::callback))
+        .route(&at("/oidc/callback"), get(oidc::device::callback))
         .route(
             &at("/oidc/device_authorization"),
-            post(oidc_device::authorization),
+            post(oidc::device::authorization),
         )
         .route(
             &at("/oidc/device"),
-            get(oidc_device::form).post(oidc_device::submit),
+            get(oidc::device::form).post(oidc::device::submit),
         )
         .route(
             &at("/oidc/token"),

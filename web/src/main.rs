@@ -20,7 +20,6 @@ mod mfa_page;
 mod middleware;
 mod oidc;
 mod oidc_cors;
-mod oidc_device;
 mod operations;
 mod pages;
 mod reload;

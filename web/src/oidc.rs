@@ -2,6 +2,9 @@
 //! request, calls the [`castellan_oidc::Provider`], and renders its answer
 //! (JSON, a redirect, a form post, an error page).
 
+/// The device authorization grant's endpoints and page (RFC 8628).
+pub mod device;
+
 use crate::client_address::ClientAddress;
 use crate::cookies;
 use crate::metrics::Metrics;

@@ -3,9 +3,9 @@
 //! (type the code, sign in through `/login`, confirm the device). The rules
 //! are `castellan_oidc::device`'s.
 
+use super::{basic, json_response, oauth_error};
 use crate::client_address::ClientAddress;
 use crate::locale::filters;
-use crate::oidc::{basic, json_response, oauth_error};
 use crate::pages::{render, MessagePage};
 use crate::respond::{error_page, redirect, unavailable};
 use crate::state::SharedState;
@@ -171,7 +171,7 @@ pub async fn callback(state: State<SharedState>, RawQuery(query): RawQuery) -> R
         Some((p.get("client_id")?, request))
     });
     let Some((client_id, request)) = device else {
-        return crate::oidc::callback(state, RawQuery(Some(raw))).await;
+        return super::callback(state, RawQuery(Some(raw))).await;
     };
     let p = params.as_ref();
     let ticket = p.and_then(|p| p.get("ticket")).map(String::as_str);
