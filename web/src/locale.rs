@@ -1,18 +1,20 @@
-//! The language of a request's pages: negotiated once by a layer, read by
-//! the pages' `render` and the templates' filters.
+//! The language of a request's pages: negotiated once by the frame around
+//! the routes (`middleware`), read by the pages' `render` and the
+//! templates' filters.
 //!
-//! The layer also remembers a `?locale=` choice in a cookie (HttpOnly,
+//! The frame also remembers a `?locale=` choice in a cookie (HttpOnly,
 //! SameSite=Lax, path = the prefix) and marks HTML answers with
 //! `Content-Language` and `Vary: Accept-Language, Cookie`.
 
 use crate::cookies;
-use crate::state::SharedState;
+use crate::state::AppState;
 use askama::Values;
-use axum::extract::{OriginalUri, Request, State};
-use axum::http::{header, HeaderValue, Method, Uri};
-use axum::middleware::Next;
+use axum::extract::OriginalUri;
+use axum::http::{header, HeaderValue, Method, Request, Uri};
 use axum::response::Response;
 use castellan_i18n::{negotiate, text, Lang, Msg, LOCALE_COOKIE, LOCALE_PARAM};
+use std::future::Future;
+use tokio::task::futures::TaskLocalFuture;
 
 /// What a page needs to know of its request.
 #[derive(Debug, Clone, Default)]
@@ -34,9 +36,17 @@ pub fn current() -> PageLocale {
     CURRENT.try_with(Clone::clone).unwrap_or_default()
 }
 
-/// The layer: negotiates, runs the request in that language, marks the
-/// answer.
-pub async fn layer(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+/// What the frame around the routes marks an answer with, once served.
+pub struct Marks {
+    lang: Lang,
+    /// A `?locale=` choice, remembered in a cookie.
+    chosen: Option<Lang>,
+    cookie: Option<String>,
+}
+
+/// Negotiates a request's language: what its pages read, and what its
+/// answer is marked with.
+pub fn choose<B>(req: &Request<B>) -> (PageLocale, Marks) {
     let query = req.uri().query().unwrap_or("");
     // Parsed only when it can be there: a ticket's query is long.
     let chosen = query
@@ -59,9 +69,24 @@ pub async fn layer(State(state): State<SharedState>, req: Request, next: Next) -
             .get::<OriginalUri>()
             .map_or_else(|| req.uri().clone(), |u| u.0.clone())
     });
-    let mut response = CURRENT
-        .scope(PageLocale { lang, here }, next.run(req))
-        .await;
+    (
+        PageLocale { lang, here },
+        Marks {
+            lang,
+            chosen,
+            cookie,
+        },
+    )
+}
+
+/// Runs `future` (the request) in its language.
+pub fn scope<F: Future>(page: PageLocale, future: F) -> TaskLocalFuture<PageLocale, F> {
+    CURRENT.scope(page, future)
+}
+
+/// Marks HTML answers with their language, and remembers a `?locale=`
+/// choice in a cookie.
+pub fn mark(state: &AppState, marks: &Marks, response: &mut Response) {
     let is_html = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -71,15 +96,15 @@ pub async fn layer(State(state): State<SharedState>, req: Request, next: Next) -
     if is_html {
         headers.insert(
             header::CONTENT_LANGUAGE,
-            HeaderValue::from_static(lang.code()),
+            HeaderValue::from_static(marks.lang.code()),
         );
         headers.append(
             header::VARY,
             HeaderValue::from_static("Accept-Language, Cookie"),
         );
     }
-    if let Some(lang) = chosen {
-        if cookie.as_deref().and_then(Lang::from_tag) != Some(lang) {
+    if let Some(lang) = marks.chosen {
+        if marks.cookie.as_deref().and_then(Lang::from_tag) != Some(lang) {
             let secure = if state.settings.secure_cookies() {
                 "; Secure"
             } else {
@@ -95,7 +120,6 @@ pub async fn layer(State(state): State<SharedState>, req: Request, next: Next) -
             }
         }
     }
-    response
 }
 
 /// The parameters a language link carries over: those of a login (the

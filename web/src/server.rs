@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
@@ -226,26 +226,23 @@ enum Phase {
     ReadingHead(Instant),
 }
 
+/// A connection's phase, read by its watcher when the watcher's timer
+/// fires. No change of phase wakes the watcher: that cost a task switch and
+/// two timer updates on every request.
 struct Activity {
     phase: Mutex<Phase>,
-    changed: Notify,
 }
 
 impl Activity {
     fn new() -> Activity {
         Activity {
             phase: Mutex::new(Phase::Opened(Instant::now())),
-            changed: Notify::new(),
         }
     }
 
     fn set(&self, update: impl FnOnce(Phase) -> Phase) {
         let mut phase = self.phase.lock();
-        let next = update(*phase);
-        if next != *phase {
-            *phase = next;
-            self.changed.notify_one();
-        }
+        *phase = update(*phase);
     }
 
     fn request_started(self: &Arc<Self>) -> BusyGuard {
@@ -293,24 +290,19 @@ impl Connection {
     /// Resolves when the connection has had no request in flight for longer
     /// than its phase allows.
     async fn expired(&self) {
+        // A change of phase sets a deadline at least this far from the
+        // change: waking this often (and at each deadline) never misses one.
+        let recheck = self
+            .limits
+            .header_read_timeout
+            .min(self.limits.idle_timeout)
+            .max(Duration::from_millis(100));
         loop {
-            let changed = self.activity.changed.notified();
+            let now = Instant::now();
             match self.activity.deadline(&self.limits) {
-                None => changed.await,
-                Some(deadline) => {
-                    tokio::select! {
-                        () = changed => {}
-                        () = tokio::time::sleep_until(deadline) => {
-                            if self
-                                .activity
-                                .deadline(&self.limits)
-                                .is_some_and(|d| d <= Instant::now())
-                            {
-                                return;
-                            }
-                        }
-                    }
-                }
+                Some(deadline) if deadline <= now => return,
+                Some(deadline) => tokio::time::sleep_until(deadline.min(now + recheck)).await,
+                None => tokio::time::sleep_until(now + recheck).await,
             }
         }
     }
@@ -429,5 +421,28 @@ mod tests {
         let started = Instant::now();
         connection.expired().await;
         assert_eq!(started.elapsed(), limits().idle_timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_begun_after_idling_keeps_its_own_deadline() {
+        // Nothing wakes the watcher when bytes arrive: it must still close
+        // a slow head at its (earlier) header deadline, not at the idle one.
+        let connection = Arc::new(Connection {
+            activity: Arc::new(Activity::new()),
+            limits: limits(),
+        });
+        drop(connection.activity.request_started());
+        let watcher = tokio::spawn({
+            let connection = connection.clone();
+            async move {
+                connection.expired().await;
+                Instant::now()
+            }
+        });
+        tokio::time::advance(Duration::from_secs(3)).await;
+        connection.activity.bytes_read();
+        let head = Instant::now();
+        let expired_at = watcher.await.unwrap();
+        assert_eq!(expired_at, head + limits().header_read_timeout);
     }
 }
