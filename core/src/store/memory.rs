@@ -186,21 +186,23 @@ fn logout_of(byte: u8) -> Option<LogoutMode> {
     }
 }
 
-fn record_len(r: &ServiceRecord) -> usize {
-    compact::len(&r.ticket_id) + compact::varint_len(r.service.len()) + r.service.len() + 1
+/// `tag`: the session's tag, which its tickets' ids end with and its
+/// records then leave out (16 bytes of 80 in a typical record).
+fn record_len(r: &ServiceRecord, tag: Option<&[u8]>) -> usize {
+    compact::len_in(&r.ticket_id, tag) + compact::varint_len(r.service.len()) + r.service.len() + 1
 }
 
 /// A single-logout record: its ticket id, its service URL with its length,
 /// its logout mode.
-fn write_record(r: &ServiceRecord, out: &mut Vec<u8>) {
-    compact::write(&r.ticket_id, out);
+fn write_record(r: &ServiceRecord, tag: Option<&[u8]>, out: &mut Vec<u8>) {
+    compact::write_in(&r.ticket_id, tag, out);
     compact::write_varint(r.service.len(), out);
     out.extend_from_slice(r.service.as_bytes());
     out.push(logout_byte(r.logout));
 }
 
-fn read_record(bytes: &[u8]) -> Option<(ServiceRecord, &[u8])> {
-    let (ticket_id, rest) = compact::read(bytes)?;
+fn read_record<'a>(bytes: &'a [u8], tag: Option<&[u8]>) -> Option<(ServiceRecord, &'a [u8])> {
+    let (ticket_id, rest) = compact::read_in(bytes, tag)?;
     let (n, rest) = compact::read_varint(rest)?;
     let (service, rest) = rest.split_at_checked(n)?;
     let (&mode, rest) = rest.split_first()?;
@@ -214,24 +216,17 @@ fn read_record(bytes: &[u8]) -> Option<(ServiceRecord, &[u8])> {
 
 /// The bytes after the first record, without decoding it.
 fn skip_record(bytes: &[u8]) -> Option<&[u8]> {
-    let (&form, rest) = bytes.split_first()?;
-    let rest = if form == 0 {
-        let (n, rest) = compact::read_varint(rest)?;
-        rest.get(n..)?
-    } else {
-        // A packed id's length follows from its form byte; read() knows it.
-        compact::read(bytes)?.1
-    };
-    let (n, rest) = compact::read_varint(rest)?;
+    let (n, rest) = compact::read_varint(compact::skip(bytes)?)?;
     rest.get(n + 1..)
 }
 
 impl StoredSession {
     fn new(s: &TicketGrantingTicket, live_until: Millis) -> Self {
         let kept = &s.services[s.services.len().saturating_sub(MAX_SERVICE_RECORDS)..];
-        let mut services = Vec::with_capacity(kept.iter().map(record_len).sum());
+        let tag = compact::tag_of(&s.id);
+        let mut services = Vec::with_capacity(kept.iter().map(|r| record_len(r, tag)).sum());
         for r in kept {
-            write_record(r, &mut services);
+            write_record(r, tag, &mut services);
         }
         Self {
             principal: s.principal.clone(),
@@ -259,7 +254,12 @@ impl StoredSession {
 
     /// Appends a single-logout record, dropping the oldest beyond the
     /// limit: the list grows in place (a reallocation), never re-encoded.
-    fn push_service(&mut self, record: &ServiceRecord) -> Result<(), StoreError> {
+    /// `tag`: the session's, see [`record_len`].
+    fn push_service(
+        &mut self,
+        record: &ServiceRecord,
+        tag: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         let mut list = std::mem::take(&mut self.services).into_vec();
         if usize::from(self.service_count) >= MAX_SERVICE_RECORDS {
             let rest = skip_record(&list).ok_or_else(|| corrupt("logout record"))?;
@@ -267,18 +267,18 @@ impl StoredSession {
             list.drain(..first);
             self.service_count -= 1;
         }
-        list.reserve_exact(record_len(record));
-        write_record(record, &mut list);
+        list.reserve_exact(record_len(record, tag));
+        write_record(record, tag, &mut list);
         self.services = list.into_boxed_slice();
         self.service_count += 1;
         Ok(())
     }
 
-    fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
+    fn services(&self, tag: Option<&[u8]>) -> Result<Vec<ServiceRecord>, StoreError> {
         let mut out = Vec::with_capacity(usize::from(self.service_count));
         let mut rest = &self.services[..];
         while !rest.is_empty() {
-            let (record, after) = read_record(rest).ok_or_else(|| corrupt("logout record"))?;
+            let (record, after) = read_record(rest, tag).ok_or_else(|| corrupt("logout record"))?;
             out.push(record);
             rest = after;
         }
@@ -291,21 +291,23 @@ impl StoredSession {
         id: Option<&str>,
         with_services: bool,
     ) -> Result<TicketGrantingTicket, StoreError> {
+        let id = match id {
+            Some(id) => id.to_owned(),
+            None => self.id.to_string()?,
+        };
+        let services = if with_services {
+            self.services(compact::tag_of(&id))?
+        } else {
+            Vec::new()
+        };
         Ok(TicketGrantingTicket {
-            id: match id {
-                Some(id) => id.to_owned(),
-                None => self.id.to_string()?,
-            },
+            id,
             principal: self.principal.clone(),
             authenticated_at: self.authenticated_at,
             expires_at: self.expires_at,
             long_term: self.long_term,
             methods: self.methods,
-            services: if with_services {
-                self.services()?
-            } else {
-                Vec::new()
-            },
+            services,
         })
     }
 }
@@ -578,7 +580,7 @@ impl TicketStore for MemoryStore {
                 Some(s) if s.is_live(now) => {
                     s.touch(now, idle);
                     if let Some(record) = &record {
-                        s.push_service(record)?;
+                        s.push_service(record, compact::tag_of(session_id))?;
                     }
                 }
                 _ => return Ok(false),
@@ -838,12 +840,16 @@ mod tests {
         }
     }
 
-    fn record(i: usize) -> ServiceRecord {
+    /// Ticket ids of every shape: the session's own (whose tag is left
+    /// out), another's, untagged, foreign.
+    fn record(i: usize, session_id: &str) -> ServiceRecord {
         ServiceRecord {
-            ticket_id: if i % 2 == 0 {
-                format!("ST-1-{i}")
-            } else {
-                crate::ids::new_ticket_id("ST")
+            ticket_id: match i % 4 {
+                0 => format!("ST-1-{i}"),
+                1 => crate::ids::new_ticket_id("ST"),
+                2 => crate::ids::new_session_ticket_id("ST", &crate::ids::new_session_id("TGT"))
+                    .unwrap(),
+                _ => crate::ids::new_session_ticket_id("ST", session_id).unwrap(),
             },
             service: format!("https://app{i}.example.org/"),
             logout: if i % 3 == 0 {
@@ -896,6 +902,7 @@ mod tests {
             .await
             .unwrap();
         let total = MAX_SERVICE_RECORDS + 5;
+        let records: Vec<_> = (0..total).map(|i| record(i, &id)).collect();
         for i in 0..total {
             let ticket = Ticket::Service(ServiceTicket {
                 id: crate::ids::new_session_ticket_id("ST", &id).unwrap(),
@@ -909,23 +916,23 @@ mod tests {
                     Duration::from_secs(60),
                     ticket,
                     Duration::from_secs(10),
-                    Some(record(i)),
+                    Some(records[i].clone()),
                 )
                 .await
                 .unwrap();
             assert!(granted);
         }
         let kept = store.session(&id).await.unwrap().unwrap().services;
-        let expected: Vec<_> = (total - MAX_SERVICE_RECORDS..total).map(record).collect();
-        assert_eq!(kept.len(), MAX_SERVICE_RECORDS);
-        assert_eq!(
-            kept.iter().map(|r| &r.service).collect::<Vec<_>>(),
-            expected.iter().map(|r| &r.service).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            kept.iter().map(|r| r.logout).collect::<Vec<_>>(),
-            expected.iter().map(|r| r.logout).collect::<Vec<_>>()
-        );
+        assert_eq!(kept, records[total - MAX_SERVICE_RECORDS..]);
+        // Carried into a new session (tag of another session: kept whole).
+        let mut carried = session(&crate::ids::new_session_id("TGT"), "v");
+        carried.services = kept.clone();
+        store
+            .create_session(&carried, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let removed = store.remove_session(&carried.id).await.unwrap().unwrap();
+        assert_eq!(removed.services, kept);
         let listed = store.sessions_of("u").await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].id, id, "the packed id reads back");

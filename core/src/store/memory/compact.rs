@@ -55,6 +55,92 @@ fn shape(id: &str) -> Option<(u8, &[u8], Option<&[u8]>)> {
     Some((1 + 2 * index as u8 + u8::from(tag.is_some()), random, tag))
 }
 
+/// Added to a tagged form byte: the id's session tag is left out, because
+/// it is the tag of the session the bytes are kept in (a session's
+/// single-logout records name its own tickets).
+const ELIDED: u8 = 0x40;
+
+/// The session tag of `id`, when it has this server's shape with one.
+pub(super) fn tag_of(id: &str) -> Option<&[u8]> {
+    shape(id)?.2
+}
+
+/// Like [`len`], leaving out a tag equal to `tag`.
+pub(super) fn len_in(id: &str, tag: Option<&[u8]>) -> usize {
+    match shape(id) {
+        Some((_, _, Some(own))) if tag == Some(own) => 1 + RANDOM / 4 * 3,
+        _ => len(id),
+    }
+}
+
+/// Like [`write`], leaving out a tag equal to `tag`; [`read_in`] reads it
+/// back given the same tag.
+pub(super) fn write_in(id: &str, tag: Option<&[u8]>, out: &mut Vec<u8>) {
+    match shape(id) {
+        Some((form, random, Some(own))) if tag == Some(own) => {
+            let start = out.len();
+            out.push(form + ELIDED);
+            out.resize(start + 1 + RANDOM / 4 * 3, 0);
+            pack(random.iter().copied(), &mut out[start + 1..]);
+        }
+        _ => write(id, out),
+    }
+}
+
+/// Reads an id [`write_in`] wrote with `tag`.
+pub(super) fn read_in<'a>(bytes: &'a [u8], tag: Option<&[u8]>) -> Option<(String, &'a [u8])> {
+    let (&form, rest) = bytes.split_first()?;
+    if form < ELIDED {
+        return read(bytes);
+    }
+    let tag = std::str::from_utf8(tag?).ok()?;
+    let (mut id, tagged, rest) = read_packed(form - ELIDED, rest, false)?;
+    if !tagged {
+        return None;
+    }
+    id.push('-');
+    id.push_str(tag);
+    Some((id, rest))
+}
+
+/// The packed form `form`'s id and the bytes after it; `with_tag`: its tag
+/// too, when it has one. Also says whether it has one.
+fn read_packed(form: u8, bytes: &[u8], with_tag: bool) -> Option<(String, bool, &[u8])> {
+    let index = usize::from(form.checked_sub(1)? / 2);
+    let tagged = (form - 1) % 2 == 1;
+    let prefix = PREFIXES.get(index)?;
+    let chars = RANDOM + if tagged && with_tag { TAG } else { 0 };
+    let (packed, rest) = bytes.split_at_checked(chars / 4 * 3)?;
+    let mut id = String::with_capacity(prefix.len() + 3 + RANDOM + 1 + TAG);
+    id.push_str(prefix);
+    id.push_str("-1-");
+    for (i, three) in packed.chunks_exact(3).enumerate() {
+        if i == RANDOM / 4 {
+            id.push('-');
+        }
+        let word = u32::from_be_bytes([0, three[0], three[1], three[2]]);
+        for shift in [18, 12, 6, 0] {
+            id.push(char_of(word >> shift & 63)?);
+        }
+    }
+    Some((id, tagged, rest))
+}
+
+/// The bytes after the id [`write_in`] or [`write`] wrote, without reading it.
+pub(super) fn skip(bytes: &[u8]) -> Option<&[u8]> {
+    let (&form, rest) = bytes.split_first()?;
+    let packed = match form {
+        0 => {
+            let (n, rest) = read_varint(rest)?;
+            return rest.get(n..);
+        }
+        f if f >= ELIDED => RANDOM,
+        f if (f - 1) % 2 == 1 => RANDOM + TAG,
+        _ => RANDOM,
+    };
+    rest.get(packed / 4 * 3..)
+}
+
 /// Bytes [`write`] appends for `id`.
 pub(super) fn len(id: &str) -> usize {
     match shape(id) {
@@ -118,24 +204,10 @@ pub(super) fn read(bytes: &[u8]) -> Option<(String, &[u8])> {
         let (id, rest) = rest.split_at_checked(n)?;
         return Some((std::str::from_utf8(id).ok()?.to_owned(), rest));
     }
-    let index = usize::from((form - 1) / 2);
-    let tagged = (form - 1) % 2 == 1;
-    let prefix = PREFIXES.get(index)?;
-    let chars = RANDOM + if tagged { TAG } else { 0 };
-    let (packed, rest) = rest.split_at_checked(chars / 4 * 3)?;
-    let mut id = String::with_capacity(prefix.len() + 3 + chars + usize::from(tagged));
-    id.push_str(prefix);
-    id.push_str("-1-");
-    for (i, three) in packed.chunks_exact(3).enumerate() {
-        let word = u32::from_be_bytes([0, three[0], three[1], three[2]]);
-        for shift in [18, 12, 6, 0] {
-            id.push(char_of(word >> shift & 63)?);
-        }
-        if tagged && i == RANDOM / 4 - 1 {
-            id.push('-');
-        }
+    if form >= ELIDED {
+        return None;
     }
-    Some((id, rest))
+    read_packed(form, rest, true).map(|(id, _, rest)| (id, rest))
 }
 
 pub(super) fn varint_len(mut n: usize) -> usize {
@@ -212,6 +284,29 @@ mod tests {
         }
         let long = "x".repeat(300);
         round_trip(&long);
+    }
+
+    #[test]
+    fn a_sessions_own_tag_is_left_out() {
+        let session = new_session_id("TGT");
+        let tag = tag_of(&session);
+        assert_eq!(tag.map(<[u8]>::len), Some(TAG));
+        let ticket = new_session_ticket_id("ST", &session).unwrap();
+        let other = new_session_ticket_id("ST", &new_session_id("TGT")).unwrap();
+        for (id, expected) in [(&ticket, 25), (&other, 37), (&"ST-1-x".to_owned(), 8)] {
+            let mut out = Vec::new();
+            write_in(id, tag, &mut out);
+            assert_eq!(out.len(), expected);
+            assert_eq!(len_in(id, tag), expected);
+            out.push(9);
+            assert_eq!(skip(&out), Some(&[9][..]));
+            let (back, rest) = read_in(&out, tag).unwrap();
+            assert_eq!((&back, rest), (id, &[9][..]));
+        }
+        let mut out = Vec::new();
+        write_in(&ticket, tag, &mut out);
+        assert!(read_in(&out, None).is_none(), "the tag is needed");
+        assert!(read(&out).is_none());
     }
 
     #[test]
