@@ -883,7 +883,7 @@ mod tests {
                 _ => crate::ids::new_session_ticket_id("ST", session_id).unwrap(),
             },
             service: format!("https://app{i}.example.org/"),
-            logout: if i % 3 == 0 {
+            logout: if i.is_multiple_of(3) {
                 LogoutMode::None
             } else {
                 LogoutMode::BackChannel
@@ -953,7 +953,7 @@ mod tests {
             .unwrap();
         let total = MAX_SERVICE_RECORDS + 5;
         let records: Vec<_> = (0..total).map(|i| record(i, &id)).collect();
-        for i in 0..total {
+        for (i, record) in records.iter().enumerate() {
             let ticket = Ticket::Service(ServiceTicket {
                 id: crate::ids::new_session_ticket_id("ST", &id).unwrap(),
                 session_id: id.clone(),
@@ -966,7 +966,7 @@ mod tests {
                     Duration::from_secs(60),
                     ticket,
                     Duration::from_secs(10),
-                    Some(records[i].clone()),
+                    Some(record.clone()),
                 )
                 .await
                 .unwrap();

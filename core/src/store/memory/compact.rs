@@ -34,8 +34,11 @@ fn char_of(d: u32) -> Option<char> {
     }))
 }
 
+/// A form byte, the random characters, the session tag if any.
+type Shape<'a> = (u8, &'a [u8], Option<&'a [u8]>);
+
 /// The form byte and the characters to pack, when `id` has this server's shape.
-fn shape(id: &str) -> Option<(u8, &[u8], Option<&[u8]>)> {
+fn shape(id: &str) -> Option<Shape<'_>> {
     let (index, prefix) = PREFIXES
         .iter()
         .enumerate()
