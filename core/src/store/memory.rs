@@ -4,106 +4,449 @@
 //! request waits for more than one shard. Expired entries are invisible at
 //! once (checked on every read) and are dropped by a background sweeper that
 //! visits one shard at a time: there is never a stop-the-world scan.
+//!
+//! # What an entry costs
+//! A hundred thousand sessions must fit in a few tens of megabytes, so:
+//! - Keys are not stored: an entry is found by a 128-bit keyed hash of its
+//!   namespace and id (two SipHash-2-4 with independent random keys drawn
+//!   per process). Ids are secrets that clients present; without the keys
+//!   nobody can make two ids meet, and the odds of a chance meeting are
+//!   2^-128. A table slot is then 16 bytes of key and one small value.
+//! - Sessions, tickets, records and counters have a table each in every
+//!   shard, without a tag per entry: the ten-second tickets' table shrinks
+//!   after a burst without rehashing the sessions.
+//! - A session keeps its own id (packed, see [`compact`]) for
+//!   [`TicketStore::sessions_of`], and its single-logout records in one
+//!   allocation, appended in place.
+//! - A ticket is one allocation: its deadline and its compact encoding
+//!   (without its id, which the caller presents).
+//! - An empty record (a one-time marker) allocates nothing, and lives in a
+//!   table of deadlines alone.
+
+mod compact;
 
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::error::StoreError;
 use crate::methods::AuthnMethods;
 use crate::principal::Principal;
+use crate::service::LogoutMode;
 use crate::store::{TicketStore, MAX_SERVICE_RECORDS};
-use crate::ticket::{ServiceRecord, Ticket, TicketGrantingTicket};
+use crate::ticket::{ServiceRecord, ServiceTicket, Ticket, TicketGrantingTicket};
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 const SHARDS: usize = 64;
 
-/// Boxed, so that a table slot stays small whatever the value: the tables
-/// hold up to twice as many slots as entries.
-enum Value {
-    Session(Box<StoredSession>),
-    /// One allocation per ticket (its postcard encoding) instead of five:
-    /// tickets come and go by the thousand, and few, whole allocations
-    /// leave the allocator less to fragment.
-    Ticket(Box<[u8]>),
-    Counter(u32),
-    /// A protocol module's flow record.
-    Record(Box<[u8]>),
+// A session counts its single-logout records in a byte.
+const _: () = assert!(MAX_SERVICE_RECORDS < u8::MAX as usize);
+
+/// What an id names: counters and records are keyed by user data, and must
+/// never meet a session or ticket id (nor each other) with the same text.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Space {
+    Id = 0,
+    Counter = 1,
+    Record = 2,
 }
 
-/// A session as held here: its id is the map key, not stored a second time.
+/// An entry's key: a keyed hash of its namespace and id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key {
+    /// The tables' hash.
+    lo: u64,
+    /// Picks the shard (other bits than the tables use) and halves the odds
+    /// of two ids meeting.
+    hi: u64,
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.lo);
+    }
+}
+
+/// Hands the key's first half to the table: it is already a keyed hash.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not called ([`Key`] writes one u64); mixes anyway, to stay a hash.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Table<V> = HashMap<Key, V, BuildHasherDefault<PassThrough>>;
+
+/// Two independently keyed SipHash-2-4: a 128-bit PRF of an id.
+struct KeyHasher {
+    lo: (u64, u64),
+    hi: (u64, u64),
+}
+
+impl KeyHasher {
+    fn new() -> Self {
+        // ThreadRng: a CSPRNG seeded from the OS. Four independent words,
+        // not std's RandomState, whose successive keys differ by one.
+        Self {
+            lo: (rand::random(), rand::random()),
+            hi: (rand::random(), rand::random()),
+        }
+    }
+
+    fn key(&self, space: Space, id: &str) -> Key {
+        let half = |(k0, k1): (u64, u64)| {
+            // The deprecation points at crates for HashDoS-resistant maps;
+            // what is wanted here is SipHash itself, a PRF under a secret
+            // key, and std's is the audited one at hand.
+            #[allow(deprecated)]
+            let mut h = std::hash::SipHasher::new_with_keys(k0, k1);
+            // Namespace, then the id: the input is one field after a fixed
+            // byte, so no length is needed to keep inputs apart.
+            h.write_u8(space as u8);
+            h.write(id.as_bytes());
+            h.finish()
+        };
+        Key {
+            lo: half(self.lo),
+            hi: half(self.hi),
+        }
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("memory store: unreadable {what}"))
+}
+
+/// A session's id as it keeps it: packed when it has this server's shape.
+enum StoredId {
+    Packed([u8; compact::MAX_PACKED]),
+    Other(Box<str>),
+}
+
+impl StoredId {
+    fn new(id: &str) -> Self {
+        compact::packed(id).map_or_else(|| Self::Other(id.into()), Self::Packed)
+    }
+
+    fn to_string(&self) -> Result<String, StoreError> {
+        match self {
+            Self::Packed(bytes) => compact::read(bytes)
+                .map(|(id, _)| id)
+                .ok_or_else(|| corrupt("session id")),
+            Self::Other(id) => Ok(id.to_string()),
+        }
+    }
+}
+
+/// A session as held here. 96 bytes: one allocator size class.
 struct StoredSession {
     principal: Arc<Principal>,
     authenticated_at: Millis,
+    /// The hard limit.
     expires_at: Millis,
+    /// When the entry expires: its idle deadline, never past `expires_at`.
+    live_until: Millis,
+    /// The single-logout records, oldest first, each as [`write_record`]
+    /// writes it.
+    services: Box<[u8]>,
+    id: StoredId,
     long_term: bool,
     methods: AuthnMethods,
-    /// Single-logout records, encoded like tickets: one allocation each.
-    services: Vec<Box<[u8]>>,
+    /// Records in `services`.
+    service_count: u8,
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Box<[u8]>, StoreError> {
-    postcard::to_allocvec(value)
-        .map(Vec::into_boxed_slice)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+fn logout_byte(mode: LogoutMode) -> u8 {
+    match mode {
+        LogoutMode::None => 0,
+        LogoutMode::BackChannel => 1,
+    }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+fn logout_of(byte: u8) -> Option<LogoutMode> {
+    match byte {
+        0 => Some(LogoutMode::None),
+        1 => Some(LogoutMode::BackChannel),
+        _ => None,
+    }
+}
+
+/// `tag`: the session's tag, which its tickets' ids end with and its
+/// records then leave out (16 bytes of 80 in a typical record).
+fn record_len(r: &ServiceRecord, tag: Option<&[u8]>) -> usize {
+    compact::len_in(&r.ticket_id, tag) + compact::varint_len(r.service.len()) + r.service.len() + 1
+}
+
+/// A single-logout record: its ticket id, its service URL with its length,
+/// its logout mode.
+fn write_record(r: &ServiceRecord, tag: Option<&[u8]>, out: &mut Vec<u8>) {
+    compact::write_in(&r.ticket_id, tag, out);
+    compact::write_varint(r.service.len(), out);
+    out.extend_from_slice(r.service.as_bytes());
+    out.push(logout_byte(r.logout));
+}
+
+fn read_record<'a>(bytes: &'a [u8], tag: Option<&[u8]>) -> Option<(ServiceRecord, &'a [u8])> {
+    let (ticket_id, rest) = compact::read_in(bytes, tag)?;
+    let (n, rest) = compact::read_varint(rest)?;
+    let (service, rest) = rest.split_at_checked(n)?;
+    let (&mode, rest) = rest.split_first()?;
+    let record = ServiceRecord {
+        ticket_id,
+        service: std::str::from_utf8(service).ok()?.to_owned(),
+        logout: logout_of(mode)?,
+    };
+    Some((record, rest))
+}
+
+/// The bytes after the first record, without decoding it.
+fn skip_record(bytes: &[u8]) -> Option<&[u8]> {
+    let (n, rest) = compact::read_varint(compact::skip(bytes)?)?;
+    rest.get(n + 1..)
 }
 
 impl StoredSession {
-    fn new(s: &TicketGrantingTicket) -> Result<Self, StoreError> {
-        Ok(Self {
+    fn new(s: &TicketGrantingTicket, live_until: Millis) -> Self {
+        let kept = &s.services[s.services.len().saturating_sub(MAX_SERVICE_RECORDS)..];
+        let tag = compact::tag_of(&s.id);
+        let mut services = Vec::with_capacity(kept.iter().map(|r| record_len(r, tag)).sum());
+        for r in kept {
+            write_record(r, tag, &mut services);
+        }
+        Self {
             principal: s.principal.clone(),
             authenticated_at: s.authenticated_at,
             expires_at: s.expires_at,
+            live_until,
+            services: services.into_boxed_slice(),
+            id: StoredId::new(&s.id),
             long_term: s.long_term,
             methods: s.methods,
-            services: s.services[s.services.len().saturating_sub(MAX_SERVICE_RECORDS)..]
-                .iter()
-                .map(encode)
-                .collect::<Result<_, _>>()?,
-        })
+            service_count: kept.len() as u8,
+        }
     }
 
+    fn is_live(&self, now: Millis) -> bool {
+        self.live_until > now
+    }
+
+    /// Pushes the idle deadline to `now + idle`, never past the hard limit.
+    fn touch(&mut self, now: Millis, idle: Duration) {
+        self.live_until = now
+            .saturating_add(idle.as_millis() as u64)
+            .min(self.expires_at);
+    }
+
+    /// Appends a single-logout record, dropping the oldest beyond the
+    /// limit: the list grows in place (a reallocation), never re-encoded.
+    /// `tag`: the session's, see [`record_len`].
+    fn push_service(
+        &mut self,
+        record: &ServiceRecord,
+        tag: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut list = std::mem::take(&mut self.services).into_vec();
+        if usize::from(self.service_count) >= MAX_SERVICE_RECORDS {
+            let rest = skip_record(&list).ok_or_else(|| corrupt("logout record"))?;
+            let first = list.len() - rest.len();
+            list.drain(..first);
+            self.service_count -= 1;
+        }
+        list.reserve_exact(record_len(record, tag));
+        write_record(record, tag, &mut list);
+        self.services = list.into_boxed_slice();
+        self.service_count += 1;
+        Ok(())
+    }
+
+    fn services(&self, tag: Option<&[u8]>) -> Result<Vec<ServiceRecord>, StoreError> {
+        let mut out = Vec::with_capacity(usize::from(self.service_count));
+        let mut rest = &self.services[..];
+        while !rest.is_empty() {
+            let (record, after) = read_record(rest, tag).ok_or_else(|| corrupt("logout record"))?;
+            out.push(record);
+            rest = after;
+        }
+        Ok(out)
+    }
+
+    /// The session; `id`: the one it was found by (else its own, decoded).
     fn to_session(
         &self,
-        id: &str,
+        id: Option<&str>,
         with_services: bool,
     ) -> Result<TicketGrantingTicket, StoreError> {
+        let id = match id {
+            Some(id) => id.to_owned(),
+            None => self.id.to_string()?,
+        };
+        let services = if with_services {
+            self.services(compact::tag_of(&id))?
+        } else {
+            Vec::new()
+        };
         Ok(TicketGrantingTicket {
-            id: id.to_owned(),
+            id,
             principal: self.principal.clone(),
             authenticated_at: self.authenticated_at,
             expires_at: self.expires_at,
             long_term: self.long_term,
             methods: self.methods,
-            services: if with_services {
-                self.services
-                    .iter()
-                    .map(|r| decode(r))
-                    .collect::<Result<_, _>>()?
-            } else {
-                Vec::new()
-            },
+            services,
         })
     }
 }
 
-struct Entry {
-    value: Value,
-    expires_at: Millis,
+/// Tickets are stored as their deadline (8 bytes, little-endian), a form
+/// byte and the rest: for a service ticket, the hot one, its session id
+/// (compact), whether it came from a new login, and its service URL to the
+/// end; for the others, their postcard encoding without their id.
+const SERVICE_TICKET: u8 = 0;
+const OTHER_TICKET: u8 = 1;
+
+fn encode_ticket(ticket: &Ticket, expires_at: Millis) -> Result<Box<[u8]>, StoreError> {
+    let mut out;
+    match ticket {
+        Ticket::Service(t) => {
+            out = Vec::with_capacity(8 + 1 + compact::len(&t.session_id) + 1 + t.service.len());
+            out.extend_from_slice(&expires_at.to_le_bytes());
+            out.push(SERVICE_TICKET);
+            compact::write(&t.session_id, &mut out);
+            out.push(u8::from(t.from_new_login));
+            out.extend_from_slice(t.service.as_bytes());
+        }
+        other => {
+            // A login form token holds a URL at most; a proxy ticket, a few.
+            out = Vec::with_capacity(128);
+            out.extend_from_slice(&expires_at.to_le_bytes());
+            out.push(OTHER_TICKET);
+            out =
+                postcard::to_extend(other, out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+    }
+    Ok(out.into_boxed_slice())
 }
 
-type Shard = Mutex<HashMap<Box<str>, Entry>>;
+fn ticket_deadline(bytes: &[u8]) -> Millis {
+    bytes
+        .first_chunk::<8>()
+        .map_or(0, |b| Millis::from_le_bytes(*b))
+}
+
+fn decode_ticket(id: &str, bytes: &[u8]) -> Result<Ticket, StoreError> {
+    let unreadable = || corrupt("ticket");
+    match bytes.get(8..).and_then(<[u8]>::split_first) {
+        Some((&SERVICE_TICKET, rest)) => {
+            let (session_id, rest) = compact::read(rest).ok_or_else(unreadable)?;
+            let (&from_new_login, service) = rest.split_first().ok_or_else(unreadable)?;
+            let service = std::str::from_utf8(service).map_err(|_| unreadable())?;
+            Ok(Ticket::Service(ServiceTicket {
+                id: id.to_owned(),
+                session_id,
+                service: service.to_owned(),
+                from_new_login: from_new_login != 0,
+            }))
+        }
+        Some((&OTHER_TICKET, rest)) => {
+            let mut ticket: Ticket =
+                postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            id.clone_into(ticket.id_mut());
+            Ok(ticket)
+        }
+        _ => Err(unreadable()),
+    }
+}
+
+/// A counter or a record, with its deadline beside it (an empty record then
+/// allocates nothing).
+struct Timed<T> {
+    expires_at: Millis,
+    value: T,
+}
+
+#[derive(Default)]
+struct Tables {
+    sessions: Table<Box<StoredSession>>,
+    /// Deadline and encoding in one allocation, see [`encode_ticket`].
+    tickets: Table<Box<[u8]>>,
+    records: Table<Timed<Box<[u8]>>>,
+    /// Records with an empty value (one-time markers, such as a used login
+    /// form's): their deadline alone, a 24-byte slot instead of 40.
+    markers: Table<Millis>,
+    counters: Table<Timed<u32>>,
+}
+
+impl Tables {
+    fn len(&self) -> usize {
+        self.sessions.len()
+            + self.tickets.len()
+            + self.records.len()
+            + self.markers.len()
+            + self.counters.len()
+    }
+
+    /// A record's deadline and value, live or not.
+    fn record(&self, key: &Key) -> Option<(Millis, &[u8])> {
+        match self.records.get(key) {
+            Some(r) => Some((r.expires_at, &r.value)),
+            None => self.markers.get(key).map(|m| (*m, &[][..])),
+        }
+    }
+
+    fn put_record(&mut self, key: Key, value: &[u8], expires_at: Millis) {
+        if value.is_empty() {
+            self.records.remove(&key);
+            self.markers.insert(key, expires_at);
+        } else {
+            self.markers.remove(&key);
+            self.records.insert(
+                key,
+                Timed {
+                    expires_at,
+                    value: value.into(),
+                },
+            );
+        }
+    }
+
+    fn take_record(&mut self, key: &Key) -> Option<(Millis, Box<[u8]>)> {
+        match self.records.remove(key) {
+            Some(r) => Some((r.expires_at, r.value)),
+            None => self.markers.remove(key).map(|m| (m, Box::default())),
+        }
+    }
+}
+
+/// A table never shrinks by itself: after a burst of tickets it would keep
+/// room for all of them. A rehash of one shard's table costs tens of
+/// microseconds at most, once per sweep.
+fn shrink<V>(table: &mut Table<V>) {
+    if table.capacity() >= 128 && table.len() * 2 <= table.capacity() {
+        table.shrink_to_fit();
+    }
+}
+
+type Shard = Mutex<Tables>;
 
 pub struct MemoryStore {
     shards: Box<[Shard]>,
-    hasher: RandomState,
+    keys: KeyHasher,
     clock: Arc<dyn Clock>,
     key_ids: Mutex<Vec<String>>,
 }
@@ -115,28 +458,10 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A live session, without extending it; `with_services`: its
-    /// single-logout list decoded too.
-    fn live_session(
-        &self,
-        id: &str,
-        with_services: bool,
-    ) -> Result<Option<TicketGrantingTicket>, StoreError> {
-        let now = self.clock.now();
-        let shard = self.shard(id).lock();
-        Ok(match shard.get(id) {
-            Some(Entry {
-                value: Value::Session(s),
-                expires_at,
-            }) if *expires_at > now => Some(s.to_session(id, with_services)?),
-            _ => None,
-        })
-    }
-
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Tables::default())).collect(),
+            keys: KeyHasher::new(),
             clock,
             key_ids: Mutex::new(Vec::new()),
         }
@@ -163,14 +488,18 @@ impl MemoryStore {
         let now = self.clock.now();
         let mut shard = self.shards[index % SHARDS].lock();
         let before = shard.len();
-        shard.retain(|_, e| e.expires_at > now);
-        // A table never shrinks by itself: after a burst of tickets it would
-        // keep room for all of them. A rehash of one shard costs tens of
-        // microseconds, once per sweep at most.
-        if shard.capacity() > 1024 && shard.len() * 2 <= shard.capacity() {
-            shard.shrink_to_fit();
-        }
-        before - shard.len()
+        let t = &mut *shard;
+        t.sessions.retain(|_, s| s.is_live(now));
+        t.tickets.retain(|_, b| ticket_deadline(b) > now);
+        t.records.retain(|_, r| r.expires_at > now);
+        t.markers.retain(|_, m| *m > now);
+        t.counters.retain(|_, c| c.expires_at > now);
+        shrink(&mut t.sessions);
+        shrink(&mut t.tickets);
+        shrink(&mut t.records);
+        shrink(&mut t.markers);
+        shrink(&mut t.counters);
+        before - t.len()
     }
 
     /// Entries held, expired or not (for metrics and tests).
@@ -182,53 +511,37 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn session_without_services(&self, id: &str) -> Option<TicketGrantingTicket> {
-        let now = self.clock.now();
-        let shard = self.shard(id).lock();
-        match shard.get(id) {
-            Some(Entry {
-                value: Value::Session(s),
-                expires_at,
-            }) if *expires_at > now => s.to_session(id, false).ok(),
-            _ => None,
-        }
-    }
-
-    fn shard(&self, key: &str) -> &Shard {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    fn key(&self, space: Space, id: &str) -> (Key, &Shard) {
+        let key = self.keys.key(space, id);
+        (key, &self.shards[(key.hi % SHARDS as u64) as usize])
     }
 
     fn deadline(&self, ttl: Duration) -> Millis {
         self.clock.now().saturating_add(ttl.as_millis() as u64)
     }
-}
 
-/// Appends a single-logout record, dropping the oldest beyond the limit.
-fn keep_recent(services: &mut Vec<Box<[u8]>>, record: Box<[u8]>) {
-    if services.len() >= MAX_SERVICE_RECORDS {
-        services.remove(0);
+    /// A live session, without extending it; `with_services`: its
+    /// single-logout list decoded too.
+    fn live_session(
+        &self,
+        id: &str,
+        with_services: bool,
+    ) -> Result<Option<TicketGrantingTicket>, StoreError> {
+        let now = self.clock.now();
+        let (key, shard) = self.key(Space::Id, id);
+        let shard = shard.lock();
+        match shard.sessions.get(&key) {
+            Some(s) if s.is_live(now) => s.to_session(Some(id), with_services).map(Some),
+            _ => Ok(None),
+        }
     }
-    if services.capacity() == 0 {
-        services.reserve_exact(1);
+
+    /// Adds or replaces a record.
+    fn insert_record(&self, key: &str, value: &[u8], ttl: Duration) {
+        let expires_at = self.deadline(ttl);
+        let (key, shard) = self.key(Space::Record, key);
+        shard.lock().put_record(key, value, expires_at);
     }
-    services.push(record);
-}
-
-/// A ticket as stored: without its id, which is its key.
-fn decode_ticket(id: &str, bytes: &[u8]) -> Result<Ticket, StoreError> {
-    let mut ticket: Ticket = decode(bytes)?;
-    id.clone_into(ticket.id_mut());
-    Ok(ticket)
-}
-
-/// Keeps session and ticket ids apart from counter keys (which are user data).
-fn counter_key(key: &str) -> String {
-    format!("\u{0}failures:{key}")
-}
-
-/// Keeps protocol records apart from tickets and counters.
-fn record_key(key: &str) -> String {
-    format!("\u{0}record:{key}")
 }
 
 #[async_trait]
@@ -238,14 +551,10 @@ impl TicketStore for MemoryStore {
         session: &TicketGrantingTicket,
         idle: Duration,
     ) -> Result<(), StoreError> {
-        let expires_at = self.deadline(idle).min(session.expires_at);
-        self.shard(&session.id).lock().insert(
-            session.id.as_str().into(),
-            Entry {
-                value: Value::Session(Box::new(StoredSession::new(session)?)),
-                expires_at,
-            },
-        );
+        let live_until = self.deadline(idle).min(session.expires_at);
+        let stored = Box::new(StoredSession::new(session, live_until));
+        let (key, shard) = self.key(Space::Id, &session.id);
+        shard.lock().sessions.insert(key, stored);
         Ok(())
     }
 
@@ -255,19 +564,15 @@ impl TicketStore for MemoryStore {
         idle: Duration,
     ) -> Result<Option<TicketGrantingTicket>, StoreError> {
         let now = self.clock.now();
-        let mut shard = self.shard(id).lock();
-        Ok(match shard.get_mut(id) {
-            Some(Entry {
-                value: Value::Session(s),
-                expires_at,
-            }) if *expires_at > now => {
-                *expires_at = now
-                    .saturating_add(idle.as_millis() as u64)
-                    .min(s.expires_at);
-                Some(s.to_session(id, true)?)
+        let (key, shard) = self.key(Space::Id, id);
+        let mut shard = shard.lock();
+        match shard.sessions.get_mut(&key) {
+            Some(s) if s.is_live(now) => {
+                s.touch(now, idle);
+                s.to_session(Some(id), true).map(Some)
             }
-            _ => None,
-        })
+            _ => Ok(None),
+        }
     }
 
     async fn session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
@@ -279,12 +584,10 @@ impl TicketStore for MemoryStore {
         session: &TicketGrantingTicket,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        let mut shard = self.shard(&session.id).lock();
-        Ok(match shard.get_mut(session.id.as_str()) {
-            Some(Entry {
-                value: Value::Session(s),
-                expires_at,
-            }) if *expires_at > now => {
+        let (key, shard) = self.key(Space::Id, &session.id);
+        let mut shard = shard.lock();
+        Ok(match shard.sessions.get_mut(&key) {
+            Some(s) if s.is_live(now) => {
                 s.methods = session.methods;
                 true
             }
@@ -305,19 +608,14 @@ impl TicketStore for MemoryStore {
         record: Option<ServiceRecord>,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        let record = record.as_ref().map(encode).transpose()?;
         {
-            let mut shard = self.shard(session_id).lock();
-            match shard.get_mut(session_id) {
-                Some(Entry {
-                    value: Value::Session(s),
-                    expires_at,
-                }) if *expires_at > now => {
-                    *expires_at = now
-                        .saturating_add(idle.as_millis() as u64)
-                        .min(s.expires_at);
-                    if let Some(record) = record {
-                        keep_recent(&mut s.services, record);
+            let (key, shard) = self.key(Space::Id, session_id);
+            let mut shard = shard.lock();
+            match shard.sessions.get_mut(&key) {
+                Some(s) if s.is_live(now) => {
+                    s.touch(now, idle);
+                    if let Some(record) = &record {
+                        s.push_service(record, compact::tag_of(session_id))?;
                     }
                 }
                 _ => return Ok(false),
@@ -337,7 +635,8 @@ impl TicketStore for MemoryStore {
             return Ok(None);
         };
         let session = match ticket.session_id() {
-            Some(session_id) => self.session_without_services(session_id),
+            // An unreadable session reads as none, as a missing one.
+            Some(session_id) => self.live_session(session_id, false).ok().flatten(),
             None => None,
         };
         Ok(Some((ticket, session)))
@@ -352,11 +651,9 @@ impl TicketStore for MemoryStore {
         let now = self.clock.now();
         let mut found = Vec::new();
         for shard in self.shards.iter() {
-            for (id, entry) in shard.lock().iter() {
-                if let Value::Session(s) = &entry.value {
-                    if entry.expires_at > now && s.principal.id == user {
-                        found.push(s.to_session(id, false)?);
-                    }
+            for s in shard.lock().sessions.values() {
+                if s.is_live(now) && s.principal.id == user {
+                    found.push(s.to_session(None, false)?);
                 }
             }
         }
@@ -365,71 +662,39 @@ impl TicketStore for MemoryStore {
 
     async fn remove_session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
         let now = self.clock.now();
-        let mut shard = self.shard(id).lock();
-        if !matches!(
-            shard.get(id),
-            Some(Entry {
-                value: Value::Session(_),
-                ..
-            })
-        ) {
-            return Ok(None);
+        let (key, shard) = self.key(Space::Id, id);
+        let taken = shard.lock().sessions.remove(&key);
+        match taken {
+            Some(s) if s.is_live(now) => s.to_session(Some(id), true).map(Some),
+            _ => Ok(None),
         }
-        Ok(match shard.remove(id) {
-            Some(Entry {
-                value: Value::Session(s),
-                expires_at,
-            }) if expires_at > now => Some(s.to_session(id, true)?),
-            _ => None,
-        })
     }
 
     async fn add_ticket(&self, mut ticket: Ticket, ttl: Duration) -> Result<(), StoreError> {
-        let expires_at = self.deadline(ttl);
-        // The id is the map key: the value does not hold it a second time.
-        let key: Box<str> = std::mem::take(ticket.id_mut()).into_boxed_str();
-        let bytes = encode(&ticket)?;
-        self.shard(&key).lock().insert(
-            key,
-            Entry {
-                value: Value::Ticket(bytes),
-                expires_at,
-            },
-        );
+        // The id is the key: the value does not hold it a second time.
+        let id = std::mem::take(ticket.id_mut());
+        let bytes = encode_ticket(&ticket, self.deadline(ttl))?;
+        let (key, shard) = self.key(Space::Id, &id);
+        shard.lock().tickets.insert(key, bytes);
         Ok(())
     }
 
     async fn consume_ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
         let now = self.clock.now();
-        let mut shard = self.shard(id).lock();
-        if !matches!(
-            shard.get(id),
-            Some(Entry {
-                value: Value::Ticket(_),
-                ..
-            })
-        ) {
-            return Ok(None);
-        }
-        let taken = shard.remove(id);
-        drop(shard);
+        let (key, shard) = self.key(Space::Id, id);
+        let taken = shard.lock().tickets.remove(&key);
         match taken {
-            Some(Entry {
-                value: Value::Ticket(bytes),
-                expires_at,
-            }) if expires_at > now => decode_ticket(id, &bytes).map(Some),
+            Some(bytes) if ticket_deadline(&bytes) > now => decode_ticket(id, &bytes).map(Some),
             _ => Ok(None),
         }
     }
 
     async fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
         let now = self.clock.now();
-        let shard = self.shard(id).lock();
-        match shard.get(id) {
-            Some(Entry {
-                value: Value::Ticket(bytes),
-                expires_at,
-            }) if *expires_at > now => decode_ticket(id, bytes).map(Some),
+        let (key, shard) = self.key(Space::Id, id);
+        let shard = shard.lock();
+        match shard.tickets.get(&key) {
+            Some(bytes) if ticket_deadline(bytes) > now => decode_ticket(id, bytes).map(Some),
             _ => Ok(None),
         }
     }
@@ -440,63 +705,50 @@ impl TicketStore for MemoryStore {
         limit: u32,
         window: Duration,
     ) -> Result<bool, StoreError> {
-        let key = counter_key(key);
         let now = self.clock.now();
-        let mut shard = self.shard(&key).lock();
-        let entry = shard.entry(key.into()).or_insert(Entry {
-            value: Value::Counter(0),
+        let (key, shard) = self.key(Space::Counter, key);
+        let mut shard = shard.lock();
+        let counter = shard.counters.entry(key).or_insert(Timed {
             expires_at: 0,
+            value: 0,
         });
-        if entry.expires_at <= now {
-            *entry = Entry {
-                value: Value::Counter(0),
+        if counter.expires_at <= now {
+            *counter = Timed {
                 expires_at: now.saturating_add(window.as_millis() as u64),
+                value: 0,
             };
         }
-        match &mut entry.value {
-            Value::Counter(n) if *n < limit => {
-                *n += 1;
-                Ok(true)
-            }
-            Value::Counter(_) => Ok(false),
-            _ => Err(StoreError::Corrupt(
-                "counter key holds another value".into(),
-            )),
+        if counter.value < limit {
+            counter.value += 1;
+            Ok(true)
+        } else {
+            Ok(false)
         }
     }
 
     async fn release_attempt(&self, key: &str) -> Result<(), StoreError> {
-        let key = counter_key(key);
         let now = self.clock.now();
-        let mut shard = self.shard(&key).lock();
-        if let Some(Entry {
-            value: Value::Counter(n),
-            expires_at,
-        }) = shard.get_mut(key.as_str())
-        {
-            if *expires_at > now {
-                *n = n.saturating_sub(1);
+        let (key, shard) = self.key(Space::Counter, key);
+        if let Some(c) = shard.lock().counters.get_mut(&key) {
+            if c.expires_at > now {
+                c.value = c.value.saturating_sub(1);
             }
         }
         Ok(())
     }
 
     async fn failures(&self, key: &str) -> Result<u32, StoreError> {
-        let key = counter_key(key);
         let now = self.clock.now();
-        let shard = self.shard(&key).lock();
-        Ok(match shard.get(key.as_str()) {
-            Some(Entry {
-                value: Value::Counter(n),
-                expires_at,
-            }) if *expires_at > now => *n,
+        let (key, shard) = self.key(Space::Counter, key);
+        Ok(match shard.lock().counters.get(&key) {
+            Some(c) if c.expires_at > now => c.value,
             _ => 0,
         })
     }
 
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
-        let key = counter_key(key);
-        self.shard(&key).lock().remove(key.as_str());
+        let (key, shard) = self.key(Space::Counter, key);
+        shard.lock().counters.remove(&key);
         Ok(())
     }
 
@@ -515,78 +767,57 @@ impl TicketStore for MemoryStore {
     }
 
     async fn put_record(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let key = record_key(key);
-        let expires_at = self.deadline(ttl);
-        self.shard(&key).lock().insert(
-            key.into(),
-            Entry {
-                value: Value::Record(value.into()),
-                expires_at,
-            },
-        );
+        self.insert_record(key, value, ttl);
         Ok(())
     }
 
     async fn add_record(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
-        let key = record_key(key);
         let now = self.clock.now();
         let expires_at = self.deadline(ttl);
-        let mut shard = self.shard(&key).lock();
-        if shard.get(key.as_str()).is_some_and(|e| e.expires_at > now) {
+        let (key, shard) = self.key(Space::Record, key);
+        let mut shard = shard.lock();
+        if shard.record(&key).is_some_and(|(at, _)| at > now) {
             return Ok(false);
         }
-        shard.insert(
-            key.into(),
-            Entry {
-                value: Value::Record(value.into()),
-                expires_at,
-            },
-        );
+        shard.put_record(key, value, expires_at);
         Ok(true)
     }
 
     async fn record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = record_key(key);
         let now = self.clock.now();
-        let shard = self.shard(&key).lock();
-        Ok(match shard.get(key.as_str()) {
-            Some(Entry {
-                value: Value::Record(bytes),
-                expires_at,
-            }) if *expires_at > now => Some(bytes.to_vec()),
+        let (key, shard) = self.key(Space::Record, key);
+        Ok(match shard.lock().record(&key) {
+            Some((at, value)) if at > now => Some(value.to_vec()),
             _ => None,
         })
     }
 
     async fn take_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = record_key(key);
         let now = self.clock.now();
-        let taken = self.shard(&key).lock().remove(key.as_str());
+        let (key, shard) = self.key(Space::Record, key);
+        let taken = shard.lock().take_record(&key);
         Ok(match taken {
-            Some(Entry {
-                value: Value::Record(bytes),
-                expires_at,
-            }) if expires_at > now => Some(bytes.into_vec()),
+            Some((at, value)) if at > now => Some(value.into_vec()),
             _ => None,
         })
     }
 
     async fn swap_record(&self, key: &str, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = record_key(key);
         let now = self.clock.now();
-        let mut shard = self.shard(&key).lock();
-        Ok(match shard.get_mut(key.as_str()) {
-            Some(Entry {
-                value: Value::Record(bytes),
-                expires_at,
-            }) if *expires_at > now => Some(std::mem::replace(bytes, value.into()).into_vec()),
+        let (key, shard) = self.key(Space::Record, key);
+        let mut shard = shard.lock();
+        Ok(match shard.take_record(&key) {
+            Some((at, old)) if at > now => {
+                shard.put_record(key, value, at);
+                Some(old.into_vec())
+            }
             _ => None,
         })
     }
 
     async fn remove_record(&self, key: &str) -> Result<(), StoreError> {
-        let key = record_key(key);
-        self.shard(&key).lock().remove(key.as_str());
+        let (key, shard) = self.key(Space::Record, key);
+        shard.lock().take_record(&key);
         Ok(())
     }
 
@@ -626,5 +857,188 @@ mod tests {
         let dropped: usize = (0..SHARDS).map(|i| store.sweep_shard(i)).sum();
         assert_eq!(dropped, 500);
         assert_eq!(store.len(), 500);
+    }
+
+    fn session(id: &str, user: &str) -> TicketGrantingTicket {
+        TicketGrantingTicket {
+            id: id.into(),
+            principal: Arc::new(Principal::new(user)),
+            authenticated_at: 1_000,
+            expires_at: Millis::MAX,
+            long_term: false,
+            services: Vec::new(),
+            methods: AuthnMethods::default(),
+        }
+    }
+
+    /// Ticket ids of every shape: the session's own (whose tag is left
+    /// out), another's, untagged, foreign.
+    fn record(i: usize, session_id: &str) -> ServiceRecord {
+        ServiceRecord {
+            ticket_id: match i % 4 {
+                0 => format!("ST-1-{i}"),
+                1 => crate::ids::new_ticket_id("ST"),
+                2 => crate::ids::new_session_ticket_id("ST", &crate::ids::new_session_id("TGT"))
+                    .unwrap(),
+                _ => crate::ids::new_session_ticket_id("ST", session_id).unwrap(),
+            },
+            service: format!("https://app{i}.example.org/"),
+            logout: if i.is_multiple_of(3) {
+                LogoutMode::None
+            } else {
+                LogoutMode::BackChannel
+            },
+        }
+    }
+
+    #[test]
+    fn a_stored_session_fits_one_size_class() {
+        assert!(std::mem::size_of::<StoredSession>() <= 96);
+        assert_eq!(std::mem::size_of::<(Key, Box<StoredSession>)>(), 24);
+        assert_eq!(std::mem::size_of::<(Key, Box<[u8]>)>(), 32);
+    }
+
+    #[tokio::test]
+    async fn counters_records_and_ids_with_the_same_text_stay_apart() {
+        let store = MemoryStore::default();
+        let text = "TGT-1-same";
+        store
+            .create_session(&session(text, "u"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(store
+            .reserve_attempt(text, 5, Duration::from_secs(60))
+            .await
+            .unwrap());
+        store
+            .put_record(text, b"flow", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(store.failures(text).await.unwrap(), 1);
+        assert_eq!(store.record(text).await.unwrap().unwrap(), b"flow");
+        assert_eq!(store.session(text).await.unwrap().unwrap().id, text);
+        assert!(store.consume_ticket(text).await.unwrap().is_none());
+        store.clear_failures(text).await.unwrap();
+        store.remove_record(text).await.unwrap();
+        assert!(store.session(text).await.unwrap().is_some());
+        assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn empty_records_are_markers_and_change_kind_when_swapped() {
+        let store = MemoryStore::default();
+        let ttl = Duration::from_secs(60);
+        assert!(store.add_record("m", b"", ttl).await.unwrap());
+        assert!(!store.add_record("m", b"x", ttl).await.unwrap());
+        assert_eq!(store.record("m").await.unwrap().unwrap(), b"");
+        assert_eq!(store.swap_record("m", b"full").await.unwrap().unwrap(), b"");
+        assert_eq!(store.swap_record("m", b"").await.unwrap().unwrap(), b"full");
+        assert_eq!(store.len(), 1);
+        store.put_record("m", b"again", ttl).await.unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.take_record("m").await.unwrap().unwrap(), b"again");
+        assert!(store.take_record("m").await.unwrap().is_none());
+        store.put_record("m", b"", ttl).await.unwrap();
+        store.remove_record("m").await.unwrap();
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_its_most_recent_logout_records() {
+        let store = MemoryStore::default();
+        let id = crate::ids::new_session_id("TGT");
+        store
+            .create_session(&session(&id, "u"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let total = MAX_SERVICE_RECORDS + 5;
+        let records: Vec<_> = (0..total).map(|i| record(i, &id)).collect();
+        for (i, record) in records.iter().enumerate() {
+            let ticket = Ticket::Service(ServiceTicket {
+                id: crate::ids::new_session_ticket_id("ST", &id).unwrap(),
+                session_id: id.clone(),
+                service: format!("https://app{i}.example.org/"),
+                from_new_login: i == 0,
+            });
+            let granted = store
+                .grant_ticket(
+                    &id,
+                    Duration::from_secs(60),
+                    ticket,
+                    Duration::from_secs(10),
+                    Some(record.clone()),
+                )
+                .await
+                .unwrap();
+            assert!(granted);
+        }
+        let kept = store.session(&id).await.unwrap().unwrap().services;
+        assert_eq!(kept, records[total - MAX_SERVICE_RECORDS..]);
+        // Carried into a new session (tag of another session: kept whole).
+        let mut carried = session(&crate::ids::new_session_id("TGT"), "v");
+        carried.services = kept.clone();
+        store
+            .create_session(&carried, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let removed = store.remove_session(&carried.id).await.unwrap().unwrap();
+        assert_eq!(removed.services, kept);
+        let listed = store.sessions_of("u").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, id, "the packed id reads back");
+        assert!(listed[0].services.is_empty());
+    }
+
+    #[tokio::test]
+    async fn service_tickets_round_trip_with_their_session() {
+        let store = MemoryStore::default();
+        for session_id in [crate::ids::new_session_id("TGT"), "TGT-odd".to_owned()] {
+            store
+                .create_session(&session(&session_id, "u"), Duration::from_secs(60))
+                .await
+                .unwrap();
+            let st = ServiceTicket {
+                id: crate::ids::new_session_ticket_id("ST", &session_id)
+                    .unwrap_or_else(|| "ST-odd".into()),
+                session_id: session_id.clone(),
+                service: "https://app.example.org/home?q=ü".into(),
+                from_new_login: true,
+            };
+            store
+                .add_ticket(Ticket::Service(st.clone()), Duration::from_secs(10))
+                .await
+                .unwrap();
+            let (ticket, found) = store.redeem_ticket(&st.id).await.unwrap().unwrap();
+            assert_eq!(ticket, Ticket::Service(st.clone()));
+            assert_eq!(found.unwrap().id, session_id);
+            assert!(store.redeem_ticket(&st.id).await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn sweeping_shrinks_the_tables() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = MemoryStore::new(clock.clone());
+        for i in 0..20_000 {
+            store
+                .add_ticket(
+                    Ticket::LoginFlow(crate::ticket::LoginFlow {
+                        id: format!("LF-{i}"),
+                        service: None,
+                    }),
+                    Duration::from_secs(1),
+                )
+                .await
+                .unwrap();
+        }
+        let capacity = |s: &MemoryStore| -> usize {
+            s.shards.iter().map(|t| t.lock().tickets.capacity()).sum()
+        };
+        assert!(capacity(&store) >= 20_000);
+        clock.advance(Duration::from_secs(2));
+        let dropped: usize = (0..SHARDS).map(|i| store.sweep_shard(i)).sum();
+        assert_eq!(dropped, 20_000);
+        assert!(store.is_empty());
+        assert_eq!(capacity(&store), 0);
     }
 }
