@@ -36,45 +36,9 @@ cleanup() { [ -n "$SERVER" ] && kill -TERM "$SERVER" 2>/dev/null; rm -rf "$WORK"
 trap cleanup EXIT
 PORT=$("$LG" free-port)
 HASH=$("$LG" hash --cheap --password bench-password)
-mkdir -p "$WORK/data"
-cat >"$WORK/sp.xml" <<'EOM'
-<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://sp.example.org/shibboleth">
-  <md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
-    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example.org/Shibboleth.sso/SAML2/POST" index="1"/>
-  </md:SPSSODescriptor>
-</md:EntityDescriptor>
-EOM
-cat >"$WORK/bench.toml" <<EOC
-[server]
-listen = "127.0.0.1:$PORT"
-public_url = "http://127.0.0.1:$PORT/cas"
-data_dir = "$WORK/data"
-[throttle]
-failures_per_user = 1000000
-failures_per_ip = 1000000
-[[users]]
-username = "bench"
-password_hash = "$HASH"
-attributes = { mail = "bench@example.org", cn = "Bench User", memberOf = ["staff", "faculty"] }
-[[services]]
-name = "app"
-protocol = "cas"
-service = '^https://app\.example\.org/.*\$'
-release = ["mail", "cn", "memberOf"]
-[[services]]
-name = "bench-rp"
-protocol = "oidc"
-client_id = "bench"
-client_secret = "bench-secret"
-redirect_uris = ["https://rp.example.org/callback"]
-scopes = ["openid", "profile", "email", "api"]
-release = ["mail", "cn"]
-[[services]]
-name = "bench-sp"
-protocol = "saml"
-metadata = "$WORK/sp.xml"
-release = ["mail", "cn", "memberOf"]
-EOC
+# shellcheck source=bench/config.sh
+. "$ROOT/bench/config.sh"
+bench_config "$WORK/bench.toml" "$PORT" "$HASH" "$WORK/data"
 RUST_LOG=info "$BIN" serve --config "$WORK/bench.toml" >"$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 200); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/cas/health" 2>/dev/null && break; sleep 0.05; done

@@ -71,6 +71,8 @@ fi
 [[ -x "$BIN" && -x "$LG" ]] || { echo "missing $BIN or $LG: run without SKIP_BUILD" >&2; exit 1; }
 
 # --- helpers -------------------------------------------------------------
+# shellcheck source=bench/config.sh
+. "$ROOT/bench/config.sh"
 # field LINE KEY: the value of key=value in a RESULT line.
 field() { grep -o "\\b$2=[^ ]*" <<<"$1" | head -n1 | cut -d= -f2; }
 
@@ -95,79 +97,20 @@ JWT_X=$(base64 -d <<<"$JWT_XY" | head -c 32 | b64url)
 JWT_Y=$(base64 -d <<<"$JWT_XY" | tail -c 32 | b64url)
 JWKS="{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"$JWT_X\",\"y\":\"$JWT_Y\",\"kid\":\"k1\",\"alg\":\"ES256\",\"use\":\"sig\"}]}"
 
-# The SAML SP every bench configuration registers (nothing is ever posted to it).
-cat >"$WORK/sp-metadata.xml" <<'EOM'
-<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="https://sp.example.org/shibboleth">
-  <md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
-    <md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example.org/Shibboleth.sso/SAML2/POST" index="1"/>
-  </md:SPSSODescriptor>
-</md:EntityDescriptor>
-EOM
-
 # write_config NAME PORT HASH: a bench configuration in $WORK/NAME.toml.
 write_config() {
     local name=$1 port=$2 hash=$3 tickets=${4:-}
-    mkdir -p "$WORK/$name-data"
-    cat >"$WORK/$name.toml" <<EOF
-[server]
-listen = "127.0.0.1:$port"
-public_url = "http://127.0.0.1:$port/cas"
-data_dir = "$WORK/$name-data"
-
-[tickets]
-$tickets
-
-[throttle]
-failures_per_user = 1000000
-failures_per_ip = 1000000
-
-[[users]]
-username = "bench"
-password_hash = "$hash"
-attributes = { mail = "bench@example.org", cn = "Bench User", memberOf = ["staff", "faculty"] }
-
+    bench_config "$WORK/$name.toml" "$port" "$hash" "$WORK/$name-data" "$tickets" "
 [[services]]
-name = "app"
-protocol = "cas"
-service = '^https://app\.example\.org/.*\$'
-release = ["mail", "cn", "memberOf"]
-
-[[services]]
-name = "bench-rp"
-protocol = "oidc"
-client_id = "bench"
-client_secret = "bench-secret"
-redirect_uris = ["https://rp.example.org/callback"]
-scopes = ["openid", "profile", "email", "api"]
-release = ["mail", "cn"]
-
-[[services]]
-name = "bench-rp-es256"
-protocol = "oidc"
-client_id = "bench-es256"
-client_secret = "bench-secret"
-redirect_uris = ["https://rp.example.org/callback"]
-scopes = ["openid", "profile", "email", "api"]
-release = ["mail", "cn"]
-id_token_signing_alg = "ES256"
-
-[[services]]
-name = "bench-jwt"
-protocol = "oidc"
-client_id = "bench-jwt"
-token_endpoint_auth_method = "private_key_jwt"
+name = \"bench-jwt\"
+protocol = \"oidc\"
+client_id = \"bench-jwt\"
+token_endpoint_auth_method = \"private_key_jwt\"
 jwks = '$JWKS'
-redirect_uris = ["https://rp.example.org/callback"]
-grant_types = ["client_credentials"]
-scopes = ["openid", "api"]
-release = []
-
-[[services]]
-name = "bench-sp"
-protocol = "saml"
-metadata = "$WORK/sp-metadata.xml"
-release = ["mail", "cn", "memberOf"]
-EOF
+redirect_uris = [\"https://rp.example.org/callback\"]
+grant_types = [\"client_credentials\"]
+scopes = [\"openid\", \"api\"]
+release = []"
     "$BIN" check-config --config "$WORK/$name.toml" >/dev/null
 }
 
