@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use castellan_oidc::dpop::Presentation;
 use castellan_oidc::{parameters, ClientAnswer, ErrorCode, OAuthError, ResponseMode, SignInError};
 use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 
 fn enc(s: &str) -> String {
@@ -80,6 +82,28 @@ fn to_client(state: &SharedState, answer: ClientAnswer) -> Response {
                     .collect(),
             },
         ),
+    }
+}
+
+/// A form-posted endpoint answering JSON (PAR, introspection, the device
+/// authorization): parses the body, calls, answers `status` with the value
+/// or the OAuth2 error.
+pub(crate) async fn form_json<F, Fut>(
+    state: &SharedState,
+    body: &[u8],
+    status: StatusCode,
+    call: F,
+) -> Response
+where
+    F: FnOnce(HashMap<String, String>) -> Fut,
+    Fut: Future<Output = Result<Value, OAuthError>>,
+{
+    match parameters(body) {
+        Ok(params) => match call(params).await {
+            Ok(value) => json_response(status, value.to_string()),
+            Err(e) => oauth_error(state, &e),
+        },
+        Err(e) => oauth_error(state, &e),
     }
 }
 
@@ -324,20 +348,15 @@ pub async fn par(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = match parameters(&body) {
-        Ok(params) => {
-            state
-                .oidc
-                .push_authorization_request(&state.engine, basic(&headers), &params, client)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match result {
-        // RFC 9126 §2.2: 201 Created.
-        Ok(body) => json_response(StatusCode::CREATED, body.to_string()),
-        Err(e) => oauth_error(&state, &e),
-    }
+    let s = &state;
+    let client_auth = basic(&headers);
+    // RFC 9126 §2.2: 201 Created.
+    form_json(s, &body, StatusCode::CREATED, move |params| async move {
+        s.oidc
+            .push_authorization_request(&s.engine, client_auth, &params, client)
+            .await
+    })
+    .await
 }
 
 // ------------------------------------------------------------ userinfo
@@ -454,19 +473,12 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = match parameters(&body) {
-        Ok(params) => {
-            state
-                .oidc
-                .introspect(&state.engine, basic(&headers), &params)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(body) => json_response(StatusCode::OK, body.to_string()),
-        Err(e) => oauth_error(&state, &e),
-    }
+    let s = &state;
+    let client_auth = basic(&headers);
+    form_json(s, &body, StatusCode::OK, move |params| async move {
+        s.oidc.introspect(&s.engine, client_auth, &params).await
+    })
+    .await
 }
 
 pub async fn revoke(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -3,7 +3,7 @@
 //! (type the code, sign in through `/login`, confirm the device). The rules
 //! are `castellan_oidc::device`'s.
 
-use super::{basic, json_response, oauth_error};
+use super::{basic, form_json};
 use crate::client_address::ClientAddress;
 use crate::locale::filters;
 use crate::pages::{render, MessagePage};
@@ -55,19 +55,14 @@ pub async fn authorization(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = match parameters(&body) {
-        Ok(params) => {
-            state
-                .oidc
-                .device_authorization(&state.engine, basic(&headers), &params, address)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(body) => json_response(StatusCode::OK, body.to_string()),
-        Err(e) => oauth_error(&state, &e),
-    }
+    let s = &state;
+    let client_auth = basic(&headers);
+    form_json(s, &body, StatusCode::OK, move |params| async move {
+        s.oidc
+            .device_authorization(&s.engine, client_auth, &params, address)
+            .await
+    })
+    .await
 }
 
 /// GET `/oidc/device[?user_code=…]`: the form to type the code in.
