@@ -3,7 +3,7 @@
 //! only browser endpoints come back as visits for the front-channel chain.
 //! Each is named the NameID and SessionIndex it was issued at sign-in.
 
-use crate::idp::{blocking, IdentityProvider, NameId};
+use crate::idp::{signing_step, IdentityProvider, NameId};
 use crate::records::{self, ChainStep, Issued};
 use crate::response::{self, LogoutRequestParams};
 use crate::slo::PARTICIPANT;
@@ -110,7 +110,7 @@ impl LogoutParticipant for SamlLogout {
             let signing = self.idp.signing();
             let (location, now) = (ep.location.clone(), self.clock.now());
             let loc = location.clone();
-            let xml = blocking(move || {
+            let xml = signing_step(move || {
                 let params = LogoutRequestParams {
                     idp_entity_id: &signing.entity_id,
                     destination: &loc,
@@ -119,8 +119,7 @@ impl LogoutParticipant for SamlLogout {
                     now_ms: now,
                 };
                 response::logout_request(&params, true, &signing.credentials).map(|(_, xml)| xml)
-            })
-            .await;
+            });
             match xml {
                 Ok(xml) => out.push(LogoutMessage {
                     party: sp.name.clone(),

@@ -8,7 +8,7 @@
 //! The chain is a state machine: each step says what the browser does
 //! next ([`LogoutStep`]); the web layer only renders it.
 
-use crate::idp::{blocking, IdentityProvider};
+use crate::idp::{signing_step, IdentityProvider};
 use crate::records::{self, Chain, ChainStep, Issued, Requester};
 use crate::request::{self, CheckedLogoutRequest};
 use crate::response::{self, LogoutRequestParams};
@@ -243,7 +243,7 @@ impl IdentityProvider {
                 };
             let signing = self.signing();
             let (loc, relay, index) = (location.clone(), chain_id.to_owned(), step.session_index);
-            let built = blocking(move || {
+            let built = signing_step(move || {
                 let params = LogoutRequestParams {
                     idp_entity_id: &signing.entity_id,
                     destination: &loc,
@@ -264,8 +264,7 @@ impl IdentityProvider {
                 } else {
                     Ok((id, xml))
                 }
-            })
-            .await;
+            });
             let (id, payload) = match built {
                 Ok(x) => x,
                 Err(e) => {
@@ -329,7 +328,7 @@ impl IdentityProvider {
         let (irt, dest) = (requester.request_id.clone(), destination.clone());
         let relay = requester.relay_state.clone();
         // The Redirect binding signs the query, the POST binding the document.
-        let built = blocking(move || {
+        let built = signing_step(move || {
             let xml = response::logout_response(
                 &signing.entity_id,
                 &dest,
@@ -349,8 +348,7 @@ impl IdentityProvider {
             } else {
                 Ok(xml)
             }
-        })
-        .await;
+        });
         match built {
             Ok(query) if redirect_binding => {
                 let sep = if destination.contains('?') { '&' } else { '?' };

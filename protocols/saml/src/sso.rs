@@ -4,7 +4,7 @@
 //! engine and turned into a signed Response for the SP's ACS.
 
 use crate::binding::{self, BindingParameters, QuerySignature};
-use crate::idp::{blocking, IdentityProvider};
+use crate::idp::{signing_step, IdentityProvider};
 use crate::records::{self, Issued, Pending};
 use crate::request::{self, Binding};
 use crate::response::{self, ResponseContext, Subject};
@@ -350,38 +350,26 @@ impl IdentityProvider {
             .unwrap_or_default()
             .to_owned();
         let signing = self.signing();
-        let now = engine.clock().now();
-        let (sp_c, acs, irt_c) = (
-            sp.clone(),
-            pending.acs_url.clone(),
-            pending.request_id.clone(),
-        );
-        let attributes = assertion.attributes.clone();
-        let authn_instant = assertion.authenticated_at;
         let class = crate::authn_context::stated(authn_context.as_deref(), assertion.methods);
-        let (subject_id, index) = (name_id.clone(), session_index.clone());
-        let xml = blocking(move || {
-            let ctx = ResponseContext {
-                idp_entity_id: &signing.entity_id,
-                sp: &sp_c,
-                acs_url: &acs,
-                in_response_to: irt_c.as_deref(),
-                now_ms: now,
-                skew_ms: signing.skew_ms,
-                ttl_ms: signing.ttl_ms,
-            };
-            let subject = Subject {
-                name_id: &subject_id.value,
-                name_id_format: &subject_id.format,
-                attributes: &attributes,
-                authn_instant,
-                session_index: &index,
-                authn_context_class: &class,
-            };
-            response::success(&ctx, &subject, &signing.credentials)
-        })
-        .await
-        .inspect_err(|e| tracing::error!(error = %e, "building a SAML response failed"))?;
+        let ctx = ResponseContext {
+            idp_entity_id: &signing.entity_id,
+            sp,
+            acs_url: &pending.acs_url,
+            in_response_to: pending.request_id.as_deref(),
+            now_ms: engine.clock().now(),
+            skew_ms: signing.skew_ms,
+            ttl_ms: signing.ttl_ms,
+        };
+        let subject = Subject {
+            name_id: &name_id.value,
+            name_id_format: &name_id.format,
+            attributes: &assertion.attributes,
+            authn_instant: assertion.authenticated_at,
+            session_index: &session_index,
+            authn_context_class: &class,
+        };
+        let xml = signing_step(|| response::success(&ctx, &subject, &signing.credentials))
+            .inspect_err(|e| tracing::error!(error = %e, "building a SAML response failed"))?;
         // Single logout names the subject to this SP as it was named here,
         // for as long as the session can last.
         let issued = Issued {
@@ -417,27 +405,19 @@ impl IdentityProvider {
     ) -> Result<PostForm, SamlError> {
         tracing::warn!(sp = %sp.name, status = code, %message, "SAML error response");
         let signing = self.signing();
-        let (sp_c, acs, irt, msg) = (
-            sp.clone(),
-            acs_url.to_owned(),
-            in_response_to.map(str::to_owned),
-            message.to_owned(),
-        );
-        let now = engine.clock().now();
-        let xml = blocking(move || {
-            let ctx = ResponseContext {
-                idp_entity_id: &signing.entity_id,
-                sp: &sp_c,
-                acs_url: &acs,
-                in_response_to: irt.as_deref(),
-                now_ms: now,
-                skew_ms: signing.skew_ms,
-                ttl_ms: signing.ttl_ms,
-            };
-            response::failure(&ctx, code, &msg, &signing.credentials)
-        })
-        .await
-        .inspect_err(|e| tracing::error!(error = %e, "building a SAML error response failed"))?;
+        let ctx = ResponseContext {
+            idp_entity_id: &signing.entity_id,
+            sp,
+            acs_url,
+            in_response_to,
+            now_ms: engine.clock().now(),
+            skew_ms: signing.skew_ms,
+            ttl_ms: signing.ttl_ms,
+        };
+        let xml = signing_step(|| response::failure(&ctx, code, message, &signing.credentials))
+            .inspect_err(
+                |e| tracing::error!(error = %e, "building a SAML error response failed"),
+            )?;
         Ok(PostForm::message(
             acs_url,
             "SAMLResponse",
