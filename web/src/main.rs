@@ -199,6 +199,16 @@ enum KeysCommand {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read at its first allocation (`_RJEM_MALLOC_CONF`
+/// in the environment still overrides them). By default freed pages go back
+/// to the system only as later allocations pass by, over 10 s: an idle
+/// server kept the memory of 100,000 expired tickets, ~9 MB. A background
+/// thread now returns them within about a second (BENCHMARKS.md, issue 15).
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
