@@ -255,7 +255,7 @@ impl SigningKeys {
 /// `EncodingKey` would re-parse and re-check the key for every token,
 /// which cost more than the RSA operation itself.
 enum PreparedKey {
-    Rsa(openssl::pkey::PKey<openssl::pkey::Private>),
+    Rsa(castellan_core::signing::RsaSha256),
     Ec(Box<ring::signature::EcdsaKeyPair>),
 }
 
@@ -314,7 +314,7 @@ impl Keyring {
                         .and_then(openssl::pkey::PKey::from_rsa)
                         .map_err(|e| bad(&k.kid, &e))?;
                     (
-                        PreparedKey::Rsa(private),
+                        PreparedKey::Rsa(castellan_core::signing::RsaSha256::new(private)),
                         jsonwebtoken::DecodingKey::from_rsa_components(&n, &e)
                             .map_err(|e| bad(&k.kid, &e))?,
                     )
@@ -373,15 +373,9 @@ impl Keyring {
             .map(|(_, _, key)| key)
             .ok_or(SignError::NoKey(alg.name()))?;
         match key {
-            PreparedKey::Rsa(private) => {
-                let mut signer =
-                    openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), private)
-                        .map_err(|e| SignError::Failed(e.to_string()))?;
-                signer
-                    .update(input)
-                    .and_then(|()| signer.sign_to_vec())
-                    .map_err(|e| SignError::Failed(e.to_string()))
-            }
+            PreparedKey::Rsa(rsa) => rsa
+                .sign(input)
+                .map_err(|e| SignError::Failed(e.to_string())),
             PreparedKey::Ec(pair) => pair
                 .sign(&ring::rand::SystemRandom::new(), input)
                 .map(|s| s.as_ref().to_vec())

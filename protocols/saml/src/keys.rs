@@ -5,13 +5,13 @@
 use crate::SamlError;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use castellan_core::signing::RsaSha256;
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::sign::Signer;
 use openssl::x509::{X509Name, X509};
 use samael::crypto::{Crypto, CryptoProvider};
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ pub struct IdpCredentials {
     pub cert_base64: String,
     /// PKCS#1 DER, as xmlsec loads it.
     key_der: Vec<u8>,
-    key: PKey<Private>,
+    signer: RsaSha256,
 }
 
 fn io(path: &Path, e: std::io::Error) -> SamlError {
@@ -109,7 +109,7 @@ impl IdpCredentials {
             cert_base64: STANDARD.encode(&cert_der),
             cert_der,
             key_der: rsa.private_key_to_der()?,
-            key,
+            signer: RsaSha256::new(key),
         })
     }
 
@@ -124,9 +124,7 @@ impl IdpCredentials {
 
     /// RSA-SHA256 over the Redirect binding's signed octets.
     pub fn sign_query(&self, octets: &[u8]) -> Result<Vec<u8>, SamlError> {
-        let mut signer = Signer::new(MessageDigest::sha256(), &self.key)?;
-        signer.update(octets)?;
-        Ok(signer.sign_to_vec()?)
+        Ok(self.signer.sign(octets)?)
     }
 
     /// An enveloped signature over an element the IdP wrote in exclusive
@@ -230,6 +228,24 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+        // Each signature, with a kept context or a new one, is RSA-SHA256
+        // of its own octets under the certificate's key.
+        let public = X509::from_der(&a.cert_der).unwrap().public_key().unwrap();
+        for octets in [
+            &b"SAMLRequest=a&SigAlg=b"[..],
+            b"other",
+            b"SAMLRequest=a&SigAlg=b",
+        ] {
+            let signature = b.sign_query(octets).unwrap();
+            let mut verifier =
+                openssl::sign::Verifier::new(MessageDigest::sha256(), &public).unwrap();
+            verifier.update(octets).unwrap();
+            assert!(verifier.verify(&signature).unwrap());
+            let mut verifier =
+                openssl::sign::Verifier::new(MessageDigest::sha256(), &public).unwrap();
+            verifier.update(b"tampered").unwrap();
+            assert!(!verifier.verify(&signature).unwrap());
         }
         let s1 = persistent_secret(&dir, None).unwrap();
         assert_eq!(s1, persistent_secret(&dir, None).unwrap());
