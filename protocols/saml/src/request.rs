@@ -86,16 +86,22 @@ pub fn check_authn_request<'a>(
 ) -> Result<CheckedAuthnRequest<'a>, SamlError> {
     refuse_dtd(xml)
         .map_err(|_| SamlError::untrusted("document type declarations are not accepted"))?;
-    let issuer = issuer_of(xml)?;
+    // Parsed once: the Issuer picks the SP, the rest is checked against it.
+    let unverified: AuthnRequest = xml
+        .parse()
+        .map_err(|_| SamlError::untrusted("the message is not a SAML AuthnRequest"))?;
+    let issuer = unverified
+        .issuer
+        .as_ref()
+        .and_then(|i| i.value.as_deref())
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| SamlError::untrusted("the message has no Issuer"))?;
     let sp = sps
         .iter()
         .find(|sp| sp.entity_id == issuer)
         .ok_or_else(|| {
             SamlError::untrusted(format!("the service provider {issuer} is not registered"))
         })?;
-    let unverified: AuthnRequest = xml
-        .parse()
-        .map_err(|_| SamlError::untrusted("the message is not a SAML AuthnRequest"))?;
     // The ACS must come from the metadata before anything is answered to it.
     let acs = sp
         .acs_for(
