@@ -278,6 +278,20 @@ pub mod filters {
         Ok(escape(&sentence).replace(MARK, &strong))
     }
 
+    /// A hidden field's value, marked safe in the template: base64 (a SAML
+    /// message, tens of KiB) and other plain tokens need no escaping and
+    /// are written as they are; anything else is escaped here.
+    pub fn field<'a>(value: &'a str, _: &dyn Values) -> askama::Result<std::borrow::Cow<'a, str>> {
+        let plain = value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'.' | b'~')
+        });
+        Ok(if plain {
+            std::borrow::Cow::Borrowed(value)
+        } else {
+            std::borrow::Cow::Owned(escape(value))
+        })
+    }
+
     pub(crate) fn escape(s: &str) -> String {
         let mut out = String::with_capacity(s.len());
         for c in s.chars() {
@@ -326,6 +340,20 @@ mod tests {
         );
         assert!(menu[1].current);
         assert!(PageLocale::default().menu().is_empty());
+    }
+
+    #[test]
+    fn hidden_field_values_are_escaped_unless_plain_tokens() {
+        let locale = PageLocale::default();
+        let values = (VALUE, &locale as &dyn std::any::Any);
+        assert_eq!(
+            filters::field("PHNhbWxw+/=", &values).unwrap(),
+            "PHNhbWxw+/="
+        );
+        assert_eq!(
+            filters::field("a\"><script>&'", &values).unwrap(),
+            "a&quot;&gt;&lt;script&gt;&amp;&#39;"
+        );
     }
 
     #[test]
