@@ -20,7 +20,8 @@
 # machine: CAS SSO against `loadgen ceiling` (trivial axum handlers giving
 # the same answers), SAML and OIDC code round trips against
 # `openssl speed -multi NPROC rsa2048` signatures/s (each round trip needs
-# one RSA-2048 signature).
+# one RSA-2048 signature), measured right before and right after each of
+# the two flows, since this VM's speed drifts within minutes.
 #
 # Only loopback traffic; every load phase is bounded in time or count.
 set -euo pipefail
@@ -285,12 +286,28 @@ stop_server
 # --- 4b. OAuth2 / OIDC grants --------------------------------------------
 OIDC_SECONDS=${OIDC_SECONDS:-10}
 OIDC_CONNECTIONS=${OIDC_CONNECTIONS:-32}
+# The signing limit: RSA-2048 signatures/s from OpenSSL on every CPU (and
+# on one), measured right before and after each flow that needs one.
+rsa_speed() {
+    openssl speed -seconds 3 "$@" rsa2048 2>/dev/null |
+        awk '/^rsa 2048 bits/ {print $(NF - 1); exit}'
+}
 start_server cheap "$PORT"
 for mode in client-credentials refresh code saml; do
+    if [[ "$mode" == code ]]; then
+        log "openssl speed -multi $NPROC rsa2048 (3 s): the signing limit, before the code flow"
+        RSA_BEFORE_CODE=$(rsa_speed -multi "$NPROC")
+    fi
     log "OIDC $mode: $OIDC_CONNECTIONS connections, $OIDC_SECONDS s"
     line=$(run_lg oidc --url "$BASE" --user bench --password "$PASSWORD" --mode "$mode" \
         --connections "$OIDC_CONNECTIONS" --duration "$OIDC_SECONDS" --warmup 1 --server-pid "$SERVER_PID")
     printf -v "OIDC_${mode//-/_}" '%s' "$line"
+    case "$mode" in
+        code) log "openssl speed -multi $NPROC rsa2048 (3 s), after the code flow"
+              RSA_AFTER_CODE=$(rsa_speed -multi "$NPROC") ;;
+        saml) log "openssl speed -multi $NPROC rsa2048 (3 s), after the SAML flow"
+              RSA_AFTER_SAML=$(rsa_speed -multi "$NPROC") ;;
+    esac
 done
 log "OIDC client_credentials with private_key_jwt (ES256 assertions): $OIDC_CONNECTIONS connections, $OIDC_SECONDS s"
 OIDC_jwt=$(run_lg oidc --url "$BASE" --mode client-credentials --client-id bench-jwt \
@@ -309,20 +326,19 @@ stop_server
 # Keycloak's published sizing: ~120 grants/s per vCPU; the aim is 20x per core.
 OIDC_TARGET=$((120 * 20 * NPROC))
 
-# The signing limit: RSA-2048 signatures/s from OpenSSL on every CPU, and
-# on one, right after the flows that need one each.
-rsa_speed() {
-    openssl speed -seconds 3 "$@" rsa2048 2>/dev/null |
-        awk '/^rsa 2048 bits/ {print $(NF - 1); exit}'
-}
-log "openssl speed rsa2048: -multi $NPROC, then one process (3 s each)"
-RSA_MULTI=$(rsa_speed -multi "$NPROC")
 RSA_ONE=$(rsa_speed)
-echo "openssl speed rsa2048 sign/s: multi $NPROC $RSA_MULTI, one $RSA_ONE" >>"$RAW"
+RSA_MULTI=$(awk -v a="$RSA_BEFORE_CODE" -v b="$RSA_AFTER_CODE" -v c="$RSA_AFTER_SAML" \
+    'BEGIN {printf "%.1f", (a + b + c) / 3}')
+echo "openssl speed rsa2048 sign/s: multi $NPROC before code $RSA_BEFORE_CODE, after code $RSA_AFTER_CODE, after SAML $RSA_AFTER_SAML; one $RSA_ONE" >>"$RAW"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
-SAML_RATIO=$(ratio "$(field "$OIDC_saml" rate)" "$RSA_MULTI")
-CODE_RATIO=$(ratio "$(field "$OIDC_code" rate)" "$RSA_MULTI")
-CODE_ES_RATIO=$(ratio "$(field "$OIDC_code_es" rate)" "$RSA_MULTI")
+# Each signing flow against the limit measured just before and after it:
+# this VM's speed drifts by up to 30 % within minutes.
+mean() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", (a + b) / 2}'; }
+CODE_LIMIT=$(mean "$RSA_BEFORE_CODE" "$RSA_AFTER_CODE")
+SAML_LIMIT=$(mean "$RSA_AFTER_CODE" "$RSA_AFTER_SAML")
+SAML_RATIO=$(ratio "$(field "$OIDC_saml" rate)" "$SAML_LIMIT")
+CODE_RATIO=$(ratio "$(field "$OIDC_code" rate)" "$CODE_LIMIT")
+CODE_ES_RATIO=$(ratio "$(field "$OIDC_code_es" rate)" "$CODE_LIMIT")
 
 # --- 5. criterion: engine grant + validate -------------------------------
 CRIT_LINE=
@@ -456,11 +472,11 @@ REPORT=$(cat <<EOF
 | OIDC client_credentials grants/s, $OIDC_CONNECTIONS connections, ${OIDC_SECONDS} s (ES256 access tokens) | $(printf '%.0f' "$(field "$OIDC_client_credentials" rate)") /s ($(field "$OIDC_client_credentials" errors) errors), p50 / p99 $(field "$OIDC_client_credentials" p50_ms) / $(field "$OIDC_client_credentials" p99_ms) ms | ≥ $OIDC_TARGET /s (20 × Keycloak's 120/s per vCPU) | $(verdict "$(field "$OIDC_client_credentials" rate)" ">=" "$OIDC_TARGET") |
 | &nbsp;&nbsp;the same with \`private_key_jwt\` (ES256 assertions made beforehand; each checked, its jti kept once) | $(printf '%.0f' "$(field "$OIDC_jwt" rate)") /s ($(field "$OIDC_jwt" errors) errors), p50 / p99 $(field "$OIDC_jwt" p50_ms) / $(field "$OIDC_jwt" p99_ms) ms; server CPU $(field "$OIDC_jwt" server_cpu_us_per_rt) µs each (with a secret: $(field "$OIDC_client_credentials" server_cpu_us_per_rt) µs) | | |
 | OIDC refresh grants/s (rotation + reuse check + session check) | $(printf '%.0f' "$(field "$OIDC_refresh" rate)") /s ($(field "$OIDC_refresh" errors) errors), p50 / p99 $(field "$OIDC_refresh" p50_ms) / $(field "$OIDC_refresh" p99_ms) ms | ≥ $OIDC_TARGET /s | $(verdict "$(field "$OIDC_refresh" rate)" ">=" "$OIDC_TARGET") |
-| RSA-2048 signatures/s, \`openssl speed rsa2048\`, $NPROC processes / one (the signing limit) | $RSA_MULTI / $RSA_ONE /s | | |
+| RSA-2048 signatures/s, \`openssl speed rsa2048\`, $NPROC processes / one (the signing limit: $NPROC processes before the code flow, after it, after SAML; their mean / one) | $RSA_BEFORE_CODE, $RSA_AFTER_CODE, $RSA_AFTER_SAML: $RSA_MULTI / $RSA_ONE /s | | |
 | &nbsp;&nbsp;the same with a DPoP proof each (ES256; proof checked, jti kept once, tokens bound) | $(printf '%.0f' "$(field "$OIDC_dpop" rate)") /s ($(field "$OIDC_dpop" errors) errors), p50 / p99 $(field "$OIDC_dpop" p50_ms) / $(field "$OIDC_dpop" p99_ms) ms; server CPU $(field "$OIDC_dpop" server_cpu_us_per_rt) µs each (without: $(field "$OIDC_refresh" server_cpu_us_per_rt) µs) | | |
-| OIDC code round trips/s with an SSO session (authorize → /login → callback → token, RS256 ID token, ES256 access token) | $(printf '%.0f' "$(field "$OIDC_code" rate)") /s ($(field "$OIDC_code" errors) errors), p50 / p99 $(field "$OIDC_code" p50_ms) / $(field "$OIDC_code" p99_ms) ms; server CPU $(field "$OIDC_code" server_cpu_us_per_rt) µs each; **$CODE_RATIO** of the RSA limit | ≥ 0.60 | $(verdict "$CODE_RATIO" ">=" 0.6) |
+| OIDC code round trips/s with an SSO session (authorize → /login → callback → token, RS256 ID token, ES256 access token) | $(printf '%.0f' "$(field "$OIDC_code" rate)") /s ($(field "$OIDC_code" errors) errors), p50 / p99 $(field "$OIDC_code" p50_ms) / $(field "$OIDC_code" p99_ms) ms; server CPU $(field "$OIDC_code" server_cpu_us_per_rt) µs each; loadgen $(field "$OIDC_code" client_cpu_us_per_rt) µs; **$CODE_RATIO** of the RSA limit ($CODE_LIMIT /s, before and after) | ≥ 0.60 | $(verdict "$CODE_RATIO" ">=" 0.6) |
 | &nbsp;&nbsp;the same with ES256 ID tokens (client \`bench-es256\`) | $(printf '%.0f' "$(field "$OIDC_code_es" rate)") /s ($(field "$OIDC_code_es" errors) errors), p50 / p99 $(field "$OIDC_code_es" p50_ms) / $(field "$OIDC_code_es" p99_ms) ms; server CPU $(field "$OIDC_code_es" server_cpu_us_per_rt) µs each; $CODE_ES_RATIO of the RSA limit | | |
-| SAML SSO round trips/s with an SSO session (Redirect AuthnRequest → /login → callback → signed Response page) | $(printf '%.0f' "$(field "$OIDC_saml" rate)") /s ($(field "$OIDC_saml" errors) errors), p50 / p99 $(field "$OIDC_saml" p50_ms) / $(field "$OIDC_saml" p99_ms) ms; server CPU $(field "$OIDC_saml" server_cpu_us_per_rt) µs each; **$SAML_RATIO** of the RSA limit | ≥ 0.60 | $(verdict "$SAML_RATIO" ">=" 0.6) |
+| SAML SSO round trips/s with an SSO session (Redirect AuthnRequest → /login → callback → signed Response page) | $(printf '%.0f' "$(field "$OIDC_saml" rate)") /s ($(field "$OIDC_saml" errors) errors), p50 / p99 $(field "$OIDC_saml" p50_ms) / $(field "$OIDC_saml" p99_ms) ms; server CPU $(field "$OIDC_saml" server_cpu_us_per_rt) µs each; loadgen $(field "$OIDC_saml" client_cpu_us_per_rt) µs; **$SAML_RATIO** of the RSA limit ($SAML_LIMIT /s, before and after) | ≥ 0.60 | $(verdict "$SAML_RATIO" ">=" 0.6) |
 | &nbsp;&nbsp;RSS after the OIDC and SAML runs | $(mib "$RSS_OIDC") MiB | | |
 | GET /health req/s (wrk, 64 connections, context only) | ${WRK_RPS:-n/a} /s | | |
 | Engine grant + validate, in process (criterion, median) | ${CRIT_MID:-skipped} | | |
