@@ -9,7 +9,6 @@ use base64::Engine as _;
 use openssl::hash::MessageDigest;
 use openssl::sign::Verifier;
 use openssl::x509::X509;
-use std::io::Read as _;
 
 /// Largest decoded SAML message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -35,15 +34,40 @@ fn utf8(bytes: Vec<u8>) -> Result<String, SamlError> {
 /// [`MAX_MESSAGE_BYTES`] (a deflate bomb stops there).
 pub fn decode_redirect(value: &str) -> Result<String, SamlError> {
     let compressed = b64(value)?;
-    let mut out = Vec::new();
-    flate2::read::DeflateDecoder::new(&compressed[..])
-        .take(MAX_MESSAGE_BYTES as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| SamlError::untrusted("the SAML message is not DEFLATE data"))?;
-    if out.len() > MAX_MESSAGE_BYTES {
-        return Err(SamlError::untrusted("the SAML message is too large"));
-    }
+    let not_deflate = || SamlError::untrusted("the SAML message is not DEFLATE data");
+    let mut out = Vec::with_capacity((compressed.len() * 4).min(MAX_MESSAGE_BYTES) + 1);
+    INFLATE.with_borrow_mut(|inflate| {
+        inflate.reset(false);
+        loop {
+            let read = usize::try_from(inflate.total_in()).map_err(|_| not_deflate())?;
+            let rest = compressed.get(read..).ok_or_else(not_deflate)?;
+            let written = out.len();
+            let status = inflate
+                .decompress_vec(rest, &mut out, flate2::FlushDecompress::None)
+                .map_err(|_| not_deflate())?;
+            if out.len() > MAX_MESSAGE_BYTES {
+                return Err(SamlError::untrusted("the SAML message is too large"));
+            }
+            let consumed = usize::try_from(inflate.total_in()).map_err(|_| not_deflate())? > read;
+            if status == flate2::Status::StreamEnd || (!consumed && out.len() == written) {
+                // The end of the stream, or of the input: a stream without
+                // its final block gives what it holds, as a reader would.
+                return Ok(());
+            }
+            if out.len() == out.capacity() {
+                out.reserve((MAX_MESSAGE_BYTES + 1 - out.len()).min(out.capacity()));
+            }
+        }
+    })?;
     utf8(out)
+}
+
+thread_local! {
+    /// One raw-inflate state per thread, reset for each message: a new
+    /// decoder allocates and initialises its window and tables (~40 KiB)
+    /// for an AuthnRequest of a few hundred bytes.
+    static INFLATE: std::cell::RefCell<flate2::Decompress> =
+        std::cell::RefCell::new(flate2::Decompress::new(false));
 }
 
 /// A POST-binding message: base64 of the XML.
@@ -371,6 +395,26 @@ mod tests {
         assert!(p.relay_state().is_err());
         // Bytes, not characters.
         assert!(check_relay_state(&"é".repeat(MAX_RELAY_STATE_BYTES / 2 + 1)).is_err());
+    }
+
+    #[test]
+    fn redirect_messages_inflate_one_after_another() {
+        use std::io::Write as _;
+        let deflated = |text: &str| {
+            let mut d =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            d.write_all(text.as_bytes()).unwrap();
+            d.finish().unwrap()
+        };
+        let long = "<a>".repeat(5000);
+        for text in ["<samlp:AuthnRequest ID=\"_1\"/>", &long, "<b/>"] {
+            let packed = deflated(text);
+            assert_eq!(decode_redirect(&STANDARD.encode(&packed)).unwrap(), text);
+            // Cut short, the stream gives what it holds or a clear error,
+            // and the next message still inflates whole.
+            let _ = decode_redirect(&STANDARD.encode(&packed[..packed.len() / 2]));
+        }
+        assert!(decode_redirect(&STANDARD.encode(b"\xff\xff\xff\xff")).is_err());
     }
 
     #[test]
