@@ -109,11 +109,10 @@ impl LogoutParticipant for SamlLogout {
             }
             let signing = self.idp.signing();
             let (location, now) = (ep.location.clone(), self.clock.now());
-            let loc = location.clone();
-            let xml = signing_step(move || {
+            let xml = signing_step(|| {
                 let params = LogoutRequestParams {
                     idp_entity_id: &signing.entity_id,
-                    destination: &loc,
+                    destination: &location,
                     name_id: &issued.name_id,
                     session_index: &issued.session_index,
                     now_ms: now,

@@ -242,13 +242,12 @@ impl IdentityProvider {
                     (None, None) => continue,
                 };
             let signing = self.signing();
-            let (loc, relay, index) = (location.clone(), chain_id.to_owned(), step.session_index);
-            let built = signing_step(move || {
+            let built = signing_step(|| {
                 let params = LogoutRequestParams {
                     idp_entity_id: &signing.entity_id,
-                    destination: &loc,
+                    destination: &location,
                     name_id: &name_id,
-                    session_index: &index,
+                    session_index: &step.session_index,
                     now_ms,
                 };
                 let (id, xml) =
@@ -257,7 +256,7 @@ impl IdentityProvider {
                     let query = binding::encode_redirect(
                         "SAMLRequest",
                         &xml,
-                        Some(&relay),
+                        Some(chain_id),
                         &signing.credentials,
                     )?;
                     Ok((id, query))
@@ -325,14 +324,12 @@ impl IdentityProvider {
             .clone()
             .unwrap_or_else(|| ep.location.clone());
         let signing = self.signing();
-        let (irt, dest) = (requester.request_id.clone(), destination.clone());
-        let relay = requester.relay_state.clone();
         // The Redirect binding signs the query, the POST binding the document.
-        let built = signing_step(move || {
+        let built = signing_step(|| {
             let xml = response::logout_response(
                 &signing.entity_id,
-                &dest,
-                &irt,
+                &destination,
+                &requester.request_id,
                 code,
                 now_ms,
                 !redirect_binding,
@@ -342,7 +339,7 @@ impl IdentityProvider {
                 binding::encode_redirect(
                     "SAMLResponse",
                     &xml,
-                    relay.as_deref(),
+                    requester.relay_state.as_deref(),
                     &signing.credentials,
                 )
             } else {
