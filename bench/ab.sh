@@ -7,7 +7,8 @@
 #
 #   bench/ab.sh ROUNDS BIN...      # e.g. bench/ab.sh 4 /tmp/castellan-old target/release/castellan
 #
-# Knobs (environment): SECONDS_PER_ROUND (5), CONNECTIONS (64), PORT (41705).
+# Knobs (environment): SECONDS_PER_ROUND (5), CONNECTIONS (64), PORT (41705),
+# LOADGEN_THREADS (1: the loadgen's runtime threads, as in bench/run.sh).
 # Needs tools/loadgen built (bench/run.sh builds it). Loopback only.
 set -euo pipefail
 
@@ -19,6 +20,7 @@ shift
 [[ -x "$LG" ]] || { echo "missing $LG: run bench/run.sh once, or build tools/loadgen" >&2; exit 1; }
 SECS=${SECONDS_PER_ROUND:-5}
 CONNS=${CONNECTIONS:-64}
+THREADS=${LOADGEN_THREADS:-1}
 PORT=${PORT:-41705}
 CPORT=$((PORT + 1))
 WORK=$(mktemp -d -t castellan-ab.XXXXXX)
@@ -34,7 +36,7 @@ bench_config "$WORK/ab.toml" "$PORT" "$HASH" "$WORK/data"
 # round URL PID: one saturation run; prints "rate cpu".
 round() {
     local line
-    line=$("$LG" sso --url "$1" --connections "$CONNS" --duration "$SECS" --warmup 1 --server-pid "$2" 2>/dev/null | grep '^RESULT')
+    line=$("$LG" --threads "$THREADS" sso --url "$1" --connections "$CONNS" --duration "$SECS" --warmup 1 --server-pid "$2" 2>/dev/null | grep '^RESULT')
     echo "$(grep -o 'rate=[0-9.]*' <<<"$line" | cut -d= -f2) $(grep -o 'server_cpu_us_per_rt=[0-9.]*' <<<"$line" | cut -d= -f2)"
 }
 
