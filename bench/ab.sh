@@ -23,15 +23,9 @@ CONNS=${CONNECTIONS:-64}
 THREADS=${LOADGEN_THREADS:-1}
 PORT=${PORT:-41705}
 CPORT=$((PORT + 1))
-WORK=$(mktemp -d -t castellan-ab.XXXXXX)
-PID=
-cleanup() { [[ -n "$PID" ]] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-HASH=$("$LG" hash --cheap --password bench-password)
 # shellcheck source=bench/config.sh
 . "$ROOT/bench/config.sh"
-bench_config "$WORK/ab.toml" "$PORT" "$HASH" "$WORK/data"
+bench_setup ab "$PORT"
 
 # round URL PID: one saturation run; prints "rate cpu".
 round() {

@@ -68,3 +68,22 @@ release = ["mail", "cn", "memberOf"]
 $extra
 EOC
 }
+
+# bench_setup NAME PORT: a work directory, removed at exit with the server
+# whose pid is in $PID stopped; the cheap password hash; the bench
+# configuration in $WORK/NAME.toml. Needs $LG (tools/loadgen). Sets WORK,
+# PID and HASH.
+bench_setup() {
+    WORK=$(mktemp -d -t "castellan-$1.XXXXXX")
+    PID=
+    trap 'if [[ -n "$PID" ]]; then kill "$PID" 2>/dev/null; fi; rm -rf "$WORK"' EXIT
+    HASH=$("$LG" hash --cheap --password bench-password)
+    bench_config "$WORK/$1.toml" "$2" "$HASH" "$WORK/data"
+}
+
+# rsa_speed [ARGS]: RSA-2048 signatures/s from `openssl speed` (3 s), e.g.
+# `rsa_speed -multi 2` on two CPUs: the limit of the signing flows.
+rsa_speed() {
+    openssl speed -seconds 3 "$@" rsa2048 2>/dev/null |
+        awk '/^rsa 2048 bits/ {print $(NF - 1); exit}'
+}

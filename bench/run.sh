@@ -286,12 +286,9 @@ stop_server
 # --- 4b. OAuth2 / OIDC grants --------------------------------------------
 OIDC_SECONDS=${OIDC_SECONDS:-10}
 OIDC_CONNECTIONS=${OIDC_CONNECTIONS:-32}
-# The signing limit: RSA-2048 signatures/s from OpenSSL on every CPU (and
-# on one), measured right before and after each flow that needs one.
-rsa_speed() {
-    openssl speed -seconds 3 "$@" rsa2048 2>/dev/null |
-        awk '/^rsa 2048 bits/ {print $(NF - 1); exit}'
-}
+# The signing limit (rsa_speed, bench/config.sh): RSA-2048 signatures/s
+# from OpenSSL on every CPU (and on one), measured right before and after
+# each flow that needs one.
 start_server cheap "$PORT"
 for mode in client-credentials refresh code saml; do
     if [[ "$mode" == code ]]; then

@@ -22,26 +22,16 @@ SECS=${SECONDS_PER_ROUND:-8}
 CONNS=${CONNECTIONS:-32}
 PORT=${PORT:-41711}
 NPROC=$(nproc)
-WORK=$(mktemp -d -t castellan-sign.XXXXXX)
-PID=
-cleanup() { [[ -n "$PID" ]] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-HASH=$("$LG" hash --cheap --password bench-password)
 # shellcheck source=bench/config.sh
 . "$ROOT/bench/config.sh"
-bench_config "$WORK/bench.toml" "$PORT" "$HASH" "$WORK/data"
+bench_setup sign "$PORT"
 
-rsa_speed() {
-    openssl speed -seconds 3 -multi "$NPROC" rsa2048 2>/dev/null |
-        awk '/^rsa 2048 bits/ {print $(NF - 1); exit}'
-}
 field() { grep -o "$1=[0-9.]*" <<<"$2" | cut -d= -f2; }
 
-before=$(rsa_speed)
+before=$(rsa_speed -multi "$NPROC")
 for _ in $(seq 1 "$ROUNDS"); do
     rm -rf "$WORK/data" && mkdir -p "$WORK/data"
-    RUST_LOG=warn "$BIN" serve --config "$WORK/bench.toml" >"$WORK/server.log" 2>&1 &
+    RUST_LOG=warn "$BIN" serve --config "$WORK/sign.toml" >"$WORK/server.log" 2>&1 &
     PID=$!
     for _ in $(seq 1 100); do
         curl -fsS -o /dev/null "http://127.0.0.1:$PORT/cas/health" 2>/dev/null && break
@@ -52,7 +42,7 @@ for _ in $(seq 1 "$ROUNDS"); do
         2>/dev/null | grep '^RESULT')
     kill "$PID" && wait "$PID" 2>/dev/null || true
     PID=
-    after=$(rsa_speed)
+    after=$(rsa_speed -multi "$NPROC")
     awk -v f="$FLOW" -v r="$(field rate "$line")" -v a="$before" -v b="$after" \
         -v s="$(field server_cpu_us_per_rt "$line")" -v l="$(field client_cpu_us_per_rt "$line")" \
         -v e="$(field errors "$line")" \
