@@ -22,7 +22,6 @@ pub mod principal;
 pub mod record;
 pub mod second_step;
 pub mod service;
-pub mod signing;
 pub mod store;
 pub mod throttle;
 pub mod ticket;

@@ -255,7 +255,7 @@ impl SigningKeys {
 /// `EncodingKey` would re-parse and re-check the key for every token,
 /// which cost more than the RSA operation itself.
 enum PreparedKey {
-    Rsa(castellan_core::signing::RsaSha256),
+    Rsa(castellan_signing::RsaSha256),
     Ec(Box<ring::signature::EcdsaKeyPair>),
 }
 
@@ -314,7 +314,7 @@ impl Keyring {
                         .and_then(openssl::pkey::PKey::from_rsa)
                         .map_err(|e| bad(&k.kid, &e))?;
                     (
-                        PreparedKey::Rsa(castellan_core::signing::RsaSha256::new(private)),
+                        PreparedKey::Rsa(castellan_signing::RsaSha256::new(private)),
                         jsonwebtoken::DecodingKey::from_rsa_components(&n, &e)
                             .map_err(|e| bad(&k.kid, &e))?,
                     )

@@ -5,7 +5,7 @@
 use crate::SamlError;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use castellan_core::signing::RsaSha256;
+use castellan_signing::RsaSha256;
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;

@@ -1,6 +1,7 @@
 //! RSA signatures for the protocols that sign what they answer (SAML
 //! Responses, OIDC ID tokens): RSASSA-PKCS1-v1_5 with SHA-256 under one
-//! loaded key.
+//! loaded key. A crate of its own: the protocols share it without calling
+//! each other, and the core stays free of crypto libraries.
 
 use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
