@@ -17,9 +17,14 @@
 //!   after a burst without rehashing the sessions.
 //! - A session keeps its own id (packed, see [`compact`]) for
 //!   [`TicketStore::sessions_of`], and its single-logout records in one
-//!   allocation, appended in place.
-//! - A ticket is one allocation: its deadline and its compact encoding
-//!   (without its id, which the caller presents).
+//!   allocation of 48 bytes each, their tickets' ids packed without the
+//!   session's tag.
+//! - A shard holds each service URL once, however many tickets and records
+//!   name it (a pointer each); the sweeper lets it go once none does.
+//! - A service ticket is 48 bytes in its table slot: its deadline, its
+//!   session id packed without the tag its own id carries (the caller
+//!   presents that id), its URL. Other tickets keep their encoding
+//!   (without their id) in one allocation.
 //! - An empty record (a one-time marker) allocates nothing, and lives in a
 //!   table of deadlines alone.
 
@@ -34,15 +39,12 @@ use crate::store::{TicketStore, MAX_SERVICE_RECORDS};
 use crate::ticket::{ServiceRecord, ServiceTicket, Ticket, TicketGrantingTicket};
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 const SHARDS: usize = 64;
-
-// A session counts its single-logout records in a byte.
-const _: () = assert!(MAX_SERVICE_RECORDS < u8::MAX as usize);
 
 /// What an id names: counters and records are keyed by user data, and must
 /// never meet a session or ticket id (nor each other) with the same text.
@@ -162,83 +164,76 @@ struct StoredSession {
     expires_at: Millis,
     /// When the entry expires: its idle deadline, never past `expires_at`.
     live_until: Millis,
-    /// The single-logout records, oldest first, each as [`write_record`]
-    /// writes it.
-    services: Box<[u8]>,
+    /// The single-logout records, oldest first.
+    services: Box<[StoredRecord]>,
     id: StoredId,
     long_term: bool,
     methods: AuthnMethods,
-    /// Records in `services`.
-    service_count: u8,
 }
 
-fn logout_byte(mode: LogoutMode) -> u8 {
-    match mode {
-        LogoutMode::None => 0,
-        LogoutMode::BackChannel => 1,
+/// A single-logout record: 48 bytes, its URL shared (see [`Urls`]).
+struct StoredRecord {
+    ticket: RecordTicket,
+    service: Url,
+    logout: LogoutMode,
+}
+
+/// A record's ticket id: packed without the session's tag when it is one of
+/// the session's own tickets (all but those carried over from another
+/// session), else kept as it is.
+enum RecordTicket {
+    Own([u8; compact::ELIDED_LEN]),
+    Other(Box<str>),
+}
+
+impl StoredRecord {
+    /// `tag`: the session's, which its own tickets' ids end with.
+    fn new(r: &ServiceRecord, tag: Option<&[u8]>, urls: &mut Urls) -> Self {
+        let mut packed = Vec::with_capacity(compact::MAX_PACKED);
+        compact::write_in(&r.ticket_id, tag, &mut packed);
+        let ticket = match <[u8; compact::ELIDED_LEN]>::try_from(packed.as_slice()) {
+            Ok(own) => RecordTicket::Own(own),
+            Err(_) => RecordTicket::Other(r.ticket_id.as_str().into()),
+        };
+        Self {
+            ticket,
+            service: urls.get(&r.service),
+            logout: r.logout,
+        }
     }
-}
 
-fn logout_of(byte: u8) -> Option<LogoutMode> {
-    match byte {
-        0 => Some(LogoutMode::None),
-        1 => Some(LogoutMode::BackChannel),
-        _ => None,
+    fn to_record(&self, tag: Option<&[u8]>) -> Result<ServiceRecord, StoreError> {
+        let ticket_id = match &self.ticket {
+            RecordTicket::Own(packed) => match compact::read_in(packed, tag) {
+                Some((id, [])) => id,
+                _ => return Err(corrupt("logout record")),
+            },
+            RecordTicket::Other(id) => id.to_string(),
+        };
+        Ok(ServiceRecord {
+            ticket_id,
+            service: self.service.as_str().to_owned(),
+            logout: self.logout,
+        })
     }
-}
-
-/// `tag`: the session's tag, which its tickets' ids end with and its
-/// records then leave out (16 bytes of 80 in a typical record).
-fn record_len(r: &ServiceRecord, tag: Option<&[u8]>) -> usize {
-    compact::len_in(&r.ticket_id, tag) + compact::varint_len(r.service.len()) + r.service.len() + 1
-}
-
-/// A single-logout record: its ticket id, its service URL with its length,
-/// its logout mode.
-fn write_record(r: &ServiceRecord, tag: Option<&[u8]>, out: &mut Vec<u8>) {
-    compact::write_in(&r.ticket_id, tag, out);
-    compact::write_varint(r.service.len(), out);
-    out.extend_from_slice(r.service.as_bytes());
-    out.push(logout_byte(r.logout));
-}
-
-fn read_record<'a>(bytes: &'a [u8], tag: Option<&[u8]>) -> Option<(ServiceRecord, &'a [u8])> {
-    let (ticket_id, rest) = compact::read_in(bytes, tag)?;
-    let (n, rest) = compact::read_varint(rest)?;
-    let (service, rest) = rest.split_at_checked(n)?;
-    let (&mode, rest) = rest.split_first()?;
-    let record = ServiceRecord {
-        ticket_id,
-        service: std::str::from_utf8(service).ok()?.to_owned(),
-        logout: logout_of(mode)?,
-    };
-    Some((record, rest))
-}
-
-/// The bytes after the first record, without decoding it.
-fn skip_record(bytes: &[u8]) -> Option<&[u8]> {
-    let (n, rest) = compact::read_varint(compact::skip(bytes)?)?;
-    rest.get(n + 1..)
 }
 
 impl StoredSession {
-    fn new(s: &TicketGrantingTicket, live_until: Millis) -> Self {
+    fn new(s: &TicketGrantingTicket, live_until: Millis, urls: &mut Urls) -> Self {
         let kept = &s.services[s.services.len().saturating_sub(MAX_SERVICE_RECORDS)..];
         let tag = compact::tag_of(&s.id);
-        let mut services = Vec::with_capacity(kept.iter().map(|r| record_len(r, tag)).sum());
-        for r in kept {
-            write_record(r, tag, &mut services);
-        }
         Self {
             principal: s.principal.clone(),
             authenticated_at: s.authenticated_at,
             expires_at: s.expires_at,
             live_until,
-            services: services.into_boxed_slice(),
+            services: kept
+                .iter()
+                .map(|r| StoredRecord::new(r, tag, urls))
+                .collect(),
             id: StoredId::new(&s.id),
             long_term: s.long_term,
             methods: s.methods,
-            service_count: kept.len() as u8,
         }
     }
 
@@ -254,36 +249,19 @@ impl StoredSession {
     }
 
     /// Appends a single-logout record, dropping the oldest beyond the
-    /// limit: the list grows in place (a reallocation), never re-encoded.
-    /// `tag`: the session's, see [`record_len`].
-    fn push_service(
-        &mut self,
-        record: &ServiceRecord,
-        tag: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+    /// limit (one reallocation, to the exact size).
+    fn push_service(&mut self, record: &ServiceRecord, tag: Option<&[u8]>, urls: &mut Urls) {
         let mut list = std::mem::take(&mut self.services).into_vec();
-        if usize::from(self.service_count) >= MAX_SERVICE_RECORDS {
-            let rest = skip_record(&list).ok_or_else(|| corrupt("logout record"))?;
-            let first = list.len() - rest.len();
-            list.drain(..first);
-            self.service_count -= 1;
+        if list.len() >= MAX_SERVICE_RECORDS {
+            list.remove(0);
         }
-        list.reserve_exact(record_len(record, tag));
-        write_record(record, tag, &mut list);
+        list.reserve_exact(1);
+        list.push(StoredRecord::new(record, tag, urls));
         self.services = list.into_boxed_slice();
-        self.service_count += 1;
-        Ok(())
     }
 
     fn services(&self, tag: Option<&[u8]>) -> Result<Vec<ServiceRecord>, StoreError> {
-        let mut out = Vec::with_capacity(usize::from(self.service_count));
-        let mut rest = &self.services[..];
-        while !rest.is_empty() {
-            let (record, after) = read_record(rest, tag).ok_or_else(|| corrupt("logout record"))?;
-            out.push(record);
-            rest = after;
-        }
-        Ok(out)
+        self.services.iter().map(|r| r.to_record(tag)).collect()
     }
 
     /// The session; `id`: the one it was found by (else its own, decoded).
@@ -313,10 +291,131 @@ impl StoredSession {
     }
 }
 
-/// Tickets are stored as their deadline (8 bytes, little-endian), a form
-/// byte and the rest: for a service ticket, the hot one, its session id
-/// (compact), whether it came from a new login, and its service URL to the
-/// end; for the others, their postcard encoding without their id.
+/// A ticket as held here. A service ticket, the hot one, has a fixed size
+/// (48 bytes, in its table's slot): its session id packed without the
+/// tag the ticket's own id carries, and its service URL shared with the
+/// shard's other tickets for that URL (see [`Urls`]).
+enum StoredTicket {
+    Service {
+        expires_at: Millis,
+        service: Url,
+        session: [u8; compact::ELIDED_LEN],
+        from_new_login: bool,
+    },
+    /// Any other ticket, or a service ticket of another shape: see
+    /// [`encode_ticket`].
+    Encoded(Box<[u8]>),
+}
+
+impl StoredTicket {
+    fn new(
+        id: &str,
+        ticket: &Ticket,
+        expires_at: Millis,
+        urls: &mut Urls,
+    ) -> Result<Self, StoreError> {
+        if let Ticket::Service(t) = ticket {
+            let mut session = Vec::with_capacity(compact::MAX_PACKED);
+            compact::write_in(&t.session_id, compact::tag_of(id), &mut session);
+            if let Ok(session) = <[u8; compact::ELIDED_LEN]>::try_from(session.as_slice()) {
+                return Ok(Self::Service {
+                    expires_at,
+                    service: urls.get(&t.service),
+                    session,
+                    from_new_login: t.from_new_login,
+                });
+            }
+        }
+        encode_ticket(ticket, expires_at).map(Self::Encoded)
+    }
+
+    fn expires_at(&self) -> Millis {
+        match self {
+            Self::Service { expires_at, .. } => *expires_at,
+            Self::Encoded(bytes) => ticket_deadline(bytes),
+        }
+    }
+
+    /// The ticket, given the id it was found by.
+    fn to_ticket(&self, id: &str) -> Result<Ticket, StoreError> {
+        match self {
+            Self::Service {
+                service,
+                session,
+                from_new_login,
+                ..
+            } => match compact::read_in(session, compact::tag_of(id)) {
+                Some((session_id, [])) => Ok(Ticket::Service(ServiceTicket {
+                    id: id.to_owned(),
+                    session_id,
+                    service: service.as_str().to_owned(),
+                    from_new_login: *from_new_login,
+                })),
+                _ => Err(corrupt("ticket")),
+            },
+            Self::Encoded(bytes) => decode_ticket(id, bytes),
+        }
+    }
+}
+
+/// A service URL, held once per shard: a hundred thousand tickets for one
+/// application hold a pointer each, not a hundred thousand copies.
+#[derive(Clone)]
+struct Url(Arc<Box<str>>);
+
+impl Url {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Url {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Url {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Url {}
+
+impl Hash for Url {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that a lookup by `&str` finds it.
+        self.as_str().hash(state);
+    }
+}
+
+/// A shard's service URLs. The sweeper drops those no ticket holds any more.
+#[derive(Default)]
+struct Urls(HashSet<Url>);
+
+impl Urls {
+    fn get(&mut self, url: &str) -> Url {
+        if let Some(held) = self.0.get(url) {
+            return held.clone();
+        }
+        let held = Url(Arc::new(url.into()));
+        self.0.insert(held.clone());
+        held
+    }
+
+    fn sweep(&mut self) {
+        self.0.retain(|u| Arc::strong_count(&u.0) > 1);
+        if self.0.capacity() >= 128 && self.0.len() * 2 <= self.0.capacity() {
+            self.0.shrink_to_fit();
+        }
+    }
+}
+
+/// An encoded ticket: its deadline (8 bytes, little-endian), a form byte
+/// and the rest: for a service ticket, its session id (compact), whether it
+/// came from a new login, and its service URL to the end; for the others,
+/// their postcard encoding without their id.
 const SERVICE_TICKET: u8 = 0;
 const OTHER_TICKET: u8 = 1;
 
@@ -383,8 +482,12 @@ struct Timed<T> {
 #[derive(Default)]
 struct Tables {
     sessions: Table<Box<StoredSession>>,
-    /// Deadline and encoding in one allocation, see [`encode_ticket`].
-    tickets: Table<Box<[u8]>>,
+    /// Held in the table itself: boxed, a ticket would share a size class
+    /// with the records, and once the ten-second tickets were gone their
+    /// holes would pin the records' pages.
+    tickets: Table<StoredTicket>,
+    /// The URLs service tickets and single-logout records name.
+    urls: Urls,
     records: Table<Timed<Box<[u8]>>>,
     /// Records with an empty value (one-time markers, such as a used login
     /// form's): their deadline alone, a 24-byte slot instead of 40.
@@ -490,7 +593,7 @@ impl MemoryStore {
         let before = shard.len();
         let t = &mut *shard;
         t.sessions.retain(|_, s| s.is_live(now));
-        t.tickets.retain(|_, b| ticket_deadline(b) > now);
+        t.tickets.retain(|_, b| b.expires_at() > now);
         t.records.retain(|_, r| r.expires_at > now);
         t.markers.retain(|_, m| *m > now);
         t.counters.retain(|_, c| c.expires_at > now);
@@ -499,6 +602,7 @@ impl MemoryStore {
         shrink(&mut t.records);
         shrink(&mut t.markers);
         shrink(&mut t.counters);
+        t.urls.sweep();
         before - t.len()
     }
 
@@ -552,9 +656,10 @@ impl TicketStore for MemoryStore {
         idle: Duration,
     ) -> Result<(), StoreError> {
         let live_until = self.deadline(idle).min(session.expires_at);
-        let stored = Box::new(StoredSession::new(session, live_until));
         let (key, shard) = self.key(Space::Id, &session.id);
-        shard.lock().sessions.insert(key, stored);
+        let mut shard = shard.lock();
+        let stored = Box::new(StoredSession::new(session, live_until, &mut shard.urls));
+        shard.sessions.insert(key, stored);
         Ok(())
     }
 
@@ -611,11 +716,12 @@ impl TicketStore for MemoryStore {
         {
             let (key, shard) = self.key(Space::Id, session_id);
             let mut shard = shard.lock();
-            match shard.sessions.get_mut(&key) {
+            let Tables { sessions, urls, .. } = &mut *shard;
+            match sessions.get_mut(&key) {
                 Some(s) if s.is_live(now) => {
                     s.touch(now, idle);
                     if let Some(record) = &record {
-                        s.push_service(record, compact::tag_of(session_id))?;
+                        s.push_service(record, compact::tag_of(session_id), urls);
                     }
                 }
                 _ => return Ok(false),
@@ -673,9 +779,11 @@ impl TicketStore for MemoryStore {
     async fn add_ticket(&self, mut ticket: Ticket, ttl: Duration) -> Result<(), StoreError> {
         // The id is the key: the value does not hold it a second time.
         let id = std::mem::take(ticket.id_mut());
-        let bytes = encode_ticket(&ticket, self.deadline(ttl))?;
+        let expires_at = self.deadline(ttl);
         let (key, shard) = self.key(Space::Id, &id);
-        shard.lock().tickets.insert(key, bytes);
+        let mut shard = shard.lock();
+        let stored = StoredTicket::new(&id, &ticket, expires_at, &mut shard.urls)?;
+        shard.tickets.insert(key, stored);
         Ok(())
     }
 
@@ -684,7 +792,7 @@ impl TicketStore for MemoryStore {
         let (key, shard) = self.key(Space::Id, id);
         let taken = shard.lock().tickets.remove(&key);
         match taken {
-            Some(bytes) if ticket_deadline(&bytes) > now => decode_ticket(id, &bytes).map(Some),
+            Some(stored) if stored.expires_at() > now => stored.to_ticket(id).map(Some),
             _ => Ok(None),
         }
     }
@@ -694,7 +802,7 @@ impl TicketStore for MemoryStore {
         let (key, shard) = self.key(Space::Id, id);
         let shard = shard.lock();
         match shard.tickets.get(&key) {
-            Some(bytes) if ticket_deadline(bytes) > now => decode_ticket(id, bytes).map(Some),
+            Some(stored) if stored.expires_at() > now => stored.to_ticket(id).map(Some),
             _ => Ok(None),
         }
     }
@@ -895,7 +1003,9 @@ mod tests {
     fn a_stored_session_fits_one_size_class() {
         assert!(std::mem::size_of::<StoredSession>() <= 96);
         assert_eq!(std::mem::size_of::<(Key, Box<StoredSession>)>(), 24);
-        assert_eq!(std::mem::size_of::<(Key, Box<[u8]>)>(), 32);
+        assert!(std::mem::size_of::<StoredTicket>() <= 48);
+        assert!(std::mem::size_of::<StoredRecord>() <= 48);
+        assert_eq!(std::mem::size_of::<(Key, StoredTicket)>(), 64);
     }
 
     #[tokio::test]
@@ -1013,6 +1123,74 @@ mod tests {
             assert_eq!(found.unwrap().id, session_id);
             assert!(store.redeem_ticket(&st.id).await.unwrap().is_none());
         }
+    }
+
+    /// Tickets and single-logout records for one URL share one copy of it
+    /// per shard, which goes once nothing names it.
+    #[tokio::test]
+    async fn service_urls_are_held_once_per_shard_and_let_go() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = MemoryStore::new(clock.clone());
+        let held =
+            |s: &MemoryStore| -> usize { s.shards.iter().map(|t| t.lock().urls.0.len()).sum() };
+        let url = "https://app.example.org/home";
+        let mut sessions = Vec::new();
+        for _ in 0..500 {
+            let id = crate::ids::new_session_id("TGT");
+            store
+                .create_session(&session(&id, "u"), Duration::from_secs(60))
+                .await
+                .unwrap();
+            let ticket = ServiceTicket {
+                id: crate::ids::new_session_ticket_id("ST", &id).unwrap(),
+                session_id: id.clone(),
+                service: url.into(),
+                from_new_login: true,
+            };
+            let record = ServiceRecord {
+                ticket_id: ticket.id.clone(),
+                service: url.into(),
+                logout: LogoutMode::BackChannel,
+            };
+            let granted = store
+                .grant_ticket(
+                    &id,
+                    Duration::from_secs(60),
+                    Ticket::Service(ticket.clone()),
+                    Duration::from_secs(10),
+                    Some(record.clone()),
+                )
+                .await
+                .unwrap();
+            assert!(granted);
+            sessions.push((id, ticket, record));
+        }
+        // 1,000 holders, at most one copy in each shard.
+        assert!(held(&store) <= SHARDS, "{} copies", held(&store));
+        for (id, ticket, record) in &sessions[..10] {
+            let (found, _) = store.redeem_ticket(&ticket.id).await.unwrap().unwrap();
+            assert_eq!(found, Ticket::Service(ticket.clone()));
+            let removed = store.remove_session(id).await.unwrap().unwrap();
+            assert_eq!(removed.services, [record.clone()]);
+        }
+        // The tickets expire, the sessions stay: their records keep the URL.
+        clock.advance(Duration::from_secs(11));
+        (0..SHARDS).for_each(|i| {
+            store.sweep_shard(i);
+        });
+        assert!(held(&store) > 0);
+        let (id, _, record) = &sessions[10];
+        assert_eq!(
+            store.session(id).await.unwrap().unwrap().services,
+            [record.clone()]
+        );
+        // The sessions expire too: nothing names the URL any more.
+        clock.advance(Duration::from_secs(60));
+        (0..SHARDS).for_each(|i| {
+            store.sweep_shard(i);
+        });
+        assert!(store.is_empty());
+        assert_eq!(held(&store), 0);
     }
 
     #[tokio::test]

@@ -14,6 +14,8 @@ const RANDOM: usize = 32;
 const TAG: usize = 16;
 /// The longest packed form: a form byte and 48 characters in 36 bytes.
 pub(super) const MAX_PACKED: usize = 1 + (RANDOM + TAG) / 4 * 3;
+/// The packed form of an id whose tag [`write_in`] leaves out.
+pub(super) const ELIDED_LEN: usize = 1 + RANDOM / 4 * 3;
 
 fn digit(c: u8) -> Option<u32> {
     match c {
@@ -68,14 +70,6 @@ pub(super) fn tag_of(id: &str) -> Option<&[u8]> {
     shape(id)?.2
 }
 
-/// Like [`len`], leaving out a tag equal to `tag`.
-pub(super) fn len_in(id: &str, tag: Option<&[u8]>) -> usize {
-    match shape(id) {
-        Some((_, _, Some(own))) if tag == Some(own) => 1 + RANDOM / 4 * 3,
-        _ => len(id),
-    }
-}
-
 /// Like [`write`], leaving out a tag equal to `tag`; [`read_in`] reads it
 /// back given the same tag.
 pub(super) fn write_in(id: &str, tag: Option<&[u8]>, out: &mut Vec<u8>) {
@@ -127,21 +121,6 @@ fn read_packed(form: u8, bytes: &[u8], with_tag: bool) -> Option<(String, bool, 
         }
     }
     Some((id, tagged, rest))
-}
-
-/// The bytes after the id [`write_in`] or [`write`] wrote, without reading it.
-pub(super) fn skip(bytes: &[u8]) -> Option<&[u8]> {
-    let (&form, rest) = bytes.split_first()?;
-    let packed = match form {
-        0 => {
-            let (n, rest) = read_varint(rest)?;
-            return rest.get(n..);
-        }
-        f if f >= ELIDED => RANDOM,
-        f if (f - 1) % 2 == 1 => RANDOM + TAG,
-        _ => RANDOM,
-    };
-    rest.get(packed / 4 * 3..)
 }
 
 /// Bytes [`write`] appends for `id`.
@@ -296,13 +275,15 @@ mod tests {
         assert_eq!(tag.map(<[u8]>::len), Some(TAG));
         let ticket = new_session_ticket_id("ST", &session).unwrap();
         let other = new_session_ticket_id("ST", &new_session_id("TGT")).unwrap();
-        for (id, expected) in [(&ticket, 25), (&other, 37), (&"ST-1-x".to_owned(), 8)] {
+        for (id, expected) in [
+            (&ticket, ELIDED_LEN),
+            (&other, 37),
+            (&"ST-1-x".to_owned(), 8),
+        ] {
             let mut out = Vec::new();
             write_in(id, tag, &mut out);
             assert_eq!(out.len(), expected);
-            assert_eq!(len_in(id, tag), expected);
             out.push(9);
-            assert_eq!(skip(&out), Some(&[9][..]));
             let (back, rest) = read_in(&out, tag).unwrap();
             assert_eq!((&back, rest), (id, &[9][..]));
         }
