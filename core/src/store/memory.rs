@@ -21,10 +21,17 @@
 //!   session's tag.
 //! - A shard holds each service URL once, however many tickets and records
 //!   name it (a pointer each); the sweeper lets it go once none does.
-//! - A service ticket is 48 bytes in its table slot: its deadline, its
-//!   session id packed without the tag its own id carries (the caller
-//!   presents that id), its URL. Other tickets keep their encoding
-//!   (without their id) in one allocation.
+//! - A session is keyed by its routing tag, which its tickets' ids end
+//!   with, and checks its whole id itself (in constant time).
+//! - A service ticket granted with its logout record is held in that record
+//!   (a deadline and a flag in its spare bytes): no entry of its own, and
+//!   the ticket, found through the session, is redeemed under the session's
+//!   lock. It moves to the tickets' table if it outlives its session or its
+//!   record.
+//! - In the tickets' table, a service ticket is 48 bytes in its slot: its
+//!   deadline, its session id packed without the tag its own id carries
+//!   (the caller presents that id), its URL. Other tickets keep their
+//!   encoding (without their id) in one allocation.
 //! - An empty record (a one-time marker) allocates nothing, and lives in a
 //!   table of deadlines alone.
 
@@ -43,6 +50,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 
 const SHARDS: usize = 64;
 
@@ -54,6 +62,8 @@ enum Space {
     Id = 0,
     Counter = 1,
     Record = 2,
+    /// A session, by its routing tag (see [`MemoryStore::session_key`]).
+    Session = 3,
 }
 
 /// An entry's key: a keyed hash of its namespace and id.
@@ -111,7 +121,7 @@ impl KeyHasher {
         }
     }
 
-    fn key(&self, space: Space, id: &str) -> Key {
+    fn key(&self, space: Space, id: &[u8]) -> Key {
         let half = |(k0, k1): (u64, u64)| {
             // The deprecation points at crates for HashDoS-resistant maps;
             // what is wanted here is SipHash itself, a PRF under a secret
@@ -121,7 +131,7 @@ impl KeyHasher {
             // Namespace, then the id: the input is one field after a fixed
             // byte, so no length is needed to keep inputs apart.
             h.write_u8(space as u8);
-            h.write(id.as_bytes());
+            h.write(id);
             h.finish()
         };
         Key {
@@ -144,6 +154,18 @@ enum StoredId {
 impl StoredId {
     fn new(id: &str) -> Self {
         compact::packed(id).map_or_else(|| Self::Other(id.into()), Self::Packed)
+    }
+
+    /// Whether this is `id`, in constant time: a session is found by its
+    /// tag, which its tickets show to applications, so the secret part is
+    /// checked here.
+    fn is(&self, id: &str) -> bool {
+        match self {
+            Self::Packed(bytes) => {
+                compact::packed(id).is_some_and(|given| bool::from(given.ct_eq(bytes)))
+            }
+            Self::Other(own) => bool::from(own.as_bytes().ct_eq(id.as_bytes())),
+        }
     }
 
     fn to_string(&self) -> Result<String, StoreError> {
@@ -176,6 +198,11 @@ struct StoredRecord {
     ticket: RecordTicket,
     service: Url,
     logout: LogoutMode,
+    /// The service ticket itself while the session holds it, unused: its
+    /// deadline in milliseconds after the session's `authenticated_at`;
+    /// 0 when it is not held here (used, or kept in the tickets' table).
+    held_until: u32,
+    from_new_login: bool,
 }
 
 /// A record's ticket id: packed without the session's tag when it is one of
@@ -199,6 +226,8 @@ impl StoredRecord {
             ticket,
             service: urls.get(&r.service),
             logout: r.logout,
+            held_until: 0,
+            from_new_login: false,
         }
     }
 
@@ -249,15 +278,105 @@ impl StoredSession {
     }
 
     /// Appends a single-logout record, dropping the oldest beyond the
-    /// limit (one reallocation, to the exact size).
-    fn push_service(&mut self, record: &ServiceRecord, tag: Option<&[u8]>, urls: &mut Urls) {
+    /// limit (one reallocation, to the exact size). `ticket`: the record's
+    /// service ticket, its deadline and whether it came from a new login,
+    /// to hold in the record when it can. Says whether it does, and gives
+    /// back the live ticket the dropped record held, if any, for the
+    /// tickets' table.
+    fn push_service(
+        &mut self,
+        record: &ServiceRecord,
+        tag: Option<&[u8]>,
+        urls: &mut Urls,
+        ticket: Option<(Millis, bool)>,
+        now: Millis,
+    ) -> (bool, Option<(String, Ticket, Millis)>) {
         let mut list = std::mem::take(&mut self.services).into_vec();
+        let mut evicted = None;
         if list.len() >= MAX_SERVICE_RECORDS {
-            list.remove(0);
+            let oldest = list.remove(0);
+            if self.held_deadline(&oldest, now).is_some() {
+                if let Ok(session_id) = self.id.to_string() {
+                    evicted = self.held_ticket(&oldest, &session_id, now);
+                }
+            }
         }
+        let mut stored = StoredRecord::new(record, tag, urls);
+        let offset = ticket.and_then(|(deadline, _)| {
+            let offset = deadline.checked_sub(self.authenticated_at)?;
+            u32::try_from(offset).ok().filter(|&o| o > 0)
+        });
+        let held = match (offset, ticket, &stored.ticket) {
+            (Some(offset), Some((_, from_new_login)), RecordTicket::Own(_)) => {
+                stored.held_until = offset;
+                stored.from_new_login = from_new_login;
+                true
+            }
+            _ => false,
+        };
         list.reserve_exact(1);
-        list.push(StoredRecord::new(record, tag, urls));
+        list.push(stored);
         self.services = list.into_boxed_slice();
+        (held, evicted)
+    }
+
+    /// The record holding the live, unused service ticket `packed` (its id
+    /// packed without the session's tag).
+    fn held(&self, packed: &[u8; compact::ELIDED_LEN], now: Millis) -> Option<usize> {
+        // Newest first: a ticket is mostly redeemed right after its grant.
+        self.services.iter().rposition(|r| {
+            self.held_deadline(r, now).is_some()
+                && matches!(&r.ticket, RecordTicket::Own(own) if bool::from(own.ct_eq(packed)))
+        })
+    }
+
+    /// The deadline of the ticket `r` holds, when it holds a live one.
+    fn held_deadline(&self, r: &StoredRecord, now: Millis) -> Option<Millis> {
+        let at = self
+            .authenticated_at
+            .saturating_add(u64::from(r.held_until));
+        (r.held_until != 0 && at > now).then_some(at)
+    }
+
+    /// The live ticket `r` holds, with its id and deadline; `session_id`:
+    /// this session's.
+    fn held_ticket(
+        &self,
+        r: &StoredRecord,
+        session_id: &str,
+        now: Millis,
+    ) -> Option<(String, Ticket, Millis)> {
+        let at = self.held_deadline(r, now)?;
+        let RecordTicket::Own(packed) = &r.ticket else {
+            return None;
+        };
+        let Some((id, [])) = compact::read_in(packed, compact::tag_of(session_id)) else {
+            return None;
+        };
+        let ticket = Ticket::Service(ServiceTicket {
+            id: id.clone(),
+            session_id: session_id.to_owned(),
+            service: r.service.as_str().to_owned(),
+            from_new_login: r.from_new_login,
+        });
+        Some((id, ticket, at))
+    }
+
+    /// The live service tickets this session holds, to be kept in the
+    /// tickets' table once the session is gone: a ticket outlives its
+    /// session, as in every store (redeemed, it finds no session).
+    fn orphans(&self, now: Millis, out: &mut Vec<(String, Ticket, Millis)>) {
+        if self.services.iter().all(|r| r.held_until == 0) {
+            return;
+        }
+        let Ok(session_id) = self.id.to_string() else {
+            return;
+        };
+        out.extend(
+            self.services
+                .iter()
+                .filter_map(|r| self.held_ticket(r, &session_id, now)),
+        );
     }
 
     fn services(&self, tag: Option<&[u8]>) -> Result<Vec<ServiceRecord>, StoreError> {
@@ -592,7 +711,14 @@ impl MemoryStore {
         let mut shard = self.shards[index % SHARDS].lock();
         let before = shard.len();
         let t = &mut *shard;
-        t.sessions.retain(|_, s| s.is_live(now));
+        let mut orphans = Vec::new();
+        t.sessions.retain(|_, s| {
+            let live = s.is_live(now);
+            if !live {
+                s.orphans(now, &mut orphans);
+            }
+            live
+        });
         t.tickets.retain(|_, b| b.expires_at() > now);
         t.records.retain(|_, r| r.expires_at > now);
         t.markers.retain(|_, m| *m > now);
@@ -603,7 +729,14 @@ impl MemoryStore {
         shrink(&mut t.markers);
         shrink(&mut t.counters);
         t.urls.sweep();
-        before - t.len()
+        let dropped = before - t.len();
+        // Outside the lock: an orphan may belong in this very shard.
+        drop(shard);
+        for (id, ticket, expires_at) in &orphans {
+            // A ticket the tickets' table cannot hold is lost with its session.
+            let _ = self.put_ticket(id, ticket, expires_at.to_owned());
+        }
+        dropped
     }
 
     /// Entries held, expired or not (for metrics and tests).
@@ -616,8 +749,71 @@ impl MemoryStore {
     }
 
     fn key(&self, space: Space, id: &str) -> (Key, &Shard) {
-        let key = self.keys.key(space, id);
+        self.key_of(space, id.as_bytes())
+    }
+
+    fn key_of(&self, space: Space, bytes: &[u8]) -> (Key, &Shard) {
+        let key = self.keys.key(space, bytes);
         (key, &self.shards[(key.hi % SHARDS as u64) as usize])
+    }
+
+    /// A session is keyed by its routing tag when it has one, so that a
+    /// ticket (which ends with the tag) finds it; [`StoredId::is`] then
+    /// checks the whole id.
+    fn session_key(&self, id: &str) -> (Key, &Shard) {
+        match compact::tag_of(id) {
+            Some(tag) => self.key_of(Space::Session, tag),
+            None => self.key(Space::Id, id),
+        }
+    }
+
+    /// Takes (`take`) or reads a service ticket its session holds: `None`
+    /// when it is not held by one (it may be in the tickets' table). The
+    /// session is read too, `None` when it has expired.
+    fn held_ticket(
+        &self,
+        id: &str,
+        take: bool,
+    ) -> Result<Option<(Ticket, Option<TicketGrantingTicket>)>, StoreError> {
+        let Some(tag) = compact::tag_of(id).filter(|_| id.starts_with("ST-")) else {
+            return Ok(None);
+        };
+        let mut packed = Vec::with_capacity(compact::MAX_PACKED);
+        compact::write_in(id, Some(tag), &mut packed);
+        let Ok(packed) = <[u8; compact::ELIDED_LEN]>::try_from(packed.as_slice()) else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let (key, shard) = self.key_of(Space::Session, tag);
+        let mut shard = shard.lock();
+        let Some(s) = shard.sessions.get_mut(&key) else {
+            return Ok(None);
+        };
+        let Some(i) = s.held(&packed, now) else {
+            return Ok(None);
+        };
+        let session_id = s.id.to_string()?;
+        let Some((_, ticket, _)) = s.held_ticket(&s.services[i], &session_id, now) else {
+            return Ok(None);
+        };
+        if take {
+            s.services[i].held_until = 0;
+        }
+        let session = if s.is_live(now) {
+            Some(s.to_session(Some(&session_id), false)?)
+        } else {
+            None
+        };
+        Ok(Some((ticket, session)))
+    }
+
+    /// Stores a ticket in the tickets' table until `expires_at`.
+    fn put_ticket(&self, id: &str, ticket: &Ticket, expires_at: Millis) -> Result<(), StoreError> {
+        let (key, shard) = self.key(Space::Id, id);
+        let mut shard = shard.lock();
+        let stored = StoredTicket::new(id, ticket, expires_at, &mut shard.urls)?;
+        shard.tickets.insert(key, stored);
+        Ok(())
     }
 
     fn deadline(&self, ttl: Duration) -> Millis {
@@ -632,10 +828,12 @@ impl MemoryStore {
         with_services: bool,
     ) -> Result<Option<TicketGrantingTicket>, StoreError> {
         let now = self.clock.now();
-        let (key, shard) = self.key(Space::Id, id);
+        let (key, shard) = self.session_key(id);
         let shard = shard.lock();
         match shard.sessions.get(&key) {
-            Some(s) if s.is_live(now) => s.to_session(Some(id), with_services).map(Some),
+            Some(s) if s.is_live(now) && s.id.is(id) => {
+                s.to_session(Some(id), with_services).map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -656,7 +854,7 @@ impl TicketStore for MemoryStore {
         idle: Duration,
     ) -> Result<(), StoreError> {
         let live_until = self.deadline(idle).min(session.expires_at);
-        let (key, shard) = self.key(Space::Id, &session.id);
+        let (key, shard) = self.session_key(&session.id);
         let mut shard = shard.lock();
         let stored = Box::new(StoredSession::new(session, live_until, &mut shard.urls));
         shard.sessions.insert(key, stored);
@@ -669,10 +867,10 @@ impl TicketStore for MemoryStore {
         idle: Duration,
     ) -> Result<Option<TicketGrantingTicket>, StoreError> {
         let now = self.clock.now();
-        let (key, shard) = self.key(Space::Id, id);
+        let (key, shard) = self.session_key(id);
         let mut shard = shard.lock();
         match shard.sessions.get_mut(&key) {
-            Some(s) if s.is_live(now) => {
+            Some(s) if s.is_live(now) && s.id.is(id) => {
                 s.touch(now, idle);
                 s.to_session(Some(id), true).map(Some)
             }
@@ -689,10 +887,10 @@ impl TicketStore for MemoryStore {
         session: &TicketGrantingTicket,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        let (key, shard) = self.key(Space::Id, &session.id);
+        let (key, shard) = self.session_key(&session.id);
         let mut shard = shard.lock();
         Ok(match shard.sessions.get_mut(&key) {
-            Some(s) if s.is_live(now) => {
+            Some(s) if s.is_live(now) && s.id.is(&session.id) => {
                 s.methods = session.methods;
                 true
             }
@@ -713,15 +911,36 @@ impl TicketStore for MemoryStore {
         record: Option<ServiceRecord>,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
+        let expires_at = self.deadline(ttl);
+        // A service ticket is held in its own logout record when it can be:
+        // no entry of its own, and redeemed under the session's lock.
+        let holdable = match (&ticket, &record) {
+            (Ticket::Service(t), Some(r))
+                if r.ticket_id == t.id && r.service == t.service && t.session_id == session_id =>
+            {
+                Some((expires_at, t.from_new_login))
+            }
+            _ => None,
+        };
         {
-            let (key, shard) = self.key(Space::Id, session_id);
+            let (key, shard) = self.session_key(session_id);
             let mut shard = shard.lock();
             let Tables { sessions, urls, .. } = &mut *shard;
             match sessions.get_mut(&key) {
-                Some(s) if s.is_live(now) => {
+                Some(s) if s.is_live(now) && s.id.is(session_id) => {
                     s.touch(now, idle);
                     if let Some(record) = &record {
-                        s.push_service(record, compact::tag_of(session_id), urls);
+                        let tag = compact::tag_of(session_id);
+                        let (held, evicted) = s.push_service(record, tag, urls, holdable, now);
+                        // Outside the lock: the tickets' table keeps a ticket
+                        // whose record made room for a newer one.
+                        drop(shard);
+                        if let Some((id, evicted, at)) = evicted {
+                            self.put_ticket(&id, &evicted, at)?;
+                        }
+                        if held {
+                            return Ok(true);
+                        }
                     }
                 }
                 _ => return Ok(false),
@@ -729,7 +948,7 @@ impl TicketStore for MemoryStore {
         }
         // A removal between the two locks leaves a ticket whose session is
         // gone; redeem_ticket reports exactly that, so it never validates.
-        self.add_ticket(ticket, ttl).await?;
+        self.put_ticket(ticket.id(), &ticket, expires_at)?;
         Ok(true)
     }
 
@@ -737,6 +956,9 @@ impl TicketStore for MemoryStore {
         &self,
         id: &str,
     ) -> Result<Option<(Ticket, Option<TicketGrantingTicket>)>, StoreError> {
+        if let Some(found) = self.held_ticket(id, true)? {
+            return Ok(Some(found));
+        }
         let Some(ticket) = self.consume_ticket(id).await? else {
             return Ok(None);
         };
@@ -768,26 +990,39 @@ impl TicketStore for MemoryStore {
 
     async fn remove_session(&self, id: &str) -> Result<Option<TicketGrantingTicket>, StoreError> {
         let now = self.clock.now();
-        let (key, shard) = self.key(Space::Id, id);
-        let taken = shard.lock().sessions.remove(&key);
-        match taken {
-            Some(s) if s.is_live(now) => s.to_session(Some(id), true).map(Some),
-            _ => Ok(None),
+        let (key, shard) = self.session_key(id);
+        let taken = {
+            let mut shard = shard.lock();
+            match shard.sessions.get(&key) {
+                Some(s) if s.id.is(id) => shard.sessions.remove(&key),
+                _ => None,
+            }
+        };
+        let Some(s) = taken else {
+            return Ok(None);
+        };
+        let mut orphans = Vec::new();
+        s.orphans(now, &mut orphans);
+        for (ticket_id, ticket, expires_at) in &orphans {
+            self.put_ticket(ticket_id, ticket, *expires_at)?;
+        }
+        if s.is_live(now) {
+            s.to_session(Some(id), true).map(Some)
+        } else {
+            Ok(None)
         }
     }
 
     async fn add_ticket(&self, mut ticket: Ticket, ttl: Duration) -> Result<(), StoreError> {
         // The id is the key: the value does not hold it a second time.
         let id = std::mem::take(ticket.id_mut());
-        let expires_at = self.deadline(ttl);
-        let (key, shard) = self.key(Space::Id, &id);
-        let mut shard = shard.lock();
-        let stored = StoredTicket::new(&id, &ticket, expires_at, &mut shard.urls)?;
-        shard.tickets.insert(key, stored);
-        Ok(())
+        self.put_ticket(&id, &ticket, self.deadline(ttl))
     }
 
     async fn consume_ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
+        if let Some((ticket, _)) = self.held_ticket(id, true)? {
+            return Ok(Some(ticket));
+        }
         let now = self.clock.now();
         let (key, shard) = self.key(Space::Id, id);
         let taken = shard.lock().tickets.remove(&key);
@@ -798,6 +1033,9 @@ impl TicketStore for MemoryStore {
     }
 
     async fn ticket(&self, id: &str) -> Result<Option<Ticket>, StoreError> {
+        if let Some((ticket, _)) = self.held_ticket(id, false)? {
+            return Ok(Some(ticket));
+        }
         let now = self.clock.now();
         let (key, shard) = self.key(Space::Id, id);
         let shard = shard.lock();
@@ -1191,6 +1429,171 @@ mod tests {
         });
         assert!(store.is_empty());
         assert_eq!(held(&store), 0);
+    }
+
+    fn tickets_in_table(store: &MemoryStore) -> usize {
+        store.shards.iter().map(|t| t.lock().tickets.len()).sum()
+    }
+
+    /// Grants a service ticket with its logout record, as the engine does.
+    async fn grant_with_record(store: &MemoryStore, session_id: &str, ttl_s: u64) -> ServiceTicket {
+        let ticket = ServiceTicket {
+            id: crate::ids::new_session_ticket_id("ST", session_id).unwrap(),
+            session_id: session_id.to_owned(),
+            service: "https://app.example.org/home".into(),
+            from_new_login: true,
+        };
+        let record = ServiceRecord {
+            ticket_id: ticket.id.clone(),
+            service: ticket.service.clone(),
+            logout: LogoutMode::BackChannel,
+        };
+        let granted = store
+            .grant_ticket(
+                session_id,
+                Duration::from_secs(60),
+                Ticket::Service(ticket.clone()),
+                Duration::from_secs(ttl_s),
+                Some(record),
+            )
+            .await
+            .unwrap();
+        assert!(granted);
+        ticket
+    }
+
+    /// A service ticket granted with its logout record lives in the record:
+    /// no entry of its own, redeemed once, with its session.
+    #[tokio::test]
+    async fn a_session_holds_its_service_tickets() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = MemoryStore::new(clock.clone());
+        let id = crate::ids::new_session_id("TGT");
+        store
+            .create_session(&session(&id, "u"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let st = grant_with_record(&store, &id, 10).await;
+        assert_eq!(tickets_in_table(&store), 0, "held by the session");
+        assert_eq!(store.len(), 1);
+        let expected = Ticket::Service(st.clone());
+        assert_eq!(store.ticket(&st.id).await.unwrap(), Some(expected.clone()));
+        let (ticket, owner) = store.redeem_ticket(&st.id).await.unwrap().unwrap();
+        assert_eq!(ticket, expected);
+        assert_eq!(owner.unwrap().id, id);
+        assert!(store.redeem_ticket(&st.id).await.unwrap().is_none(), "once");
+        assert!(store.ticket(&st.id).await.unwrap().is_none());
+        // The record stays for single logout.
+        let services = store.session(&id).await.unwrap().unwrap().services;
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].ticket_id, st.id);
+
+        // consume_ticket takes it too; an expired one is gone.
+        let st = grant_with_record(&store, &id, 10).await;
+        assert_eq!(
+            store.consume_ticket(&st.id).await.unwrap(),
+            Some(Ticket::Service(st.clone()))
+        );
+        assert!(store.consume_ticket(&st.id).await.unwrap().is_none());
+        let st = grant_with_record(&store, &id, 10).await;
+        clock.advance(Duration::from_secs(11));
+        assert!(
+            store.redeem_ticket(&st.id).await.unwrap().is_none(),
+            "expired"
+        );
+
+        // Another id with the session's tag is not the session, nor are
+        // tickets made up with that tag.
+        let tag = crate::ids::session_tag(&id).unwrap();
+        let forged = format!("{}-{tag}", crate::ids::new_ticket_id("TGT"));
+        assert!(store.session(&forged).await.unwrap().is_none());
+        assert!(store
+            .touch_session(&forged, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.remove_session(&forged).await.unwrap().is_none());
+        let st = grant_with_record(&store, &id, 10).await;
+        let made_up = crate::ids::new_session_ticket_id("ST", &id).unwrap();
+        assert!(store.redeem_ticket(&made_up).await.unwrap().is_none());
+        assert!(!store
+            .grant_ticket(
+                &forged,
+                Duration::from_secs(60),
+                Ticket::Service(ServiceTicket {
+                    session_id: forged.clone(),
+                    ..st.clone()
+                }),
+                Duration::from_secs(10),
+                None,
+            )
+            .await
+            .unwrap());
+        assert!(store.session(&id).await.unwrap().is_some());
+        assert!(store.redeem_ticket(&st.id).await.unwrap().is_some());
+    }
+
+    /// A held ticket outlives its session (removed, or expired and swept)
+    /// and its record (pushed out by newer ones), as a ticket in the
+    /// tickets' table does.
+    #[tokio::test]
+    async fn a_held_ticket_outlives_its_session_and_its_record() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = MemoryStore::new(clock.clone());
+        let id = crate::ids::new_session_id("TGT");
+        store
+            .create_session(&session(&id, "u"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let first = grant_with_record(&store, &id, 10).await;
+        for _ in 0..MAX_SERVICE_RECORDS {
+            grant_with_record(&store, &id, 10).await;
+        }
+        assert_eq!(tickets_in_table(&store), 1, "the first one moved out");
+        let (_, owner) = store.redeem_ticket(&first.id).await.unwrap().unwrap();
+        assert_eq!(owner.unwrap().id, id);
+
+        let orphan = grant_with_record(&store, &id, 10).await;
+        store.remove_session(&id).await.unwrap().unwrap();
+        let (ticket, owner) = store.redeem_ticket(&orphan.id).await.unwrap().unwrap();
+        assert_eq!(ticket, Ticket::Service(orphan));
+        assert_eq!(owner, None);
+
+        // Idle for 2 s, its ticket for 10: the sweeper keeps the ticket.
+        let id = crate::ids::new_session_id("TGT");
+        store
+            .create_session(&session(&id, "u"), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let ticket = ServiceTicket {
+            id: crate::ids::new_session_ticket_id("ST", &id).unwrap(),
+            session_id: id.clone(),
+            service: "https://app.example.org/home".into(),
+            from_new_login: false,
+        };
+        let record = ServiceRecord {
+            ticket_id: ticket.id.clone(),
+            service: ticket.service.clone(),
+            logout: LogoutMode::None,
+        };
+        assert!(store
+            .grant_ticket(
+                &id,
+                Duration::from_secs(2),
+                Ticket::Service(ticket.clone()),
+                Duration::from_secs(10),
+                Some(record),
+            )
+            .await
+            .unwrap());
+        clock.advance(Duration::from_secs(3));
+        (0..SHARDS).for_each(|i| {
+            store.sweep_shard(i);
+        });
+        assert!(store.session(&id).await.unwrap().is_none());
+        let (found, owner) = store.redeem_ticket(&ticket.id).await.unwrap().unwrap();
+        assert_eq!(found, Ticket::Service(ticket));
+        assert_eq!(owner, None);
     }
 
     #[tokio::test]
