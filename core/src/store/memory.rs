@@ -1435,6 +1435,18 @@ mod tests {
         store.shards.iter().map(|t| t.lock().tickets.len()).sum()
     }
 
+    /// A store on a manual clock with one session, idle for `idle`.
+    async fn with_session(idle: Duration) -> (Arc<ManualClock>, MemoryStore, String) {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let store = MemoryStore::new(clock.clone());
+        let id = crate::ids::new_session_id("TGT");
+        store
+            .create_session(&session(&id, "u"), idle)
+            .await
+            .unwrap();
+        (clock, store, id)
+    }
+
     /// Grants a service ticket with its logout record, as the engine does.
     async fn grant_with_record(store: &MemoryStore, session_id: &str, ttl_s: u64) -> ServiceTicket {
         let ticket = ServiceTicket {
@@ -1466,13 +1478,7 @@ mod tests {
     /// no entry of its own, redeemed once, with its session.
     #[tokio::test]
     async fn a_session_holds_its_service_tickets() {
-        let clock = Arc::new(ManualClock::new(1_000));
-        let store = MemoryStore::new(clock.clone());
-        let id = crate::ids::new_session_id("TGT");
-        store
-            .create_session(&session(&id, "u"), Duration::from_secs(60))
-            .await
-            .unwrap();
+        let (clock, store, id) = with_session(Duration::from_secs(60)).await;
         let st = grant_with_record(&store, &id, 10).await;
         assert_eq!(tickets_in_table(&store), 0, "held by the session");
         assert_eq!(store.len(), 1);
@@ -1538,13 +1544,7 @@ mod tests {
     /// tickets' table does.
     #[tokio::test]
     async fn a_held_ticket_outlives_its_session_and_its_record() {
-        let clock = Arc::new(ManualClock::new(1_000));
-        let store = MemoryStore::new(clock.clone());
-        let id = crate::ids::new_session_id("TGT");
-        store
-            .create_session(&session(&id, "u"), Duration::from_secs(60))
-            .await
-            .unwrap();
+        let (_, store, id) = with_session(Duration::from_secs(60)).await;
         let first = grant_with_record(&store, &id, 10).await;
         for _ in 0..MAX_SERVICE_RECORDS {
             grant_with_record(&store, &id, 10).await;
@@ -1559,34 +1559,11 @@ mod tests {
         assert_eq!(ticket, Ticket::Service(orphan));
         assert_eq!(owner, None);
 
-        // Idle for 2 s, its ticket for 10: the sweeper keeps the ticket.
-        let id = crate::ids::new_session_id("TGT");
-        store
-            .create_session(&session(&id, "u"), Duration::from_secs(2))
-            .await
-            .unwrap();
-        let ticket = ServiceTicket {
-            id: crate::ids::new_session_ticket_id("ST", &id).unwrap(),
-            session_id: id.clone(),
-            service: "https://app.example.org/home".into(),
-            from_new_login: false,
-        };
-        let record = ServiceRecord {
-            ticket_id: ticket.id.clone(),
-            service: ticket.service.clone(),
-            logout: LogoutMode::None,
-        };
-        assert!(store
-            .grant_ticket(
-                &id,
-                Duration::from_secs(2),
-                Ticket::Service(ticket.clone()),
-                Duration::from_secs(10),
-                Some(record),
-            )
-            .await
-            .unwrap());
-        clock.advance(Duration::from_secs(3));
+        // Idle for 60 s after the grant, its ticket for 120: the sweeper
+        // drops the session and keeps the ticket.
+        let (clock, store, id) = with_session(Duration::from_secs(60)).await;
+        let ticket = grant_with_record(&store, &id, 120).await;
+        clock.advance(Duration::from_secs(61));
         (0..SHARDS).for_each(|i| {
             store.sweep_shard(i);
         });
