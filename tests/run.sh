@@ -34,7 +34,7 @@ DEB_PACKAGES=(
   apache2 libapache2-mod-auth-cas libapache2-mod-auth-openidc
   libapache2-mod-shib shibboleth-sp-utils
   redis-server xmlsec1
-  slapd ldap-utils samba samba-ad-provision
+  slapd ldap-utils samba samba-ad-provision samba-dsdb-modules samba-vfs-modules
   postgresql
   build-essential pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev
   chromium chromium-driver
