@@ -216,11 +216,9 @@ enum RecordTicket {
 impl StoredRecord {
     /// `tag`: the session's, which its own tickets' ids end with.
     fn new(r: &ServiceRecord, tag: Option<&[u8]>, urls: &mut Urls) -> Self {
-        let mut packed = Vec::with_capacity(compact::MAX_PACKED);
-        compact::write_in(&r.ticket_id, tag, &mut packed);
-        let ticket = match <[u8; compact::ELIDED_LEN]>::try_from(packed.as_slice()) {
-            Ok(own) => RecordTicket::Own(own),
-            Err(_) => RecordTicket::Other(r.ticket_id.as_str().into()),
+        let ticket = match compact::elided(&r.ticket_id, tag) {
+            Some(own) => RecordTicket::Own(own),
+            None => RecordTicket::Other(r.ticket_id.as_str().into()),
         };
         Self {
             ticket,
@@ -434,9 +432,7 @@ impl StoredTicket {
         urls: &mut Urls,
     ) -> Result<Self, StoreError> {
         if let Ticket::Service(t) = ticket {
-            let mut session = Vec::with_capacity(compact::MAX_PACKED);
-            compact::write_in(&t.session_id, compact::tag_of(id), &mut session);
-            if let Ok(session) = <[u8; compact::ELIDED_LEN]>::try_from(session.as_slice()) {
+            if let Some(session) = compact::elided(&t.session_id, compact::tag_of(id)) {
                 return Ok(Self::Service {
                     expires_at,
                     service: urls.get(&t.service),
@@ -778,9 +774,7 @@ impl MemoryStore {
         let Some(tag) = compact::tag_of(id).filter(|_| id.starts_with("ST-")) else {
             return Ok(None);
         };
-        let mut packed = Vec::with_capacity(compact::MAX_PACKED);
-        compact::write_in(id, Some(tag), &mut packed);
-        let Ok(packed) = <[u8; compact::ELIDED_LEN]>::try_from(packed.as_slice()) else {
+        let Some(packed) = compact::elided(id, Some(tag)) else {
             return Ok(None);
         };
         let now = self.clock.now();

@@ -84,6 +84,15 @@ pub(super) fn write_in(id: &str, tag: Option<&[u8]>, out: &mut Vec<u8>) {
     }
 }
 
+/// What [`write_in`] writes for `id`, when that is [`ELIDED_LEN`] bytes
+/// (an id of this server's shape with the tag `tag`): a fixed-size form,
+/// which [`read_in`] reads back whole with the same tag.
+pub(super) fn elided(id: &str, tag: Option<&[u8]>) -> Option<[u8; ELIDED_LEN]> {
+    let mut out = Vec::with_capacity(MAX_PACKED);
+    write_in(id, tag, &mut out);
+    out.as_slice().try_into().ok()
+}
+
 /// Reads an id [`write_in`] wrote with `tag`.
 pub(super) fn read_in<'a>(bytes: &'a [u8], tag: Option<&[u8]>) -> Option<(String, &'a [u8])> {
     let (&form, rest) = bytes.split_first()?;
