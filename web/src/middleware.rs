@@ -10,6 +10,7 @@
 
 use crate::client_address::client_ip;
 use crate::locale;
+use crate::logging::{self, RequestLabel};
 use crate::state::SharedState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
@@ -27,7 +28,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower::{Layer, Service};
-use tracing::Instrument;
 
 /// Largest request body accepted by any endpoint (login forms, SOAP).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -117,7 +117,7 @@ impl Shared {
             Some(id) => id.clone(),
             None => {
                 let n = self.ids.fetch_add(1, Ordering::Relaxed);
-                let id = HeaderValue::from_str(&format!("{:08x}-{n}", self.ids_base))
+                let id = HeaderValue::try_from(format!("{:08x}-{n}", self.ids_base))
                     .unwrap_or_else(|_| HeaderValue::from_static("-"));
                 request
                     .headers_mut()
@@ -125,13 +125,11 @@ impl Shared {
                 id
             }
         };
-        // The span names the path, never the query, which carries tickets.
-        let span = tracing::info_span!(
-            "request",
-            id = id.to_str().unwrap_or("-"),
-            method = %request.method(),
-            path = %request.uri().path(),
-        );
+        let label = RequestLabel {
+            id: id.clone(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+        };
         let audit = self
             .state
             .audit
@@ -162,14 +160,14 @@ impl Shared {
             }
         };
         let served = locale::scope(page, served);
-        let mut response = match audit {
-            Some(context) => {
-                castellan_audit::scope(context, served)
-                    .instrument(span.clone())
-                    .await
+        let served = async move {
+            match audit {
+                Some(context) => castellan_audit::scope(context, served).await,
+                None => served.await,
             }
-            None => served.instrument(span.clone()).await,
         };
+        let mut served = std::pin::pin!(logging::scope(label, served));
+        let mut response = served.as_mut().await;
 
         locale::mark(&self.state, &marks, &mut response);
         let headers = response.headers_mut();
@@ -198,14 +196,19 @@ impl Shared {
             headers.insert(X_REQUEST_ID.clone(), id);
         }
         if response.status().is_server_error() {
-            span.in_scope(|| {
+            let label = served.as_mut().take_value();
+            let failed = || {
                 tracing::error!(status = response.status().as_u16(), latency = ?started.elapsed(), "response failed");
-            });
+            };
+            match label {
+                Some(label) => logging::in_scope(label, failed),
+                None => failed(),
+            }
         }
         response
     }
 
-    /// The audit context: the request id above (the tracing span's), and
+    /// The audit context: the request id above (the log records'), and
     /// the client address as throttling sees it.
     fn audit_context(&self, request: &Request<Body>, id: &HeaderValue) -> RequestContext {
         let client =
