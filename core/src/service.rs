@@ -1,8 +1,10 @@
 //! The service registry: which service URLs may get tickets, and on what terms.
 
 use crate::methods::MfaPolicy;
+use parking_lot::RwLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How a service learns that an SSO session ended.
@@ -112,20 +114,55 @@ fn anchored(pattern: &str) -> Result<Regex, regex::Error> {
 }
 
 /// Services in declaration order; the first match wins.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ServiceRegistry {
     services: Vec<RegisteredService>,
+    /// URLs already looked up, with the position of the service each
+    /// matched (`None`: none). A login and its validation name the same
+    /// few URLs, and a regex pass over every registration per request was
+    /// a visible share of a CAS round trip. Bounded: emptied when full, so
+    /// that made-up URLs cost their own lookup and no memory.
+    matched: RwLock<HashMap<Box<str>, Option<usize>>>,
+}
+
+/// Entries of the lookup cache, and the longest URL it keeps.
+const MATCHED_ENTRIES: usize = 4096;
+const MATCHED_URL_LEN: usize = 1024;
+
+impl Clone for ServiceRegistry {
+    fn clone(&self) -> Self {
+        Self::new(self.services.clone())
+    }
 }
 
 impl ServiceRegistry {
     pub fn new(services: Vec<RegisteredService>) -> Self {
-        Self { services }
+        Self {
+            services,
+            matched: RwLock::default(),
+        }
     }
 
     pub fn find(&self, service_url: &str) -> Option<&RegisteredService> {
-        self.services
-            .iter()
-            .find(|s| s.pattern.is_match(service_url))
+        let cached = self.matched.read().get(service_url).copied();
+        let position = match cached {
+            Some(position) => position,
+            None => {
+                let position = self
+                    .services
+                    .iter()
+                    .position(|s| s.pattern.is_match(service_url));
+                if service_url.len() <= MATCHED_URL_LEN {
+                    let mut matched = self.matched.write();
+                    if matched.len() >= MATCHED_ENTRIES {
+                        matched.clear();
+                    }
+                    matched.insert(service_url.into(), position);
+                }
+                position
+            }
+        };
+        self.services.get(position?)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -161,6 +198,33 @@ mod tests {
             .find("https://evil.example/?https://app.example.org/")
             .is_none());
         assert!(reg.find("https://app.example.org.evil.example/").is_none());
+    }
+
+    #[test]
+    fn remembered_lookups_answer_as_the_patterns_do() {
+        let reg = ServiceRegistry::new(vec![
+            svc("a", r"https://a\.example\.org/.*"),
+            svc("b", r"https://[a-z0-9]+\.example\.org/.*"),
+        ]);
+        // Twice each: the second answer comes from the cache.
+        for _ in 0..2 {
+            assert_eq!(reg.find("https://a.example.org/x").unwrap().name, "a");
+            assert_eq!(reg.find("https://b.example.org/x").unwrap().name, "b");
+            assert!(reg.find("https://evil.example/").is_none());
+        }
+        // Past its bound the cache starts again; answers stay the same.
+        for n in 0..MATCHED_ENTRIES + 10 {
+            let url = format!("https://h{n}.example.org/");
+            assert!(reg.find(&url).is_some_and(|s| s.name == "b"), "{url}");
+        }
+        assert!(reg.matched.read().len() <= MATCHED_ENTRIES);
+        assert_eq!(reg.find("https://a.example.org/x").unwrap().name, "a");
+        // A long URL is matched but not kept.
+        let long = format!("https://a.example.org/{}", "x".repeat(MATCHED_URL_LEN));
+        assert_eq!(reg.find(&long).unwrap().name, "a");
+        assert!(!reg.matched.read().contains_key(long.as_str()));
+        // A clone (a reload) starts with an empty cache.
+        assert!(reg.clone().matched.read().is_empty());
     }
 
     #[test]

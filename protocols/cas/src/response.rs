@@ -2,9 +2,10 @@
 
 use crate::error::{CasError, CasErrorCode};
 use crate::time_format::iso8601_millis;
-use crate::xml::{escape, is_element_name};
+use crate::xml::{escape, escape_into, is_element_name};
 use castellan_core::Assertion;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// What the web layer sends: Apereo CAS's status codes and content types.
@@ -50,17 +51,22 @@ pub fn xml(outcome: &Result<Assertion, CasError>, with_attributes: bool) -> CasR
     match outcome {
         Ok(a) => {
             out.push_str("    <cas:authenticationSuccess>\n");
-            let _ = writeln!(
-                out,
-                "        <cas:user>{}</cas:user>",
-                escape(&a.principal.id)
-            );
+            out.push_str("        <cas:user>");
+            escape_into(&mut out, &a.principal.id);
+            out.push_str("</cas:user>\n");
             if with_attributes {
+                // Written in place, escaped as they go: this runs on every
+                // validation, and each format! or copy showed in profiles.
                 out.push_str("        <cas:attributes>\n");
                 for (name, values) in attribute_view(a) {
-                    for v in values {
-                        let _ =
-                            writeln!(out, "            <cas:{name}>{}</cas:{name}>", escape(&v));
+                    for v in values.iter() {
+                        out.push_str("            <cas:");
+                        out.push_str(name);
+                        out.push('>');
+                        escape_into(&mut out, v);
+                        out.push_str("</cas:");
+                        out.push_str(name);
+                        out.push_str(">\n");
                     }
                 }
                 out.push_str("        </cas:attributes>\n");
@@ -109,13 +115,12 @@ pub fn json(outcome: &Result<Assertion, CasError>, with_attributes: bool) -> Cas
             if with_attributes {
                 let attributes: Map<String, Value> = attribute_view(a)
                     .into_iter()
-                    .map(|(name, mut values)| {
-                        let v = if values.len() == 1 {
-                            Value::String(values.remove(0))
-                        } else {
-                            json!(values)
+                    .map(|(name, values)| {
+                        let v = match &*values {
+                            [one] => Value::String(one.clone()),
+                            many => json!(many),
                         };
-                        (name, v)
+                        (name.to_owned(), v)
                     })
                     .collect();
                 success.insert("attributes".into(), Value::Object(attributes));
@@ -150,20 +155,15 @@ pub const RESERVED: &[&str] = &[
 
 /// CAS 3.0 attributes: the protocol's own three first, then released ones.
 /// Names that cannot be XML element names are left out (and logged).
-fn attribute_view(a: &Assertion) -> Vec<(String, Vec<String>)> {
+fn attribute_view(a: &Assertion) -> Vec<(&str, Cow<'_, [String]>)> {
+    let flag = |b: bool| Cow::<[String]>::Owned(vec![b.to_string()]);
     let mut view = vec![
         (
-            "authenticationDate".to_owned(),
-            vec![iso8601_millis(a.authenticated_at)],
+            "authenticationDate",
+            Cow::Owned(vec![iso8601_millis(a.authenticated_at)]),
         ),
-        (
-            "isFromNewLogin".to_owned(),
-            vec![a.from_new_login.to_string()],
-        ),
-        (
-            "longTermAuthenticationRequestTokenUsed".to_owned(),
-            vec![a.long_term.to_string()],
-        ),
+        ("isFromNewLogin", flag(a.from_new_login)),
+        ("longTermAuthenticationRequestTokenUsed", flag(a.long_term)),
     ];
     // How the user proved who they are, as Apereo CAS names it: both
     // attributes list every method of the session (a second factor too).
@@ -174,14 +174,14 @@ fn attribute_view(a: &Assertion) -> Vec<(String, Vec<String>)> {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        view.push(("authenticationMethod".to_owned(), names.clone()));
-        view.push(("successfulAuthenticationHandlers".to_owned(), names));
+        view.push(("authenticationMethod", Cow::Owned(names.clone())));
+        view.push(("successfulAuthenticationHandlers", Cow::Owned(names)));
     }
     for (name, values) in &a.attributes {
         if RESERVED.contains(&name.as_str()) {
             tracing::warn!(attribute = %name, "attribute name is a CAS protocol element; not released");
         } else if is_element_name(name) {
-            view.push((name.clone(), values.clone()));
+            view.push((name, Cow::Borrowed(values.as_slice())));
         } else {
             tracing::warn!(attribute = %name, "attribute name is not a valid XML name; not released");
         }

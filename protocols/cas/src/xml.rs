@@ -5,6 +5,21 @@
 /// represented, and a client parser would reject the whole document.
 pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 8);
+    escape_into(&mut out, value);
+    out
+}
+
+/// [`escape`], appended to `out`. Most values (user ids, URLs, attribute
+/// values) have nothing to escape: they are copied whole.
+pub fn escape_into(out: &mut String, value: &str) {
+    // U+FFFE and U+FFFF are EF BF BE / EF BF BF in UTF-8.
+    let plain = value
+        .bytes()
+        .all(|b| b >= 0x20 && !matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | 0xEF));
+    if plain {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -21,7 +36,6 @@ pub fn escape(value: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
 /// Whether `name` can be an element's local name (CAS 3 renders each
@@ -50,6 +64,15 @@ mod tests {
         );
         assert_eq!(escape("a\u{0}b\u{1b}c\nd\r\t"), "abc&#10;d&#13;&#9;");
         assert_eq!(escape("Zoë 日本"), "Zoë 日本");
+        // Characters led by the byte 0xEF take the careful path: only
+        // U+FFFE and U+FFFF go.
+        assert_eq!(
+            escape("\u{fb00}x\u{fffe}\u{ffff}\u{fffd}"),
+            "\u{fb00}x\u{fffd}"
+        );
+        let mut out = "<a>".to_owned();
+        escape_into(&mut out, "https://app.example.org/?a=1");
+        assert_eq!(out, "<a>https://app.example.org/?a=1");
     }
 
     #[test]
