@@ -7,7 +7,7 @@ use crate::pages::{render, Link, LoginPage, MessagePage, NamedLink, NoticePage};
 use crate::respond::{redirect, unavailable};
 use crate::state::SharedState;
 use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Form, Query, RawQuery, State};
+use axum::extract::{ConnectInfo, Form, Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use castellan_cas::validate::flag;
@@ -220,8 +220,10 @@ pub async fn form(
     ClientAddress(client): ClientAddress,
     query: Result<Query<LoginQuery>, QueryRejection>,
     RawQuery(raw_query): RawQuery,
-    headers: HeaderMap,
+    // The request itself, not its headers: a `HeaderMap` argument is a copy.
+    request: Request,
 ) -> Response {
+    let headers = request.headers();
     let Ok(Query(query)) = query else {
         return bad_request(&state);
     };
@@ -231,7 +233,8 @@ pub async fn form(
     };
     let renew = flag(query.renew.as_deref());
     let gateway = flag(query.gateway.as_deref());
-    let browser = Browser::of(&headers);
+    // Made when a page needs it, not for the SSO redirect.
+    let browser = || Browser::of(headers);
 
     // Delegated authentication, asked for by name: the upstream decides.
     if let Some(name) = query.client_name.as_deref() {
@@ -248,7 +251,7 @@ pub async fn form(
     }
 
     // §2.1.1: renew forces credentials whatever the SSO session.
-    let session_id = cookies::session_id(&headers).filter(|_| !renew);
+    let session_id = cookies::session_id(headers).filter(|_| !renew);
     if let Some(session_id) = &session_id {
         match &target {
             // The grant itself checks and extends the session: one store step.
@@ -272,13 +275,13 @@ pub async fn form(
                     return redirect(&target.url);
                 }
                 Err(EngineError::SecondFactorRequired) => {
-                    return step_up(&state, &browser, session_id, target, query.method).await;
+                    return step_up(&state, &browser(), session_id, target, query.method).await;
                 }
                 Err(EngineError::ConsentRequired) if gateway => {
                     return crate::sign_in::cannot_ask(&state, &target.url);
                 }
                 Err(EngineError::ConsentRequired) => {
-                    return ask_consent(&state, &browser, session_id, target, query.method).await;
+                    return ask_consent(&state, &browser(), session_id, target, query.method).await;
                 }
                 Err(e) => return unavailable(&state, &e),
             },
@@ -323,7 +326,7 @@ pub async fn form(
             notice: None,
             target: target.as_ref(),
             raw_query: raw_query.as_deref(),
-            browser: &browser,
+            browser: &browser(),
         },
     )
     .await

@@ -97,20 +97,30 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        // The clone was made ready by poll_ready; keep a fresh one here.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let shared = self.shared.clone();
-        Box::pin(async move { Ok(shared.serve(inner, request).await) })
+        let prepared = shared.prepare(&mut request);
+        // Called here rather than in the future: the future would need a
+        // clone of the routes of its own, a boxed clone per request. Axum
+        // only routes here; the handler runs when the future is polled,
+        // inside the request's scopes. A panic costs its request only (500).
+        let future = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))).ok();
+        Box::pin(async move { Ok(shared.serve(prepared, future).await) })
     }
 }
 
+/// What the frame reads of a request before it is served.
+struct Prepared {
+    started: Instant,
+    id: HeaderValue,
+    label: RequestLabel,
+    audit: Option<RequestContext>,
+    page: locale::PageLocale,
+    marks: locale::Marks,
+}
+
 impl Shared {
-    async fn serve<S>(&self, mut inner: S, mut request: Request<Body>) -> Response
-    where
-        S: Service<Request<Body>, Response = Response, Error = Infallible>,
-    {
+    fn prepare(&self, request: &mut Request<Body>) -> Prepared {
         let started = Instant::now();
         // A request id set by a proxy in front is kept, as tower-http did.
         let id = match request.headers().get(&X_REQUEST_ID) {
@@ -134,15 +144,33 @@ impl Shared {
             .state
             .audit
             .is_some()
-            .then(|| self.audit_context(&request, &id));
-        let (page, marks) = locale::choose(&request);
+            .then(|| self.audit_context(request, &id));
+        let (page, marks) = locale::choose(request);
+        Prepared {
+            started,
+            id,
+            label,
+            audit,
+            page,
+            marks,
+        }
+    }
 
+    async fn serve<F>(&self, prepared: Prepared, future: Option<F>) -> Response
+    where
+        F: Future<Output = Result<Response, Infallible>>,
+    {
+        let Prepared {
+            started,
+            id,
+            label,
+            audit,
+            page,
+            marks,
+        } = prepared;
         let served = async move {
-            // A panic in a handler costs its request only (500), not the
-            // connection or the worker.
-            let future = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
-                Ok(future) => future,
-                Err(_) => return panicked(),
+            let Some(future) = future else {
+                return panicked();
             };
             let mut future = std::pin::pin!(future);
             let caught = std::future::poll_fn(|cx| {

@@ -787,9 +787,15 @@ impl MemoryStore {
             return Ok(None);
         };
         let session_id = s.id.to_string()?;
-        let Some((_, ticket, _)) = s.held_ticket(&s.services[i], &session_id, now) else {
-            return Ok(None);
-        };
+        // The id asked for is the one held (its packed form matched): no
+        // need to unpack it again.
+        let r = &s.services[i];
+        let ticket = Ticket::Service(ServiceTicket {
+            id: id.to_owned(),
+            session_id: session_id.clone(),
+            service: r.service.as_str().to_owned(),
+            from_new_login: r.from_new_login,
+        });
         if take {
             s.services[i].held_until = 0;
         }

@@ -157,14 +157,15 @@ pub const RESERVED: &[&str] = &[
 /// Names that cannot be XML element names are left out (and logged).
 fn attribute_view(a: &Assertion) -> Vec<(&str, Cow<'_, [String]>)> {
     let flag = |b: bool| Cow::<[String]>::Owned(vec![b.to_string()]);
-    let mut view = vec![
+    let mut view = Vec::with_capacity(5 + a.attributes.len());
+    view.extend([
         (
             "authenticationDate",
             Cow::Owned(vec![iso8601_millis(a.authenticated_at)]),
         ),
         ("isFromNewLogin", flag(a.from_new_login)),
         ("longTermAuthenticationRequestTokenUsed", flag(a.long_term)),
-    ];
+    ]);
     // How the user proved who they are, as Apereo CAS names it: both
     // attributes list every method of the session (a second factor too).
     if !a.methods.is_empty() {
