@@ -17,7 +17,7 @@ use std::fmt::{self, Write as _};
 use std::future::Future;
 use tokio::task::futures::TaskLocalFuture;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
@@ -48,12 +48,12 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder
             .with_ansi(false)
             .fmt_fields(JsonFields::new())
-            .event_format(Json)
+            .event_format(Records::Json)
             .init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .fmt_fields(EscapedFields)
-            .event_format(Text)
+            .event_format(Records::Text)
             .init(),
     }
 }
@@ -86,11 +86,19 @@ pub fn in_scope<R>(label: RequestLabel, f: impl FnOnce() -> R) -> R {
     REQUEST.sync_scope(label, f)
 }
 
-/// `2026-01-01T00:00:00.000000Z  INFO request{id="…" method=GET path=/…}:
-/// target: message fields`, as tracing's own format wrote it.
-struct Text;
+/// Castellan's two record formats.
+#[derive(Debug, Clone, Copy)]
+enum Records {
+    /// `2026-01-01T00:00:00.000000Z  INFO request{id="…" method=GET
+    /// path=/…}: target: message fields`, as tracing's own format wrote it.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `fields`, `target`,
+    /// and `span` (the innermost) and `spans` (outermost first), as
+    /// tracing-subscriber's JSON format wrote them.
+    Json,
+}
 
-impl<S, N> FormatEvent<S, N> for Text
+impl<S, N> FormatEvent<S, N> for Records
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'w> FormatFields<'w> + 'static,
@@ -98,44 +106,61 @@ where
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
+        writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // Records bridged from the `log` crate: their own level and target.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        SystemTime.format_time(&mut writer)?;
-        let level = *meta.level();
-        if writer.has_ansi_escapes() {
-            write!(writer, " \x1b[{}m{level:>5}\x1b[0m ", colour(level))?;
-        } else {
-            write!(writer, " {level:>5} ")?;
+        match self {
+            Self::Text => text(ctx, writer, event, meta),
+            Self::Json => json(ctx, writer, event, meta),
         }
-        let labelled = REQUEST.try_with(|r| -> fmt::Result {
-            write!(writer, "request{{id=")?;
-            write!(Escaping(&mut writer), "{:?}", r.id())?;
-            write!(writer, " method={} path=", r.method)?;
-            Escaping(&mut writer).write_str(r.uri.path())?;
-            writer.write_str("}:")
-        });
-        let mut spans = labelled.is_ok();
-        labelled.unwrap_or(Ok(()))?;
-        for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
-            write!(writer, "{}", span.name())?;
-            if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
-                if !fields.is_empty() {
-                    write!(writer, "{{{fields}}}")?;
-                }
-            }
-            writer.write_char(':')?;
-            spans = true;
-        }
-        if spans {
-            writer.write_char(' ')?;
-        }
-        write!(writer, "{}: ", meta.target())?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
     }
+}
+
+fn text<S, N>(
+    ctx: &FmtContext<'_, S, N>,
+    mut writer: Writer<'_>,
+    event: &Event<'_>,
+    meta: &Metadata<'_>,
+) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    SystemTime.format_time(&mut writer)?;
+    let level = *meta.level();
+    if writer.has_ansi_escapes() {
+        write!(writer, " \x1b[{}m{level:>5}\x1b[0m ", colour(level))?;
+    } else {
+        write!(writer, " {level:>5} ")?;
+    }
+    let labelled = REQUEST.try_with(|r| -> fmt::Result {
+        write!(writer, "request{{id=")?;
+        write!(Escaping(&mut writer), "{:?}", r.id())?;
+        write!(writer, " method={} path=", r.method)?;
+        Escaping(&mut writer).write_str(r.uri.path())?;
+        writer.write_str("}:")
+    });
+    let mut spans = labelled.is_ok();
+    labelled.unwrap_or(Ok(()))?;
+    for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
+        write!(writer, "{}", span.name())?;
+        if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
+            if !fields.is_empty() {
+                write!(writer, "{{{fields}}}")?;
+            }
+        }
+        writer.write_char(':')?;
+        spans = true;
+    }
+    if spans {
+        writer.write_char(' ')?;
+    }
+    write!(writer, "{}: ", meta.target())?;
+    ctx.field_format().format_fields(writer.by_ref(), event)?;
+    writeln!(writer)
 }
 
 fn colour(level: Level) -> u8 {
@@ -148,59 +173,50 @@ fn colour(level: Level) -> u8 {
     }
 }
 
-/// One JSON object per line: `timestamp`, `level`, `fields`, `target`, and
-/// `span` (the innermost) and `spans` (outermost first), as
-/// tracing-subscriber's JSON format wrote them.
-struct Json;
-
-impl<S, N> FormatEvent<S, N> for Json
+fn json<S, N>(
+    ctx: &FmtContext<'_, S, N>,
+    mut writer: Writer<'_>,
+    event: &Event<'_>,
+    meta: &Metadata<'_>,
+) -> fmt::Result
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'w> FormatFields<'w> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let normalized = event.normalized_metadata();
-        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut fields = JsonVisitor(Map::new());
-        event.record(&mut fields);
-        let mut spans: Vec<Value> = REQUEST
-            .try_with(|r| {
-                serde_json::json!({
-                    "id": r.id(),
-                    "method": r.method.as_str(),
-                    "path": r.uri.path(),
-                    "name": "request",
-                })
+    let mut timestamp = String::new();
+    SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+    let mut fields = JsonVisitor(Map::new());
+    event.record(&mut fields);
+    let mut spans: Vec<Value> = REQUEST
+        .try_with(|r| {
+            serde_json::json!({
+                "id": r.id(),
+                "method": r.method.as_str(),
+                "path": r.uri.path(),
+                "name": "request",
             })
-            .into_iter()
-            .collect();
-        for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
-            let mut object = span
-                .extensions()
-                .get::<FormattedFields<N>>()
-                .and_then(|f| serde_json::from_str::<Map<String, Value>>(f).ok())
-                .unwrap_or_default();
-            object.insert("name".into(), span.name().into());
-            spans.push(Value::Object(object));
-        }
-        let record = Record {
-            timestamp,
-            level: meta.level().as_str(),
-            fields: fields.0,
-            target: meta.target(),
-            span: spans.last(),
-            spans: &spans,
-        };
-        let line = serde_json::to_string(&record).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{line}")
+        })
+        .into_iter()
+        .collect();
+    for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
+        let mut object = span
+            .extensions()
+            .get::<FormattedFields<N>>()
+            .and_then(|f| serde_json::from_str::<Map<String, Value>>(f).ok())
+            .unwrap_or_default();
+        object.insert("name".into(), span.name().into());
+        spans.push(Value::Object(object));
     }
+    let record = Record {
+        timestamp,
+        level: meta.level().as_str(),
+        fields: fields.0,
+        target: meta.target(),
+        span: spans.last(),
+        spans: &spans,
+    };
+    let line = serde_json::to_string(&record).map_err(|_| fmt::Error)?;
+    writeln!(writer, "{line}")
 }
 
 #[derive(serde::Serialize)]
@@ -357,13 +373,13 @@ mod tests {
         if json {
             let subscriber = builder
                 .fmt_fields(JsonFields::new())
-                .event_format(Json)
+                .event_format(Records::Json)
                 .finish();
             tracing::subscriber::with_default(subscriber, log);
         } else {
             let subscriber = builder
                 .fmt_fields(EscapedFields)
-                .event_format(Text)
+                .event_format(Records::Text)
                 .finish();
             tracing::subscriber::with_default(subscriber, log);
         }

@@ -160,14 +160,6 @@ impl Shared {
     where
         F: Future<Output = Result<Response, Infallible>>,
     {
-        let Prepared {
-            started,
-            id,
-            label,
-            audit,
-            page,
-            marks,
-        } = prepared;
         let served = async move {
             let Some(future) = future else {
                 return panicked();
@@ -187,17 +179,18 @@ impl Shared {
                 Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
             }
         };
-        let served = locale::scope(page, served);
+        let served = locale::scope(prepared.page, served);
+        let audit = prepared.audit;
         let served = async move {
             match audit {
                 Some(context) => castellan_audit::scope(context, served).await,
                 None => served.await,
             }
         };
-        let mut served = std::pin::pin!(logging::scope(label, served));
+        let mut served = std::pin::pin!(logging::scope(prepared.label, served));
         let mut response = served.as_mut().await;
 
-        locale::mark(&self.state, &marks, &mut response);
+        locale::mark(&self.state, &prepared.marks, &mut response);
         let headers = response.headers_mut();
         if self.https && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
             headers.insert(
@@ -221,12 +214,12 @@ impl Shared {
             );
         }
         if !headers.contains_key(&X_REQUEST_ID) {
-            headers.insert(X_REQUEST_ID.clone(), id);
+            headers.insert(X_REQUEST_ID.clone(), prepared.id);
         }
         if response.status().is_server_error() {
             let label = served.as_mut().take_value();
             let failed = || {
-                tracing::error!(status = response.status().as_u16(), latency = ?started.elapsed(), "response failed");
+                tracing::error!(status = response.status().as_u16(), latency = ?prepared.started.elapsed(), "response failed");
             };
             match label {
                 Some(label) => logging::in_scope(label, failed),
