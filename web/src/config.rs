@@ -187,22 +187,7 @@ impl Default for ConnectionLimits {
 }
 
 /// How log records are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    pub fn parse(s: &str) -> Option<LogFormat> {
-        match s {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => None,
-        }
-    }
-}
+pub use castellan_logging::LogFormat;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

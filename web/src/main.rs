@@ -12,7 +12,6 @@ mod delegation;
 #[cfg(test)]
 mod layering;
 mod locale;
-mod logging;
 mod login;
 mod logout;
 mod metrics;
@@ -733,8 +732,8 @@ fn serve(config_path: Option<&Path>) -> ExitCode {
             }
         },
     };
-    match logging::format_from_env(settings.log_format) {
-        Ok(format) => logging::init(format),
+    match castellan_logging::format_from_env(settings.log_format) {
+        Ok(format) => castellan_logging::init(format),
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);

@@ -10,7 +10,6 @@
 
 use crate::client_address::client_ip;
 use crate::locale;
-use crate::logging::{self, RequestLabel};
 use crate::state::SharedState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit};
@@ -18,6 +17,7 @@ use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use castellan_audit::RequestContext;
+use castellan_logging::{self as logging, RequestLabel};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -10,8 +10,7 @@
 //! trip (a registry slot, its fields formatted up front, enter and exit at
 //! every poll) for records that most requests never write.
 
-use crate::config::LogFormat;
-use axum::http::{HeaderValue, Method, Uri};
+use http::{HeaderValue, Method, Uri};
 use serde_json::{Map, Value};
 use std::fmt::{self, Write as _};
 use std::future::Future;
@@ -25,6 +24,24 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
+
+/// `[server] log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
 
 /// `RUST_LOG_FORMAT` ("text" or "json") wins over `[server] log_format`.
 pub fn format_from_env(configured: LogFormat) -> Result<LogFormat, String> {
@@ -98,6 +115,14 @@ enum Records {
     Json,
 }
 
+/// A span other than the request's (other crates open them): its name and
+/// its fields as the subscriber formatted them (`EscapedFields` for text,
+/// `JsonFields` for JSON).
+struct SpanFields {
+    name: &'static str,
+    fields: String,
+}
+
 impl<S, N> FormatEvent<S, N> for Records
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -112,23 +137,32 @@ where
         // Records bridged from the `log` crate: their own level and target.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let spans: Vec<SpanFields> = ctx
+            .event_scope()
+            .into_iter()
+            .flat_map(|s| s.from_root())
+            .map(|span| SpanFields {
+                name: span.name(),
+                fields: span
+                    .extensions()
+                    .get::<FormattedFields<N>>()
+                    .map(|f| f.fields.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
         match self {
-            Self::Text => text(ctx, writer, event, meta),
-            Self::Json => json(ctx, writer, event, meta),
+            Self::Text => text(writer, event, meta, &spans),
+            Self::Json => json(writer, event, meta, &spans),
         }
     }
 }
 
-fn text<S, N>(
-    ctx: &FmtContext<'_, S, N>,
+fn text(
     mut writer: Writer<'_>,
     event: &Event<'_>,
     meta: &Metadata<'_>,
-) -> fmt::Result
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'w> FormatFields<'w> + 'static,
-{
+    spans: &[SpanFields],
+) -> fmt::Result {
     SystemTime.format_time(&mut writer)?;
     let level = *meta.level();
     if writer.has_ansi_escapes() {
@@ -143,23 +177,20 @@ where
         Escaping(&mut writer).write_str(r.uri.path())?;
         writer.write_str("}:")
     });
-    let mut spans = labelled.is_ok();
+    let any = labelled.is_ok() || !spans.is_empty();
     labelled.unwrap_or(Ok(()))?;
-    for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
-        write!(writer, "{}", span.name())?;
-        if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
-            if !fields.is_empty() {
-                write!(writer, "{{{fields}}}")?;
-            }
+    for span in spans {
+        writer.write_str(span.name)?;
+        if !span.fields.is_empty() {
+            write!(writer, "{{{}}}", span.fields)?;
         }
         writer.write_char(':')?;
-        spans = true;
     }
-    if spans {
+    if any {
         writer.write_char(' ')?;
     }
     write!(writer, "{}: ", meta.target())?;
-    ctx.field_format().format_fields(writer.by_ref(), event)?;
+    EscapedFields.format_fields(writer.by_ref(), event)?;
     writeln!(writer)
 }
 
@@ -173,21 +204,17 @@ fn colour(level: Level) -> u8 {
     }
 }
 
-fn json<S, N>(
-    ctx: &FmtContext<'_, S, N>,
+fn json(
     mut writer: Writer<'_>,
     event: &Event<'_>,
     meta: &Metadata<'_>,
-) -> fmt::Result
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'w> FormatFields<'w> + 'static,
-{
+    spans: &[SpanFields],
+) -> fmt::Result {
     let mut timestamp = String::new();
     SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
     let mut fields = JsonVisitor(Map::new());
     event.record(&mut fields);
-    let mut spans: Vec<Value> = REQUEST
+    let mut objects: Vec<Value> = REQUEST
         .try_with(|r| {
             serde_json::json!({
                 "id": r.id(),
@@ -198,22 +225,19 @@ where
         })
         .into_iter()
         .collect();
-    for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
-        let mut object = span
-            .extensions()
-            .get::<FormattedFields<N>>()
-            .and_then(|f| serde_json::from_str::<Map<String, Value>>(f).ok())
-            .unwrap_or_default();
-        object.insert("name".into(), span.name().into());
-        spans.push(Value::Object(object));
+    for span in spans {
+        let mut object =
+            serde_json::from_str::<Map<String, Value>>(&span.fields).unwrap_or_default();
+        object.insert("name".into(), span.name.into());
+        objects.push(Value::Object(object));
     }
     let record = Record {
         timestamp,
         level: meta.level().as_str(),
         fields: fields.0,
         target: meta.target(),
-        span: spans.last(),
-        spans: &spans,
+        span: objects.last(),
+        spans: &objects,
     };
     let line = serde_json::to_string(&record).map_err(|_| fmt::Error)?;
     writeln!(writer, "{line}")
@@ -426,13 +450,13 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].contains(
-                r#"  WARN request{id="7-1" method=POST path=/cas/login}: castellan::logging::tests: refused user="bob""#
+                r#"  WARN request{id="7-1" method=POST path=/cas/login}: castellan_logging::tests: refused user="bob""#
             ),
             "{text}"
         );
         assert!(!text.contains("ST-secret"), "{text}");
         assert!(
-            lines[1].contains("  INFO castellan::logging::tests: after"),
+            lines[1].contains("  INFO castellan_logging::tests: after"),
             "{text}"
         );
         // A client's X-Request-Id cannot close the label early.
@@ -447,15 +471,17 @@ mod tests {
                 tracing::info!(user = "x\ny", n = 3, ok = true, "login refused")
             });
             tracing::info!("after");
+            let other = tracing::info_span!("other", path = "/a");
+            in_scope(label("7-3"), || other.in_scope(|| tracing::info!("inside")));
         });
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines.len(), 3, "{text}");
         let first = &lines[0];
         assert_eq!(first["level"], "INFO");
-        assert_eq!(first["target"], "castellan::logging::tests");
+        assert_eq!(first["target"], "castellan_logging::tests");
         assert_eq!(first["fields"]["message"], "login refused");
         assert_eq!(first["fields"]["user"], "x\ny");
         assert_eq!(first["fields"]["n"], 3);
@@ -467,6 +493,13 @@ mod tests {
             .as_str()
             .is_some_and(|t| t.ends_with('Z')));
         assert!(lines[1].get("span").is_none(), "{text}");
+        // Another crate's span follows the request's, innermost last.
+        assert_eq!(
+            lines[2]["span"],
+            serde_json::json!({"path": "/a", "name": "other"})
+        );
+        assert_eq!(lines[2]["spans"][0]["id"], "7-3");
+        assert_eq!(lines[2]["spans"].as_array().map(Vec::len), Some(2));
         assert!(!text.contains("ST-secret"), "{text}");
     }
 
