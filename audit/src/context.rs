@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
+use tokio::task::futures::TaskLocalFuture;
 
 /// What a line says about the request it came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,22 +16,28 @@ pub struct RequestContext {
 }
 
 tokio::task_local! {
-    static CONTEXT: Arc<RequestContext>;
+    static CONTEXT: Option<Arc<RequestContext>>;
 }
 
-/// Runs `future` (a request's handling) with `context` for its events.
-pub async fn scope<F: Future>(context: RequestContext, future: F) -> F::Output {
-    CONTEXT.scope(Arc::new(context), future).await
+/// Runs `future` (a request's handling) with `context` for its events
+/// (`None`: no audit log, nothing to stamp). A plain future, not an
+/// `async fn`: the frame nests it in every request's future, and each
+/// `async` wrapper would copy what it holds.
+pub fn scope<F: Future>(
+    context: Option<RequestContext>,
+    future: F,
+) -> TaskLocalFuture<Option<Arc<RequestContext>>, F> {
+    CONTEXT.scope(context.map(Arc::new), future)
 }
 
 /// The context of the task running now, if inside [`scope`].
 pub(crate) fn current() -> Option<Arc<RequestContext>> {
-    CONTEXT.try_with(Arc::clone).ok()
+    CONTEXT.try_with(Option::clone).ok().flatten()
 }
 
 /// Runs `future` in an already shared context (a task spawned by a request).
 pub(crate) async fn rescope<F: Future>(context: Arc<RequestContext>, future: F) -> F::Output {
-    CONTEXT.scope(context, future).await
+    CONTEXT.scope(Some(context), future).await
 }
 
 #[cfg(test)]
@@ -44,7 +51,8 @@ mod tests {
             request_id: Some("r-1".into()),
             client: Some("192.0.2.7".parse().unwrap()),
         };
-        let seen = scope(ctx.clone(), async { current() }).await;
+        let seen = scope(Some(ctx.clone()), async { current() }).await;
+        assert_eq!(scope(None, async { current() }).await, None);
         assert_eq!(seen.as_deref(), Some(&ctx));
         assert_eq!(current(), None);
     }

@@ -416,7 +416,7 @@ mod tests {
             client: Some("192.0.2.9".parse().unwrap()),
         };
         let in_request = log.clone();
-        crate::scope(ctx, async move {
+        crate::scope(Some(ctx), async move {
             in_request.record(event("direct"));
             let spawned = in_request.clone();
             let task = in_request.bind(Box::pin(async move {

@@ -11,8 +11,8 @@ use axum::Router;
 
 /// The whole application: every route at its full path under the prefix
 /// (no `nest`: it would wrap each route once more), and everything around
-/// the routes as one layer ([`middleware::wrap`]).
-pub fn router(state: SharedState, https: bool) -> Router {
+/// the routes as one service around the router ([`middleware::wrap`]).
+pub fn router(state: SharedState, https: bool) -> middleware::App {
     use castellan_oidc::cors::CorsEndpoint;
     let prefix = state.prefix().to_owned();
     let at = |path: &str| format!("{prefix}{path}");

@@ -7,9 +7,9 @@
 
 use crate::app;
 use crate::config::{self, Settings};
+use crate::middleware::App;
 use crate::state::{self, AppState, Lasting};
 use arc_swap::ArcSwap;
-use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ pub struct Live {
     config: Option<PathBuf>,
     lasting: Lasting,
     state: ArcSwap<AppState>,
-    router: Arc<ArcSwap<Router>>,
+    router: Arc<ArcSwap<App>>,
     https: bool,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
@@ -47,7 +47,7 @@ impl Live {
     }
 
     /// What the server loop serves each request with.
-    pub fn router(&self) -> Arc<ArcSwap<Router>> {
+    pub fn router(&self) -> Arc<ArcSwap<App>> {
         self.router.clone()
     }
 
@@ -139,7 +139,7 @@ impl Live {
     }
 }
 
-fn routes(state: Arc<AppState>, https: bool) -> Router {
+fn routes(state: Arc<AppState>, https: bool) -> App {
     app::router(state, https)
 }
 

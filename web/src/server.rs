@@ -7,9 +7,10 @@
 //! lets the requests in flight finish.
 
 use crate::config::ConnectionLimits;
+use crate::middleware::App;
 use arc_swap::ArcSwap;
+use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
@@ -108,7 +109,7 @@ pub fn connection_ceiling(max_connections: usize, open_files: u64) -> usize {
 /// `shutdown` resolves, then waits for the requests in flight.
 pub async fn serve(
     listener: TcpListener,
-    routers: Arc<ArcSwap<Router>>,
+    routers: Arc<ArcSwap<App>>,
     limits: ConnectionLimits,
     ceiling: usize,
     shutdown: impl Future<Output = ()>,
@@ -168,9 +169,9 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let busy = activity.request_started();
                 // Each request is served whole by the generation it started in.
-                let router = Router::clone(&routers.load());
+                let app = App::clone(&routers.load());
                 async move {
-                    let response = router.oneshot(request).await;
+                    let response = app.oneshot(request.map(Body::new)).await;
                     drop(busy);
                     response
                 }
