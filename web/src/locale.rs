@@ -9,7 +9,6 @@
 use crate::cookies;
 use crate::state::AppState;
 use askama::Values;
-use axum::extract::OriginalUri;
 use axum::http::{header, HeaderValue, Method, Request, Uri};
 use axum::response::Response;
 use castellan_i18n::{negotiate, text, Lang, Msg, LOCALE_COOKIE, LOCALE_PARAM};
@@ -63,12 +62,8 @@ pub fn choose<B>(req: &Request<B>) -> (PageLocale, Marks) {
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok());
     let lang = negotiate(chosen.map(Lang::code), cookie.as_deref(), accept);
-    // The URI the browser asked for (OriginalUri, should a router ever nest).
-    let here = (req.method() == Method::GET).then(|| {
-        req.extensions()
-            .get::<OriginalUri>()
-            .map_or_else(|| req.uri().clone(), |u| u.0.clone())
-    });
+    // The frame reads it before routing: the URI the browser asked for.
+    let here = (req.method() == Method::GET).then(|| req.uri().clone());
     (
         PageLocale { lang, here },
         Marks {

@@ -238,7 +238,7 @@ pub async fn form(
 
     // Delegated authentication, asked for by name: the upstream decides.
     if let Some(name) = query.client_name.as_deref() {
-        return crate::delegation::start(
+        return Box::pin(crate::delegation::start(
             &state,
             client,
             name,
@@ -246,7 +246,7 @@ pub async fn form(
             query.method.clone(),
             renew,
             gateway,
-        )
+        ))
         .await;
     }
 
@@ -275,13 +275,27 @@ pub async fn form(
                     return redirect(&target.url);
                 }
                 Err(EngineError::SecondFactorRequired) => {
-                    return step_up(&state, &browser(), session_id, target, query.method).await;
+                    return Box::pin(step_up(
+                        &state,
+                        &browser(),
+                        session_id,
+                        target,
+                        query.method,
+                    ))
+                    .await;
                 }
                 Err(EngineError::ConsentRequired) if gateway => {
                     return crate::sign_in::cannot_ask(&state, &target.url);
                 }
                 Err(EngineError::ConsentRequired) => {
-                    return ask_consent(&state, &browser(), session_id, target, query.method).await;
+                    return Box::pin(ask_consent(
+                        &state,
+                        &browser(),
+                        session_id,
+                        target,
+                        query.method,
+                    ))
+                    .await;
                 }
                 Err(e) => return unavailable(&state, &e),
             },
@@ -301,7 +315,7 @@ pub async fn form(
     // The only way in is an upstream: go there at once.
     if let Some(name) = state.upstreams.auto_redirect() {
         let name = name.to_owned();
-        return crate::delegation::start(
+        return Box::pin(crate::delegation::start(
             &state,
             client,
             &name,
@@ -309,10 +323,13 @@ pub async fn form(
             query.method.clone(),
             renew,
             false,
-        )
+        ))
         .await;
     }
-    login_form(
+    // Boxed, as the other ways but the SSO redirect: the handler's future
+    // is as large as its largest await, and axum moves it into a box for
+    // every request, the redirects included.
+    Box::pin(login_form(
         &state,
         FormState {
             status: StatusCode::OK,
@@ -328,7 +345,7 @@ pub async fn form(
             raw_query: raw_query.as_deref(),
             browser: &browser(),
         },
-    )
+    ))
     .await
 }
 

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tower::ServiceExt as _;
+use tower::Service as _;
 
 /// A request head (request line and headers) larger than this is answered
 /// 431 and the connection closed. Browsers send a few KB; SAML redirect
@@ -169,9 +169,12 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let busy = activity.request_started();
                 // Each request is served whole by the generation it started in.
-                let app = App::clone(&routers.load());
+                // Called at once (the frame and the router are always
+                // ready): the future hyper keeps holds the request's
+                // future only, not also the application and the request.
+                let served = App::clone(&routers.load()).call(request.map(Body::new));
                 async move {
-                    let response = app.oneshot(request.map(Body::new)).await;
+                    let response = served.await;
                     drop(busy);
                     response
                 }
