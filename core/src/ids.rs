@@ -25,7 +25,12 @@ fn push_random(id: &mut String, chars: usize) {
 
 /// A new identifier such as `LF-1-kq3...`; the `1` is the id format version.
 pub fn new_ticket_id(prefix: &str) -> String {
-    let mut id = String::with_capacity(prefix.len() + 3 + RANDOM_CHARS);
+    ticket_id_with_room(prefix, 0)
+}
+
+/// A new id with room for `more` bytes after it (a tag: no reallocation).
+fn ticket_id_with_room(prefix: &str, more: usize) -> String {
+    let mut id = String::with_capacity(prefix.len() + 3 + RANDOM_CHARS + more);
     id.push_str(prefix);
     id.push_str("-1-");
     push_random(&mut id, RANDOM_CHARS);
@@ -34,7 +39,7 @@ pub fn new_ticket_id(prefix: &str) -> String {
 
 /// A new SSO session id, `TGT-1-<secret>-<tag>`.
 pub fn new_session_id(prefix: &str) -> String {
-    let mut id = new_ticket_id(prefix);
+    let mut id = ticket_id_with_room(prefix, 1 + TAG_CHARS);
     id.push('-');
     push_random(&mut id, TAG_CHARS);
     id
@@ -44,7 +49,7 @@ pub fn new_session_id(prefix: &str) -> String {
 /// `None` when `session_id` has no tag (it is not a session id).
 pub fn new_session_ticket_id(prefix: &str, session_id: &str) -> Option<String> {
     let tag = session_tag(session_id)?;
-    let mut id = new_ticket_id(prefix);
+    let mut id = ticket_id_with_room(prefix, 1 + tag.len());
     id.push('-');
     id.push_str(tag);
     Some(id)

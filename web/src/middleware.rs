@@ -20,6 +20,7 @@ use castellan_audit::RequestContext;
 use castellan_logging::{self as logging, RequestLabel};
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -234,8 +235,11 @@ impl Shared {
             Some(id) => id.clone(),
             None => {
                 let n = self.ids.fetch_add(1, Ordering::Relaxed);
-                let id = HeaderValue::try_from(format!("{:08x}-{n}", self.ids_base))
-                    .unwrap_or_else(|_| HeaderValue::from_static("-"));
+                // Sized once (8 hex digits, a dash, up to 20 digits).
+                let mut text = String::with_capacity(29);
+                let _ = write!(text, "{:08x}-{n}", self.ids_base);
+                let id =
+                    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("-"));
                 request
                     .headers_mut()
                     .insert(X_REQUEST_ID.clone(), id.clone());
@@ -287,6 +291,8 @@ impl Shared {
 impl Finish {
     /// The headers every answer carries.
     fn mark(&self, response: &mut Response) {
+        // Room for what follows at once, rather than growing the map twice.
+        response.headers_mut().reserve(8);
         locale::mark(&self.shared.state, &self.marks, response);
         let headers = response.headers_mut();
         if self.shared.https && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {

@@ -7,7 +7,14 @@ pub fn with_ticket(service: &str, ticket: &str) -> String {
         None => (service, ""),
     };
     let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}ticket={ticket}{fragment}")
+    // Sized once: `format!` grows its string as it goes.
+    let mut url = String::with_capacity(service.len() + 8 + ticket.len());
+    url.push_str(base);
+    url.push(sep);
+    url.push_str("ticket=");
+    url.push_str(ticket);
+    url.push_str(fragment);
+    url
 }
 
 #[cfg(test)]
