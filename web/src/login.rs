@@ -275,27 +275,17 @@ pub async fn form(
                     return redirect(&target.url);
                 }
                 Err(EngineError::SecondFactorRequired) => {
-                    return Box::pin(step_up(
-                        &state,
-                        &browser(),
-                        session_id,
-                        target,
-                        query.method,
-                    ))
-                    .await;
+                    let browser = browser();
+                    let page = step_up(&state, &browser, session_id, target, query.method);
+                    return Box::pin(page).await;
                 }
                 Err(EngineError::ConsentRequired) if gateway => {
                     return crate::sign_in::cannot_ask(&state, &target.url);
                 }
                 Err(EngineError::ConsentRequired) => {
-                    return Box::pin(ask_consent(
-                        &state,
-                        &browser(),
-                        session_id,
-                        target,
-                        query.method,
-                    ))
-                    .await;
+                    let browser = browser();
+                    let page = ask_consent(&state, &browser, session_id, target, query.method);
+                    return Box::pin(page).await;
                 }
                 Err(e) => return unavailable(&state, &e),
             },

@@ -97,14 +97,7 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let shared = self.shared.clone();
-        let Prepared {
-            started,
-            id,
-            label,
-            audit,
-            page,
-            marks,
-        } = shared.prepare(&mut request);
+        let prepared = shared.prepare(&mut request);
         // Axum only routes here; the handler runs when the future is
         // polled, inside the request's scopes. A panic costs its request
         // only (500).
@@ -118,14 +111,17 @@ where
         // had grown to 4.8 KB, moved into a box per request.
         Framed {
             served: logging::scope(
-                label,
-                locale::scope(page, castellan_audit::scope(audit, guarded)),
+                prepared.label,
+                locale::scope(
+                    prepared.page,
+                    castellan_audit::scope(prepared.audit, guarded),
+                ),
             ),
             finish: Finish {
                 shared,
-                started,
-                id,
-                marks,
+                started: prepared.started,
+                id: prepared.id,
+                marks: prepared.marks,
             },
         }
     }
